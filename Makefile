@@ -1,0 +1,60 @@
+# loom — build, run and test without luarocks.
+#   make          build the C core (build/release/loom/core.so)
+#   make run      build, then run the main example
+#   make test     C build (-Werror), luacheck, busted specs, then the specs again
+#                 against an AddressSanitizer/UBSan build; ends with "N passed, N failed"
+#   make bench    benchmarks (long; not part of make test)
+#   make fuzz     libFuzzer targets for every parser (FUZZ_SECONDS each)
+
+LUA        ?= lua5.4
+CC         ?= gcc
+PKGS       := lua5.4 sqlite3 libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null || echo -I/usr/include/lua5.4)
+PKG_LIBS   := $(shell pkg-config --libs sqlite3 libcrypto 2>/dev/null || echo -lsqlite3 -lcrypto)
+WARN       := -std=c99 -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes \
+              -Wstrict-prototypes -Werror
+DEFS       := -D_POSIX_C_SOURCE=200809L
+CSRC       := $(sort $(wildcard csrc/*.c))
+HDRS       := $(wildcard csrc/*.h)
+
+RELEASE_SO := build/release/loom/core.so
+ASAN_SO    := build/asan/loom/core.so
+
+.PHONY: all deps run test test-fast lint bench fuzz clean
+
+all: $(RELEASE_SO)
+
+deps:
+	@scripts/deps.sh
+
+$(RELEASE_SO): $(CSRC) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(DEFS) -O2 -g -fPIC -shared $(PKG_CFLAGS) -o $@ $(CSRC) $(PKG_LIBS)
+
+$(ASAN_SO): $(CSRC) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(DEFS) -O1 -g -fPIC -shared -fno-omit-frame-pointer \
+	  -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  $(PKG_CFLAGS) -o $@ $(CSRC) $(PKG_LIBS)
+
+run: deps $(RELEASE_SO)
+	@LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/release/?.so;;' \
+	  $(LUA) examples/timeline.lua
+
+test: deps
+	@scripts/test.sh
+
+test-fast: $(RELEASE_SO)
+	@scripts/test.sh --fast
+
+lint:
+	luacheck -q lua spec bench examples
+
+bench: deps $(RELEASE_SO)
+	@scripts/bench.sh
+
+fuzz: deps
+	@scripts/fuzz.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,41 @@
+/* loom.core — shared declarations for the C modules.
+ *
+ * Each csrc/<part>.c adds its functions to the module table with one
+ * loom_open_<part>(L) call; luaopen_loom_core (core.c) creates that table.
+ * Failure convention (STYLE.md): caller misuse raises with luaL_argerror;
+ * expected failures return  nil, message, code  through loom_fail().
+ */
+#ifndef LOOM_H
+#define LOOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <sqlite3.h>
+
+/* Largest integer a Matrix value may hold: 2^53 - 1. */
+#define LOOM_MAX_SAFE_INT INT64_C(9007199254740991)
+
+/* Push nil, a formatted message and a stable lowercase code; returns 3. */
+int loom_fail(lua_State *L, const char *code, const char *fmt, ...);
+
+/* Sub-modules: each sets a field (a table) into the table at the top of the
+ * stack and leaves the stack as it found it. */
+void loom_open_token(lua_State *L);   /* core.token, core.bound */
+void loom_open_json(lua_State *L);    /* core.json   */
+void loom_open_crypto(lua_State *L);  /* core.crypto */
+void loom_open_sqlite(lua_State *L);  /* core.sqlite */
+void loom_open_regex(lua_State *L);   /* core.regex  */
+
+/* JSON encoding shared with crypto (signing hashes canonical bytes). Pushes the
+ * canonical JSON string of the value at index idx and returns 1, or returns
+ * loom_fail()'s 3 values. */
+int loom_json_encode_value(lua_State *L, int idx);
+
+/* The sqlite3 handle of an open loom.Db userdata at index idx (raises when idx
+ * is not an open loom.Db), so C hot paths can run on the caller's connection. */
+sqlite3 *loom_sqlite_handle(lua_State *L, int idx);
+
+#endif
