@@ -1,7 +1,7 @@
 -- busted output handler for loom: one dot per test, failures in full, then
 -- a counts line that scripts/test.sh adds up ("N passed, N failed").
 -- LOOM_COUNTS_FILE, when set, receives "passed failed" for the run.
-return function(options)
+return function()
   local busted = require 'busted'
   local handler = require 'busted.outputHandlers.base'()
   local io_write, io_flush = io.write, io.flush

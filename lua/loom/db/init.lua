@@ -1,0 +1,168 @@
+-- loom.db: the database layer. One connection object over an engine (SQLite
+-- now; PostgreSQL later behind the same methods): a prepared-statement cache,
+-- transactions nested through savepoints, and the migrations runner.
+--
+--   local db = require "loom.db"
+--   local conn = assert(db.open { path = "var/loom.db" })
+--   conn:transaction(function()
+--     conn:run("INSERT INTO t(a) VALUES (?)", 1)
+--   end)
+--   local rows = conn:all("SELECT a FROM t WHERE a > ?", 0)
+--
+-- Expected failures return nil, message, code; misuse raises.
+local core = require "loom.core"
+local migrate = require "loom.db.migrate"
+
+local error, pcall, select, type, setmetatable = error, pcall, select, type, setmetatable
+
+local sqlite = core.sqlite
+
+local _M = {}
+
+local methods = {}
+local mt = { __name = "loom.db.Conn", __index = methods }
+
+local STMT_CACHE_MAX = 512
+
+local function sqlite_open(config)
+  local handle, err, code = sqlite.open(config.path, {
+    readonly = config.readonly,
+    busy_timeout = config.busy_timeout or 5000,
+  })
+  if not handle then return nil, err, code end
+  local pragmas = {
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = " .. (config.synchronous or "NORMAL"),
+    "PRAGMA foreign_keys = OFF",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA cache_size = -" .. tostring(config.cache_kib or 65536),
+  }
+  for _, p in ipairs(pragmas) do
+    local ok, perr, pcode = handle:exec(p)
+    if not ok then handle:close(); return nil, perr, pcode end
+  end
+  return handle
+end
+
+--- Open a connection. config: path (required), engine ("sqlite"),
+-- migrate (default true), busy_timeout (ms), synchronous ("NORMAL"/"FULL").
+function _M.open(config)
+  if type(config) ~= "table" or type(config.path) ~= "string" then
+    error("loom.db.open: config.path is required", 2)
+  end
+  local engine = config.engine or "sqlite"
+  if engine ~= "sqlite" then
+    return nil, "database engine '" .. tostring(engine) .. "' is not available", "db_engine"
+  end
+  local handle, err, code = sqlite_open(config)
+  if not handle then return nil, err, code end
+  local self = setmetatable({
+    engine = engine,
+    handle = handle,
+    path = config.path,
+    stmts = {},
+    nstmts = 0,
+    depth = 0,         -- transaction nesting
+  }, mt)
+  if config.migrate ~= false then
+    local ok, merr, mcode = migrate.run(self, config.migrations_dir)
+    if not ok then self:close(); return nil, merr, mcode end
+  end
+  return self
+end
+
+--- The prepared statement for sql, from the cache.
+function methods:prepare(sql)
+  local stmt = self.stmts[sql]
+  if stmt then return stmt end
+  local err, code
+  stmt, err, code = self.handle:prepare(sql)
+  if not stmt then return nil, err, code end
+  if self.nstmts >= STMT_CACHE_MAX then
+    for _, s in pairs(self.stmts) do s:finalize() end
+    self.stmts, self.nstmts = {}, 0
+  end
+  self.stmts[sql] = stmt
+  self.nstmts = self.nstmts + 1
+  return stmt
+end
+
+local function call(self, method, sql, ...)
+  local stmt, err, code = self:prepare(sql)
+  if not stmt then return nil, err, code end
+  return stmt[method](stmt, ...)
+end
+
+--- Run a statement; returns the number of rows changed.
+function methods:run(sql, ...) return call(self, "run", sql, ...) end
+--- The first row (an array) or false.
+function methods:first(sql, ...) return call(self, "first", sql, ...) end
+--- Every row, as arrays, in one batch.
+function methods:all(sql, ...) return call(self, "all", sql, ...) end
+--- The first column of every row.
+function methods:column(sql, ...) return call(self, "column", sql, ...) end
+
+--- The first column of the first row, or nil when there is no row.
+function methods:value(sql, ...)
+  local row, err, code = call(self, "first", sql, ...)
+  if row == nil then return nil, err, code end
+  if row == false then return nil end
+  return row[1]
+end
+
+--- Several statements without parameters (schema work).
+function methods:exec(sql) return self.handle:exec(sql) end
+
+function methods:last_insert_rowid() return self.handle:last_insert_rowid() end
+function methods:changes() return self.handle:changes() end
+function methods:in_transaction() return self.depth > 0 end
+
+local function finish(self, ok, ...)
+  local depth = self.depth
+  local name = "loom_sp" .. depth
+  self.depth = depth - 1
+  local failed = not ok or (select("#", ...) >= 1 and (...) == nil)
+  if failed then
+    if depth == 1 then self.handle:exec("ROLLBACK")
+    else
+      self.handle:exec("ROLLBACK TO " .. name)
+      self.handle:exec("RELEASE " .. name)
+    end
+    if not ok then error((...), 0) end
+    return ...
+  end
+  local cok, cerr, ccode
+  if depth == 1 then cok, cerr, ccode = self.handle:exec("COMMIT")
+  else cok, cerr, ccode = self.handle:exec("RELEASE " .. name) end
+  if not cok then
+    if depth == 1 then self.handle:exec("ROLLBACK") end
+    return nil, cerr, ccode
+  end
+  return ...
+end
+
+--- Run fn(...) inside a transaction (a savepoint when nested). The work is
+-- rolled back when fn raises (the error is raised again) or returns nil as
+-- its first value (its nil, message, code are returned). Otherwise it is
+-- committed and fn's results are returned.
+function methods:transaction(fn, ...)
+  local depth = self.depth + 1
+  local ok, err, code
+  if depth == 1 then ok, err, code = self.handle:exec("BEGIN IMMEDIATE")
+  else ok, err, code = self.handle:exec("SAVEPOINT loom_sp" .. depth) end
+  if not ok then return nil, err, code end
+  self.depth = depth
+  return finish(self, pcall(fn, ...))
+end
+
+function methods:close()
+  for _, s in pairs(self.stmts) do s:finalize() end
+  self.stmts, self.nstmts = {}, 0
+  if self.handle then self.handle:close() end
+end
+
+mt.__close = methods.close
+
+_M.methods = methods
+_M.mt = mt
+return _M

@@ -1,0 +1,90 @@
+-- loom.store.changecache: which entities (rooms, users) changed after a
+-- stream position, answered from memory so unchanged entities cost no query.
+--
+-- The cache knows every change after `earliest`; asked about an older
+-- position it answers "maybe" (true / nil list), and the caller queries.
+local setmetatable, math_max = setmetatable, math.max
+
+local _M = {}
+local methods = {}
+local mt = { __name = "loom.store.ChangeCache", __index = methods }
+
+--- A cache that knows all changes after position `current`, keeping at most
+-- max_size entities (default 100000).
+function _M.new(current, max_size)
+  return setmetatable({
+    earliest = current,
+    latest = current,
+    last = {},          -- entity -> position of its last change
+    log = {},           -- ring of {entity, position} in position order
+    head = 1,
+    tail = 0,
+    size = 0,
+    max_size = max_size or 100000,
+  }, mt)
+end
+
+--- Record that entity changed at position pos (positions never go back).
+function methods:entity_changed(entity, pos)
+  if pos <= self.earliest then return end
+  local last = self.last
+  if last[entity] == nil then self.size = self.size + 1 end
+  last[entity] = pos
+  local tail = self.tail + 1
+  self.tail = tail
+  self.log[tail] = { entity, pos }
+  if pos > self.latest then self.latest = pos end
+  -- Evict the oldest entities; their positions become the new horizon.
+  while self.size > self.max_size do
+    local head = self.head
+    local item = self.log[head]
+    self.log[head] = nil
+    self.head = head + 1
+    if last[item[1]] == item[2] then
+      last[item[1]] = nil
+      self.size = self.size - 1
+      self.earliest = math_max(self.earliest, item[2])
+    end
+  end
+  -- Compact the log when it holds many stale entries.
+  if tail - self.head > 4 * self.max_size + 1024 then
+    local fresh, n = {}, 0
+    for i = self.head, tail do
+      local item = self.log[i]
+      if last[item[1]] == item[2] then n = n + 1; fresh[n] = item end
+    end
+    self.log, self.head, self.tail = fresh, 1, n
+  end
+end
+
+--- Did entity (maybe) change after position since?
+function methods:has_changed(entity, since)
+  if since < self.earliest then return true end
+  local pos = self.last[entity]
+  return pos ~= nil and pos > since
+end
+
+--- The entities of the list that (maybe) changed after since.
+function methods:changed_among(entities, since)
+  if since < self.earliest then return entities end
+  local out, n, last = {}, 0, self.last
+  for i = 1, #entities do
+    local pos = last[entities[i]]
+    if pos ~= nil and pos > since then n = n + 1; out[n] = entities[i] end
+  end
+  return out
+end
+
+--- Every entity that changed after since, or nil when the cache cannot tell.
+function methods:all_changed(since)
+  if since < self.earliest then return nil end
+  local out, n = {}, 0
+  for entity, pos in pairs(self.last) do
+    if pos > since then n = n + 1; out[n] = entity end
+  end
+  return out
+end
+
+_M.methods = methods
+_M.mt = mt
+return _M

@@ -1,0 +1,224 @@
+-- loom.store: the event store. Numeric IDs, persisting events into the DAG
+-- (edges, forward and backward extremities), and the stream queries that
+-- /sync, /messages and /context are built on.
+--
+--   local store = require "loom.store"
+--   local s = assert(store.open { path = "var/loom.db" })
+--   local r = assert(s:persist(event_id, event))          -- {event_nid, stream_ordering, ...}
+--   local page = assert(s:paginate(room_id, nil, { dir = "b", limit = 20 }))
+--
+-- Methods live in loom.store.persist and loom.store.stream; this file opens
+-- the store and keeps the NID maps and caches. Expected failures return
+-- nil, message, code.
+local db = require "loom.db"
+local changecache = require "loom.store.changecache"
+
+local setmetatable, pairs, type = setmetatable, pairs, type
+
+local _M = {}
+local methods = {}
+local mt = { __name = "loom.store.Store", __index = methods }
+
+-- Condition selecting timeline events; it matches the partial indexes.
+_M.TIMELINE = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+
+-- New event types get NIDs from here up; lower ones are well-known.
+local FIRST_DYNAMIC_TYPE_NID = 1000
+local CHANGE_CACHE_SIZE = 100000
+local PREFILL = 10000
+
+--- Open a store over a new connection (config as loom.db.open), or over an
+-- existing connection: store.open { conn = conn }.
+function _M.open(config)
+  local conn = config.conn
+  if not conn then
+    local err, code
+    conn, err, code = db.open(config)
+    if not conn then return nil, err, code end
+  end
+  local self = setmetatable({
+    conn = conn,
+    owns_conn = config.conn == nil,
+    room_nids = {}, room_ids = {},          -- room_id <-> nid
+    type_nids = {}, type_names = {},        -- type <-> nid
+    state_key_nids = {},                    -- state_key -> nid
+    room_max_depth = {},                    -- room nid -> max timeline depth
+    room_backfill_depth = {},               -- room nid -> max depth of backfilled events
+    pending = nil,                          -- NIDs assigned in the open transaction
+    recent = {},                            -- room nid -> { [key] = result }
+  }, mt)
+  for _, row in ipairs(conn:all("SELECT type_nid, type FROM event_types")) do
+    self.type_nids[row[2]] = row[1]
+    self.type_names[row[1]] = row[2]
+  end
+  local maxs = conn:first("SELECT coalesce(max(stream_ordering), 0), coalesce(min(stream_ordering), 0) FROM events")
+  self.max_stream = maxs[1] > 0 and maxs[1] or 0       -- highest allocated
+  self.min_stream = maxs[2] < 0 and maxs[2] or 0       -- lowest allocated (<= 0)
+  self.current_stream = self.max_stream                -- highest committed
+  self.room_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
+  self.member_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
+  self:prefill_caches()
+  return self
+end
+
+-- Warm the change caches from the most recent stream positions, so a sync
+-- right after a restart need not query every room.
+function methods:prefill_caches()
+  local from = self.current_stream - PREFILL
+  if from < 0 then from = 0 end
+  local rooms = changecache.new(from, CHANGE_CACHE_SIZE)
+  local members = changecache.new(from, CHANGE_CACHE_SIZE)
+  for _, row in ipairs(self.conn:all([[
+      SELECT r.room_id, e.stream_ordering FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+      WHERE e.stream_ordering > ? ORDER BY e.stream_ordering]], from)) do
+    rooms:entity_changed(row[1], row[2])
+  end
+  for _, row in ipairs(self.conn:all([[
+      SELECT user_id, stream_ordering FROM room_memberships
+      WHERE stream_ordering > ? ORDER BY stream_ordering]], from)) do
+    members:entity_changed(row[1], row[2])
+  end
+  self.room_changes, self.member_changes = rooms, members
+end
+
+function methods:close()
+  if self.owns_conn then self.conn:close() end
+end
+mt.__close = methods.close
+
+---------------------------------------------------------------------------
+-- Numeric IDs. A NID assigned inside a transaction that is rolled back is
+-- forgotten again (see forget_pending).
+
+local function remember(self, map, key, value)
+  map[key] = value
+  local p = self.pending
+  if p then p[#p + 1] = { map, key } end
+end
+
+--- Forget NIDs assigned in a transaction that did not commit.
+function methods:forget_pending()
+  local p = self.pending
+  if p then
+    for i = 1, #p do p[i][1][p[i][2]] = nil end
+  end
+  self.pending = nil
+end
+
+--- The NID of a room, or nil when the store has never seen it.
+function methods:room_nid(room_id)
+  local nid = self.room_nids[room_id]
+  if nid then return nid end
+  nid = self.conn:value("SELECT room_nid FROM rooms WHERE room_id = ?", room_id)
+  if nid then
+    self.room_nids[room_id] = nid
+    self.room_ids[nid] = room_id
+  end
+  return nid
+end
+
+--- The room ID of a room NID.
+function methods:room_id(nid)
+  local id = self.room_ids[nid]
+  if id then return id end
+  id = self.conn:value("SELECT room_id FROM rooms WHERE room_nid = ?", nid)
+  if id then self.room_ids[nid] = id; self.room_nids[id] = nid end
+  return id
+end
+
+-- Within a transaction: the room's NID, created on first sight.
+function methods:ensure_room_nid(room_id, room_version)
+  local nid = self:room_nid(room_id)
+  if nid then return nid end
+  local ok, err, code = self.conn:run("INSERT INTO rooms (room_id, room_version) VALUES (?, ?)",
+    room_id, room_version)
+  if not ok then return nil, err, code end
+  nid = self.conn:last_insert_rowid()
+  remember(self, self.room_nids, room_id, nid)
+  remember(self, self.room_ids, nid, room_id)
+  return nid
+end
+
+--- The NID of an event type, or nil when no event of that type was stored.
+function methods:type_nid(t) return self.type_nids[t] end
+
+--- The event type of a type NID.
+function methods:type_name(nid) return self.type_names[nid] end
+
+--- Every known event type: { [type] = nid } (do not modify).
+function methods:all_types() return self.type_nids end
+
+function methods:ensure_type_nid(t)
+  local nid = self.type_nids[t]
+  if nid then return nid end
+  local ok, err, code = self.conn:run([[
+    INSERT INTO event_types (type_nid, type)
+    VALUES ((SELECT max(?, coalesce(max(type_nid), 0) + 1) FROM event_types), ?)]],
+    FIRST_DYNAMIC_TYPE_NID, t)
+  if not ok then return nil, err, code end
+  nid = self.conn:last_insert_rowid()
+  remember(self, self.type_nids, t, nid)
+  remember(self, self.type_names, nid, t)
+  return nid
+end
+
+function methods:state_key_nid(sk)
+  local nid = self.state_key_nids[sk]
+  if nid then return nid end
+  nid = self.conn:value("SELECT state_key_nid FROM state_keys WHERE state_key = ?", sk)
+  if nid then self.state_key_nids[sk] = nid end
+  return nid
+end
+
+function methods:ensure_state_key_nid(sk)
+  local nid = self:state_key_nid(sk)
+  if nid then return nid end
+  local ok, err, code = self.conn:run("INSERT INTO state_keys (state_key) VALUES (?)", sk)
+  if not ok then return nil, err, code end
+  nid = self.conn:last_insert_rowid()
+  remember(self, self.state_key_nids, sk, nid)
+  return nid
+end
+
+-- Resolver handed to filters for turning names into NIDs.
+function methods:resolver()
+  local r = self._resolver
+  if not r then
+    r = {
+      types = function() return self.type_nids end,
+      room_nid = function(room_id) return self:room_nid(room_id) end,
+    }
+    self._resolver = r
+  end
+  return r
+end
+
+---------------------------------------------------------------------------
+-- Per-room caches of recent-event queries, dropped whenever the room changes.
+
+function methods:cache_get(room_nid, key)
+  local c = self.recent[room_nid]
+  return c and c[key]
+end
+
+function methods:cache_put(room_nid, key, value)
+  local c = self.recent[room_nid]
+  if not c then c = {}; self.recent[room_nid] = c end
+  c[key] = value
+end
+
+function methods:cache_drop(room_nid)
+  self.recent[room_nid] = nil
+end
+
+_M.methods = methods
+_M.mt = mt
+
+-- Mix in the method groups.
+for _, part in ipairs { "loom.store.persist", "loom.store.stream" } do
+  for k, v in pairs(require(part).methods) do
+    if type(v) == "function" then methods[k] = v end
+  end
+end
+
+return _M

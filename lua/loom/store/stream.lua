@@ -1,0 +1,504 @@
+-- loom.store.stream: reading the event stream in its two orders.
+--
+-- Rows come back as event records:
+--   { event_nid, event_id, room_id, type, state_key?, sender, depth,
+--     stream_ordering, json }
+-- json is the stored canonical text (decode it only when needed).
+--
+-- Tokens (loom.core.token) name gaps: a topological token t<d>-<s> sits
+-- after the event at (d, s); paging backwards from it returns events at or
+-- before it, paging forwards returns events after it. Pages fetch one row
+-- more than asked so that `next` is nil exactly when nothing is left.
+local core = require "loom.core"
+local filter_mod = require "loom.store.filter"
+
+local token, bound = core.token, core.bound
+local type, ipairs, math_type, tostring = type, ipairs, math.type, tostring
+local table_concat = table.concat
+
+local _M = {}
+local methods = {}
+
+local TL = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+local COLS = "event_nid, event_id, room_nid, type_nid, state_key_nid, sender, depth, stream_ordering, json"
+local MAX_LIMIT = 1000
+local APPSERVICE_MAX = 1000
+
+local function bad_token(msg) return nil, msg, "bad_token" end
+
+-- Event records from rows selected with COLS.
+local function records(self, rows, out)
+  out = out or {}
+  local n = #out
+  local type_names, room_ids = self.type_names, self.room_ids
+  for i = 1, #rows do
+    local r = rows[i]
+    local sk = r[5]
+    n = n + 1
+    out[n] = {
+      event_nid = r[1],
+      event_id = r[2],
+      room_id = room_ids[r[3]] or self:room_id(r[3]),
+      type = type_names[r[4]],
+      state_key_nid = sk,
+      sender = r[6],
+      depth = r[7],
+      stream_ordering = r[8],
+      json = r[9],
+    }
+  end
+  return out
+end
+
+local function fail_query(err, code) return nil, err, code or "db_error" end
+
+--- Parse a token argument: a loom.Token, a string, or nil.
+local function arg_token(t)
+  if t == nil then return nil end
+  if type(t) == "string" then
+    local tok, err = token.parse(t)
+    if not tok then return nil, err end
+    return tok
+  end
+  if type(t) == "userdata" and t.kind then return t end
+  return nil, "token must be a string"
+end
+
+local function arg_limit(limit, default)
+  if limit == nil then return default end
+  if math_type(limit) ~= "integer" or limit < 0 then return nil end
+  if limit > MAX_LIMIT then return MAX_LIMIT end
+  return limit
+end
+
+local function arg_filter(f)
+  if f == nil then return nil end
+  if getmetatable(f) == filter_mod.mt then return f end
+  return filter_mod.compile(f)
+end
+
+--- The largest timeline depth of a room among events at or before stream
+-- position pos (0 when there is none).
+function methods:max_depth_at(room_nid, pos)
+  local conn = self.conn
+  if pos > 0 then
+    local d = conn:value("SELECT max_depth FROM events WHERE room_nid = ? AND stream_ordering <= ? AND "
+      .. TL .. " ORDER BY stream_ordering DESC LIMIT 1", room_nid, pos) or 0
+    local bd = self.room_backfill_depth[room_nid]
+    if bd == nil then
+      bd = conn:value("SELECT backfill_max_depth FROM rooms WHERE room_nid = ?", room_nid) or 0
+      self.room_backfill_depth[room_nid] = bd
+    end
+    return d > bd and d or bd
+  end
+  return conn:value("SELECT coalesce(max(depth), 0) FROM events WHERE room_nid = ? AND stream_ordering <= ? AND "
+    .. TL, room_nid, pos) or 0
+end
+
+--- A topological token for a stream token in a room: the gap after every
+-- event that had arrived by that stream position (and after events of lower
+-- depth that came later, which paging then shows too — nothing is skipped).
+function methods:topological_for(room_nid, tok)
+  if tok.topological then return tok end
+  local d = self:max_depth_at(room_nid, tok.stream)
+  return token.topological(d < 1 and 1 or d, tok.stream)
+end
+
+local function filter_sql(self, f)
+  if not f then return nil, {} end
+  return f:sql(self:resolver(), { type = "type_nid", sender = "sender", url = "contains_url" })
+end
+
+local function append(params, list)
+  for i = 1, #list do params[#params + 1] = list[i] end
+end
+
+-- Rows of one room in topological order between two bounds, at most n.
+local function topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, n)
+  local order = desc and " ORDER BY depth DESC, stream_ordering DESC" or " ORDER BY depth, stream_ordering"
+  local to_sql, to_params
+  if to_b then to_sql, to_params = to_b:sql("sqlite", "depth", "stream_ordering") end
+  local parts = from_b and from_b:sql_parts("sqlite", "depth", "stream_ordering") or { { params = {} } }
+  local rows = {}
+  for _, part in ipairs(parts) do
+    local need = n - #rows
+    if need <= 0 then break end
+    local sql = { "SELECT ", COLS, " FROM events WHERE room_nid = ? AND ", TL }
+    local params = { room_nid }
+    if part.sql then sql[#sql + 1] = " AND " .. part.sql; append(params, part.params) end
+    if to_sql then sql[#sql + 1] = " AND " .. to_sql; append(params, to_params) end
+    if fsql then sql[#sql + 1] = " AND " .. fsql; append(params, fparams) end
+    sql[#sql + 1] = order .. " LIMIT ?"
+    params[#params + 1] = need
+    local got, err, code = self.conn:all(table_concat(sql), table.unpack(params, 1, #params))
+    if not got then return fail_query(err, code) end
+    for i = 1, #got do rows[#rows + 1] = got[i] end
+  end
+  return rows
+end
+
+--- Page through a room's timeline in topological order.
+-- from: token (string or Token; stream tokens are converted) or nil for the
+-- end (dir "b") / the start (dir "f"). opts: dir ("b"|"f", default "b"),
+-- to (token), limit (default 10, at most 1000), filter (definition or
+-- compiled). Returns { events = {...}, start = token string, next = token
+-- string or nil when nothing is left }.
+function methods:paginate(room_id, from, opts)
+  opts = opts or {}
+  local dir = opts.dir or "b"
+  if dir ~= "b" and dir ~= "f" then return nil, "dir must be 'b' or 'f'", "bad_param" end
+  local limit = arg_limit(opts.limit, 10)
+  if not limit then return nil, "limit must be a non-negative integer", "bad_param" end
+  local f, ferr, fcode = arg_filter(opts.filter)
+  if opts.filter ~= nil and not f then return nil, ferr, fcode end
+  if f and f.limit and f.limit < limit then limit = f.limit end
+  local from_tok, terr = arg_token(from)
+  if from ~= nil and not from_tok then return bad_token(terr) end
+  local to_tok
+  to_tok, terr = arg_token(opts.to)
+  if opts.to ~= nil and not to_tok then return bad_token(terr) end
+
+  local room_nid = self:room_nid(room_id)
+  local desc = dir == "b"
+  local start
+  if from_tok then start = tostring(from_tok)
+  elseif desc then
+    start = tostring(token.topological(room_nid and self:max_depth_at(room_nid, self.current_stream) or 1,
+      self.current_stream))
+    if start:sub(1, 2) == "t0" then start = "t1" .. start:sub(3) end
+  else
+    start = "t1-" .. tostring(self.min_stream - 1)
+  end
+  local result = { events = {}, start = start }
+  if not room_nid or limit == 0 or (f and not f:allows_room(room_id)) then return result end
+
+  local from_b, to_b
+  if from_tok then
+    from_b = bound.new(self:topological_for(room_nid, from_tok), desc and "<=" or ">")
+  end
+  if to_tok then
+    to_b = bound.new(self:topological_for(room_nid, to_tok), desc and ">" or "<=")
+  end
+  local fsql, fparams = filter_sql(self, f)
+  local rows, err, code = topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, limit + 1)
+  if not rows then return nil, err, code end
+  local more = #rows > limit
+  if more then rows[#rows] = nil end
+  records(self, rows, result.events)
+  if more then
+    local last = rows[#rows]
+    local before, after = token.for_event(last[7], last[8])
+    result.next = tostring(desc and before or after)
+  end
+  return result
+end
+
+--- Events around an event, for /context. Returns { event, before (nearest
+-- first), after (in order), start, ["end"], more_before, more_after } or
+-- nil, message, "not_found" when the event is not in the room's timeline.
+-- The filter applies to the surrounding events, not to the event itself.
+function methods:context(room_id, event_id, before_limit, after_limit, filter)
+  local room_nid = self:room_nid(room_id)
+  if not room_nid then return nil, "event not found", "not_found" end
+  local row, err, code = self.conn:first("SELECT " .. COLS ..
+    " FROM events WHERE event_id = ? AND room_nid = ? AND " .. TL, event_id, room_nid)
+  if row == nil then return nil, err, code end
+  if not row then return nil, "event not found", "not_found" end
+  local ev = records(self, { row })[1]
+  local before_tok, after_tok = token.for_event(ev.depth, ev.stream_ordering)
+  local b, berr, bcode = self:paginate(room_id, before_tok, { dir = "b", limit = before_limit, filter = filter })
+  if not b then return nil, berr, bcode end
+  local a, aerr, acode = self:paginate(room_id, after_tok, { dir = "f", limit = after_limit, filter = filter })
+  if not a then return nil, aerr, acode end
+  local start, stop = tostring(before_tok), tostring(after_tok)
+  local lb, la = b.events[#b.events], a.events[#a.events]
+  if lb then start = tostring((token.for_event(lb.depth, lb.stream_ordering))) end
+  if la then stop = tostring(select(2, token.for_event(la.depth, la.stream_ordering))) end
+  return {
+    event = ev,
+    before = b.events,
+    after = a.events,
+    start = start,
+    ["end"] = stop,
+    more_before = b.next ~= nil,
+    more_after = a.next ~= nil,
+  }
+end
+
+local function stream_pos(t, default)
+  if t == nil then return default end
+  if math_type(t) == "integer" then return t end
+  local tok, err = arg_token(t)
+  if not tok then return nil, err end
+  return tok.stream
+end
+
+--- The current stream token: "s<n>", the highest committed position.
+function methods:current_token()
+  return "s" .. tostring(self.current_stream)
+end
+
+--- The highest committed stream position.
+function methods:current_position()
+  return self.current_stream
+end
+
+--- The topological token at the end of a room as of stream position pos
+-- (default now): t<max depth>-<pos>.
+function methods:max_topological_token(room_id, pos)
+  pos = pos or self.current_stream
+  local nid = self:room_nid(room_id)
+  local d = nid and self:max_depth_at(nid, pos) or 0
+  return tostring(token.topological(d < 1 and 1 or d, pos))
+end
+
+--- Stream and topological tokens (after the event) for an event:
+-- "s<n>", "t<d>-<n>"; nil, message, "not_found" when unknown.
+function methods:tokens_for_event(event_id)
+  local row, err, code = self.conn:first(
+    "SELECT depth, stream_ordering FROM events WHERE event_id = ?", event_id)
+  if row == nil then return nil, err, code end
+  if not row then return nil, "event not found", "not_found" end
+  return "s" .. tostring(row[2]), ("t%d-%d"):format(row[1], row[2])
+end
+
+--- Recent timeline events of a room in topological order, ending at stream
+-- position `end_pos` (default now), optionally only after `from_pos`.
+-- Returns { events (oldest first), start = token before the first event,
+-- ["end"] = "s<end_pos>", limited }. Cached until the room changes.
+function methods:recent_events(room_id, limit, end_pos, from_pos)
+  limit = arg_limit(limit, 10)
+  if not limit then return nil, "limit must be a non-negative integer", "bad_param" end
+  local err
+  end_pos, err = stream_pos(end_pos, self.current_stream)
+  if not end_pos then return bad_token(err) end
+  from_pos, err = stream_pos(from_pos, nil)
+  if err then return bad_token(err) end
+  local room_nid = self:room_nid(room_id)
+  local key = ("%d:%d:%s"):format(limit, end_pos, tostring(from_pos))
+  if room_nid then
+    local hit = self:cache_get(room_nid, key)
+    if hit then return hit end
+  end
+  local result = { events = {}, ["end"] = "s" .. tostring(end_pos), limited = false }
+  if not room_nid then
+    result.start = result["end"]
+    return result
+  end
+  local sql = "SELECT " .. COLS .. " FROM events WHERE room_nid = ? AND " .. TL ..
+    " AND stream_ordering <= ?" .. (from_pos and " AND stream_ordering > ?" or "") ..
+    " ORDER BY depth DESC, stream_ordering DESC LIMIT ?"
+  local rows, qerr, code
+  if from_pos then rows, qerr, code = self.conn:all(sql, room_nid, end_pos, from_pos, limit + 1)
+  else rows, qerr, code = self.conn:all(sql, room_nid, end_pos, limit + 1) end
+  if not rows then return nil, qerr, code end
+  if #rows > limit then rows[#rows] = nil; result.limited = true end
+  local n = #rows
+  for i = 1, n // 2 do rows[i], rows[n + 1 - i] = rows[n + 1 - i], rows[i] end
+  records(self, rows, result.events)
+  if n > 0 then
+    result.start = tostring((token.for_event(rows[1][7], rows[1][8])))
+  else
+    result.start = result["end"]
+  end
+  self:cache_put(room_nid, key, result)
+  return result
+end
+
+-- The stream-window query for one or many rooms: newest `per_room` events
+-- per room with from < stream <= to, ascending per room.
+local function window_rows(self, room_nids, from_pos, to_pos, per_room, fsql, fparams)
+  local marks = {}
+  local params = {}
+  for i, nid in ipairs(room_nids) do marks[i] = "?"; params[i] = nid end
+  params[#params + 1] = from_pos
+  params[#params + 1] = to_pos
+  local where = "room_nid IN (" .. table_concat(marks, ",") .. ") AND " .. TL ..
+    " AND stream_ordering > ? AND stream_ordering <= ?"
+  if fsql then where = where .. " AND " .. fsql; append(params, fparams) end
+  params[#params + 1] = per_room
+  local sql = "SELECT " .. COLS .. " FROM (SELECT " .. COLS ..
+    ", row_number() OVER (PARTITION BY room_nid ORDER BY stream_ordering DESC) AS rn FROM events WHERE " ..
+    where .. ") WHERE rn <= ? ORDER BY room_nid, stream_ordering"
+  return self.conn:all(sql, table.unpack(params, 1, #params))
+end
+
+local function stream_result(self, rows, limit)
+  local res = { events = {}, limited = #rows > limit }
+  if res.limited then table.remove(rows, 1) end
+  records(self, rows, res.events)
+  local first = rows[1]
+  if first then
+    local before = token.for_event(first[7], first[8])
+    res.prev_batch = tostring(before)                                     -- topological
+    res.prev_stream = "s" .. tostring(first[8] - 1)
+  end
+  return res
+end
+
+--- New timeline events of one room in arrival order: from < stream <= to
+-- (positions or stream tokens; to defaults to now), the newest `limit`.
+-- Returns { events (ascending), limited, prev_batch (topological token
+-- before the first event), prev_stream } — events is empty and nothing is
+-- queried when the change cache knows the room did not change.
+function methods:room_stream(room_id, from, to, limit, filter)
+  local res, err, code = self:rooms_stream({ room_id }, from, to, limit, filter)
+  if not res then return nil, err, code end
+  return res[room_id] or { events = {}, limited = false }
+end
+
+--- room_stream for many rooms with one query: { [room_id] = result } for
+-- the rooms that changed (unchanged rooms are absent).
+function methods:rooms_stream(room_ids, from, to, limit, filter)
+  local err
+  local from_pos
+  from_pos, err = stream_pos(from, nil)
+  if not from_pos then return bad_token(err or "from is required") end
+  local to_pos
+  to_pos, err = stream_pos(to, self.current_stream)
+  if not to_pos then return bad_token(err) end
+  limit = arg_limit(limit, 10)
+  if not limit then return nil, "limit must be a non-negative integer", "bad_param" end
+  local f, ferr, fcode = arg_filter(filter)
+  if filter ~= nil and not f then return nil, ferr, fcode end
+  local out = {}
+  if from_pos >= to_pos or limit == 0 then return out end
+  local changed = self.room_changes:changed_among(room_ids, from_pos)
+  local nids, by_nid = {}, {}
+  for _, r in ipairs(changed) do
+    local nid = self:room_nid(r)
+    if nid and (not f or f:allows_room(r)) then nids[#nids + 1] = nid; by_nid[nid] = r end
+  end
+  if #nids == 0 then return out end
+  local fsql, fparams = filter_sql(self, f)
+  local rows, qerr, code = window_rows(self, nids, from_pos, to_pos, limit + 1, fsql, fparams)
+  if not rows then return nil, qerr, code end
+  local groups = {}
+  for _, row in ipairs(rows) do
+    local g = groups[row[3]]
+    if not g then g = {}; groups[row[3]] = g end
+    g[#g + 1] = row
+  end
+  for nid, g in pairs(groups) do out[by_nid[nid]] = stream_result(self, g, limit) end
+  return out
+end
+
+--- Membership events of a user with from < stream <= to (from nil: all up
+-- to `to`), in arrival order: { { event_id, room_id, membership, sender,
+-- stream_ordering, json }, ... }. Answered from memory when the user's
+-- memberships did not change.
+function methods:membership_changes(user_id, from, to)
+  local err
+  local from_pos
+  from_pos, err = stream_pos(from, nil)
+  if err then return bad_token(err) end
+  local to_pos
+  to_pos, err = stream_pos(to, self.current_stream)
+  if not to_pos then return bad_token(err) end
+  if from_pos and (from_pos >= to_pos or not self.member_changes:has_changed(user_id, from_pos)) then
+    return {}
+  end
+  local rows, qerr, code = self.conn:all([[
+    SELECT e.event_id, m.room_nid, m.membership, m.sender, m.stream_ordering, e.json
+    FROM room_memberships m JOIN events e ON e.event_nid = m.event_nid
+    WHERE m.user_id = ? AND m.stream_ordering > ? AND m.stream_ordering <= ?
+    ORDER BY m.stream_ordering]], user_id, from_pos or math.mininteger, to_pos)
+  if not rows then return nil, qerr, code end
+  local out = {}
+  for i, r in ipairs(rows) do
+    out[i] = { event_id = r[1], room_id = self:room_id(r[2]), membership = r[3], sender = r[4],
+      stream_ordering = r[5], json = r[6] }
+  end
+  return out
+end
+
+--- Rooms in which a user is currently joined, by membership events.
+function methods:rooms_for_user(user_id, membership)
+  membership = membership or "join"
+  local rows = self.conn:all([[
+    SELECT m.room_nid, m.membership FROM room_memberships m
+    JOIN events e ON e.event_nid = m.event_nid
+    WHERE m.user_id = ? AND e.outlier = 0 AND m.stream_ordering = (
+      SELECT max(m2.stream_ordering) FROM room_memberships m2
+      JOIN events e2 ON e2.event_nid = m2.event_nid
+      WHERE m2.user_id = m.user_id AND m2.room_nid = m.room_nid AND e2.outlier = 0)]], user_id)
+  local out = {}
+  for _, r in ipairs(rows or {}) do
+    if r[2] == membership then out[#out + 1] = self:room_id(r[1]) end
+  end
+  table.sort(out)
+  return out
+end
+
+--- Events an application service is interested in, with from < stream <= to.
+-- service: { rooms = {Regex...}, users = {Regex...}, room_ids = {...} } —
+-- regexes from loom.core.regex; an event interests the service when its room
+-- matches `rooms` or is listed in room_ids, when the room has a joined member
+-- matching `users`, or when it is a membership event whose state_key matches
+-- `users`. Returns events (ascending, at most `limit`, default and cap 1000)
+-- and the next stream token.
+function methods:appservice_stream(service, from, to, limit)
+  local err
+  local from_pos
+  from_pos, err = stream_pos(from, nil)
+  if not from_pos then return bad_token(err or "from is required") end
+  local to_pos
+  to_pos, err = stream_pos(to, self.current_stream)
+  if not to_pos then return bad_token(err) end
+  limit = arg_limit(limit, APPSERVICE_MAX) or APPSERVICE_MAX
+  if limit == 0 then limit = APPSERVICE_MAX end
+  if from_pos >= to_pos then return { events = {}, next = "s" .. tostring(to_pos) } end
+  local users, rooms = service.users or {}, service.rooms or {}
+  local function user_match(u)
+    for _, re in ipairs(users) do if re:match(u) then return true end end
+    return false
+  end
+  -- Rooms of interest: by room regex/list, or with a joined service user.
+  local interested = {}
+  for _, r in ipairs(service.room_ids or {}) do interested[r] = true end
+  if #users > 0 then
+    local rows = self.conn:all([[
+      SELECT m.room_nid, m.user_id, m.membership FROM room_memberships m
+      WHERE m.stream_ordering = (SELECT max(m2.stream_ordering) FROM room_memberships m2
+        WHERE m2.room_nid = m.room_nid AND m2.user_id = m.user_id)]])
+    for _, r in ipairs(rows or {}) do
+      if r[3] == "join" and user_match(r[2]) then interested[self:room_id(r[1])] = true end
+    end
+  end
+  local out, last = {}, nil
+  local pos = from_pos
+  -- Scan in batches; the service sees at most `limit` events.
+  while #out < limit and pos < to_pos do
+    local rows, qerr, code = self.conn:all("SELECT " .. COLS ..
+      " FROM events WHERE stream_ordering > ? AND stream_ordering <= ? AND " .. TL ..
+      " ORDER BY stream_ordering LIMIT ?", pos, to_pos, APPSERVICE_MAX)
+    if not rows then return nil, qerr, code end
+    if #rows == 0 then break end
+    for _, r in ipairs(rows) do
+      local rec = records(self, { r })[1]
+      local wanted = interested[rec.room_id]
+      if not wanted then
+        for _, re in ipairs(rooms) do if re:match(rec.room_id) then wanted = true; break end end
+      end
+      if not wanted and rec.type == "m.room.member" and rec.state_key_nid then
+        local sk = self.conn:value("SELECT state_key FROM state_keys WHERE state_key_nid = ?", rec.state_key_nid)
+        wanted = sk and user_match(sk)
+      end
+      pos = r[8]
+      if wanted then
+        out[#out + 1] = rec
+        last = r[8]
+        if #out >= limit then break end
+      end
+    end
+  end
+  local next_pos = (#out >= limit) and last or to_pos
+  return { events = out, next = "s" .. tostring(next_pos) }
+end
+
+_M.methods = methods
+_M.records = records
+_M.COLS = COLS
+_M.TL = TL
+_M.MAX_LIMIT = MAX_LIMIT
+return _M

@@ -1,0 +1,347 @@
+-- The event store's API: input checking, duplicates, stream queries, caches,
+-- membership changes, application-service streams, transactions, migrations.
+local store_mod = require "loom.store"
+local db = require "loom.db"
+local migrate = require "loom.db.migrate"
+local core = require "loom.core"
+local json, token = core.json, core.token
+
+local function tmpdb()
+  local path = os.tmpname()
+  os.remove(path)
+  return path .. ".db"
+end
+
+local function cleanup(path)
+  for _, sfx in ipairs { "", "-wal", "-shm" } do os.remove(path .. sfx) end
+end
+
+local function ids_of(events)
+  local out = {}
+  for i, e in ipairs(events) do out[i] = e.event_id end
+  return out
+end
+
+local function msg(room, depth, prevs, extra)
+  local ev = { room_id = room, type = "m.room.message", sender = "@a:test", depth = depth,
+    origin_server_ts = 1000 + depth, prev_events = json.array(prevs or {}), content = { body = "x" } }
+  for k, v in pairs(extra or {}) do ev[k] = v end
+  return ev
+end
+
+local function counts(s)
+  local out = {}
+  for _, t in ipairs { "events", "event_edges", "forward_extremities", "backward_extremities",
+                       "room_memberships", "rooms", "event_types", "state_keys" } do
+    out[t] = s.conn:value("SELECT count(*) FROM " .. t)
+  end
+  return out
+end
+
+describe("store", function()
+  local path, s
+
+  before_each(function()
+    path = tmpdb()
+    s = assert(store_mod.open { path = path })
+  end)
+
+  after_each(function()
+    s:close()
+    cleanup(path)
+  end)
+
+  it("rejects bad events with nil, message, bad_event and changes nothing", function()
+    assert(s:persist("$ok", msg("!r:t", 1)))
+    local before = counts(s)
+    local tok = s:current_token()
+    local cases = {
+      { "$1", "not a table" },
+      { "", msg("!r:t", 2) },
+      { ("$"):rep(256), msg("!r:t", 2) },
+      { "$2", msg("!r:t", 0) },
+      { "$3", msg("!r:t", 9007199254740992) },
+      { "$4", msg("!r:t", 2, nil, { type = ("t"):rep(256) }) },
+      { "$5", msg("!r:t", 2, nil, { state_key = 5 }) },
+      { "$6", msg("!r:t", 2, nil, { origin_server_ts = "now" }) },
+      { "$7", msg("!r:t", 2, { 42 }) },
+      { "$8", msg(nil, 2) },
+      { "$9", msg("!r:t", 2, nil, { sender = "" }) },
+      { "$10", msg("!r:t", 2, nil, { depth = 2.5 }) },
+      { "$11", msg("!r:t", 2, nil, { content = { n = 1.5 } }) },          -- not canonical JSON
+      { "$12", msg("!new:t", 2, nil, { type = "x.new", content = { n = 2 ^ 60 } }) },
+    }
+    for i, c in ipairs(cases) do
+      local r, m, code = s:persist(c[1], c[2])
+      assert.is_nil(r, "case " .. i)
+      assert.is_string(m)
+      assert.is_truthy(code == "bad_event" or code:match("^json_"), "case " .. i .. ": " .. tostring(code))
+    end
+    assert.same(before, counts(s))
+    assert.equal(tok, s:current_token())
+    -- a batch with one bad event stores none of it, and NIDs it assigned are forgotten
+    local r = s:persist_events {
+      { "$b1", msg("!batch:t", 1, nil, { type = "x.batch.type", state_key = "@new:t" }) },
+      { "$b2", msg("!batch:t", 0) },
+    }
+    assert.is_nil(r)
+    assert.same(before, counts(s))
+    assert.is_nil(s:room_nid("!batch:t"))
+    assert.is_nil(s:type_nid("x.batch.type"))
+    assert.is_nil(s:state_key_nid("@new:t"))
+    assert.equal(tok, s:current_token())
+    -- and the store still works afterwards, reusing the stream positions
+    local ok = assert(s:persist("$b3", msg("!batch:t", 1, nil, { type = "x.batch.type" })))
+    assert.equal(tonumber(tok:sub(2)) + 1, ok.stream_ordering)
+  end)
+
+  it("treats storing an event twice as a no-op, and lets an outlier join the DAG", function()
+    local a = assert(s:persist("$a", msg("!r:t", 1)))
+    local again = assert(s:persist("$a", msg("!r:t", 1)))
+    assert.is_true(again.duplicate)
+    assert.equal(a.stream_ordering, again.stream_ordering)
+    local o = assert(s:persist("$o", msg("!r:t", 2, { "$a" }), { outlier = true }))
+    assert.same({ "$a" }, s:forward_extremities("!r:t"))
+    local page = assert(s:paginate("!r:t", nil, { dir = "f" }))
+    assert.same({ "$a" }, ids_of(page.events))
+    local joined = assert(s:persist("$o", msg("!r:t", 2, { "$a" })))
+    assert.is_true(joined.deoutliered)
+    assert.is_true(joined.stream_ordering > o.stream_ordering)
+    assert.same({ "$o" }, s:forward_extremities("!r:t"))
+    page = assert(s:paginate("!r:t", nil, { dir = "f" }))
+    assert.same({ "$a", "$o" }, ids_of(page.events))
+    -- an outlier stored again as an outlier stays as it was
+    assert.is_true(assert(s:persist("$o", msg("!r:t", 2, { "$a" }), { outlier = true })).duplicate)
+    -- the same event ID in another room is refused
+    local r = s:persist("$x", msg("!r:t", 3), { outlier = true })
+    assert.truthy(r)
+    local _, code
+    r, _, code = s:persist("$x", msg("!other:t", 3))
+    assert.is_nil(r)
+    assert.equal("bad_event", code)
+  end)
+
+  it("answers malformed tokens and parameters with errors, not raises", function()
+    assert(s:persist("$a", msg("!r:t", 1)))
+    for _, bad in ipairs { "garbage", "t0-1", "s01", "", "t1-", 12.5 } do
+      local r, _, code = s:paginate("!r:t", bad, { dir = "b" })
+      assert.is_nil(r)
+      assert.equal("bad_token", code)
+      r, _, code = s:paginate("!r:t", nil, { dir = "b", to = bad })
+      assert.is_nil(r)
+      assert.equal("bad_token", code)
+    end
+    local r, _, code = s:paginate("!r:t", nil, { dir = "x" })
+    assert.is_nil(r); assert.equal("bad_param", code)
+    r, _, code = s:paginate("!r:t", nil, { limit = -1 })
+    assert.is_nil(r); assert.equal("bad_param", code)
+    r, _, code = s:paginate("!r:t", nil, { filter = { types = "m.room.message" } })
+    assert.is_nil(r); assert.equal("bad_filter", code)
+    r, _, code = s:room_stream("!r:t", "t1-1x")
+    assert.is_nil(r); assert.equal("bad_token", code)
+    r, _, code = s:membership_changes("@a:test", "nope")
+    assert.is_nil(r); assert.equal("bad_token", code)
+    -- an unknown room is simply empty
+    local page = assert(s:paginate("!unknown:t", nil, { dir = "b" }))
+    assert.same({}, page.events)
+    assert.is_nil(page.next)
+    assert.truthy(token.parse(page.start))
+  end)
+
+  it("turns stream tokens into topological positions without losing events", function()
+    -- live events at depth 1..6
+    local prev = {}
+    for d = 1, 6 do
+      assert(s:persist("$l" .. d, msg("!r:t", d, prev)))
+      prev = { "$l" .. d }
+    end
+    -- a backfilled event claiming a larger depth than the live ones had
+    assert(s:persist("$bf", msg("!r:t", 9, { "$older" }), { backfilled = true }))
+    local page = assert(s:paginate("!r:t", "s3", { dir = "b", limit = 50 }))
+    local got = {}
+    for _, id in ipairs(ids_of(page.events)) do got[id] = true end
+    for _, id in ipairs { "$l1", "$l2", "$l3", "$bf" } do assert.is_true(got[id], id) end
+    assert.equal("t9-6", s:max_topological_token("!r:t"))
+    assert.equal("t9-2", s:max_topological_token("!r:t", 2))
+    local st, tt = s:tokens_for_event("$l4")
+    assert.equal("s4", st)
+    assert.equal("t4-4", tt)
+    local none, _, code = s:tokens_for_event("$missing")
+    assert.is_nil(none); assert.equal("not_found", code)
+  end)
+
+  it("serves room streams for one and many rooms, skipping unchanged rooms", function()
+    local rooms = {}
+    for i = 1, 20 do
+      rooms[i] = ("!r%d:t"):format(i)
+      assert(s:persist(("$c%d"):format(i), msg(rooms[i], 1)))
+    end
+    local since = s:current_position()
+    -- three rooms change: 5 events in r1, 1 in r2, 12 in r3
+    local depth = {}
+    local function send(room, n)
+      for _ = 1, n do
+        depth[room] = (depth[room] or 1) + 1
+        assert(s:persist(("$%s_%d"):format(room, depth[room]), msg(room, depth[room])))
+      end
+    end
+    send(rooms[1], 5); send(rooms[2], 1); send(rooms[3], 12)
+    -- count the queries: a wrapper around the connection's all()
+    local queries = 0
+    local real_all = s.conn.all
+    s.conn.all = function(c, ...) queries = queries + 1; return real_all(c, ...) end
+    local res = assert(s:rooms_stream(rooms, since, nil, 10))
+    s.conn.all = nil
+    assert.equal(1, queries)
+    local changed = {}
+    for r in pairs(res) do changed[#changed + 1] = r end
+    table.sort(changed)
+    assert.same({ rooms[1], rooms[2], rooms[3] }, changed)
+    assert.equal(5, #res[rooms[1]].events)
+    assert.is_false(res[rooms[1]].limited)
+    assert.equal(10, #res[rooms[3]].events)
+    assert.is_true(res[rooms[3]].limited)
+    -- ascending stream order, the newest ten
+    local evs = res[rooms[3]].events
+    for i = 2, #evs do assert.is_true(evs[i - 1].stream_ordering < evs[i].stream_ordering) end
+    assert.equal(("$%s_13"):format(rooms[3]), evs[#evs].event_id)
+    -- prev_batch pages back to exactly the events before the timeline
+    local back = assert(s:paginate(rooms[3], res[rooms[3]].prev_batch, { dir = "b", limit = 50 }))
+    assert.same({ ("$%s_3"):format(rooms[3]), ("$%s_2"):format(rooms[3]), "$c3" }, ids_of(back.events))
+    -- unchanged room: nothing, and no query
+    queries = 0
+    s.conn.all = function(c, ...) queries = queries + 1; return real_all(c, ...) end
+    local one = assert(s:room_stream(rooms[9], since))
+    s.conn.all = nil
+    assert.same({}, one.events)
+    assert.equal(0, queries)
+    -- a stream with a filter
+    local f = assert(s:rooms_stream(rooms, since, nil, 10, { not_senders = { "@a:test" } }))
+    assert.same({}, f[rooms[1]] and f[rooms[1]].events or {})
+    -- backfilled events never show up as new
+    local pos = s:current_position()
+    assert(s:persist("$old", msg(rooms[1], 1, { "$older" }), { backfilled = true }))
+    res = assert(s:rooms_stream(rooms, pos, nil, 10))
+    assert.is_nil(res[rooms[1]])
+  end)
+
+  it("reports a user's membership changes between two tokens", function()
+    local function member(id, room, user, membership, depth)
+      return assert(s:persist(id, { room_id = room, type = "m.room.member", state_key = user,
+        sender = user, depth = depth, origin_server_ts = 1, prev_events = json.array {},
+        content = { membership = membership } }))
+    end
+    member("$j1", "!a:t", "@u:t", "join", 1)
+    local mid = s:current_token()
+    member("$j2", "!b:t", "@u:t", "join", 1)
+    member("$v1", "!b:t", "@v:t", "join", 2)
+    member("$l1", "!a:t", "@u:t", "leave", 2)
+    local all = assert(s:membership_changes("@u:t"))
+    assert.same({ "$j1", "$j2", "$l1" }, ids_of(all))
+    local since = assert(s:membership_changes("@u:t", mid))
+    assert.same({ "$j2", "$l1" }, ids_of(since))
+    assert.equal("!a:t", since[2].room_id)
+    assert.equal("leave", since[2].membership)
+    assert.same({}, assert(s:membership_changes("@nobody:t", mid)))
+    assert.same({ "!b:t" }, s:rooms_for_user("@u:t"))
+    assert.same({ "!a:t" }, s:rooms_for_user("@u:t", "leave"))
+  end)
+
+  it("caches recent events until the room changes", function()
+    for d = 1, 5 do assert(s:persist("$e" .. d, msg("!r:t", d, d > 1 and { "$e" .. (d - 1) } or nil))) end
+    local a = assert(s:recent_events("!r:t", 3))
+    assert.same({ "$e3", "$e4", "$e5" }, ids_of(a.events))
+    assert.is_true(a.limited)
+    assert.equal(a, assert(s:recent_events("!r:t", 3)))        -- the cached table
+    local older = assert(s:paginate("!r:t", a.start, { dir = "b" }))
+    assert.same({ "$e2", "$e1" }, ids_of(older.events))
+    -- a backfilled event changes old answers: the cache is dropped
+    assert(s:persist("$bf", msg("!r:t", 4, { "$e3" }), { backfilled = true }))
+    local b = assert(s:recent_events("!r:t", 3, a["end"]))
+    assert.are_not.equal(a, b)
+    assert.same({ "$bf", "$e4", "$e5" }, ids_of(b.events))   -- (4,-1) < (4,4)
+  end)
+
+  it("streams events to application services by room and by member", function()
+    local regex = core.regex
+    local svc = { users = { assert(regex.compile("@_bot_.*:t", { anchored = true })) },
+                  rooms = { assert(regex.compile("!bridged.*", { anchored = true })) } }
+    local from = s:current_token()
+    assert(s:persist("$1", msg("!bridged1:t", 1)))
+    assert(s:persist("$2", msg("!plain:t", 1)))
+    assert(s:persist("$3", { room_id = "!plain2:t", type = "m.room.member", state_key = "@_bot_x:t",
+      sender = "@a:t", depth = 2, origin_server_ts = 1, prev_events = json.array {},
+      content = { membership = "invite" } }))
+    assert(s:persist("$4", { room_id = "!botroom:t", type = "m.room.member", state_key = "@_bot_y:t",
+      sender = "@_bot_y:t", depth = 1, origin_server_ts = 1, prev_events = json.array {},
+      content = { membership = "join" } }))
+    assert(s:persist("$5", msg("!botroom:t", 2, { "$4" })))
+    local res = assert(s:appservice_stream(svc, from))
+    assert.same({ "$1", "$3", "$4", "$5" }, ids_of(res.events))
+    assert.equal(s:current_token(), res.next)
+    local two = assert(s:appservice_stream(svc, from, nil, 2))
+    assert.same({ "$1", "$3" }, ids_of(two.events))
+    local rest = assert(s:appservice_stream(svc, two.next))
+    assert.same({ "$4", "$5" }, ids_of(rest.events))
+  end)
+end)
+
+describe("loom.db", function()
+  local path, conn
+
+  before_each(function()
+    path = tmpdb()
+    conn = assert(db.open { path = path })
+  end)
+
+  after_each(function()
+    conn:close()
+    cleanup(path)
+  end)
+
+  it("runs in WAL mode with migrations applied once", function()
+    assert.equal("wal", conn:value("PRAGMA journal_mode"))
+    local n = #migrate.list("sqlite")
+    assert.is_true(n >= 1)
+    assert.equal(n, conn:value("SELECT max(version) FROM schema_version"))
+    conn:close()
+    conn = assert(db.open { path = path })
+    assert.equal(n, conn:value("SELECT count(*) FROM schema_version"))
+    assert.equal(0, migrate.run(conn))
+  end)
+
+  it("nests transactions with savepoints and rolls back on failure", function()
+    assert(conn:exec("CREATE TABLE t (v INTEGER)"))
+    local ok = conn:transaction(function()
+      conn:run("INSERT INTO t VALUES (1)")
+      local r, m, code = conn:transaction(function()
+        conn:run("INSERT INTO t VALUES (2)")
+        return nil, "changed my mind", "test"
+      end)
+      assert.is_nil(r); assert.equal("changed my mind", m); assert.equal("test", code)
+      assert.has_error(function()
+        conn:transaction(function()
+          conn:run("INSERT INTO t VALUES (3)")
+          error("boom")
+        end)
+      end)
+      conn:transaction(function() conn:run("INSERT INTO t VALUES (4)"); return true end)
+      return true
+    end)
+    assert.is_true(ok)
+    assert.same({ 1, 4 }, conn:column("SELECT v FROM t ORDER BY v"))
+    assert.is_false(conn:in_transaction())
+    local r = conn:transaction(function() conn:run("INSERT INTO t VALUES (5)"); return nil, "no" end)
+    assert.is_nil(r)
+    assert.same({ 1, 4 }, conn:column("SELECT v FROM t ORDER BY v"))
+  end)
+
+  it("reports SQL errors as nil, message, code", function()
+    local r, m, code = conn:run("INSERT INTO nowhere VALUES (1)")
+    assert.is_nil(r); assert.is_string(m); assert.equal("sqlite_error", code)
+    local bad, _, bcode = db.open { path = "/nonexistent-dir/x/y.db" }
+    assert.is_nil(bad); assert.equal("sqlite_cantopen", bcode)
+    local none, _, ecode = db.open { path = path, engine = "postgres" }
+    assert.is_nil(none); assert.equal("db_engine", ecode)
+  end)
+end)
