@@ -107,9 +107,12 @@ local function room_max_depth(self, room_nid)
   return d
 end
 
+-- Queries here pin their plans (CROSS JOIN, unary +): on a database without
+-- statistics SQLite would otherwise walk a room's timeline index.
+
 -- Within the transaction: is event_id stored in the room as a non-outlier?
 local function held(conn, room_nid, event_id)
-  return value(conn, "SELECT 1 FROM events WHERE event_id = ? AND room_nid = ? AND outlier = 0",
+  return value(conn, "SELECT 1 FROM events WHERE event_id = ? AND +room_nid = ? AND +outlier = 0",
     event_id, room_nid) ~= nil
 end
 
@@ -125,9 +128,9 @@ local function link(self, nid, event_id, room_nid, prevs, valid)
         (SELECT event_nid FROM events WHERE event_id = ?)]], room_nid, p)
     end
     local referenced = value(conn, [[
-      SELECT 1 FROM event_edges g JOIN events e ON e.event_nid = g.event_nid
-      WHERE g.prev_event_id = ? AND e.room_nid = ? AND e.event_nid != ?
-        AND e.outlier = 0 AND e.rejected = 0 AND e.soft_failed = 0 LIMIT 1]],
+      SELECT 1 FROM event_edges g CROSS JOIN events e ON e.event_nid = g.event_nid
+      WHERE g.prev_event_id = ? AND +e.room_nid = ? AND e.event_nid != ?
+        AND +e.outlier = 0 AND +e.rejected = 0 AND +e.soft_failed = 0 LIMIT 1]],
       event_id, room_nid, nid)
     if not referenced then
       run(conn, "INSERT OR IGNORE INTO forward_extremities (room_nid, event_nid) VALUES (?, ?)",

@@ -123,7 +123,7 @@ local function topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, n)
   for _, part in ipairs(parts) do
     local need = n - #rows
     if need <= 0 then break end
-    local sql = { "SELECT ", COLS, " FROM events WHERE room_nid = ? AND ", TL }
+    local sql = { "SELECT ", COLS, " FROM events INDEXED BY events_topological WHERE room_nid = ? AND ", TL }
     local params = { room_nid }
     if part.sql then sql[#sql + 1] = " AND " .. part.sql; append(params, part.params) end
     if to_sql then sql[#sql + 1] = " AND " .. to_sql; append(params, to_params) end
