@@ -35,7 +35,8 @@ local function page_all(s, room, dir, from, rng, filter)
   local tok = from
   repeat
     local limit = rng(1, 17)
-    local page = assert(s:paginate(room, tok, { dir = dir, limit = limit, filter = filter }))
+    local page, perr = s:paginate(room, tok, { dir = dir, limit = limit, filter = filter })
+    assert(page, tostring(perr) .. " " .. require("loom.core").json.encode(filter or {}))
     assert.is_true(#page.events <= limit)
     if page.next then assert.equal(limit, #page.events) end
     for _, e in ipairs(page.events) do got[#got + 1] = e.event_id end

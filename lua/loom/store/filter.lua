@@ -140,7 +140,10 @@ local function nids_for(set, all_types)
 end
 
 local function in_list(col, values, params, negate)
-  if #values == 0 then return negate and nil or "0" end
+  if #values == 0 then
+    if negate then return nil end   -- excludes nothing
+    return false                     -- includes nothing
+  end
   local marks = {}
   for i, v in ipairs(values) do marks[i] = "?"; params[#params + 1] = v end
   return string_format("%s %sIN (%s)", col, negate and "NOT " or "", table_concat(marks, ","))
@@ -150,10 +153,13 @@ end
 -- room_nid = function(room_id) -> nid|nil }. cols: column names for type,
 -- sender, room and url (any may be nil when the query has no such column,
 -- then that part is not emitted). Returns sql (or nil when no clause is
--- needed) and an array of parameters.
+-- needed, or false when no event can match) and an array of parameters.
 function methods:sql(resolver, cols)
   local clauses, params = {}, {}
-  local function add(c) if c then clauses[#clauses + 1] = c end end
+  local never = false
+  local function add(c)
+    if c then clauses[#clauses + 1] = c elseif c == false then never = true end
+  end
   if cols.type then
     if self.types_set then add(in_list(cols.type, nids_for(self.types_set, resolver.types()), params)) end
     if self.not_types_set then
@@ -180,6 +186,7 @@ function methods:sql(resolver, cols)
     add(cols.url .. " = ?")
     params[#params + 1] = self.contains_url and 1 or 0
   end
+  if never then return false, params end
   if #clauses == 0 then return nil, params end
   return table_concat(clauses, " AND "), params
 end

@@ -180,6 +180,7 @@ function methods:paginate(room_id, from, opts)
     to_b = bound.new(self:topological_for(room_nid, to_tok), desc and ">" or "<=")
   end
   local fsql, fparams = filter_sql(self, f)
+  if fsql == false then return result end
   local rows, err, code = topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, limit + 1)
   if not rows then return nil, err, code end
   local more = #rows > limit
@@ -371,6 +372,7 @@ function methods:rooms_stream(room_ids, from, to, limit, filter)
   end
   if #nids == 0 then return out end
   local fsql, fparams = filter_sql(self, f)
+  if fsql == false then return out end
   local rows, qerr, code = window_rows(self, nids, from_pos, to_pos, limit + 1, fsql, fparams)
   if not rows then return nil, qerr, code end
   local groups = {}
