@@ -1,0 +1,53 @@
+rockspec_format = "3.0"
+package = "loom"
+version = "scm-1"
+source = {
+   url = "git+https://example.invalid/loom.git",
+}
+description = {
+   summary = "A Matrix homeserver core for Lua 5.4 with its hot paths in C",
+   detailed = [[
+loom stores a Matrix room's DAG of signed events, orders it by arrival and by
+topology, hands clients opaque tokens and serves it over the Matrix APIs.
+Its C core (loom.core) does ordering tokens, bounds, canonical JSON,
+hashing and signing (OpenSSL 3) and SQLite access.
+]],
+   license = "Apache-2.0",
+}
+dependencies = {
+   "lua >= 5.4",
+}
+external_dependencies = {
+   SQLITE = { header = "sqlite3.h", library = "sqlite3" },
+   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+}
+build = {
+   type = "builtin",
+   modules = {
+      ["loom.core"] = {
+         sources = {
+            "csrc/core.c",
+            "csrc/crypto.c",
+            "csrc/json.c",
+            "csrc/regex.c",
+            "csrc/sqlite.c",
+            "csrc/token.c",
+         },
+         defines = { "_POSIX_C_SOURCE=200809L" },
+         libraries = { "sqlite3", "crypto" },
+         incdirs = { "$(SQLITE_INCDIR)", "$(OPENSSL_INCDIR)" },
+         libdirs = { "$(SQLITE_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      },
+      ["loom"] = "lua/loom/init.lua",
+      ["loom.crypto"] = "lua/loom/crypto.lua",
+      ["loom.db"] = "lua/loom/db/init.lua",
+      ["loom.db.migrate"] = "lua/loom/db/migrate.lua",
+      ["loom.room.redact"] = "lua/loom/room/redact.lua",
+      ["loom.store"] = "lua/loom/store/init.lua",
+      ["loom.store.changecache"] = "lua/loom/store/changecache.lua",
+      ["loom.store.filter"] = "lua/loom/store/filter.lua",
+      ["loom.store.persist"] = "lua/loom/store/persist.lua",
+      ["loom.store.stream"] = "lua/loom/store/stream.lua",
+   },
+   copy_directories = { "migrations", "docs", "examples" },
+}

@@ -1,0 +1,37 @@
+-- loom: a Matrix homeserver core for Lua 5.4.
+--
+--   local loom = require "loom"
+--   local store = assert(loom.open_store { path = "var/loom.db" })
+--
+-- Requiring loom loads nothing else; its parts load on first use:
+--   loom.core     the C core (tokens, bounds, canonical JSON, crypto, SQLite)
+--   loom.store    the event store (loom.store)
+--   loom.crypto   signing, hashes and event IDs (loom.crypto)
+--   loom.db       the database layer (loom.db)
+local require, setmetatable, rawset = require, setmetatable, rawset
+
+local parts = {
+  core = "loom.core",
+  store = "loom.store",
+  crypto = "loom.crypto",
+  db = "loom.db",
+  filter = "loom.store.filter",
+  redact = "loom.room.redact",
+}
+
+local loom = { _VERSION = "0.1.0" }
+
+--- Open the event store (see loom.store.open): config.path is the SQLite file.
+function loom.open_store(config)
+  return require("loom.store").open(config)
+end
+
+return setmetatable(loom, {
+  __index = function(t, k)
+    local name = parts[k]
+    if not name then return nil end
+    local mod = require(name)
+    rawset(t, k, mod)
+    return mod
+  end,
+})
