@@ -1,3 +1,368 @@
-/* placeholder until the regex part lands */
+/* loom.core.regex — POSIX extended regular expressions (regcomp/regexec),
+ * used for appservice namespaces.
+ *
+ * Anchored mode must match the whole subject. It has the meaning of compiling
+ * ^(pattern)$, but is implemented by checking that the leftmost-longest match
+ * spans the whole subject: textual wrapping would let a stray ')' in the
+ * pattern (a literal in ERE) close our '(' and change the meaning.
+ * Subjects are matched with REG_STARTEND, so embedded NULs are ordinary bytes.
+ */
+#include <regex.h>
+#include <string.h>
+
 #include "loom.h"
-void loom_open_regex(lua_State *L) { (void)L; }
+
+#define REGEX_MT "loom.Regex"
+#define REGEX_MAX_PATTERN 4096
+#define REGEX_MAX_WEIGHT 100000 /* atoms after expanding {n,m}: ~20 MB in glibc */
+#define REGEX_MAX_NULLABLE 2000 /* copied nodes that can match empty: ~30 MB */
+#define REGEX_MAX_DEPTH 256     /* nesting of ( ) */
+#define REGEX_MAX_COUNT 1000000 /* interval bounds are clamped here while scanning */
+
+typedef struct {
+    regex_t re;
+    int compiled; /* re is valid and must be regfree'd */
+    int anchored;
+} Regex;
+
+static Regex *check_regex(lua_State *L, int i)
+{
+    Regex *r = (Regex *)luaL_checkudata(L, i, REGEX_MT);
+    luaL_argcheck(L, r->compiled, i, "regex not compiled");
+    return r;
+}
+
+/* Index just past the bracket expression that starts at p[i] == '[' (len when
+ * unterminated; regcomp reports that). */
+static size_t skip_bracket(const char *p, size_t len, size_t i)
+{
+    size_t j = i + 1, k;
+    if (j < len && p[j] == '^')
+        j++;
+    if (j < len && p[j] == ']')
+        j++;
+    while (j < len) {
+        if (p[j] == '[' && j + 1 < len && (p[j + 1] == ':' || p[j + 1] == '=' || p[j + 1] == '.')) {
+            for (k = j + 2; k + 1 < len; k++)
+                if (p[k] == p[j + 1] && p[k + 1] == ']')
+                    break;
+            j = k + 1 < len ? k + 2 : j + 1;
+        } else if (p[j] == ']') {
+            return j + 1;
+        } else {
+            j++;
+        }
+    }
+    return len;
+}
+
+/* Parse an interval {n}, {n,} or {n,m} at p[i] == '{'. Returns the index past
+ * it and stores n and the number of copies glibc builds ({n,} counts n + 1), or
+ * returns 0 when the text is not an interval. */
+static size_t parse_interval(const char *p, size_t len, size_t i, uint64_t *lop,
+                             uint64_t *copies)
+{
+    uint64_t lo = 0, hi = 0;
+    size_t j = i + 1;
+    int have_lo = 0, have_hi = 0, comma = 0;
+    for (; j < len && p[j] >= '0' && p[j] <= '9'; j++, have_lo = 1)
+        if (lo < REGEX_MAX_COUNT)
+            lo = lo * 10 + (uint64_t)(p[j] - '0');
+    if (j < len && p[j] == ',') {
+        comma = 1;
+        for (j++; j < len && p[j] >= '0' && p[j] <= '9'; j++, have_hi = 1)
+            if (hi < REGEX_MAX_COUNT)
+                hi = hi * 10 + (uint64_t)(p[j] - '0');
+    }
+    if (j >= len || p[j] != '}' || (!have_lo && !have_hi))
+        return 0;
+    if (!comma)
+        hi = lo;
+    else if (!have_hi)
+        hi = lo + 1;
+    *lop = lo;
+    *copies = hi > lo ? hi : lo;
+    if (*copies == 0)
+        *copies = 1;
+    return j + 1;
+}
+
+/* glibc's regcomp copies the operand of x+ and x{n,m} (up to m times; nested
+ * repetitions multiply), and the epsilon closures it computes grow with the
+ * square of the number of copied *nullable* nodes (x* copied many times). A
+ * short pattern could so make it allocate gigabytes. This scan estimates both
+ * conservatively and rejects patterns beyond the budgets. It also rejects
+ * back-references (not POSIX ERE; they make regexec exponential) and stacked
+ * repetition operators like a** or a+? (undefined in POSIX ERE; PCRE reads
+ * +? as lazy, glibc as (a+)?, a different language). */
+typedef struct {
+    uint64_t total;  /* expanded weight of this group so far */
+    int branch_null; /* every atom of the current branch can match empty */
+    int any_null;    /* an earlier branch can match empty */
+} Level;
+
+typedef struct {
+    Level lv[REGEX_MAX_DEPTH + 1];
+    int depth;
+    uint64_t last;   /* weight of the last atom (0: none, quantifier invalid) */
+    int last_null;   /* the last atom can match empty */
+    int pre_null;    /* branch_null before the last atom */
+    int quantified;  /* the last atom already carries a repetition operator */
+    uint64_t nullw;  /* weight of copied nullable operands */
+} Scan;
+
+static void scan_atom(Scan *sc, uint64_t w, int nul)
+{
+    Level *lv = &sc->lv[sc->depth];
+    sc->last = w;
+    sc->last_null = nul;
+    sc->pre_null = lv->branch_null;
+    lv->branch_null = sc->pre_null && nul;
+    lv->total += w;
+    sc->quantified = 0;
+}
+
+/* copies: how many times glibc copies the operand; nul: whether the result
+ * can match empty. */
+static const char *scan_repeat(Scan *sc, uint64_t copies, int nul)
+{
+    Level *lv = &sc->lv[sc->depth];
+    if (sc->last == 0)
+        return NULL; /* nothing to repeat: regcomp reports it */
+    if (sc->quantified)
+        return "stacked repetition operators (like a** or a+?) are not supported";
+    if (copies > 1 && sc->last_null) {
+        sc->nullw += sc->last * copies;
+        if (sc->nullw > REGEX_MAX_NULLABLE)
+            return "pattern too complex (repeats an operand that can match empty too often)";
+    }
+    lv->total += sc->last * (copies - 1);
+    sc->last *= copies;
+    sc->last_null = nul;
+    lv->branch_null = sc->pre_null && nul;
+    sc->quantified = 1;
+    return NULL;
+}
+
+static const char *check_complexity(const char *p, size_t len)
+{
+    Scan sc;
+    const char *why = NULL;
+    uint64_t copies = 0, lo = 0;
+    size_t i = 0, next;
+    sc.depth = 0;
+    sc.lv[0].total = 0;
+    sc.lv[0].branch_null = 1;
+    sc.lv[0].any_null = 0;
+    sc.last = 0;
+    sc.last_null = sc.pre_null = 1;
+    sc.quantified = 0;
+    sc.nullw = 0;
+    while (i < len && why == NULL) {
+        switch (p[i]) {
+        case '\\':
+            if (i + 1 < len && p[i + 1] >= '1' && p[i + 1] <= '9')
+                return "back-references are not supported";
+            /* \b \B \< \> \` \' are zero-width */
+            scan_atom(&sc, 1, i + 1 < len && strchr("bB<>`'", p[i + 1]) != NULL);
+            i += 2;
+            break;
+        case '[':
+            i = skip_bracket(p, len, i);
+            scan_atom(&sc, 1, 0);
+            break;
+        case '^':
+        case '$':
+            scan_atom(&sc, 1, 1);
+            i++;
+            break;
+        case '(':
+            if (sc.depth == REGEX_MAX_DEPTH)
+                return "pattern nests groups too deeply";
+            sc.depth++;
+            sc.lv[sc.depth].total = 0;
+            sc.lv[sc.depth].branch_null = 1;
+            sc.lv[sc.depth].any_null = 0;
+            sc.last = 0;
+            sc.quantified = 0;
+            i++;
+            break;
+        case ')':
+            if (sc.depth == 0) { /* a literal in ERE */
+                scan_atom(&sc, 1, 0);
+            } else {
+                Level *in = &sc.lv[sc.depth--];
+                scan_atom(&sc, in->total ? in->total : 1, in->any_null || in->branch_null);
+            }
+            i++;
+            break;
+        case '|':
+            sc.lv[sc.depth].any_null |= sc.lv[sc.depth].branch_null;
+            sc.lv[sc.depth].branch_null = 1;
+            sc.last = 0;
+            sc.quantified = 0;
+            i++;
+            break;
+        case '*':
+        case '?':
+            why = scan_repeat(&sc, 1, 1);
+            i++;
+            break;
+        case '+': /* glibc builds x+ as x x* */
+            why = scan_repeat(&sc, 2, sc.last_null);
+            i++;
+            break;
+        case '{':
+            next = parse_interval(p, len, i, &lo, &copies);
+            if (next) {
+                why = scan_repeat(&sc, copies, lo == 0 || sc.last_null);
+                i = next;
+            } else {
+                scan_atom(&sc, 1, 0);
+                i++;
+            }
+            break;
+        default:
+            scan_atom(&sc, 1, 0);
+            i++;
+            break;
+        }
+        if (why == NULL && sc.lv[sc.depth].total > REGEX_MAX_WEIGHT)
+            why = "pattern too complex (repetition expands too far)";
+    }
+    return why;
+}
+
+static int opt_flag(lua_State *L, int t, const char *k)
+{
+    int r = 0;
+    if (lua_getfield(L, t, k) != LUA_TNIL) {
+        if (!lua_isboolean(L, -1))
+            return luaL_error(L, "bad option '%s' (boolean expected, got %s)",
+                              k, luaL_typename(L, -1));
+        r = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+static int l_compile(lua_State *L)
+{
+    size_t len;
+    const char *pat = luaL_checklstring(L, 1, &len);
+    int anchored = 0, icase = 0, flags, rc;
+    const char *why;
+    Regex *r;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        anchored = opt_flag(L, 2, "anchored");
+        icase = opt_flag(L, 2, "icase");
+    }
+    if (len > REGEX_MAX_PATTERN)
+        return loom_fail(L, "bad_regex", "pattern longer than %d bytes", REGEX_MAX_PATTERN);
+    if (strlen(pat) != len)
+        return loom_fail(L, "bad_regex", "pattern contains a NUL byte");
+    if ((why = check_complexity(pat, len)) != NULL)
+        return loom_fail(L, "bad_regex", "%s", why);
+
+    lua_settop(L, 1);
+    r = (Regex *)lua_newuserdatauv(L, sizeof *r, 1);
+    r->compiled = 0;
+    r->anchored = anchored;
+    luaL_setmetatable(L, REGEX_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+
+    /* anchored mode needs the match span, so it cannot use REG_NOSUB */
+    flags = REG_EXTENDED | (anchored ? 0 : REG_NOSUB) | (icase ? REG_ICASE : 0);
+    rc = regcomp(&r->re, pat, flags);
+    if (rc != 0) {
+        char msg[256];
+        regerror(rc, &r->re, msg, sizeof msg);
+        return loom_fail(L, "bad_regex", "%s", msg);
+    }
+    r->compiled = 1;
+    return 1;
+}
+
+static int regex_match(lua_State *L)
+{
+    Regex *r = check_regex(L, 1);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    regmatch_t m[1];
+    int rc;
+    m[0].rm_so = 0;
+    m[0].rm_eo = (regoff_t)len;
+    if ((size_t)m[0].rm_eo != len) /* subject beyond regoff_t */
+        return loom_fail(L, "regex_error", "subject too long");
+    rc = regexec(&r->re, s, r->anchored ? 1 : 0, m, REG_STARTEND);
+    if (rc == 0) {
+        lua_pushboolean(L, !r->anchored || (m[0].rm_so == 0 && (size_t)m[0].rm_eo == len));
+        return 1;
+    }
+    if (rc == REG_NOMATCH) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    {
+        char msg[256];
+        regerror(rc, &r->re, msg, sizeof msg);
+        return loom_fail(L, "regex_error", "%s", msg);
+    }
+}
+
+static int regex_pattern(lua_State *L)
+{
+    luaL_checkudata(L, 1, REGEX_MT);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+static int regex_gc(lua_State *L)
+{
+    Regex *r = (Regex *)lua_touserdata(L, 1);
+    if (r && r->compiled) {
+        regfree(&r->re);
+        r->compiled = 0;
+    }
+    return 0;
+}
+
+static int regex_tostring(lua_State *L)
+{
+    Regex *r = (Regex *)luaL_checkudata(L, 1, REGEX_MT);
+    lua_getiuservalue(L, 1, 1);
+    lua_pushfstring(L, REGEX_MT " (%s%s)", lua_tostring(L, -1),
+                    r->anchored ? ", anchored" : "");
+    return 1;
+}
+
+static const luaL_Reg regex_methods[] = {
+    {"match", regex_match},
+    {"pattern", regex_pattern},
+    {NULL, NULL}
+};
+
+static const luaL_Reg regex_meta[] = {
+    {"__gc", regex_gc},
+    {"__tostring", regex_tostring},
+    {NULL, NULL}
+};
+
+static const luaL_Reg funcs[] = {
+    {"compile", l_compile},
+    {NULL, NULL}
+};
+
+void loom_open_regex(lua_State *L)
+{
+    luaL_newmetatable(L, REGEX_MT); /* sets __name */
+    luaL_setfuncs(L, regex_meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, regex_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newlib(L, funcs);
+    lua_setfield(L, -2, "regex");
+}
