@@ -128,9 +128,9 @@ static int bind_value(lua_State *L, sqlite3_stmt *st, int n, int idx, int copy)
         "json.null or sqlite.blob)", luaL_typename(L, idx)));
 }
 
-/* Reset the statement, then bind arguments 2..top. Raises on misuse; returns
- * SQLITE_OK or the failing bind's result code. */
-static int bind_args(lua_State *L, Stmt *s, int copy)
+/* Reset the statement, then bind arguments first..top. Raises on misuse;
+ * returns SQLITE_OK or the failing bind's result code. */
+static int bind_from(lua_State *L, Stmt *s, int first, int copy)
 {
     sqlite3_stmt *st = s->stmt;
     int top = lua_gettop(L);
@@ -139,15 +139,21 @@ static int bind_args(lua_State *L, Stmt *s, int copy)
     s->gen++;
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    if (top - 1 > nparams)
-        return luaL_argerror(L, nparams + 2, lua_pushfstring(L,
-            "too many parameters (%d given, statement takes %d)", top - 1, nparams));
-    for (i = 2; i <= top; i++) {
-        rc = bind_value(L, st, i - 1, i, copy);
+    if (top - first + 1 > nparams)
+        return luaL_argerror(L, nparams + first, lua_pushfstring(L,
+            "too many parameters (%d given, statement takes %d)", top - first + 1, nparams));
+    for (i = first; i <= top; i++) {
+        rc = bind_value(L, st, i - first + 1, i, copy);
         if (rc != SQLITE_OK)
             return rc;
     }
     return SQLITE_OK;
+}
+
+/* Bind arguments 2..top (the parameters after self). */
+static int bind_args(lua_State *L, Stmt *s, int copy)
+{
+    return bind_from(L, s, 2, copy);
 }
 
 /* The statement is done with (success or failure): drop the transaction and
@@ -558,6 +564,77 @@ static int stmt_all(lua_State *L)
     return 1;
 }
 
+/* stmt:records(shape, ...) -> array of tables keyed by field name.
+ * shape[i] describes result column i: a field name, false (skip the
+ * column), or {name, map} to store map[value] instead of the value (a NID
+ * translated to its name, say). One C call per batch: the field names are
+ * pushed once and rows are built with rawset; no Lua code runs per row. */
+#define MAX_SHAPE 64
+static int stmt_records(lua_State *L)
+{
+    Stmt *s = check_stmt(L, 1);
+    sqlite3_stmt *st = s->stmt;
+    int nshape, ncol, c, rc, top, nfields = 0;
+    int name_idx[MAX_SHAPE], map_idx[MAX_SHAPE];
+    lua_Integer n = 0;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    nshape = (int)lua_rawlen(L, 2);
+    luaL_argcheck(L, nshape <= MAX_SHAPE, 2, "too many columns in shape");
+    rc = bind_from(L, s, 3, 0);
+    if (rc != SQLITE_OK)
+        return stmt_fail(L, s, rc);
+    ncol = sqlite3_column_count(st);
+    if (nshape > ncol) nshape = ncol;
+    top = lua_gettop(L);
+    luaL_checkstack(L, 2 * nshape + 8, "records");
+    for (c = 0; c < nshape; c++) {
+        int t = lua_rawgeti(L, 2, c + 1);
+        name_idx[c] = map_idx[c] = 0;
+        if (t == LUA_TSTRING) {
+            name_idx[c] = lua_gettop(L);
+            nfields++;
+        } else if (t == LUA_TTABLE) {
+            int entry = lua_gettop(L);
+            lua_rawgeti(L, entry, 1);
+            lua_rawgeti(L, entry, 2);
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
+                finish(s);
+                return luaL_argerror(L, 2, "shape entries are names, false or {name, map}");
+            }
+            map_idx[c] = lua_gettop(L);
+            name_idx[c] = map_idx[c] - 1;
+            nfields++;
+        } else if (t != LUA_TBOOLEAN || lua_toboolean(L, -1)) {
+            finish(s);
+            return luaL_argerror(L, 2, "shape entries are names, false or {name, map}");
+        }
+    }
+    lua_createtable(L, 16, 0);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        lua_createtable(L, 0, nfields);
+        for (c = 0; c < nshape; c++) {
+            int type;
+            if (!name_idx[c]) continue;
+            type = sqlite3_column_type(st, c);
+            if (type == SQLITE_NULL) continue;
+            lua_pushvalue(L, name_idx[c]);
+            push_column(L, st, c, type);
+            if (map_idx[c]) {
+                lua_rawget(L, map_idx[c]);
+                if (lua_isnil(L, -1)) { lua_pop(L, 2); continue; }
+            }
+            lua_rawset(L, -3);
+        }
+        lua_rawseti(L, -2, ++n);
+    }
+    if (rc != SQLITE_DONE)
+        return stmt_fail(L, s, rc);
+    finish(s);
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return 1;
+}
+
 static int stmt_column(lua_State *L)
 {
     Stmt *s = check_stmt(L, 1);
@@ -731,6 +808,7 @@ static const luaL_Reg stmt_methods[] = {
     {"run", stmt_run},
     {"first", stmt_first},
     {"all", stmt_all},
+    {"records", stmt_records},
     {"column", stmt_column},
     {"each", stmt_each},
     {"drain", stmt_drain},

@@ -99,6 +99,12 @@ function methods:run(sql, ...) return call(self, "run", sql, ...) end
 function methods:first(sql, ...) return call(self, "first", sql, ...) end
 --- Every row, as arrays, in one batch.
 function methods:all(sql, ...) return call(self, "all", sql, ...) end
+--- Every row as a table keyed by field name (see stmt:records for shape).
+function methods:records(sql, shape, ...)
+  local stmt, err, code = self:prepare(sql)
+  if not stmt then return nil, err, code end
+  return stmt:records(shape, ...)
+end
 --- The first column of every row.
 function methods:column(sql, ...) return call(self, "column", sql, ...) end
 

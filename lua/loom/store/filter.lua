@@ -150,11 +150,25 @@ local function in_list(col, values, params, negate)
 end
 
 --- SQL clauses for the filter. resolver: { types = function() -> {[type]=nid},
--- room_nid = function(room_id) -> nid|nil }. cols: column names for type,
+-- room_nid = function(room_id) -> nid|nil, version = function() -> value
+-- that changes whenever either answer may (optional) }. cols: column names for type,
 -- sender, room and url (any may be nil when the query has no such column,
 -- then that part is not emitted). Returns sql (or nil when no clause is
 -- needed, or false when no event can match) and an array of parameters.
 function methods:sql(resolver, cols)
+  -- The answer only changes when new event types or rooms appear; callers
+  -- passing resolver.version get it cached per column set.
+  local version = resolver.version and resolver.version()
+  local cache = self._sql_cache
+  if version and cache and cache.version == version and cache.cols == cols then
+    return cache.sql, cache.params
+  end
+  local sql, params = self:build_sql(resolver, cols)
+  if version then self._sql_cache = { version = version, cols = cols, sql = sql, params = params } end
+  return sql, params
+end
+
+function methods:build_sql(resolver, cols)
   local clauses, params = {}, {}
   local never = false
   local function add(c)

@@ -45,6 +45,7 @@ function _M.open(config)
     room_max_depth = {},                    -- room nid -> max timeline depth
     room_backfill_depth = {},               -- room nid -> max depth of backfilled events
     pending = nil,                          -- NIDs assigned in the open transaction
+    nid_version = 0,                        -- bumped whenever a NID map gains or loses an entry
     recent = {},                            -- room nid -> { [key] = result }
   }, mt)
   for _, row in ipairs(conn:all("SELECT type_nid, type FROM event_types")) do
@@ -92,6 +93,7 @@ mt.__close = methods.close
 
 local function remember(self, map, key, value)
   map[key] = value
+  self.nid_version = self.nid_version + 1
   local p = self.pending
   if p then p[#p + 1] = { map, key } end
 end
@@ -101,6 +103,7 @@ function methods:forget_pending()
   local p = self.pending
   if p then
     for i = 1, #p do p[i][1][p[i][2]] = nil end
+    self.nid_version = self.nid_version + 1
   end
   self.pending = nil
 end
@@ -113,6 +116,7 @@ function methods:room_nid(room_id)
   if nid then
     self.room_nids[room_id] = nid
     self.room_ids[nid] = room_id
+    self.nid_version = self.nid_version + 1
   end
   return nid
 end
@@ -187,6 +191,7 @@ function methods:resolver()
     r = {
       types = function() return self.type_nids end,
       room_nid = function(room_id) return self:room_nid(room_id) end,
+      version = function() return self.nid_version end,
     }
     self._resolver = r
   end

@@ -26,28 +26,30 @@ local APPSERVICE_MAX = 1000
 
 local function bad_token(msg) return nil, msg, "bad_token" end
 
--- Event records from rows selected with COLS.
-local function records(self, rows, out)
-  out = out or {}
-  local n = #out
-  local type_names, room_ids = self.type_names, self.room_ids
-  for i = 1, #rows do
-    local r = rows[i]
-    local sk = r[5]
-    n = n + 1
-    out[n] = {
-      event_nid = r[1],
-      event_id = r[2],
-      room_id = room_ids[r[3]] or self:room_id(r[3]),
-      type = type_names[r[4]],
-      state_key_nid = sk,
-      sender = r[6],
-      depth = r[7],
-      stream_ordering = r[8],
-      json = r[9],
-    }
+-- The shape of event records for rows selected with COLS: NIDs of rooms
+-- and types are translated in C through the store's maps.
+local function shape(self)
+  local sh = self._record_shape
+  if not sh then
+    sh = { "event_nid", "event_id", { "room_id", self.room_ids }, { "type", self.type_names },
+      "state_key_nid", "sender", "depth", "stream_ordering", "json" }
+    self._record_shape = sh
   end
-  return out
+  return sh
+end
+
+-- Event records for a query selecting COLS. Rooms that are not in the
+-- NID map yet get their room_id filled in here.
+local function records(self, sql, ...)
+  local recs, err, code = self.conn:records(sql, shape(self), ...)
+  if not recs then return nil, err, code end
+  for i = 1, #recs do
+    local r = recs[i]
+    if r.room_id == nil then
+      r.room_id = self:room_id(self.conn:value("SELECT room_nid FROM events WHERE event_nid = ?", r.event_nid))
+    end
+  end
+  return recs
 end
 
 local function fail_query(err, code) return nil, err, code or "db_error" end
@@ -104,18 +106,39 @@ function methods:topological_for(room_nid, tok)
   return token.topological(d < 1 and 1 or d, tok.stream)
 end
 
+local FILTER_COLS = { type = "type_nid", sender = "sender", url = "contains_url" }
+
 local function filter_sql(self, f)
   if not f then return nil, {} end
-  return f:sql(self:resolver(), { type = "type_nid", sender = "sender", url = "contains_url" })
+  return f:sql(self:resolver(), FILTER_COLS)
 end
 
 local function append(params, list)
   for i = 1, #list do params[#params + 1] = list[i] end
 end
 
+-- The SQL of one part of a topological page, composed once per shape.
+local topo_sql_cache, topo_sql_count = {}, 0
+
+local function topo_sql(desc, part_sql, to_sql, fsql)
+  local key = (desc and "d" or "a") .. "\0" .. (part_sql or "") .. "\0" .. (to_sql or "") .. "\0" .. (fsql or "")
+  local sql = topo_sql_cache[key]
+  if sql then return sql end
+  local parts = { "SELECT ", COLS, " FROM events INDEXED BY events_topological WHERE room_nid = ? AND ", TL }
+  if part_sql then parts[#parts + 1] = " AND " .. part_sql end
+  if to_sql then parts[#parts + 1] = " AND " .. to_sql end
+  if fsql then parts[#parts + 1] = " AND " .. fsql end
+  parts[#parts + 1] = desc and " ORDER BY depth DESC, stream_ordering DESC LIMIT ?"
+    or " ORDER BY depth, stream_ordering LIMIT ?"
+  sql = table_concat(parts)
+  if topo_sql_count >= 256 then topo_sql_cache, topo_sql_count = {}, 0 end
+  topo_sql_cache[key] = sql
+  topo_sql_count = topo_sql_count + 1
+  return sql
+end
+
 -- Rows of one room in topological order between two bounds, at most n.
 local function topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, n)
-  local order = desc and " ORDER BY depth DESC, stream_ordering DESC" or " ORDER BY depth, stream_ordering"
   local to_sql, to_params
   if to_b then to_sql, to_params = to_b:sql("sqlite", "depth", "stream_ordering") end
   local parts = from_b and from_b:sql_parts("sqlite", "depth", "stream_ordering") or { { params = {} } }
@@ -123,16 +146,16 @@ local function topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, n)
   for _, part in ipairs(parts) do
     local need = n - #rows
     if need <= 0 then break end
-    local sql = { "SELECT ", COLS, " FROM events INDEXED BY events_topological WHERE room_nid = ? AND ", TL }
     local params = { room_nid }
-    if part.sql then sql[#sql + 1] = " AND " .. part.sql; append(params, part.params) end
-    if to_sql then sql[#sql + 1] = " AND " .. to_sql; append(params, to_params) end
-    if fsql then sql[#sql + 1] = " AND " .. fsql; append(params, fparams) end
-    sql[#sql + 1] = order .. " LIMIT ?"
+    if part.sql then append(params, part.params) end
+    if to_sql then append(params, to_params) end
+    if fsql then append(params, fparams) end
     params[#params + 1] = need
-    local got, err, code = self.conn:all(table_concat(sql), table.unpack(params, 1, #params))
+    local got, err, code = records(self, topo_sql(desc, part.sql, to_sql, fsql),
+      table.unpack(params, 1, #params))
     if not got then return fail_query(err, code) end
-    for i = 1, #got do rows[#rows + 1] = got[i] end
+    if #rows == 0 then rows = got
+    else for i = 1, #got do rows[#rows + 1] = got[i] end end
   end
   return rows
 end
@@ -163,9 +186,8 @@ function methods:paginate(room_id, from, opts)
   local start
   if from_tok then start = tostring(from_tok)
   elseif desc then
-    start = tostring(token.topological(room_nid and self:max_depth_at(room_nid, self.current_stream) or 1,
-      self.current_stream))
-    if start:sub(1, 2) == "t0" then start = "t1" .. start:sub(3) end
+    local d = room_nid and self:max_depth_at(room_nid, self.current_stream) or 1
+    start = tostring(token.topological(d < 1 and 1 or d, self.current_stream))
   else
     start = "t1-" .. tostring(self.min_stream - 1)
   end
@@ -185,10 +207,10 @@ function methods:paginate(room_id, from, opts)
   if not rows then return nil, err, code end
   local more = #rows > limit
   if more then rows[#rows] = nil end
-  records(self, rows, result.events)
+  result.events = rows
   if more then
     local last = rows[#rows]
-    local before, after = token.for_event(last[7], last[8])
+    local before, after = token.for_event(last.depth, last.stream_ordering)
     result.next = tostring(desc and before or after)
   end
   return result
@@ -201,11 +223,11 @@ end
 function methods:context(room_id, event_id, before_limit, after_limit, filter)
   local room_nid = self:room_nid(room_id)
   if not room_nid then return nil, "event not found", "not_found" end
-  local row, err, code = self.conn:first("SELECT " .. COLS ..
-    " FROM events WHERE event_id = ? AND room_nid = ? AND " .. TL, event_id, room_nid)
-  if row == nil then return nil, err, code end
-  if not row then return nil, "event not found", "not_found" end
-  local ev = records(self, { row })[1]
+  local found, err, code = records(self, "SELECT " .. COLS ..
+    " FROM events WHERE event_id = ? AND +room_nid = ? AND " .. TL, event_id, room_nid)
+  if not found then return nil, err, code end
+  local ev = found[1]
+  if not ev then return nil, "event not found", "not_found" end
   local before_tok, after_tok = token.for_event(ev.depth, ev.stream_ordering)
   local b, berr, bcode = self:paginate(room_id, before_tok, { dir = "b", limit = before_limit, filter = filter })
   if not b then return nil, berr, bcode end
@@ -290,15 +312,15 @@ function methods:recent_events(room_id, limit, end_pos, from_pos)
     " AND stream_ordering <= ?" .. (from_pos and " AND stream_ordering > ?" or "") ..
     " ORDER BY depth DESC, stream_ordering DESC LIMIT ?"
   local rows, qerr, code
-  if from_pos then rows, qerr, code = self.conn:all(sql, room_nid, end_pos, from_pos, limit + 1)
-  else rows, qerr, code = self.conn:all(sql, room_nid, end_pos, limit + 1) end
+  if from_pos then rows, qerr, code = records(self, sql, room_nid, end_pos, from_pos, limit + 1)
+  else rows, qerr, code = records(self, sql, room_nid, end_pos, limit + 1) end
   if not rows then return nil, qerr, code end
   if #rows > limit then rows[#rows] = nil; result.limited = true end
   local n = #rows
   for i = 1, n // 2 do rows[i], rows[n + 1 - i] = rows[n + 1 - i], rows[i] end
-  records(self, rows, result.events)
+  result.events = rows
   if n > 0 then
-    result.start = tostring((token.for_event(rows[1][7], rows[1][8])))
+    result.start = tostring((token.for_event(rows[1].depth, rows[1].stream_ordering)))
   else
     result.start = result["end"]
   end
@@ -321,18 +343,17 @@ local function window_rows(self, room_nids, from_pos, to_pos, per_room, fsql, fp
   local sql = "SELECT " .. COLS .. " FROM (SELECT " .. COLS ..
     ", row_number() OVER (PARTITION BY room_nid ORDER BY stream_ordering DESC) AS rn FROM events WHERE " ..
     where .. ") WHERE rn <= ? ORDER BY room_nid, stream_ordering"
-  return self.conn:all(sql, table.unpack(params, 1, #params))
+  return records(self, sql, table.unpack(params, 1, #params))
 end
 
-local function stream_result(self, rows, limit)
-  local res = { events = {}, limited = #rows > limit }
+local function stream_result(rows, limit)
+  local res = { events = rows, limited = #rows > limit }
   if res.limited then table.remove(rows, 1) end
-  records(self, rows, res.events)
   local first = rows[1]
   if first then
-    local before = token.for_event(first[7], first[8])
+    local before = token.for_event(first.depth, first.stream_ordering)
     res.prev_batch = tostring(before)                                     -- topological
-    res.prev_stream = "s" .. tostring(first[8] - 1)
+    res.prev_stream = "s" .. tostring(first.stream_ordering - 1)
   end
   return res
 end
@@ -365,10 +386,10 @@ function methods:rooms_stream(room_ids, from, to, limit, filter)
   local out = {}
   if from_pos >= to_pos or limit == 0 then return out end
   local changed = self.room_changes:changed_among(room_ids, from_pos)
-  local nids, by_nid = {}, {}
+  local nids = {}
   for _, r in ipairs(changed) do
     local nid = self:room_nid(r)
-    if nid and (not f or f:allows_room(r)) then nids[#nids + 1] = nid; by_nid[nid] = r end
+    if nid and (not f or f:allows_room(r)) then nids[#nids + 1] = nid end
   end
   if #nids == 0 then return out end
   local fsql, fparams = filter_sql(self, f)
@@ -376,12 +397,12 @@ function methods:rooms_stream(room_ids, from, to, limit, filter)
   local rows, qerr, code = window_rows(self, nids, from_pos, to_pos, limit + 1, fsql, fparams)
   if not rows then return nil, qerr, code end
   local groups = {}
-  for _, row in ipairs(rows) do
-    local g = groups[row[3]]
-    if not g then g = {}; groups[row[3]] = g end
-    g[#g + 1] = row
+  for _, rec in ipairs(rows) do
+    local g = groups[rec.room_id]
+    if not g then g = {}; groups[rec.room_id] = g end
+    g[#g + 1] = rec
   end
-  for nid, g in pairs(groups) do out[by_nid[nid]] = stream_result(self, g, limit) end
+  for room_id, g in pairs(groups) do out[room_id] = stream_result(g, limit) end
   return out
 end
 
@@ -471,13 +492,12 @@ function methods:appservice_stream(service, from, to, limit)
   local pos = from_pos
   -- Scan in batches; the service sees at most `limit` events.
   while #out < limit and pos < to_pos do
-    local rows, qerr, code = self.conn:all("SELECT " .. COLS ..
+    local rows, qerr, code = records(self, "SELECT " .. COLS ..
       " FROM events WHERE stream_ordering > ? AND stream_ordering <= ? AND " .. TL ..
       " ORDER BY stream_ordering LIMIT ?", pos, to_pos, APPSERVICE_MAX)
     if not rows then return nil, qerr, code end
     if #rows == 0 then break end
-    for _, r in ipairs(rows) do
-      local rec = records(self, { r })[1]
+    for _, rec in ipairs(rows) do
       local wanted = interested[rec.room_id]
       if not wanted then
         for _, re in ipairs(rooms) do if re:match(rec.room_id) then wanted = true; break end end
@@ -486,10 +506,10 @@ function methods:appservice_stream(service, from, to, limit)
         local sk = self.conn:value("SELECT state_key FROM state_keys WHERE state_key_nid = ?", rec.state_key_nid)
         wanted = sk and user_match(sk)
       end
-      pos = r[8]
+      pos = rec.stream_ordering
       if wanted then
         out[#out + 1] = rec
-        last = r[8]
+        last = rec.stream_ordering
         if #out >= limit then break end
       end
     end
