@@ -38,9 +38,14 @@ local function shape(self)
   return sh
 end
 
--- Event records for a query selecting COLS. Rooms that are not in the
--- NID map yet get their room_id filled in here.
+-- Event records for a query selecting COLS. The rooms queried must be in
+-- the NID map (self:room_nid puts them there); queries over any room use
+-- records_any_room.
 local function records(self, sql, ...)
+  return self.conn:records(sql, shape(self), ...)
+end
+
+local function records_any_room(self, sql, ...)
   local recs, err, code = self.conn:records(sql, shape(self), ...)
   if not recs then return nil, err, code end
   for i = 1, #recs do
@@ -492,7 +497,7 @@ function methods:appservice_stream(service, from, to, limit)
   local pos = from_pos
   -- Scan in batches; the service sees at most `limit` events.
   while #out < limit and pos < to_pos do
-    local rows, qerr, code = records(self, "SELECT " .. COLS ..
+    local rows, qerr, code = records_any_room(self, "SELECT " .. COLS ..
       " FROM events WHERE stream_ordering > ? AND stream_ordering <= ? AND " .. TL ..
       " ORDER BY stream_ordering LIMIT ?", pos, to_pos, APPSERVICE_MAX)
     if not rows then return nil, qerr, code end
