@@ -38,7 +38,7 @@ if [ $fast = 0 ]; then
   if step "C build (AddressSanitizer + UBSan)" make -s build/asan/loom/core.so; then
     asan=$(gcc -print-file-name=libasan.so)
     specs "asan+ubsan" "build/asan/?.so" LD_PRELOAD="$asan" \
-      ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+      ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 LOOM_SANITIZED=1
   fi
 fi
