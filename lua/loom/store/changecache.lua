@@ -16,7 +16,8 @@ function _M.new(current, max_size)
     earliest = current,
     latest = current,
     last = {},          -- entity -> position of its last change
-    log = {},           -- ring of {entity, position} in position order
+    log_e = {},         -- the change log in position order: entities ...
+    log_p = {},         -- ... and their positions (parallel arrays: no table per entry)
     head = 1,
     tail = 0,
     size = 0,
@@ -31,29 +32,31 @@ function methods:entity_changed(entity, pos)
   if last[entity] == nil then self.size = self.size + 1 end
   last[entity] = pos
   local tail = self.tail + 1
+  local log_e, log_p = self.log_e, self.log_p
   self.tail = tail
-  self.log[tail] = { entity, pos }
+  log_e[tail], log_p[tail] = entity, pos
   if pos > self.latest then self.latest = pos end
   -- Evict the oldest entities; their positions become the new horizon.
   while self.size > self.max_size do
     local head = self.head
-    local item = self.log[head]
-    self.log[head] = nil
+    local e, p = log_e[head], log_p[head]
+    log_e[head], log_p[head] = nil, nil
     self.head = head + 1
-    if last[item[1]] == item[2] then
-      last[item[1]] = nil
+    if last[e] == p then
+      last[e] = nil
       self.size = self.size - 1
-      self.earliest = math_max(self.earliest, item[2])
+      self.earliest = math_max(self.earliest, p)
     end
   end
-  -- Compact the log when it holds many stale entries.
-  if tail - self.head > 4 * self.max_size + 1024 then
-    local fresh, n = {}, 0
+  -- Compact the log once stale entries outnumber live ones (plus slack), so
+  -- its length stays proportional to the entities it tracks.
+  if tail - self.head + 1 > 2 * self.size + 1024 then
+    local fe, fp, n = {}, {}, 0
     for i = self.head, tail do
-      local item = self.log[i]
-      if last[item[1]] == item[2] then n = n + 1; fresh[n] = item end
+      local e, p = log_e[i], log_p[i]
+      if last[e] == p then n = n + 1; fe[n], fp[n] = e, p end
     end
-    self.log, self.head, self.tail = fresh, 1, n
+    self.log_e, self.log_p, self.head, self.tail = fe, fp, 1, n
   end
 end
 

@@ -1,0 +1,101 @@
+-- loom.room.version: the room versions loom speaks, as data. Each version is
+-- a table of the behaviours that differ between versions; code asks the
+-- table, never compares version strings.
+--
+--   local version = require "loom.room.version"
+--   local v = assert(version.get("11"))
+--   if v.creator_in_content then ... end
+--
+-- Versions 10, 11 and 12 are supported; 6-9 are the same table with a few
+-- flags turned off, listed here so that joining older rooms is a small step
+-- (they are marked supported = false until their differences are tested).
+local pairs, setmetatable = pairs, setmetatable
+
+local _M = {}
+
+-- The default for new rooms (SPEC-NOTES: keep v11 for now; v12 available).
+_M.DEFAULT = "11"
+
+local base = {
+  -- event format
+  event_id_format = "v4",          -- "$" .. urlsafe base64 of the reference hash
+  max_prev_events = 20,
+  max_auth_events = 10,
+  max_event_bytes = 65536,          -- canonical JSON with signatures
+  strict_canonical_json = true,     -- v6+: reject floats/out-of-range integers
+  -- redaction (loom.room.redact takes the version string)
+  -- authorization
+  integer_power_levels = true,      -- v10+: power levels must be integers
+  restricted_join_rule = true,      -- v8+
+  knock_join_rule = true,           -- v7+
+  knock_restricted_join_rule = true, -- v10+
+  creator_in_content = true,        -- before v11: m.room.create content.creator
+  join_after_create_by_sender = false, -- v11+: rule 5.3.1 uses the create's sender
+  notifications_in_power_levels = true,
+  -- v12
+  room_id_is_create_hash = false,   -- room ID = "!" .. create event reference hash
+  create_in_auth_events = true,     -- v12: never select m.room.create
+  creators_have_infinite_power = false,
+  additional_creators = false,
+  -- state resolution: "v2" or "v2.1" (v12: empty start map, conflicted subgraph)
+  state_res = "v2",
+  supported = true,
+}
+
+local function derive(parent, changes)
+  local v = {}
+  for k, val in pairs(parent) do v[k] = val end
+  for k, val in pairs(changes) do v[k] = val end
+  return v
+end
+
+local defs = {}
+defs["6"] = derive(base, { integer_power_levels = false, restricted_join_rule = false,
+  knock_join_rule = false, knock_restricted_join_rule = false, supported = false })
+defs["7"] = derive(defs["6"], { knock_join_rule = true })
+defs["8"] = derive(defs["7"], { restricted_join_rule = true })
+defs["9"] = derive(defs["8"], {})
+defs["10"] = derive(defs["9"], { integer_power_levels = true, knock_restricted_join_rule = true,
+  supported = true })
+defs["11"] = derive(defs["10"], { creator_in_content = false, join_after_create_by_sender = true })
+defs["12"] = derive(defs["11"], { room_id_is_create_hash = true, create_in_auth_events = false,
+  creators_have_infinite_power = true, additional_creators = true, state_res = "v2.1" })
+
+local mt = { __name = "loom.room.Version" }
+for id, v in pairs(defs) do
+  v.id = id
+  setmetatable(v, mt)
+end
+
+--- The version table for a version string, or nil, message,
+-- "unsupported_room_version" when loom does not speak it.
+function _M.get(id)
+  local v = defs[id]
+  if not v or not v.supported then
+    return nil, "unsupported room version: " .. tostring(id), "unsupported_room_version"
+  end
+  return v
+end
+
+--- Is the version string one loom can create and join rooms of?
+function _M.supported(id)
+  local v = defs[id]
+  return v ~= nil and v.supported
+end
+
+--- The supported version strings, for /capabilities: { ["10"] = "stable", ... }.
+function _M.available()
+  local out = {}
+  for id, v in pairs(defs) do
+    if v.supported then out[id] = "stable" end
+  end
+  return out
+end
+
+--- Is this string a room version the spec defines (supported or not)?
+function _M.known(id)
+  return defs[id] ~= nil or id == "1" or id == "2" or id == "3" or id == "4" or id == "5"
+end
+
+_M.mt = mt
+return _M
