@@ -24,6 +24,8 @@ int luaopen_loom_core(lua_State *L)
     loom_open_crypto(L);
     loom_open_sqlite(L);
     loom_open_regex(L);
+    loom_open_state(L);
+    loom_open_stateres(L);
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, -2, "_VERSION");
     return 1;

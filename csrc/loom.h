@@ -28,6 +28,8 @@ void loom_open_json(lua_State *L);    /* core.json   */
 void loom_open_crypto(lua_State *L);  /* core.crypto */
 void loom_open_sqlite(lua_State *L);  /* core.sqlite */
 void loom_open_regex(lua_State *L);   /* core.regex  */
+void loom_open_state(lua_State *L);   /* core.state: state blocks and snapshots */
+void loom_open_stateres(lua_State *L); /* core.stateres: graph work of state resolution */
 
 /* JSON encoding shared with crypto (signing hashes canonical bytes). Pushes the
  * canonical JSON string of the value at index idx and returns 1, or returns
