@@ -53,5 +53,11 @@ build = {
       ["loom.store.persist"] = "lua/loom/store/persist.lua",
       ["loom.store.stream"] = "lua/loom/store/stream.lua",
    },
-   copy_directories = { "migrations", "docs", "examples" },
+   install = {
+      -- the migrations land beside the modules, where loom.db.migrate looks
+      lua = {
+         ["loom.migrations.sqlite.001_events"] = "migrations/sqlite/001_events.sql",
+      },
+   },
+   copy_directories = { "docs", "examples" },
 }

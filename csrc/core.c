@@ -1,5 +1,8 @@
 /* loom.core: the module table and the helpers every part shares. */
+#include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
+#include <string.h>
 
 #include "loom.h"
 
@@ -14,6 +17,36 @@ int loom_fail(lua_State *L, const char *code, const char *fmt, ...)
     return 3;
 }
 
+/* core.listdir(path) -> sorted array of the names in a directory (without
+ * "." and ".."), or nil, message, "io_error". */
+static int l_listdir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    DIR **box = (DIR **)lua_newuserdatauv(L, sizeof(DIR *), 0);
+    struct dirent *de;
+    lua_Integer n = 0;
+    *box = opendir(path);
+    if (!*box)
+        return loom_fail(L, "io_error", "cannot list %s: %s", path, strerror(errno));
+    lua_newtable(L);
+    while ((de = readdir(*box)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        lua_pushstring(L, de->d_name);
+        lua_rawseti(L, -2, ++n);
+    }
+    closedir(*box);
+    *box = NULL;
+    /* sort with table.sort semantics (byte order) */
+    lua_getglobal(L, "table");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "sort");
+        lua_pushvalue(L, -3);
+        lua_call(L, 1, 0);
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
 int luaopen_loom_core(lua_State *L);
 
 int luaopen_loom_core(lua_State *L)
@@ -26,6 +59,8 @@ int luaopen_loom_core(lua_State *L)
     loom_open_regex(L);
     loom_open_state(L);
     loom_open_stateres(L);
+    lua_pushcfunction(L, l_listdir);
+    lua_setfield(L, -2, "listdir");
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, -2, "_VERSION");
     return 1;

@@ -586,7 +586,8 @@ static int stmt_records(lua_State *L)
     ncol = sqlite3_column_count(st);
     if (nshape > ncol) nshape = ncol;
     top = lua_gettop(L);
-    luaL_checkstack(L, 2 * nshape + 8, "records");
+    /* each {name, map} entry leaves three values: the entry, its name, its map */
+    luaL_checkstack(L, 3 * nshape + 8, "records");
     for (c = 0; c < nshape; c++) {
         int t = lua_rawgeti(L, 2, c + 1);
         name_idx[c] = map_idx[c] = 0;

@@ -122,12 +122,11 @@ static token_t arg_token(lua_State *L, int i)
     return *check_token(L, i);
 }
 
+/* An integer argument: Lua integers only (no strings, no floats). */
 static int64_t check_int(lua_State *L, int i)
 {
-    int isnum;
-    lua_Integer v = lua_tointegerx(L, i, &isnum);
-    if (!isnum) luaL_typeerror(L, i, "integer");
-    return (int64_t)v;
+    if (!lua_isinteger(L, i)) luaL_typeerror(L, i, "integer");
+    return (int64_t)lua_tointeger(L, i);
 }
 
 static void push_token_string(lua_State *L, const token_t *t)

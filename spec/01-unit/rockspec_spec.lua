@@ -1,9 +1,9 @@
 -- The rockspec lists every module file, every C source, and the version
 -- that loom._VERSION reports.
+local shell = require "support.shell"
+
 local function load_rockspec()
-  local p = io.popen("ls loom-*.rockspec")
-  local name = p:read("l")
-  p:close()
+  local name = shell.lines("ls loom-*.rockspec")[1]
   assert(name, "no rockspec found")
   local env = {}
   assert(loadfile(name, "t", env))()
@@ -11,9 +11,7 @@ local function load_rockspec()
 end
 
 local function files(cmd)
-  local out, p = {}, io.popen(cmd)
-  for line in p:lines() do out[#out + 1] = line end
-  p:close()
+  local out = shell.lines(cmd)
   table.sort(out)
   return out
 end
@@ -48,5 +46,19 @@ describe("rockspec", function()
     assert.is_string(loom._VERSION)
     assert.equal(loom._VERSION, require("loom.core")._VERSION)
     if v ~= "scm" then assert.equal(v, loom._VERSION) end
+  end)
+end)
+
+describe("rockspec migrations", function()
+  it("installs every migration", function()
+    local env = load_rockspec()
+    local listed = {}
+    for mod, file in pairs(env.build.install.lua) do
+      listed[#listed + 1] = file
+      assert.equal("loom.migrations." .. file:match("^migrations/(.*)%.sql$"):gsub("/", "."), mod)
+    end
+    table.sort(listed)
+    local found = shell.lines("find migrations -name '*.sql' | sort")
+    assert.same(found, listed)
   end)
 end)

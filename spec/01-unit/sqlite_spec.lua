@@ -480,3 +480,18 @@ describe("loom.core.sqlite", function()
     end)
   end)
 end)
+
+describe("stmt:records with many mapped columns", function()
+  it("reserves stack for every {name, map} entry", function()
+    local sq = require("loom.core").sqlite
+    local db = assert(sq.open(":memory:"))
+    local cols, shape, map = {}, {}, { [1] = "one" }
+    for i = 1, 60 do cols[i] = "1 AS c" .. i; shape[i] = { "c" .. i, map } end
+    local stmt = assert(db:prepare("SELECT " .. table.concat(cols, ", ")))
+    local rows = assert(stmt:records(shape))
+    assert.equal(1, #rows)
+    for i = 1, 60 do assert.equal("one", rows[1]["c" .. i]) end
+    stmt:finalize()
+    db:close()
+  end)
+end)

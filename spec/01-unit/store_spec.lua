@@ -271,6 +271,103 @@ describe("store", function()
     assert.same({ "$bf", "$e4", "$e5" }, ids_of(b.events))   -- (4,-1) < (4,4)
   end)
 
+  it("takes back NIDs and stream positions when an enclosing transaction rolls back", function()
+    assert(s:persist("$keep", msg("!keep:t", 1)))
+    local tok = s:current_token()
+    local r, m = s.conn:transaction(function()
+      assert(s:persist("$gone", msg("!gone:t", 1, nil, { type = "x.gone" })))
+      assert(s:persist("$gone2", msg("!keep:t", 2, { "$keep" })))
+      return nil, "caller gave up"
+    end)
+    assert.is_nil(r); assert.equal("caller gave up", m)
+    assert.equal(tok, s:current_token())
+    assert.is_nil(s:room_nid("!gone:t"))
+    assert.is_nil(s:type_nid("x.gone"))
+    assert.same({ "$keep" }, s:forward_extremities("!keep:t"))
+    -- new rooms get fresh NIDs: no two rooms share one
+    assert(s:persist("$new", msg("!new:t", 1)))
+    assert(s:persist("$new2", msg("!keep:t", 2, { "$keep" })))
+    assert.equal(s.conn:value("SELECT count(*) FROM rooms"),
+      s.conn:value("SELECT count(DISTINCT room_nid) FROM events"))
+    assert.equal(2, s.conn:value("SELECT count(*) FROM rooms"))
+    assert.equal(tonumber(tok:sub(2)) + 2, s:current_position())
+    -- and a committed enclosing transaction publishes the changes
+    local since = s:current_position()
+    assert(s.conn:transaction(function()
+      assert(s:persist("$in_txn", msg("!keep:t", 3, { "$new2" })))
+      assert.equal(since, s:current_position())        -- not yet visible
+      return true
+    end))
+    assert.equal(since + 1, s:current_position())
+    assert.same({ "$in_txn" }, ids_of(assert(s:room_stream("!keep:t", since)).events))
+  end)
+
+  it("rewrites membership and rejection rows when an outlier joins the DAG", function()
+    local function member(membership)
+      return { room_id = "!m:t", type = "m.room.member", state_key = "@u:t", sender = "@u:t", depth = 2,
+        origin_server_ts = 1, prev_events = json.array { "$c" }, content = { membership = membership } }
+    end
+    assert(s:persist("$c", msg("!m:t", 1)))
+    local pos0 = s:current_position()
+    assert(s:persist("$inv", member("invite"), { outlier = true }))
+    -- an outlier invite shows in the user's membership changes (invites over
+    -- federation reach clients that way), not in rooms_for_user
+    assert.same({ "$inv" }, ids_of(assert(s:membership_changes("@u:t", pos0))))
+    assert.same({}, s:rooms_for_user("@u:t", "invite"))
+    local pos = s:current_position()
+    -- joins the DAG but rejected: its membership no longer counts
+    assert(s:persist("$inv", member("invite"), { rejected = "not allowed" }))
+    assert.same({}, assert(s:membership_changes("@u:t", pos0)))
+    assert.equal("not allowed", s.conn:value(
+      "SELECT reason FROM event_rejections r JOIN events e ON e.event_nid = r.event_nid WHERE e.event_id = '$inv'"))
+    assert.same({}, assert(s:membership_changes("@u:t", pos)))
+    -- a rejected outlier that joins the DAG as valid gets its membership row,
+    -- and the change is seen by membership_changes
+    assert(s:persist("$join", member("join"), { outlier = true, rejected = true }))
+    pos = s:current_position()
+    assert(s:persist("$join", member("join")))
+    assert.same({ "$join" }, ids_of(assert(s:membership_changes("@u:t", pos))))
+    assert.equal(0, s.conn:value(
+      "SELECT count(*) FROM event_rejections r JOIN events e ON e.event_nid = r.event_nid WHERE e.event_id = '$join'"))
+  end)
+
+  it("refuses a stored event ID in another room even for plain duplicates", function()
+    assert(s:persist("$d", msg("!a:t", 1)))
+    local r, _, code = s:persist("$d", msg("!b:t", 1))
+    assert.is_nil(r)
+    assert.equal("bad_event", code)
+  end)
+
+  it("answers limit 0 with next when events remain", function()
+    for d = 1, 3 do assert(s:persist("$z" .. d, msg("!z:t", d, d > 1 and { "$z" .. (d - 1) } or nil))) end
+    local page = assert(s:paginate("!z:t", nil, { dir = "b", limit = 0 }))
+    assert.same({}, page.events)
+    assert.equal(page.start, page.next)
+    local ctx = assert(s:context("!z:t", "$z2", 0, 0))
+    assert.is_true(ctx.more_before)
+    assert.is_true(ctx.more_after)
+    ctx = assert(s:context("!z:t", "$z1", 0, 0))
+    assert.is_false(ctx.more_before)
+    -- stream queries refuse topological tokens
+    local r, _, code = s:room_stream("!z:t", "t1-1")
+    assert.is_nil(r); assert.equal("bad_token", code)
+  end)
+
+  it("keeps a compiled filter's SQL apart between stores", function()
+    local path2 = tmpdb()
+    local s2 = assert(store_mod.open { path = path2 })
+    -- the same custom type gets different NIDs in the two stores
+    assert(s:persist("$x1", msg("!f:t", 1, nil, { type = "x.first" })))
+    assert(s:persist("$x2", msg("!f:t", 2, { "$x1" }, { type = "x.second" })))
+    assert(s2:persist("$y1", msg("!f:t", 1, nil, { type = "x.second" })))
+    assert(s2:persist("$y2", msg("!f:t", 2, { "$y1" }, { type = "x.first" })))
+    local f = require("loom.store.filter").compile { types = { "x.first" } }
+    assert.same({ "$x1" }, ids_of(assert(s:paginate("!f:t", nil, { filter = f })).events))
+    assert.same({ "$y2" }, ids_of(assert(s2:paginate("!f:t", nil, { filter = f })).events))
+    s2:close()
+    cleanup(path2)
+  end)
+
   it("streams events to application services by room and by member", function()
     local regex = core.regex
     local svc = { users = { assert(regex.compile("@_bot_.*:t", { anchored = true })) },
@@ -343,6 +440,12 @@ describe("loom.db", function()
     local r = conn:transaction(function() conn:run("INSERT INTO t VALUES (5)"); return nil, "no" end)
     assert.is_nil(r)
     assert.same({ 1, 4 }, conn:column("SELECT v FROM t ORDER BY v"))
+  end)
+
+  it("keeps statements callers hold usable when the statement cache turns over", function()
+    local held = assert(conn:prepare("SELECT 42"))
+    for i = 1, 600 do assert(conn:value("SELECT " .. i)) end
+    assert.same({ 42 }, held:first())
   end)
 
   it("reports SQL errors as nil, message, code", function()

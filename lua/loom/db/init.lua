@@ -63,6 +63,7 @@ function _M.open(config)
     stmts = {},
     nstmts = 0,
     depth = 0,         -- transaction nesting
+    hooks = {},        -- per nesting level: { commit = {...}, rollback = {...} }
   }, mt)
   if config.migrate ~= false then
     local ok, merr, mcode = migrate.run(self, config.migrations_dir)
@@ -79,7 +80,8 @@ function methods:prepare(sql)
   stmt, err, code = self.handle:prepare(sql)
   if not stmt then return nil, err, code end
   if self.nstmts >= STMT_CACHE_MAX then
-    for _, s in pairs(self.stmts) do s:finalize() end
+    -- Forget the cache; statements still held by callers stay usable and
+    -- the rest are finalized by the collector.
     self.stmts, self.nstmts = {}, 0
   end
   self.stmts[sql] = stmt
@@ -123,9 +125,40 @@ function methods:last_insert_rowid() return self.handle:last_insert_rowid() end
 function methods:changes() return self.handle:changes() end
 function methods:in_transaction() return self.depth > 0 end
 
+-- Hooks registered inside a transaction, one list per nesting level.
+local function level_hooks(self)
+  local levels = self.hooks
+  local h = levels[self.depth]
+  if not h then h = { commit = {}, rollback = {} }; levels[self.depth] = h end
+  return h
+end
+
+--- Run fn() after the outermost transaction commits (at once when no
+-- transaction is open). Used to publish what a transaction wrote.
+function methods:after_commit(fn)
+  if self.depth == 0 then fn(); return end
+  local c = level_hooks(self).commit
+  c[#c + 1] = fn
+end
+
+--- Run fn() if the work of the current transaction level is rolled back
+-- (by its own savepoint or by any enclosing transaction). Hooks run newest
+-- first, so in-memory state can be restored step by step.
+function methods:on_rollback(fn)
+  if self.depth == 0 then return end
+  local r = level_hooks(self).rollback
+  r[#r + 1] = fn
+end
+
+local function run_rollback_hooks(list)
+  for i = #list, 1, -1 do list[i]() end
+end
+
 local function finish(self, ok, ...)
   local depth = self.depth
   local name = "loom_sp" .. depth
+  local h = self.hooks[depth]
+  self.hooks[depth] = nil
   self.depth = depth - 1
   local failed = not ok or (select("#", ...) >= 1 and (...) == nil)
   if failed then
@@ -134,6 +167,7 @@ local function finish(self, ok, ...)
       self.handle:exec("ROLLBACK TO " .. name)
       self.handle:exec("RELEASE " .. name)
     end
+    if h then run_rollback_hooks(h.rollback) end
     if not ok then error((...), 0) end
     return ...
   end
@@ -142,7 +176,18 @@ local function finish(self, ok, ...)
   else cok, cerr, ccode = self.handle:exec("RELEASE " .. name) end
   if not cok then
     if depth == 1 then self.handle:exec("ROLLBACK") end
+    if h then run_rollback_hooks(h.rollback) end
     return nil, cerr, ccode
+  end
+  if h then
+    if depth == 1 then
+      for _, fn in ipairs(h.commit) do fn() end
+    else
+      -- the savepoint's work now belongs to the enclosing level
+      local parent = level_hooks(self)
+      for _, fn in ipairs(h.commit) do parent.commit[#parent.commit + 1] = fn end
+      for _, fn in ipairs(h.rollback) do parent.rollback[#parent.rollback + 1] = fn end
+    end
   end
   return ...
 end
@@ -150,7 +195,8 @@ end
 --- Run fn(...) inside a transaction (a savepoint when nested). The work is
 -- rolled back when fn raises (the error is raised again) or returns nil as
 -- its first value (its nil, message, code are returned). Otherwise it is
--- committed and fn's results are returned.
+-- committed and fn's results are returned. Hooks registered with
+-- after_commit / on_rollback run when the outcome is known.
 function methods:transaction(fn, ...)
   local depth = self.depth + 1
   local ok, err, code

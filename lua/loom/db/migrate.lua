@@ -1,27 +1,31 @@
 -- loom.db.migrate: applies migrations/<engine>/NNN_name.sql in order, each in
 -- its own transaction, recording them in schema_version. Running it again on
 -- an up-to-date database changes nothing.
+local core = require "loom.core"
+
 local io_open, tonumber, table_sort, os_time = io.open, tonumber, table.sort, os.time
 
 local _M = {}
 
--- The migrations folder shipped beside lua/: <root>/migrations.
+-- Where the migrations are: <root>/migrations in a source tree (beside
+-- lua/), or loom/migrations beside the installed modules (the rock installs
+-- them there).
 local function default_dir()
   local src = debug.getinfo(1, "S").source
   local here = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/[^/]*$") or "."
+  for _, dir in ipairs { here .. "/../../../migrations", here .. "/../migrations" } do
+    local f = io_open(dir .. "/sqlite/001_events.sql", "rb")
+    if f then f:close(); return dir end
+  end
   return here .. "/../../../migrations"
 end
 
 local function list(dir, engine)
   local path = dir .. "/" .. engine
-  local p = io.popen('ls -1 "' .. path:gsub('"', '\\"') .. '" 2>/dev/null')
   local files = {}
-  if p then
-    for name in p:lines() do
-      local n, label = name:match("^(%d+)_([%w_]+)%.sql$")
-      if n then files[#files + 1] = { version = tonumber(n), name = label, path = path .. "/" .. name } end
-    end
-    p:close()
+  for _, name in ipairs(core.listdir(path) or {}) do
+    local n, label = name:match("^(%d+)_([%w_]+)%.sql$")
+    if n then files[#files + 1] = { version = tonumber(n), name = label, path = path .. "/" .. name } end
   end
   table_sort(files, function(a, b) return a.version < b.version end)
   return files
@@ -30,7 +34,7 @@ end
 --- The migrations found for an engine, in order: { {version, name, path}, ... }.
 function _M.list(engine, dir) return list(dir or default_dir(), engine) end
 
---- Apply every migration newer than the recorded schema version.
+--- Apply, in order, every migration not yet recorded in schema_version.
 -- Returns the number applied, or nil, message, code.
 function _M.run(conn, dir)
   local ok, err, code = conn:exec([[
@@ -44,10 +48,13 @@ function _M.run(conn, dir)
   if #files == 0 then
     return nil, "no migrations found for engine " .. conn.engine, "db_migrations"
   end
-  local current = conn:value("SELECT coalesce(max(version), 0) FROM schema_version") or 0
+  local done, derr, dcode = conn:column("SELECT version FROM schema_version")
+  if not done then return nil, derr, dcode end
+  local have = {}
+  for _, v in ipairs(done) do have[v] = true end
   local applied = 0
   for _, m in ipairs(files) do
-    if m.version > current then
+    if not have[m.version] then
       local f = io_open(m.path, "rb")
       if not f then return nil, "cannot read migration " .. m.path, "db_migrations" end
       local sql = f:read("a")

@@ -160,11 +160,13 @@ function methods:sql(resolver, cols)
   -- passing resolver.version get it cached per column set.
   local version = resolver.version and resolver.version()
   local cache = self._sql_cache
-  if version and cache and cache.version == version and cache.cols == cols then
+  if version and cache and cache.resolver == resolver and cache.version == version and cache.cols == cols then
     return cache.sql, cache.params
   end
   local sql, params = self:build_sql(resolver, cols)
-  if version then self._sql_cache = { version = version, cols = cols, sql = sql, params = params } end
+  if version then
+    self._sql_cache = { resolver = resolver, version = version, cols = cols, sql = sql, params = params }
+  end
   return sql, params
 end
 

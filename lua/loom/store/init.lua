@@ -89,23 +89,14 @@ mt.__close = methods.close
 
 ---------------------------------------------------------------------------
 -- Numeric IDs. A NID assigned inside a transaction that is rolled back is
--- forgotten again (see forget_pending).
+-- forgotten again (persist registers the rollback hook; self.pending lists
+-- the NIDs assigned by the batch in progress).
 
 local function remember(self, map, key, value)
   map[key] = value
   self.nid_version = self.nid_version + 1
   local p = self.pending
   if p then p[#p + 1] = { map, key } end
-end
-
---- Forget NIDs assigned in a transaction that did not commit.
-function methods:forget_pending()
-  local p = self.pending
-  if p then
-    for i = 1, #p do p[i][1][p[i][2]] = nil end
-    self.nid_version = self.nid_version + 1
-  end
-  self.pending = nil
 end
 
 --- The NID of a room, or nil when the store has never seen it.

@@ -170,6 +170,9 @@ local function persist_one(self, event_id, ev, opts, changed)
   local existing = first(conn,
     "SELECT event_nid, outlier, stream_ordering, room_nid FROM events WHERE event_id = ?", event_id)
   if existing and (existing[2] == 0 or outlier == 1) then
+    if self:room_nid(ev.room_id) ~= existing[4] then
+      return bad("event " .. event_id .. " is already stored in another room")
+    end
     return { event_nid = existing[1], stream_ordering = existing[3], duplicate = true }
   end
 
@@ -207,12 +210,14 @@ local function persist_one(self, event_id, ev, opts, changed)
   local nid
   if existing then
     -- An outlier joins the DAG: it gets a fresh stream position so that
-    -- streams see it where it now appears.
+    -- streams see it where it now appears, and its flags, rejection and
+    -- membership rows are written anew below.
     nid = existing[1]
     must(conn:run([[UPDATE events SET outlier = 0, rejected = ?, soft_failed = ?,
       stream_ordering = ?, max_depth = ?, json = ? WHERE event_nid = ?]],
       rejected, soft_failed, stream, max_depth, text, nid))
-    run(conn, "UPDATE room_memberships SET stream_ordering = ? WHERE event_nid = ?", stream, nid)
+    run(conn, "DELETE FROM room_memberships WHERE event_nid = ?", nid)
+    run(conn, "DELETE FROM event_rejections WHERE event_nid = ?", nid)
   else
     must(conn:run([[INSERT INTO events (event_id, room_nid, type_nid, state_key_nid, sender,
       depth, stream_ordering, outlier, rejected, soft_failed, origin_server_ts, contains_url,
@@ -220,18 +225,18 @@ local function persist_one(self, event_id, ev, opts, changed)
       event_id, room_nid, type_nid, sk_nid, ev.sender, depth, stream, outlier, rejected,
       soft_failed, ev.origin_server_ts, contains_url(ev) and 1 or 0, max_depth, text))
     nid = conn:last_insert_rowid()
-    if rejected == 1 then
-      run(conn, "INSERT OR REPLACE INTO event_rejections (event_nid, reason) VALUES (?, ?)",
-        nid, type(opts.rejected) == "string" and opts.rejected or "rejected")
-    end
-    local content = ev.content
-    if ev.type == "m.room.member" and sk_nid and rejected == 0 and soft_failed == 0
-        and type(content) == "table" and type(content.membership) == "string" then
-      run(conn, [[INSERT INTO room_memberships (event_nid, room_nid, user_id, sender, membership,
-        stream_ordering) VALUES (?, ?, ?, ?, ?, ?)]],
-        nid, room_nid, ev.state_key, ev.sender, content.membership, stream)
-      changed.members[#changed.members + 1] = { ev.state_key, stream }
-    end
+  end
+  if rejected == 1 then
+    run(conn, "INSERT INTO event_rejections (event_nid, reason) VALUES (?, ?)",
+      nid, type(opts.rejected) == "string" and opts.rejected or "rejected")
+  end
+  local content = ev.content
+  if ev.type == "m.room.member" and sk_nid and rejected == 0 and soft_failed == 0
+      and type(content) == "table" and type(content.membership) == "string" then
+    run(conn, [[INSERT INTO room_memberships (event_nid, room_nid, user_id, sender, membership,
+      stream_ordering) VALUES (?, ?, ?, ?, ?, ?)]],
+      nid, room_nid, ev.state_key, ev.sender, content.membership, stream)
+    changed.members[#changed.members + 1] = { ev.state_key, stream }
   end
 
   if outlier == 0 then
@@ -247,29 +252,9 @@ local function persist_one(self, event_id, ev, opts, changed)
   }
 end
 
--- Run persist_one over a batch in one transaction and publish the changes
--- after commit.
-local function persist_batch(self, items)
-  local saved_max, saved_min = self.max_stream, self.min_stream
-  local changed = { rooms = {}, members = {} }
-  self.pending = {}
-  local ok, res, err, code = pcall(self.conn.transaction, self.conn, function()
-    local results = {}
-    for i, item in ipairs(items) do
-      local r, e, c = persist_one(self, item[1], item[2], item[3] or {}, changed)
-      if not r then return nil, e, c end
-      results[i] = r
-    end
-    return results
-  end)
-  if not ok or not res then
-    self:forget_pending()
-    self.max_stream, self.min_stream = saved_max, saved_min
-    self.room_max_depth, self.room_backfill_depth = {}, {}
-    if not ok then return nil, "database failure: " .. tostring(res), "db_error" end
-    return nil, err, code
-  end
-  self.pending = nil
+-- Make committed changes visible: the stream position, change caches and
+-- recent-event caches.
+local function publish(self, changed)
   if self.max_stream > self.current_stream then self.current_stream = self.max_stream end
   for _, c in ipairs(changed.rooms) do
     self:cache_drop(c[3])
@@ -278,7 +263,41 @@ local function persist_batch(self, items)
   for _, c in ipairs(changed.members) do
     if c[2] > 0 then self.member_changes:entity_changed(c[1], c[2]) end
   end
-  return res
+end
+
+-- Run persist_one over a batch in one transaction (a savepoint when the
+-- caller has one open). In-memory state follows the database: NIDs and
+-- stream positions handed out are taken back if the work is rolled back, by
+-- this batch or by an enclosing transaction, and changes are published only
+-- once the outermost transaction commits.
+local function persist_batch(self, items)
+  local conn = self.conn
+  local ok, res, err, code = pcall(conn.transaction, conn, function()
+    local saved_max, saved_min = self.max_stream, self.min_stream
+    local pending = {}
+    conn:on_rollback(function()
+      for i = #pending, 1, -1 do pending[i][1][pending[i][2]] = nil end
+      self.nid_version = self.nid_version + 1
+      self.max_stream, self.min_stream = saved_max, saved_min
+      self.room_max_depth, self.room_backfill_depth = {}, {}
+    end)
+    local changed = { rooms = {}, members = {} }
+    local results = {}
+    self.pending = pending
+    for i, item in ipairs(items) do
+      local r, e, c = persist_one(self, item[1], item[2], item[3] or {}, changed)
+      if not r then self.pending = nil; return nil, e, c end
+      results[i] = r
+    end
+    self.pending = nil
+    conn:after_commit(function() publish(self, changed) end)
+    return results
+  end)
+  if not ok then
+    self.pending = nil
+    return nil, "database failure: " .. tostring(res), "db_error"
+  end
+  return res, err, code
 end
 
 --- Persist one event. opts: outlier, backfilled (negative stream ordering),

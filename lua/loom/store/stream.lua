@@ -1,7 +1,7 @@
 -- loom.store.stream: reading the event stream in its two orders.
 --
 -- Rows come back as event records:
---   { event_nid, event_id, room_id, type, state_key?, sender, depth,
+--   { event_nid, event_id, room_id, type, state_key_nid?, sender, depth,
 --     stream_ordering, json }
 -- json is the stored canonical text (decode it only when needed).
 --
@@ -197,7 +197,7 @@ function methods:paginate(room_id, from, opts)
     start = "t1-" .. tostring(self.min_stream - 1)
   end
   local result = { events = {}, start = start }
-  if not room_nid or limit == 0 or (f and not f:allows_room(room_id)) then return result end
+  if not room_nid or (f and not f:allows_room(room_id)) then return result end
 
   local from_b, to_b
   if from_tok then
@@ -215,8 +215,12 @@ function methods:paginate(room_id, from, opts)
   result.events = rows
   if more then
     local last = rows[#rows]
-    local before, after = token.for_event(last.depth, last.stream_ordering)
-    result.next = tostring(desc and before or after)
+    if last then
+      local before, after = token.for_event(last.depth, last.stream_ordering)
+      result.next = tostring(desc and before or after)
+    else
+      result.next = start          -- limit 0: nothing read, more to come
+    end
   end
   return result
 end
@@ -253,11 +257,14 @@ function methods:context(room_id, event_id, before_limit, after_limit, filter)
   }
 end
 
+-- A stream position from an integer or a stream token (s<n>); topological
+-- tokens are refused, as their stream part alone means nothing here.
 local function stream_pos(t, default)
   if t == nil then return default end
   if math_type(t) == "integer" then return t end
   local tok, err = arg_token(t)
   if not tok then return nil, err end
+  if tok.topological then return nil, "a stream token (s<n>) is needed here" end
   return tok.stream
 end
 
@@ -388,6 +395,7 @@ function methods:rooms_stream(room_ids, from, to, limit, filter)
   if not limit then return nil, "limit must be a non-negative integer", "bad_param" end
   local f, ferr, fcode = arg_filter(filter)
   if filter ~= nil and not f then return nil, ferr, fcode end
+  if f and f.limit and f.limit < limit then limit = f.limit end
   local out = {}
   if from_pos >= to_pos or limit == 0 then return out end
   local changed = self.room_changes:changed_among(room_ids, from_pos)
@@ -443,15 +451,16 @@ end
 --- Rooms in which a user is currently joined, by membership events.
 function methods:rooms_for_user(user_id, membership)
   membership = membership or "join"
-  local rows = self.conn:all([[
+  local rows, err, code = self.conn:all([[
     SELECT m.room_nid, m.membership FROM room_memberships m
     JOIN events e ON e.event_nid = m.event_nid
     WHERE m.user_id = ? AND e.outlier = 0 AND m.stream_ordering = (
       SELECT max(m2.stream_ordering) FROM room_memberships m2
       JOIN events e2 ON e2.event_nid = m2.event_nid
       WHERE m2.user_id = m.user_id AND m2.room_nid = m.room_nid AND e2.outlier = 0)]], user_id)
+  if not rows then return nil, err, code end
   local out = {}
-  for _, r in ipairs(rows or {}) do
+  for _, r in ipairs(rows) do
     if r[2] == membership then out[#out + 1] = self:room_id(r[1]) end
   end
   table.sort(out)
@@ -473,7 +482,8 @@ function methods:appservice_stream(service, from, to, limit)
   local to_pos
   to_pos, err = stream_pos(to, self.current_stream)
   if not to_pos then return bad_token(err) end
-  limit = arg_limit(limit, APPSERVICE_MAX) or APPSERVICE_MAX
+  limit = arg_limit(limit, APPSERVICE_MAX)
+  if not limit then return nil, "limit must be a non-negative integer", "bad_param" end
   if limit == 0 then limit = APPSERVICE_MAX end
   if from_pos >= to_pos then return { events = {}, next = "s" .. tostring(to_pos) } end
   local users, rooms = service.users or {}, service.rooms or {}
@@ -485,11 +495,12 @@ function methods:appservice_stream(service, from, to, limit)
   local interested = {}
   for _, r in ipairs(service.room_ids or {}) do interested[r] = true end
   if #users > 0 then
-    local rows = self.conn:all([[
+    local rows, qerr, code = self.conn:all([[
       SELECT m.room_nid, m.user_id, m.membership FROM room_memberships m
       WHERE m.stream_ordering = (SELECT max(m2.stream_ordering) FROM room_memberships m2
         WHERE m2.room_nid = m.room_nid AND m2.user_id = m.user_id)]])
-    for _, r in ipairs(rows or {}) do
+    if not rows then return nil, qerr, code end
+    for _, r in ipairs(rows) do
       if r[3] == "join" and user_match(r[2]) then interested[self:room_id(r[1])] = true end
     end
   end
