@@ -6,15 +6,9 @@ local store_mod = require "loom.store"
 local dag = require "support.dag"
 local token = require("loom.core").token
 
-local function tmpdb()
-  local path = os.tmpname()
-  os.remove(path)
-  return path .. ".db"
-end
+local tmp = require "support.tmpdb"
+local tmpdb, cleanup = tmp.path, tmp.remove
 
-local function cleanup(path)
-  for _, sfx in ipairs { "", "-wal", "-shm" } do os.remove(path .. sfx) end
-end
 
 local function ids_of(events)
   local out = {}

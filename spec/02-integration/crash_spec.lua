@@ -2,11 +2,8 @@
 -- and leaves a database that opens, checks clean, and keeps its invariants.
 local store_mod = require "loom.store"
 
-local function tmpdb()
-  local path = os.tmpname()
-  os.remove(path)
-  return path .. ".db"
-end
+local tmp = require "support.tmpdb"
+local tmpdb = tmp.path
 
 describe("a writer killed with SIGKILL", function()
   it("loses no acknowledged event", function()
@@ -47,6 +44,6 @@ describe("a writer killed with SIGKILL", function()
       assert.equal(s.conn:value("SELECT count(*) FROM events"), n)
       s:close()
     end
-    for _, sfx in ipairs { "", "-wal", "-shm" } do os.remove(path .. sfx) end
+    tmp.remove(path)
   end)
 end)

@@ -268,6 +268,19 @@ local function stream_pos(t, default)
   return tok.stream
 end
 
+-- The stream range (from, to] of a query: from is required unless
+-- from_optional; to defaults to now. Returns true, from_pos, to_pos or
+-- nil, message.
+local function stream_range(self, from, to, from_optional)
+  local from_pos, err = stream_pos(from, nil)
+  if err then return nil, err end
+  if from_pos == nil and not from_optional then return nil, "from is required" end
+  local to_pos
+  to_pos, err = stream_pos(to, self.current_stream)
+  if not to_pos then return nil, err end
+  return true, from_pos, to_pos
+end
+
 --- The current stream token: "s<n>", the highest committed position.
 function methods:current_token()
   return "s" .. tostring(self.current_stream)
@@ -384,13 +397,8 @@ end
 --- room_stream for many rooms with one query: { [room_id] = result } for
 -- the rooms that changed (unchanged rooms are absent).
 function methods:rooms_stream(room_ids, from, to, limit, filter)
-  local err
-  local from_pos
-  from_pos, err = stream_pos(from, nil)
-  if not from_pos then return bad_token(err or "from is required") end
-  local to_pos
-  to_pos, err = stream_pos(to, self.current_stream)
-  if not to_pos then return bad_token(err) end
+  local ok, from_pos, to_pos = stream_range(self, from, to)
+  if not ok then return bad_token(from_pos) end
   limit = arg_limit(limit, 10)
   if not limit then return nil, "limit must be a non-negative integer", "bad_param" end
   local f, ferr, fcode = arg_filter(filter)
@@ -424,13 +432,8 @@ end
 -- stream_ordering, json }, ... }. Answered from memory when the user's
 -- memberships did not change.
 function methods:membership_changes(user_id, from, to)
-  local err
-  local from_pos
-  from_pos, err = stream_pos(from, nil)
-  if err then return bad_token(err) end
-  local to_pos
-  to_pos, err = stream_pos(to, self.current_stream)
-  if not to_pos then return bad_token(err) end
+  local ok, from_pos, to_pos = stream_range(self, from, to, true)
+  if not ok then return bad_token(from_pos) end
   if from_pos and (from_pos >= to_pos or not self.member_changes:has_changed(user_id, from_pos)) then
     return {}
   end
@@ -475,13 +478,8 @@ end
 -- `users`. Returns events (ascending, at most `limit`, default and cap 1000)
 -- and the next stream token.
 function methods:appservice_stream(service, from, to, limit)
-  local err
-  local from_pos
-  from_pos, err = stream_pos(from, nil)
-  if not from_pos then return bad_token(err or "from is required") end
-  local to_pos
-  to_pos, err = stream_pos(to, self.current_stream)
-  if not to_pos then return bad_token(err) end
+  local ok, from_pos, to_pos = stream_range(self, from, to)
+  if not ok then return bad_token(from_pos) end
   limit = arg_limit(limit, APPSERVICE_MAX)
   if not limit then return nil, "limit must be a non-negative integer", "bad_param" end
   if limit == 0 then limit = APPSERVICE_MAX end
