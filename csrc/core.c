@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 
 #include "loom.h"
 
@@ -47,6 +48,16 @@ static int l_listdir(lua_State *L)
     return 1;
 }
 
+/* core.now_ms() -> the wall-clock time in milliseconds since the epoch, as
+ * an integer (origin_server_ts). */
+static int l_now_ms(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + (lua_Integer)(ts.tv_nsec / 1000000));
+    return 1;
+}
+
 int luaopen_loom_core(lua_State *L);
 
 int luaopen_loom_core(lua_State *L)
@@ -59,6 +70,8 @@ int luaopen_loom_core(lua_State *L)
     loom_open_regex(L);
     loom_open_state(L);
     loom_open_stateres(L);
+    lua_pushcfunction(L, l_now_ms);
+    lua_setfield(L, -2, "now_ms");
     lua_pushcfunction(L, l_listdir);
     lua_setfield(L, -2, "listdir");
     lua_pushliteral(L, "0.1.0");

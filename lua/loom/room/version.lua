@@ -30,6 +30,7 @@ local base = {
   knock_join_rule = true,           -- v7+
   knock_restricted_join_rule = true, -- v10+
   creator_in_content = true,        -- before v11: m.room.create content.creator
+  redacts_in_content = false,       -- v11+: m.room.redaction carries content.redacts
   join_after_create_by_sender = false, -- v11+: rule 5.3.1 uses the create's sender
   notifications_in_power_levels = true,
   -- v12
@@ -57,7 +58,8 @@ defs["8"] = derive(defs["7"], { restricted_join_rule = true })
 defs["9"] = derive(defs["8"], {})
 defs["10"] = derive(defs["9"], { integer_power_levels = true, knock_restricted_join_rule = true,
   supported = true })
-defs["11"] = derive(defs["10"], { creator_in_content = false, join_after_create_by_sender = true })
+defs["11"] = derive(defs["10"], { creator_in_content = false, join_after_create_by_sender = true,
+  redacts_in_content = true })
 defs["12"] = derive(defs["11"], { room_id_is_create_hash = true, create_in_auth_events = false,
   creators_have_infinite_power = true, additional_creators = true, state_res = "v2.1" })
 
