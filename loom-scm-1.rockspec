@@ -51,6 +51,7 @@ build = {
       ["loom.room.version"] = "lua/loom/room/version.lua",
       ["loom.store"] = "lua/loom/store/init.lua",
       ["loom.store.changecache"] = "lua/loom/store/changecache.lua",
+      ["loom.store.events"] = "lua/loom/store/events.lua",
       ["loom.store.filter"] = "lua/loom/store/filter.lua",
       ["loom.store.persist"] = "lua/loom/store/persist.lua",
       ["loom.store.stream"] = "lua/loom/store/stream.lua",
