@@ -20,6 +20,7 @@ dependencies = {
 external_dependencies = {
    SQLITE = { header = "sqlite3.h", library = "sqlite3" },
    OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
 }
 build = {
    type = "builtin",
@@ -28,6 +29,7 @@ build = {
          sources = {
             "csrc/core.c",
             "csrc/crypto.c",
+            "csrc/http.c",
             "csrc/json.c",
             "csrc/regex.c",
             "csrc/sqlite.c",
@@ -36,9 +38,9 @@ build = {
             "csrc/token.c",
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
-         libraries = { "sqlite3", "crypto" },
-         incdirs = { "$(SQLITE_INCDIR)", "$(OPENSSL_INCDIR)" },
-         libdirs = { "$(SQLITE_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+         libraries = { "sqlite3", "crypto", "http_parser" },
+         incdirs = { "$(SQLITE_INCDIR)", "$(OPENSSL_INCDIR)", "$(HTTP_PARSER_INCDIR)" },
+         libdirs = { "$(SQLITE_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HTTP_PARSER_LIBDIR)" },
       },
       ["loom"] = "lua/loom/init.lua",
       ["loom.crypto"] = "lua/loom/crypto.lua",
@@ -54,12 +56,14 @@ build = {
       ["loom.store.events"] = "lua/loom/store/events.lua",
       ["loom.store.filter"] = "lua/loom/store/filter.lua",
       ["loom.store.persist"] = "lua/loom/store/persist.lua",
+      ["loom.store.state"] = "lua/loom/store/state.lua",
       ["loom.store.stream"] = "lua/loom/store/stream.lua",
    },
    install = {
       -- the migrations land beside the modules, where loom.db.migrate looks
       lua = {
          ["loom.migrations.sqlite.001_events"] = "migrations/sqlite/001_events.sql",
+         ["loom.migrations.sqlite.002_state"] = "migrations/sqlite/002_state.sql",
       },
    },
    copy_directories = { "docs", "examples" },

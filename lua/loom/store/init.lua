@@ -211,7 +211,7 @@ _M.methods = methods
 _M.mt = mt
 
 -- Mix in the method groups.
-for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.events" } do
+for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.events", "loom.store.state" } do
   for k, v in pairs(require(part).methods) do
     if type(v) == "function" then methods[k] = v end
   end
