@@ -16,6 +16,7 @@ hashing and signing (OpenSSL 3) and SQLite access.
 }
 dependencies = {
    "lua >= 5.4",
+   "luv",
 }
 external_dependencies = {
    SQLITE = { header = "sqlite3.h", library = "sqlite3" },
@@ -46,11 +47,17 @@ build = {
       ["loom.crypto"] = "lua/loom/crypto.lua",
       ["loom.db"] = "lua/loom/db/init.lua",
       ["loom.db.migrate"] = "lua/loom/db/migrate.lua",
+      ["loom.http.errors"] = "lua/loom/http/errors.lua",
+      ["loom.http.request"] = "lua/loom/http/request.lua",
+      ["loom.http.response"] = "lua/loom/http/response.lua",
+      ["loom.http.router"] = "lua/loom/http/router.lua",
+      ["loom.http.server"] = "lua/loom/http/server.lua",
       ["loom.room.auth"] = "lua/loom/room/auth.lua",
       ["loom.room.event"] = "lua/loom/room/event.lua",
       ["loom.room.redact"] = "lua/loom/room/redact.lua",
       ["loom.room.statemap"] = "lua/loom/room/statemap.lua",
       ["loom.room.version"] = "lua/loom/room/version.lua",
+      ["loom.server"] = "lua/loom/server.lua",
       ["loom.store"] = "lua/loom/store/init.lua",
       ["loom.store.changecache"] = "lua/loom/store/changecache.lua",
       ["loom.store.events"] = "lua/loom/store/events.lua",

@@ -2,7 +2,7 @@
 # Installs the Debian packages loom needs when any is missing. As root it runs
 # apt-get; otherwise it prints the exact command and stops.
 set -eu
-pkgs="lua5.4 liblua5.4-dev lua-luv lua-cjson lua-busted lua-check libsqlite3-dev libssl-dev
+pkgs="lua5.4 liblua5.4-dev lua-luv lua-cjson lua-busted lua-check libsqlite3-dev libssl-dev libhttp-parser-dev
       pkg-config gcc make python3-canonicaljson python3-signedjson"
 missing=""
 for p in $pkgs; do

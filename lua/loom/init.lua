@@ -8,6 +8,7 @@
 --   loom.store    the event store (loom.store)
 --   loom.crypto   signing, hashes and event IDs (loom.crypto)
 --   loom.db       the database layer (loom.db)
+-- and loom.new(config) makes a server (loom.server).
 local require, setmetatable, rawset = require, setmetatable, rawset
 
 local parts = {
@@ -20,6 +21,12 @@ local parts = {
 }
 
 local loom = { _VERSION = "0.1.0" }
+
+--- A new server (see loom.server and docs/http.md): config holds host, port,
+-- server_name, limits, timeouts …; then server:route, :hook, :run.
+function loom.new(config)
+  return require("loom.server").new(config)
+end
 
 --- Open the event store (see loom.store.open): config.path is the SQLite file.
 function loom.open_store(config)

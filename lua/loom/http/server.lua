@@ -1,0 +1,491 @@
+-- The HTTP/1.1 server on luv: accepts connections, feeds their bytes to the C
+-- parser (loom.core.http), runs one handler per request in a coroutine and
+-- writes the responses in request order.
+--
+--   local http = require "loom.http.server"
+--   local srv = http.new { host = "127.0.0.1", port = 0, handler = function(req)
+--     http.sleep(10)                        -- waits without blocking the loop
+--     return response.json(200, { ok = true })
+--   end }
+--   assert(srv:listen()); print(srv:port())
+--   uv.run()
+--
+-- Per connection: keep-alive; pipelined requests are read ahead (up to
+-- limits.max_pipeline) but handled one after the other, so responses go out
+-- in order and a later request sees the effects of an earlier one. A request
+-- over a limit is answered 413 M_TOO_LARGE, a malformed one 400 M_UNKNOWN,
+-- and the connection closes after the answer. Timeouts (milliseconds): a
+-- request's headers must arrive within timeouts.header of its first byte, its
+-- body within timeouts.body of the headers, and an idle keep-alive connection
+-- is closed after timeouts.keepalive; a slow request is answered 408. No
+-- timeout runs while a handler works (long-polling is the handler's business).
+-- stop() is graceful: no new connections, idle ones close, requests being
+-- handled finish (their response says Connection: close) until
+-- timeouts.shutdown, then everything closes.
+--
+-- Every luv callback runs under xpcall; an error is logged with its
+-- traceback and the server goes on.
+local setmetatable, pairs, ipairs, type, tostring, xpcall, next =
+  setmetatable, pairs, ipairs, type, tostring, xpcall, next
+local error, stderr = error, io.stderr
+local co_create, co_resume, co_status, co_running, co_yield =
+  coroutine.create, coroutine.resume, coroutine.status, coroutine.running, coroutine.yield
+local traceback = debug.traceback
+local table_unpack, table_pack = table.unpack, table.pack
+local uv = require "luv"
+local core = require "loom.core"
+local errors = require "loom.http.errors"
+local response = require "loom.http.response"
+
+local _ENV = nil -- luacheck: ignore 211
+
+local http = {}
+
+--- Defaults for http.new's limits and timeouts (milliseconds).
+http.defaults = {
+  limits = {
+    max_request_line = core.http.limits.max_request_line,
+    max_header_line = core.http.limits.max_header_line,
+    max_headers = core.http.limits.max_headers,
+    max_header_bytes = core.http.limits.max_header_bytes,
+    max_body = core.http.limits.max_body,
+    max_pipeline = 16,        -- requests read ahead on one connection
+    max_connections = 1024,   -- open connections; more are closed at once
+  },
+  timeouts = {
+    header = 20000,     -- first byte of a request -> end of its headers
+    body = 60000,       -- end of the headers -> end of the body
+    keepalive = 60000,  -- idle between requests
+    shutdown = 10000,   -- stop(): longest wait for requests being handled
+    linger = 2000,      -- after a final response: wait for the client's close
+  },
+}
+
+local parser_limit_names = { "max_request_line", "max_header_line", "max_headers",
+                             "max_header_bytes", "max_body" }
+
+-- ---- tasks: handlers as coroutines ---------------------------------------
+
+local tasks = setmetatable({}, { __mode = "k" })   -- coroutine -> on_done(ok, result)
+
+-- Resumes a task; when it ends, hands its result (or its error with the
+-- coroutine's traceback) to its on_done.
+local function resume(co, ...)
+  local ok, res = co_resume(co, ...)
+  if co_status(co) == "dead" then
+    local done = tasks[co]
+    tasks[co] = nil
+    if not ok then res = traceback(co, tostring(res)) end
+    if done then done(ok, res) end
+  end
+end
+
+--- http.spawn(fn, arg, on_done): runs fn(arg) as a task (a coroutine in which
+-- http.wait and http.sleep work); on_done(ok, result_or_traceback) is called
+-- when it ends (maybe before spawn returns).
+function http.spawn(fn, arg, on_done)
+  local co = co_create(fn)
+  tasks[co] = on_done or false
+  resume(co, arg)
+  return co
+end
+
+--- http.wait(register) -> the values passed to wake
+-- Suspends the current task until wake(...) is called; register(wake) is
+-- called first and arranges for that (a luv callback, another task …).
+-- Calling wake more than once has no effect; calling it from inside
+-- register returns at once. Raises outside a task.
+function http.wait(register)
+  local co, main = co_running()
+  if main or tasks[co] == nil then
+    error("http.wait: not inside a request handler (or an http.spawn task)", 2)
+  end
+  local state, early = "registering", nil
+  register(function(...)
+    if state == "registering" then
+      state, early = "woken", table_pack(...)
+    elseif state == "waiting" then
+      state = "woken"
+      resume(co, ...)
+    end
+  end)
+  if state == "woken" then return table_unpack(early, 1, early.n) end
+  state = "waiting"
+  return co_yield()
+end
+
+local log_stub = function() end
+
+-- where failures outside any server's callbacks go (a sleeping handler's
+-- wake-up): standard error, unless a loom.server sets its logger here
+http.log = function(level, message) stderr:write("loom.http ", level, ": ", message, "\n") end
+
+--- http.sleep(ms): suspends the current handler for ms milliseconds; other
+-- connections and requests go on meanwhile.
+function http.sleep(ms)
+  if type(ms) ~= "number" or ms < 0 then error("http.sleep: bad milliseconds", 2) end
+  return http.wait(function(wake)
+    local t = uv.new_timer()
+    t:start(ms // 1 | 0, 0, function()
+      t:close()
+      local ok, err = xpcall(wake, traceback)
+      if not ok then http.log("error", "sleep wake-up failed: " .. tostring(err)) end
+    end)
+  end)
+end
+
+-- ---- server ---------------------------------------------------------------
+
+local methods = {}
+local mt = { __name = "loom.HttpServer", __index = methods }
+http.methods, http.mt = methods, mt
+
+local function merge(defaults, given, what)
+  local out = {}
+  for k, v in pairs(defaults) do out[k] = v end
+  for k, v in pairs(given or {}) do
+    if defaults[k] == nil then error("unknown " .. what .. " '" .. tostring(k) .. "'", 3) end
+    if type(v) ~= "number" or v < 0 or v % 1 ~= 0 then
+      error(what .. " '" .. k .. "' must be a non-negative integer", 3)
+    end
+    out[k] = v
+  end
+  return out
+end
+
+--- http.new(opts) -> HttpServer
+-- opts: host ("127.0.0.1"; an IP address), port (8008; 0 picks a free one),
+-- handler (function(req) -> Response, run as a task; req is the parser's
+-- table plus peer = { ip, port }), limits and timeouts (see http.defaults),
+-- log (function(level, message)).
+function http.new(opts)
+  if type(opts) ~= "table" or type(opts.handler) ~= "function" then
+    error("http.new: opts.handler (a function) is required", 2)
+  end
+  local self = setmetatable({
+    host = opts.host or "127.0.0.1",
+    port_wanted = opts.port or 8008,
+    handler = opts.handler,
+    limits = merge(http.defaults.limits, opts.limits, "limit"),
+    timeouts = merge(http.defaults.timeouts, opts.timeouts, "timeout"),
+    log = opts.log or log_stub,
+    conns = {},
+    nconns = 0,
+    draining = false,
+    stopped = false,
+    on_stopped = {},
+  }, mt)
+  local pl = {}
+  for _, k in ipairs(parser_limit_names) do pl[k] = self.limits[k] end
+  core.http.parser(pl):close()   -- checks the limits now
+  self.parser_limits = pl
+  return self
+end
+
+-- f wrapped for luv: errors are logged with a traceback, never raised
+local function guard(self, f)
+  return function(...)
+    local ok, err = xpcall(f, traceback, ...)
+    if not ok then self.log("error", "luv callback failed: " .. tostring(err)) end
+  end
+end
+http.guard = guard
+
+local update, pump, begin_close, close_now
+
+local function queued(c) return c.qt - c.qh + 1 end
+
+local function start_reading(c)
+  if not c.reading and not c.closed then
+    c.tcp:read_start(c.on_read)
+    c.reading = true
+  end
+end
+
+local function stop_reading(c)
+  if c.reading and not c.closed then
+    c.tcp:read_stop()
+    c.reading = false
+  end
+end
+
+local function check_stopped(self)
+  if self.draining and not self.stopped and next(self.conns) == nil then
+    self.stopped = true
+    if self.deadline then
+      self.deadline:close()
+      self.deadline = nil
+    end
+    local list = self.on_stopped
+    self.on_stopped = {}
+    for _, f in ipairs(list) do f() end
+  end
+end
+
+function close_now(c)
+  if c.closed then return end
+  c.closed = true
+  c.reading = false
+  c.timer:close()
+  c.parser:close()
+  local self = c.srv
+  local function gone()
+    if self.conns[c] then
+      self.conns[c] = nil
+      self.nconns = self.nconns - 1
+    end
+    check_stopped(self)
+  end
+  if c.tcp:is_closing() then gone() else c.tcp:close(guard(self, gone)) end
+end
+
+-- After a final response: FIN once the writes are out, then wait (reading
+-- and dropping what comes) for the client to close, at most timeouts.linger.
+-- Closing at once could make the kernel reset the connection and lose the
+-- response when unread request bytes remain.
+function begin_close(c)
+  if c.closing or c.closed then return end
+  c.closing = true
+  c.timer:stop()
+  local self = c.srv
+  local ok = c.tcp:shutdown(guard(self, function()
+    if c.eof then close_now(c) end
+  end))
+  if not ok then return close_now(c) end
+  c.timer:start(self.timeouts.linger, 0, guard(self, function() close_now(c) end))
+  if not c.eof then start_reading(c) end
+end
+
+local function send(c, resp, close, head)
+  if c.closed or c.closing then return end
+  local bytes = response.serialize(resp, { close = close, head = head })
+  local self = c.srv
+  local ok = c.tcp:write(bytes, guard(self, function(err)
+    if err then
+      self.log("debug", "write failed: " .. tostring(err))
+      close_now(c)
+    end
+  end))
+  if not ok then return close_now(c) end
+  if close then begin_close(c) end
+end
+
+local function on_request_done(c, req, ok, resp)
+  local self = c.srv
+  c.busy = false
+  if not ok then
+    self.log("error", "request handler failed: " .. tostring(resp))
+    resp = nil
+  elseif not response.is(resp) then
+    self.log("error", "request handler returned " .. tostring(resp) .. ", not a response")
+    resp = nil
+  end
+  resp = resp or response.for_error("M_UNKNOWN")
+  if c.closed then return end
+  local close = not req.keep_alive or self.draining or (c.eof and queued(c) == 0)
+  send(c, resp, close, req.method == "HEAD")
+end
+
+function pump(c)
+  local self = c.srv
+  while not c.busy and not c.closed and not c.closing and queued(c) > 0 do
+    local item = c.queue[c.qh]
+    c.queue[c.qh] = nil
+    c.qh = c.qh + 1
+    if not c.input_done and not c.eof and queued(c) < self.limits.max_pipeline then
+      start_reading(c)
+    end
+    if item.err then
+      send(c, response.error(item.err), true, false)
+    else
+      local req, sync = item.req, true
+      c.busy = true
+      http.spawn(self.handler, req, function(ok, resp)
+        on_request_done(c, req, ok, resp)
+        if not sync then
+          pump(c)
+        end
+      end)
+      sync = false
+    end
+  end
+  update(c)
+end
+
+local function on_timeout(c)
+  if c.closed or c.closing or c.busy or queued(c) > 0 then return end
+  local state = c.parser:state()
+  if state == "idle" then
+    c.srv.log("debug", "closing idle connection from " .. tostring(c.peer.ip))
+    begin_close(c)
+  else
+    c.srv.log("info", "request timed out (" .. state .. ") from " .. tostring(c.peer.ip))
+    send(c, response.for_error("REQUEST_TIMEOUT", "Timed out waiting for the request " .. state),
+         true, false)
+  end
+end
+
+-- Sets the connection's timer for its current phase.
+function update(c)
+  if c.closed or c.closing then return end
+  local self = c.srv
+  if c.busy or queued(c) > 0 then
+    c.phase = nil
+    c.timer:stop()
+    return
+  end
+  if c.eof then return begin_close(c) end
+  local state, expect = c.parser:state()
+  if self.draining and state == "idle" then return begin_close(c) end
+  local now = uv.now()
+  if state ~= c.phase then
+    c.phase, c.phase_at = state, now
+  end
+  if expect and c.continued ~= c.nreq then
+    c.continued = c.nreq
+    c.tcp:write("HTTP/1.1 100 Continue\r\n\r\n")
+  end
+  local t = self.timeouts
+  local timeout = state == "idle" and t.keepalive or state == "headers" and t.header or t.body
+  local left = c.phase_at + timeout - now
+  c.timer:stop()
+  c.timer:start(left > 0 and left or 0, 0, c.on_timeout)
+end
+
+local function on_read(c, err, data)
+  if c.closed then return end
+  local self = c.srv
+  if c.closing then
+    -- lingering: drop the bytes, close on the client's FIN
+    if err or not data then close_now(c) end
+    return
+  end
+  if err then
+    self.log("debug", "read failed: " .. tostring(err))
+    return close_now(c)
+  end
+  if not data then
+    -- the client is done sending: answer what is queued, then close
+    c.eof = true
+    stop_reading(c)
+    if not c.busy and queued(c) == 0 then return begin_close(c) end
+    return
+  end
+  local list = c.parser:feed(data)
+  if list then
+    for _, req in ipairs(list) do
+      req.peer = c.peer
+      c.nreq = c.nreq + 1
+      c.qt = c.qt + 1
+      c.queue[c.qt] = { req = req }
+    end
+  end
+  local msg, code = c.parser:error()
+  if msg then
+    c.input_done = true
+    stop_reading(c)
+    c.qt = c.qt + 1
+    c.queue[c.qt] = { err = errors.from_code(code, msg) }
+    self.log("info", "bad request from " .. tostring(c.peer.ip) .. ": " .. msg)
+  elseif queued(c) >= self.limits.max_pipeline then
+    stop_reading(c)
+  end
+  pump(c)
+end
+
+local function on_connection(self, err)
+  if err then
+    self.log("warn", "accept failed: " .. tostring(err))
+    return
+  end
+  if not self.listener then return end
+  local tcp = uv.new_tcp()
+  local ok, aerr = self.listener:accept(tcp)
+  if not ok then
+    tcp:close()
+    self.log("warn", "accept failed: " .. tostring(aerr))
+    return
+  end
+  if self.draining or self.nconns >= self.limits.max_connections then
+    tcp:close()
+    if not self.draining then self.log("warn", "too many connections; closing a new one") end
+    return
+  end
+  tcp:nodelay(true)
+  local peer = tcp:getpeername() or {}
+  local c = {
+    srv = self, tcp = tcp, peer = { ip = peer.ip, port = peer.port },
+    parser = core.http.parser(self.parser_limits),
+    queue = {}, qh = 1, qt = 0, nreq = 0, continued = -1,
+    busy = false, reading = false, closing = false, closed = false, eof = false,
+    timer = uv.new_timer(),
+  }
+  c.on_read = guard(self, function(e, data) on_read(c, e, data) end)
+  c.on_timeout = guard(self, function() on_timeout(c) end)
+  self.conns[c] = true
+  self.nconns = self.nconns + 1
+  start_reading(c)
+  update(c)
+end
+
+--- srv:listen() -> true | nil, message, "io_error"
+-- Binds host:port and starts accepting (the loop must run: uv.run()).
+function methods.listen(self)
+  if self.listener then return true end
+  if self.draining then error("server is stopped", 2) end
+  local tcp = uv.new_tcp()
+  local ok, err = tcp:bind(self.host, self.port_wanted)
+  if ok then
+    ok, err = tcp:listen(self.limits.max_connections < 511 and self.limits.max_connections or 511,
+                         guard(self, function(e) on_connection(self, e) end))
+  end
+  if not ok then
+    tcp:close()
+    return nil, ("cannot listen on %s port %s: %s"):format(self.host, tostring(self.port_wanted),
+                                                          tostring(err)), "io_error"
+  end
+  self.listener = tcp
+  self.bound_port = tcp:getsockname().port
+  self.log("info", ("listening on %s port %d"):format(self.host, self.bound_port))
+  return true
+end
+
+--- srv:port() -> the port listened on (the one picked, when port was 0)
+function methods.port(self)
+  return self.bound_port
+end
+
+--- srv:connections() -> number of open connections
+function methods.connections(self)
+  return self.nconns
+end
+
+--- srv:stop([on_stopped]): graceful shutdown (see the top of this file).
+-- on_stopped() is called once every connection is closed.
+function methods.stop(self, on_stopped)
+  if on_stopped then
+    if self.stopped then on_stopped() return end
+    self.on_stopped[#self.on_stopped + 1] = on_stopped
+  end
+  if self.draining then return end
+  self.draining = true
+  if self.listener then
+    self.listener:close()
+    self.listener = nil
+  end
+  for c in pairs(self.conns) do update(c) end
+  if next(self.conns) ~= nil then
+    self.deadline = uv.new_timer()
+    self.deadline:start(self.timeouts.shutdown, 0, guard(self, function()
+      local n = 0
+      for c in pairs(self.conns) do
+        n = n + 1
+        close_now(c)
+      end
+      if n > 0 then self.log("warn", ("shutdown deadline: closed %d connections"):format(n)) end
+    end))
+  end
+  check_stopped(self)
+end
+
+return http
