@@ -343,7 +343,13 @@ function methods.run(self)
     local s = uv.new_signal()
     s:start(name, http.guard(self.http, function()
       self:log("info", "%s: stopping", name)
-      self:stop()
+      -- Leave the signal callback before tearing handles down (the signal
+      -- handles themselves among them): stop from a timer on the next turn.
+      local t = uv.new_timer()
+      t:start(0, 0, http.guard(self.http, function()
+        t:close()
+        self:stop()
+      end))
     end))
     self.signals[#self.signals + 1] = s
   end
