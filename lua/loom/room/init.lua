@@ -1,0 +1,414 @@
+-- loom.room: rooms as a service over the event store. It builds local
+-- events, checks received ones, authorises each against the state before it,
+-- and persists it together with the state after it and the room's current
+-- state, in one transaction.
+--
+--   local room = require "loom.room"
+--   local rooms = room.new(store, { server_name = "example.org", key = signing_key })
+--   local room_id = assert(rooms:create_room("@alice:example.org"))
+--   local ev = assert(rooms:send(room_id, { type = "m.room.message", sender = "@alice:example.org",
+--                                           content = { msgtype = "m.text", body = "hi" } }))
+--
+-- State before an event is the state after its prev_events; when those
+-- differ it is their resolution (state resolution v2, or v2.1 in room v12).
+-- The current state is the resolution of the states after the forward
+-- extremities. Failures return nil, message, code (and the rule number for
+-- "forbidden").
+local core = require "loom.core"
+local event_mod = require "loom.room.event"
+local auth = require "loom.room.auth"
+local version_mod = require "loom.room.version"
+local stateres = require "loom.room.stateres"
+local statemap = require "loom.room.statemap"
+
+local json = core.json
+local ipairs, pairs, setmetatable, table_sort = ipairs, pairs, setmetatable, table.sort
+local table_concat, table_unpack = table.concat, table.unpack
+
+local _M = {}
+local methods = {}
+local mt = { __name = "loom.room.Rooms", __index = methods }
+
+--- A room service over a store. opts: server_name, key (a loom.crypto
+-- signing key), default_version (default loom.room.version.DEFAULT).
+function _M.new(store, opts)
+  opts = opts or {}
+  return setmetatable({
+    store = store,
+    server_name = opts.server_name,
+    key = opts.key,
+    default_version = opts.default_version or version_mod.DEFAULT,
+  }, mt)
+end
+
+local function fail(msg, code) return nil, msg, code end
+
+---------------------------------------------------------------------------
+-- State as seen by the auth rules: lookups by (type, state_key) in a
+-- loom.State of NIDs, answered with loaded events.
+
+local function lookup_fn(self, st)
+  local s = self.store
+  return function(event_type, state_key)
+    local t = s:type_nid(event_type)
+    local k = t and s:state_key_nid(state_key)
+    local e = k and st:get(t, k)
+    if not e then return nil end
+    return (s:event_by_nid(e))
+  end
+end
+
+-- State keys of NIDs, in one query.
+local function state_key_names(self, nids)
+  local out, want = {}, {}
+  local seen = {}
+  for _, n in ipairs(nids) do
+    if not seen[n] then seen[n] = true; want[#want + 1] = n end
+  end
+  for i = 1, #want, 500 do
+    local marks, params = {}, {}
+    for j = i, math.min(#want, i + 499) do marks[#marks + 1] = "?"; params[#params + 1] = want[j] end
+    local rows, err, code = self.store.conn:all("SELECT state_key_nid, state_key FROM state_keys"
+      .. " WHERE state_key_nid IN (" .. table_concat(marks, ",") .. ")", table_unpack(params))
+    if not rows then return nil, err, code end
+    for _, r in ipairs(rows) do out[r[1]] = r[2] end
+  end
+  return out
+end
+
+--- A loom.State as a state map (statemap keys -> event IDs).
+function methods:state_map(st)
+  local s = self.store
+  local types, keys, evs = st:entries()
+  local names, err, code = state_key_names(self, keys)
+  if not names then return nil, err, code end
+  local loaded
+  loaded, err, code = s:events_by_nid(evs)
+  if not loaded then return nil, err, code end
+  local m = {}
+  for i = 1, #types do
+    local ev = loaded[evs[i]]
+    if not ev then return fail("state names an unknown event NID " .. tostring(evs[i]), "missing_event") end
+    m[statemap.key(s:type_name(types[i]), names[keys[i]])] = ev[1].event_id
+  end
+  return m
+end
+
+-- A state map as triples of NIDs (every event in it is stored).
+local function map_entries(self, m)
+  local s = self.store
+  local ids = {}
+  for _, id in pairs(m) do ids[#ids + 1] = id end
+  table_sort(ids)
+  local loaded, err, code = s:events(ids)
+  if not loaded then return nil, err, code end
+  local entries = {}
+  for k, id in pairs(m) do
+    local t, sk = statemap.split(k)
+    local tn, kn = s:type_nid(t), s:state_key_nid(sk)
+    local ev = loaded[id]
+    if not (tn and kn and ev) then return fail("resolved state names unknown event " .. id, "missing_event") end
+    entries[#entries + 1] = { tn, kn, ev[2].event_nid }
+  end
+  return entries
+end
+
+-- Resolve the states of several snapshots; returns a snapshot NID.
+local function resolve_snapshots(self, version, nids)
+  local s = self.store
+  local sets = {}
+  for i, nid in ipairs(nids) do
+    local st, err, code = s:load_state(nid)
+    if not st then return nil, err, code end
+    sets[i], err, code = self:state_map(st)
+    if not sets[i] then return nil, err, code end
+  end
+  local resolved, err, code = stateres.resolve(version, sets, function(id)
+    local ev, meta = s:event(id)
+    if not ev then return nil end
+    return ev, meta.rejected
+  end)
+  if not resolved then return nil, err, code end
+  local entries
+  entries, err, code = map_entries(self, resolved)
+  if not entries then return nil, err, code end
+  return s:snapshot_from_entries(entries, nids[1])
+end
+
+-- The distinct snapshots after a list of events (IDs); unknown events and
+-- events without state (outliers) are skipped.
+local function states_after(self, ids)
+  local s = self.store
+  local loaded, err, code = s:events(ids)
+  if not loaded then return nil, err, code end
+  local nids, seen = {}, {}
+  for _, id in ipairs(ids) do
+    local ev = loaded[id]
+    if ev and not ev[2].outlier then
+      local before, after = s:event_state(ev[2].event_nid)
+      local snap = after or before
+      if snap and not seen[snap] then seen[snap] = true; nids[#nids + 1] = snap end
+    end
+  end
+  table_sort(nids)
+  return nids
+end
+
+--- The snapshot NID of the state before an event, from its prev_events.
+function methods:state_before(version, ev)
+  local prevs = ev.prev_events or {}
+  if #prevs == 0 then return 0 end
+  local nids, err, code = states_after(self, prevs)
+  if not nids then return nil, err, code end
+  if #nids == 0 then return fail("no state is known for any of the event's prev_events", "missing_state") end
+  if #nids == 1 then return nids[1] end
+  return resolve_snapshots(self, version, nids)
+end
+
+---------------------------------------------------------------------------
+-- Persisting with state.
+
+local function room_version(self, room_id)
+  local id = self.store:room_version(room_id)
+  if not id then return fail("unknown room " .. tostring(room_id), "not_found") end
+  return version_mod.get(id)
+end
+
+-- The room's current state from its forward extremities.
+local function update_current(self, version, room_id, room_nid)
+  local s = self.store
+  local nids, err, code = states_after(self, s:forward_extremities(room_id))
+  if not nids then return nil, err, code end
+  local snap
+  if #nids == 0 then return true end
+  if #nids == 1 then snap = nids[1]
+  else
+    snap, err, code = resolve_snapshots(self, version, nids)
+    if not snap then return nil, err, code end
+  end
+  local ok
+  ok, err, code = s:set_current_state(room_nid, snap)
+  if not ok then return nil, err, code end
+  return true
+end
+
+-- opts: local_send (an auth failure refuses the event instead of storing it
+-- rejected), received (also check against the current state: soft failure).
+local function persist(self, version, ev, opts)
+  local s = self.store
+  local room_id = ev.room_id
+  if ev.type == "m.room.create" and version.room_id_is_create_hash then
+    room_id = event_mod.room_id_for_create(version, ev)
+  end
+  local before, err, code = self:state_before(version, ev)
+  if not before then return nil, err, code end
+  local st_before
+  st_before, err, code = s:load_state(before)
+  if not st_before then return nil, err, code end
+  local verify = opts.keys and function(e, server)
+    return event_mod.verify_signature(version, e, server, opts.keys)
+  end
+  local ok, reason, rule = auth.check(version, ev, lookup_fn(self, st_before),
+    verify and { verify_signature = verify } or nil)
+  local rejected, soft_failed
+  if not ok then
+    if opts.local_send then return nil, reason, "forbidden", rule end
+    rejected = reason
+  elseif opts.received and ev.type ~= "m.room.create" then
+    local rn = s:room_nid(room_id)
+    local cur = rn and s:current_state(rn)
+    if cur and #cur > 0 and not auth.check(version, ev, lookup_fn(self, cur)) then soft_failed = true end
+  end
+  local text
+  text, err, code = json.encode(event_mod.pdu(ev))
+  if not text then return nil, err, code end
+  local row = ev
+  if ev.room_id ~= room_id then
+    row = {}
+    for k, v in pairs(ev) do row[k] = v end
+    row.room_id = room_id
+  end
+  local r
+  r, err, code = s:persist(ev.event_id, row, { room_version = version.id, json = text,
+    rejected = rejected and ("auth rule " .. tostring(rule) .. ": " .. tostring(reason)),
+    soft_failed = soft_failed })
+  if not r then return nil, err, code end
+  if r.duplicate then return r end
+  local after = before
+  if ev.state_key ~= nil and not rejected then
+    after, err, code = s:snapshot_for(before, { { s:type_nid(ev.type), s:state_key_nid(ev.state_key), r.event_nid } })
+    if not after then return nil, err, code end
+  end
+  ok, err, code = s:set_event_state(r.event_nid, before, after)
+  if not ok then return nil, err, code end
+  if not rejected and not soft_failed then
+    ok, err, code = update_current(self, version, room_id, r.room_nid)
+    if not ok then return nil, err, code end
+  end
+  r.rejected, r.rule, r.soft_failed = rejected, rejected and rule, soft_failed
+  r.state_before, r.state_after = before, after
+  return r
+end
+
+-- What event.build needs from the room: its forward extremities with
+-- depths, and its current state.
+local function build_context(self, room_id)
+  local s = self.store
+  local rn = s:room_nid(room_id)
+  local cur = rn and s:current_state(rn)
+  local lookup = cur and lookup_fn(self, cur)
+  return {
+    forward_extremities = function()
+      local ids = s:forward_extremities(room_id)
+      local loaded = s:events(ids) or {}
+      local out = {}
+      for _, id in ipairs(ids) do
+        local e = loaded[id]
+        if e then out[#out + 1] = { event_id = id, depth = e[2].depth } end
+      end
+      table_sort(out, function(a, b)
+        if a.depth ~= b.depth then return a.depth > b.depth end
+        return a.event_id < b.event_id
+      end)
+      return out
+    end,
+    state = function(_, event_type, state_key)
+      if lookup then return lookup(event_type, state_key) end
+    end,
+  }
+end
+
+--- Build, sign, authorise and store a local event. proto: { type, sender,
+-- content, state_key?, redacts? } (room_id is the room's). Returns the event
+-- (with event_id) and the store's result, or nil, message, code[, rule] —
+-- "forbidden" with the auth rule that refused it.
+function methods:send(room_id, proto, opts)
+  local version, err, code = room_version(self, room_id)
+  if not version then return nil, err, code end
+  local s = self.store
+  local p = {}
+  for k, v in pairs(proto) do p[k] = v end
+  p.room_id = room_id
+  local results = table.pack(s.conn:transaction(function()
+    local ev, berr, bcode = event_mod.build(version, p, build_context(self, room_id), self.key, opts)
+    if not ev then return nil, berr, bcode end
+    local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
+    if not r then return nil, perr, pcode, rule end
+    return ev, r
+  end))
+  return table_unpack(results, 1, results.n)
+end
+
+--- Create a room: its m.room.create event only (the rest of room creation
+-- is a series of send calls). opts: room_version, content (extra create
+-- content), now. Returns room_id, create event.
+function methods:create_room(creator, opts)
+  opts = opts or {}
+  local version, err, code = version_mod.get(opts.room_version or self.default_version)
+  if not version then return nil, err, code end
+  local content = {}
+  for k, v in pairs(opts.content or {}) do content[k] = v end
+  content.room_version = version.id
+  local proto = { type = "m.room.create", state_key = "", sender = creator, content = content }
+  if not version.room_id_is_create_hash then
+    local rand = core.crypto.base64_encode(core.crypto.random_bytes(12), true):gsub("[-_]", "x")
+    proto.room_id = "!" .. rand .. ":" .. tostring(self.server_name)
+  end
+  local empty = { forward_extremities = function() return {} end, state = function() return nil end }
+  -- (both are called as methods: room:forward_extremities(), room:state(type, state_key))
+  local s = self.store
+  local results = table.pack(s.conn:transaction(function()
+    local ev, berr, bcode = event_mod.build(version, proto, empty, self.key, opts)
+    if not ev then return nil, berr, bcode end
+    local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
+    if not r then return nil, perr, pcode, rule end
+    local rid = ev.room_id or event_mod.room_id_for_create(version, ev)
+    return rid, ev
+  end))
+  return table_unpack(results, 1, results.n)
+end
+
+--- Store an event received from another server, after the checks on
+-- receipt: format and signatures (opts.keys(server, key_id) -> public key),
+-- content hash (a mismatch stores the redacted form), authorisation against
+-- its auth_events (which must be stored), against the state before it
+-- (failure: stored as rejected), and against the current state (failure:
+-- soft-failed). opts.room_version is needed for a room the store does not
+-- know yet. Returns the store's result — with rejected (the reason) and rule
+-- when the auth rules refused it, soft_failed when the current state did —
+-- or nil, message, code.
+function methods:receive(ev, opts)
+  opts = opts or {}
+  local version, err, code
+  if opts.room_version then version, err, code = version_mod.get(opts.room_version)
+  else version, err, code = room_version(self, ev.room_id) end
+  if not version then return nil, err, code end
+  local checked
+  checked, err, code = event_mod.check(version, ev, { keys = opts.keys })
+  if not checked then return nil, err, code end
+  ev = checked.event
+  local s = self.store
+  local results = table.pack(s.conn:transaction(function()
+    local auth_events = {}
+    local loaded = s:events(ev.auth_events or {})
+    if not loaded then return nil, "cannot load auth events", "db_error" end
+    for _, id in ipairs(ev.auth_events or {}) do
+      local e = loaded[id]
+      if not e then return nil, "auth event " .. id .. " is not known", "missing_auth_events" end
+      auth_events[#auth_events + 1] = e[1]
+    end
+    local create
+    if version.room_id_is_create_hash and ev.type ~= "m.room.create" then
+      create = s:event("$" .. tostring(ev.room_id):sub(2))
+    end
+    local ok, reason, rule = auth.check_auth_events(version, ev, auth_events, {
+      create = create,
+      rejected = function(id) local e = loaded[id]; return e and e[2].rejected end,
+    })
+    if not ok then
+      -- rejected on its own auth events: stored as rejected, with no state
+      local text = json.encode(event_mod.pdu(ev))
+      local r, perr, pcode = s:persist(ev.event_id, ev, { room_version = version.id, json = text,
+        rejected = "auth rule " .. tostring(rule) .. ": " .. tostring(reason) })
+      if not r then return nil, perr, pcode end
+      r.rejected = reason
+      r.rule = rule
+      return r
+    end
+    return persist(self, version, ev, { received = true, keys = opts.keys })
+  end))
+  return table_unpack(results, 1, results.n)
+end
+
+--- The state before (which = "before") or after (default) an event, as a
+-- state map.
+function methods:state_at(event_id, which)
+  local s = self.store
+  local _, meta = s:event(event_id)
+  if not meta then return fail("event " .. tostring(event_id) .. " not found", "not_found") end
+  local before, after = s:event_state(meta.event_nid)
+  if not before then return fail("no state is recorded for " .. event_id, "no_state") end
+  local st, err, code = s:load_state(which == "before" and before or (after or before))
+  if not st then return nil, err, code end
+  return self:state_map(st)
+end
+
+--- The current state of a room as a state map.
+function methods:current_state(room_id)
+  local s = self.store
+  local rn = s:room_nid(room_id)
+  if not rn then return fail("unknown room " .. tostring(room_id), "not_found") end
+  return self:state_map(s:current_state(rn))
+end
+
+--- The current state event of a room for (type, state_key), or nil.
+function methods:state_event(room_id, event_type, state_key)
+  local s = self.store
+  local rn = s:room_nid(room_id)
+  if not rn then return nil end
+  return lookup_fn(self, s:current_state(rn))(event_type, state_key or "")
+end
+
+_M.methods = methods
+_M.mt = mt
+return _M
