@@ -38,6 +38,8 @@ function _M.new(store, opts)
     server_name = opts.server_name,
     key = opts.key,
     default_version = opts.default_version or version_mod.DEFAULT,
+    graphs = {},          -- room_id -> state-resolution graph
+    ngraphs = 0,
   }, mt)
 end
 
@@ -113,8 +115,25 @@ local function map_entries(self, m)
   return entries
 end
 
--- Resolve the states of several snapshots; returns a snapshot NID.
-local function resolve_snapshots(self, version, nids)
+-- The state-resolution graph kept for a room: events loaded into it once
+-- are reused by later resolutions (a graph only ever sees one room). A
+-- rolled-back transaction leaves nothing wrong in it: events are immutable,
+-- and the graph only holds what fetch returned.
+local GRAPHS_MAX = 64
+local function graph_for(self, room_id)
+  local graphs = self.graphs
+  local g = graphs[room_id]
+  if not g then
+    if self.ngraphs >= GRAPHS_MAX then self.graphs, self.ngraphs = {}, 0; graphs = self.graphs end
+    g = stateres.graph()
+    graphs[room_id] = g
+    self.ngraphs = self.ngraphs + 1
+  end
+  return g
+end
+
+-- Resolve the states of several snapshots of a room; returns a snapshot NID.
+local function resolve_snapshots(self, version, room_id, nids)
   local s = self.store
   local sets = {}
   for i, nid in ipairs(nids) do
@@ -127,7 +146,7 @@ local function resolve_snapshots(self, version, nids)
     local ev, meta = s:event(id)
     if not ev then return nil end
     return ev, meta.rejected
-  end)
+  end, { graph = graph_for(self, room_id) })
   if not resolved then return nil, err, code end
   local entries
   entries, err, code = map_entries(self, resolved)
@@ -162,7 +181,11 @@ function methods:state_before(version, ev)
   if not nids then return nil, err, code end
   if #nids == 0 then return fail("no state is known for any of the event's prev_events", "missing_state") end
   if #nids == 1 then return nids[1] end
-  return resolve_snapshots(self, version, nids)
+  local room_id = ev.room_id
+  if ev.type == "m.room.create" and version.room_id_is_create_hash then
+    room_id = event_mod.room_id_for_create(version, ev)
+  end
+  return resolve_snapshots(self, version, room_id, nids)
 end
 
 ---------------------------------------------------------------------------
@@ -183,7 +206,7 @@ local function update_current(self, version, room_id, room_nid)
   if #nids == 0 then return true end
   if #nids == 1 then snap = nids[1]
   else
-    snap, err, code = resolve_snapshots(self, version, nids)
+    snap, err, code = resolve_snapshots(self, version, room_id, nids)
     if not snap then return nil, err, code end
   end
   local ok
