@@ -274,7 +274,30 @@ static int l_constant_time_equal(lua_State *L)
     return 1;
 }
 
+/* crypto.pbkdf2_sha256(password, salt, iterations, length) -> derived key
+ * (raw bytes). iterations 1..10,000,000; length 16..64. For stored
+ * passwords. */
+static int l_pbkdf2_sha256(lua_State *L)
+{
+    size_t plen, slen;
+    const char *pass = luaL_checklstring(L, 1, &plen);
+    const char *salt = luaL_checklstring(L, 2, &slen);
+    lua_Integer iter = luaL_checkinteger(L, 3);
+    lua_Integer len = luaL_checkinteger(L, 4);
+    unsigned char out[64];
+    luaL_argcheck(L, iter >= 1 && iter <= 10000000, 3, "iterations out of range");
+    luaL_argcheck(L, len >= 16 && len <= 64, 4, "length out of range");
+    luaL_argcheck(L, plen <= INT32_MAX && slen <= INT32_MAX, 1, "input too long");
+    if (PKCS5_PBKDF2_HMAC(pass, (int)plen, (const unsigned char *)salt, (int)slen, (int)iter,
+                          EVP_sha256(), (int)len, out) != 1)
+        return loom_fail(L, "crypto_error", "PBKDF2 failed");
+    lua_pushlstring(L, (const char *)out, (size_t)len);
+    OPENSSL_cleanse(out, sizeof out);
+    return 1;
+}
+
 static const luaL_Reg crypto_funcs[] = {
+    { "pbkdf2_sha256", l_pbkdf2_sha256 },
     { "sha256", l_sha256 },
     { "random_bytes", l_random_bytes },
     { "base64_encode", l_base64_encode },

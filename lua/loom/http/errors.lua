@@ -87,6 +87,11 @@ local codes = {
   forbidden = "M_FORBIDDEN",
   bad_signature = "M_FORBIDDEN",
   bad_signatures = "M_FORBIDDEN",
+  user_in_use = "M_USER_IN_USE",
+  invalid_username = "M_INVALID_USERNAME",
+  unknown_token = "M_UNKNOWN_TOKEN",
+  unsupported_room_version = "M_UNSUPPORTED_ROOM_VERSION",
+  missing_state = "M_BAD_STATE",
 }
 errors.codes = codes
 

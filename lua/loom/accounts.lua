@@ -1,0 +1,178 @@
+-- loom.accounts: users, passwords, devices and access tokens.
+--
+--   local accounts = require "loom.accounts"
+--   local acc = accounts.new(store.conn, { server_name = "example.org" })
+--   assert(acc:register("alice", "secret"))
+--   local login = assert(acc:login("@alice:example.org", "secret"))   -- access_token, device_id
+--   local who = assert(acc:authenticate(login.access_token))         -- user_id, device_id
+--
+-- Passwords are stored as PBKDF2-SHA256 (OpenSSL) with a random salt;
+-- access tokens are 256 random bits, stored only as their sha256.
+-- Expected failures return nil, message, code with codes named after the
+-- Matrix errors they become (user_in_use, invalid_username, forbidden,
+-- unknown_token).
+local core = require "loom.core"
+
+local c = core.crypto
+local setmetatable, type, tostring, tonumber = setmetatable, type, tostring, tonumber
+
+local _M = {}
+local methods = {}
+local mt = { __name = "loom.Accounts", __index = methods }
+
+local ITERATIONS = 100000
+local b64 = function(s) return c.base64_encode(s, true) end
+
+--- An accounts object over a loom.db connection. opts: server_name,
+-- iterations (PBKDF2 rounds, default 100000).
+function _M.new(conn, opts)
+  opts = opts or {}
+  return setmetatable({
+    conn = conn,
+    server_name = opts.server_name or "localhost",
+    iterations = opts.iterations or ITERATIONS,
+  }, mt)
+end
+
+--- Hash a password for storage.
+function _M.hash_password(password, iterations)
+  iterations = iterations or ITERATIONS
+  local salt = c.random_bytes(16)
+  return ("pbkdf2-sha256$%d$%s$%s"):format(iterations, b64(salt),
+    b64(c.pbkdf2_sha256(password, salt, iterations, 32)))
+end
+
+--- Does the password match the stored hash? (constant-time compare)
+function _M.check_password(password, stored)
+  if type(stored) ~= "string" then return false end
+  local iter, salt, key = stored:match("^pbkdf2%-sha256%$(%d+)%$([%w%-_]+)%$([%w%-_]+)$")
+  iter = tonumber(iter)
+  if not iter or iter < 1 or iter > 10000000 then return false end
+  salt, key = c.base64_decode(salt, true), c.base64_decode(key, true)
+  if not salt or not key or #key < 16 or #key > 64 then return false end
+  return c.constant_time_equal(c.pbkdf2_sha256(password, salt, iter, #key), key)
+end
+
+--- Is this a valid localpart for a new user? (the spec's user ID grammar
+-- for new users: lowercase a-z, digits, ._=-/+)
+function _M.valid_localpart(localpart)
+  return type(localpart) == "string" and #localpart > 0 and localpart:match("^[a-z0-9._=%-/+]+$") ~= nil
+end
+
+--- The full user ID for a localpart or user ID on this server.
+function methods:user_id(name)
+  if type(name) ~= "string" then return nil end
+  if name:sub(1, 1) == "@" then return name end
+  return "@" .. name .. ":" .. self.server_name
+end
+
+local function now_ms() return core.now_ms() end
+
+--- Is the user ID (or localpart) free to register?
+function methods:available(name)
+  local localpart = name:sub(1, 1) == "@" and name:match("^@([^:]+):") or name
+  if not _M.valid_localpart(localpart) then
+    return nil, "user ID may only contain a-z, 0-9, . _ = - / +", "invalid_username"
+  end
+  local user_id = self:user_id(localpart)
+  if #user_id > 255 then return nil, "user ID is longer than 255 bytes", "invalid_username" end
+  if self.conn:value("SELECT 1 FROM users WHERE user_id = ?", user_id) then
+    return nil, "user ID already taken", "user_in_use"
+  end
+  return user_id
+end
+
+--- Create a user. password may be nil (no password login). opts.admin.
+-- Returns the user ID.
+function methods:register(localpart, password, opts)
+  local user_id, err, code = self:available(localpart)
+  if not user_id then return nil, err, code end
+  local hash = password and _M.hash_password(password, self.iterations) or nil
+  local ok
+  ok, err, code = self.conn:run("INSERT INTO users (user_id, password_hash, admin, created_ts) VALUES (?, ?, ?, ?)",
+    user_id, hash, opts and opts.admin and 1 or 0, now_ms())
+  if not ok then
+    if code == "sqlite_constraint" then return nil, "user ID already taken", "user_in_use" end
+    return nil, err, code
+  end
+  return user_id
+end
+
+--- The user's row: { user_id, admin, deactivated, displayname, avatar_url }
+-- or nil when there is no such user.
+function methods:user(user_id)
+  local row = self.conn:first(
+    "SELECT user_id, admin, deactivated, displayname, avatar_url FROM users WHERE user_id = ?", user_id)
+  if not row then return nil end
+  return { user_id = row[1], admin = row[2] == 1, deactivated = row[3] == 1, displayname = row[4],
+    avatar_url = row[5] }
+end
+
+--- Set profile fields (displayname, avatar_url; json.null or nil clears).
+function methods:set_profile(user_id, field, value)
+  if field ~= "displayname" and field ~= "avatar_url" then error("unknown profile field " .. tostring(field), 2) end
+  if type(value) ~= "string" then value = nil end
+  return self.conn:run("UPDATE users SET " .. field .. " = ? WHERE user_id = ?", value, user_id)
+end
+
+local function new_token() return "loom_" .. b64(c.random_bytes(32)) end
+local function token_hash(token) return core.sqlite.blob(c.sha256(token)) end
+
+--- A new access token for a device (created if new; an existing device_id
+-- is reused). Returns { user_id, device_id, access_token }.
+function methods:issue_token(user_id, device_id, display_name)
+  device_id = device_id or b64(c.random_bytes(9)):upper():gsub("[^A-Z0-9]", "X")
+  local token = new_token()
+  local ok, err, code = self.conn:transaction(function()
+    local r, e, cd = self.conn:run([[INSERT INTO devices (user_id, device_id, display_name, last_seen_ts)
+      VALUES (?, ?, ?, ?) ON CONFLICT (user_id, device_id) DO UPDATE SET last_seen_ts = excluded.last_seen_ts]],
+      user_id, device_id, display_name, now_ms())
+    if not r then return nil, e, cd end
+    return self.conn:run("INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
+      token_hash(token), user_id, device_id, now_ms())
+  end)
+  if not ok then return nil, err, code end
+  return { user_id = user_id, device_id = device_id, access_token = token }
+end
+
+--- Password login. Returns what issue_token returns, or nil, message,
+-- "forbidden" (the same answer for an unknown user and a wrong password).
+function methods:login(user_id, password, device_id, display_name)
+  local row = self.conn:first("SELECT password_hash, deactivated FROM users WHERE user_id = ?", user_id)
+  if not row or row[2] == 1 or type(password) ~= "string" or not _M.check_password(password, row[1]) then
+    return nil, "Invalid username or password", "forbidden"
+  end
+  return self:issue_token(user_id, device_id, display_name)
+end
+
+--- The user and device an access token belongs to: user_id, device_id, or
+-- nil, message, "unknown_token".
+function methods:authenticate(token)
+  if type(token) ~= "string" or #token == 0 or #token > 512 then
+    return nil, "Unknown access token", "unknown_token"
+  end
+  local row = self.conn:first("SELECT user_id, device_id FROM access_tokens WHERE token_hash = ?", token_hash(token))
+  if not row then return nil, "Unknown access token", "unknown_token" end
+  return row[1], row[2]
+end
+
+--- Log out one access token (and delete its device), or every device of
+-- the user (all = true).
+function methods:logout(token, all)
+  local user_id, device_id = self:authenticate(token)
+  if not user_id then return nil, device_id, "unknown_token" end
+  return self.conn:transaction(function()
+    if all then
+      self.conn:run("DELETE FROM access_tokens WHERE user_id = ?", user_id)
+      self.conn:run("DELETE FROM devices WHERE user_id = ?", user_id)
+    else
+      self.conn:run("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", user_id, device_id)
+      self.conn:run("DELETE FROM devices WHERE user_id = ? AND device_id = ?", user_id, device_id)
+    end
+    return true
+  end)
+end
+
+_M.methods = methods
+_M.mt = mt
+return _M

@@ -1,0 +1,8 @@
+-- loom.api.client.account: (being written) registers its Client-Server endpoints.
+local _M = {}
+
+function _M.install(hs)
+  return hs
+end
+
+return _M
