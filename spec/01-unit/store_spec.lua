@@ -491,3 +491,33 @@ describe("store events", function()
     assert.equal("11", s:room_version("!r:t"))
   end)
 end)
+
+describe("store subscriptions", function()
+  it("tell subscribers about committed events only, after the commit", function()
+    local path = tmpdb()
+    local s = assert(store_mod.open { path = path })
+    local notes = {}
+    local stop = s:subscribe(function(n) notes[#notes + 1] = n end)
+    assert(s:persist("$a", msg("!r:t", 1)))
+    assert.equal(1, #notes)
+    assert.equal(1, notes[1].position)
+    assert.equal(1, notes[1].rooms["!r:t"])
+    s.conn:transaction(function()
+      assert(s:persist("$b", msg("!r:t", 2, { "$a" })))
+      assert.equal(1, #notes)                      -- not before the commit
+      return nil, "rolled back"
+    end)
+    assert.equal(1, #notes)                        -- nor after a rollback
+    assert(s:persist("$m", { room_id = "!r:t", type = "m.room.member", state_key = "@u:t", sender = "@u:t",
+      depth = 2, origin_server_ts = 1, prev_events = json.array { "$a" }, content = { membership = "join" } }))
+    assert.equal(2, #notes)
+    assert.equal(notes[2].position, notes[2].users["@u:t"])
+    assert(s:persist("$bf", msg("!r:t", 1, { "$x" }), { backfilled = true }))
+    assert.is_nil(notes[3] and notes[3].rooms["!r:t"])   -- backfill is not news
+    stop()
+    assert(s:persist("$c", msg("!r:t", 3, { "$m" })))
+    assert.is_true(#notes <= 3)
+    s:close()
+    cleanup(path)
+  end)
+end)

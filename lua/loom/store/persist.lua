@@ -263,6 +263,30 @@ local function publish(self, changed)
   for _, c in ipairs(changed.members) do
     if c[2] > 0 then self.member_changes:entity_changed(c[1], c[2]) end
   end
+  local subs = self.subscribers
+  if subs and #subs > 0 then
+    local note = { position = self.current_stream, rooms = {}, users = {} }
+    for _, c in ipairs(changed.rooms) do if c[2] > 0 then note.rooms[c[1]] = c[2] end end
+    for _, c in ipairs(changed.members) do if c[2] > 0 then note.users[c[1]] = c[2] end end
+    for i = 1, #subs do
+      local ok, err = pcall(subs[i], note)
+      if not ok and self.on_subscriber_error then self.on_subscriber_error(err) end
+    end
+  end
+end
+
+--- Call fn(note) after every commit that added events, with note =
+-- { position = current stream position, rooms = { [room_id] = position },
+-- users = { [user_id] = position } } (users: whose membership changed).
+-- Errors in fn are caught (store.on_subscriber_error(err) sees them).
+-- Returns a function that unsubscribes.
+function methods:subscribe(fn)
+  local subs = self.subscribers
+  if not subs then subs = {}; self.subscribers = subs end
+  subs[#subs + 1] = fn
+  return function()
+    for i = #subs, 1, -1 do if subs[i] == fn then table.remove(subs, i) end end
+  end
 end
 
 -- Run persist_one over a batch in one transaction (a savepoint when the
