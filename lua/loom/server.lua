@@ -343,19 +343,22 @@ function methods.run(self)
     local s = uv.new_signal()
     s:start(name, http.guard(self.http, function()
       self:log("info", "%s: stopping", name)
-      -- Leave the signal callback before tearing handles down (the signal
-      -- handles themselves among them): stop from a timer on the next turn.
-      local t = uv.new_timer()
-      t:start(0, 0, http.guard(self.http, function()
-        t:close()
-        self:stop()
-      end))
+      self:stop()
     end))
     self.signals[#self.signals + 1] = s
   end
   self.running = true
   uv.run("default")
   self.running = false
+  -- Let handles that are still closing (the signal watchers, say) finish:
+  -- a close callback left for the loop's own finaliser would run while Lua
+  -- is being torn down.
+  for _ = 1, 10 do
+    local closing = false
+    uv.walk(function(h) if h:is_closing() then closing = true end end)
+    if not closing then break end
+    uv.run("nowait")
+  end
 end
 
 --- server:store() -> the event store (loom.open_store(config.database)),

@@ -210,7 +210,10 @@ local function stop_reading(c)
 end
 
 local function check_stopped(self)
-  if self.draining and not self.stopped and next(self.conns) == nil then
+  -- stopped once every connection and the listener have finished closing
+  -- (a handle still closing when the loop ends would have its close callback
+  -- run while Lua itself is being torn down)
+  if self.draining and not self.stopped and next(self.conns) == nil and not self.listener_closing then
     self.stopped = true
     if self.deadline then
       self.deadline:close()
@@ -470,7 +473,11 @@ function methods.stop(self, on_stopped)
   if self.draining then return end
   self.draining = true
   if self.listener then
-    self.listener:close()
+    self.listener_closing = true
+    self.listener:close(guard(self, function()
+      self.listener_closing = false
+      check_stopped(self)
+    end))
     self.listener = nil
   end
   for c in pairs(self.conns) do update(c) end

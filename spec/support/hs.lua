@@ -1,0 +1,175 @@
+-- A real homeserver for specs: loom.new on 127.0.0.1 (free port) over a
+-- temporary SQLite file, with every built-in endpoint installed, and an HTTP
+-- client that talks to it over TCP.
+--
+--   local tesths = require "support.hs"
+--   local t = tesths.start()
+--   local r = t:request("GET", "/_matrix/client/versions")      -- { status, json, headers, body }
+--   local alice = t:register("alice")                           -- { user_id, access_token, device_id }
+--   local r2 = t:request("GET", "/_matrix/client/v3/account/whoami", nil, alice.access_token)
+--   t:run(function()                                            -- concurrent requests:
+--     local a = t:go(function() return t:call("GET", "/_matrix/client/v3/sync?timeout=5000", nil, tok) end)
+--     t:sleep(50)
+--     t:call("PUT", "/_matrix/client/v3/rooms/" .. room .. "/send/m.room.message/1", { body = "hi" }, tok)
+--     local resp = t:await(a)
+--   end)
+--   t:stop()
+local uv = require "luv"
+local loom = require "loom"
+local api = require "loom.api"
+local core = require "loom.core"
+local tmp = require "support.tmpdb"
+
+local json = core.json
+
+local _M = {}
+local T = {}
+T.__index = T
+
+local function resume(t, co, ...)
+  local ok, err = coroutine.resume(co, ...)
+  if not ok and not t.failure then t.failure = debug.traceback(co, tostring(err)) end
+end
+
+--- Start a homeserver. config: extra loom.new config (server_name defaults
+-- to "test.local"; the database is a temporary file).
+function _M.start(config)
+  local t = setmetatable({ logs = {} }, T)
+  t.db_path = tmp.path()
+  local cfg = { port = 0, server_name = "test.local", log_level = "warn", password_iterations = 1000,
+    database = { path = t.db_path },
+    logger = function(level, message) t.logs[#t.logs + 1] = level .. ": " .. message end }
+  for k, v in pairs(config or {}) do cfg[k] = v end
+  t.server = loom.new(cfg)
+  t.hs = api.install(t.server)
+  assert(t.server:start())
+  t.port = t.server:port()
+  return t
+end
+
+--- Run fn as a coroutine, turning the loop until it ends (limit ms, default
+-- 10000). Returns fn's results.
+function T:run(fn, limit)
+  self.failure = nil
+  local co = coroutine.create(function() self.results = table.pack(fn()) end)
+  local expired = false
+  local guard = uv.new_timer()
+  guard:start(limit or 10000, 0, function() expired = true end)
+  resume(self, co)
+  while coroutine.status(co) ~= "dead" and not self.failure and not expired do uv.run("once") end
+  guard:close()
+  for _ = 1, 3 do uv.run("nowait") end
+  if self.failure then error(self.failure, 0) end
+  if expired then error("test did not finish in time", 0) end
+  return table.unpack(self.results, 1, self.results.n)
+end
+
+--- Inside run: wait ms milliseconds.
+function T:sleep(ms)
+  local co = coroutine.running()
+  local timer = uv.new_timer()
+  timer:start(ms, 0, function() timer:close(); resume(self, co) end)
+  coroutine.yield()
+end
+
+--- Inside run: start fn concurrently; T:await(handle) returns its results.
+function T:go(fn)
+  local h = { done = false }
+  local co = coroutine.create(function()
+    h.results = table.pack(fn())
+    h.done = true
+    if h.waiter then resume(self, h.waiter) end
+  end)
+  resume(self, co)
+  return h
+end
+
+function T:await(h)
+  if not h.done then
+    h.waiter = coroutine.running()
+    coroutine.yield()
+  end
+  return table.unpack(h.results, 1, h.results.n)
+end
+
+-- One HTTP exchange on a fresh connection (inside run).
+local function exchange(self, raw)
+  local co = coroutine.running()
+  local tcp = uv.new_tcp()
+  local buf, eof, waiting, cerr = "", false, nil, nil
+  tcp:connect("127.0.0.1", self.port, function(err) cerr = err; resume(self, co) end)
+  coroutine.yield()
+  if cerr then tcp:close(); error("connect: " .. cerr) end
+  tcp:read_start(function(err, data)
+    if data then buf = buf .. data else eof = err or true end
+    if waiting then local w = waiting; waiting = nil; resume(self, w) end
+  end)
+  tcp:write(raw)
+  while true do
+    local head_end = buf:find("\r\n\r\n", 1, true)
+    if head_end then
+      local head = buf:sub(1, head_end - 1)
+      local status = tonumber(head:match("^HTTP/1%.1 (%d%d%d) "))
+      local headers = {}
+      for name, value in head:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do headers[name:lower()] = value end
+      local len = tonumber(headers["content-length"] or "0")
+      if #buf >= head_end + 3 + len then
+        tcp:close()
+        local body = buf:sub(head_end + 4, head_end + 3 + len)
+        return { status = status, headers = headers, body = body, json = json.decode(body) }
+      end
+    end
+    if eof then tcp:close(); error("connection closed before a full response") end
+    waiting = coroutine.running()
+    coroutine.yield()
+  end
+end
+
+--- Inside run: one request. body: a table (sent as JSON), a string (sent
+-- as is), or nil. token: an access token. Returns { status, json, headers,
+-- body }.
+function T:call(method, path, body, token, headers)
+  local text = ""
+  if type(body) == "table" then text = assert(json.encode(body, { floats = true }))
+  elseif type(body) == "string" then text = body end
+  local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: localhost",
+    "Content-Length: " .. #text }
+  if #text > 0 then lines[#lines + 1] = "Content-Type: application/json" end
+  if token then lines[#lines + 1] = "Authorization: Bearer " .. token end
+  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  return exchange(self, table.concat(lines, "\r\n") .. "\r\n\r\n" .. text)
+end
+
+--- One request from outside run.
+function T:request(method, path, body, token, headers)
+  return self:run(function() return self:call(method, path, body, token, headers) end)
+end
+
+--- Register a user with a password (through the accounts object, not the
+-- endpoint) and log in: { user_id, access_token, device_id }.
+function T:register(localpart, password)
+  password = password or "password-" .. localpart
+  assert(self.hs.accounts:register(localpart, password))
+  local user_id = self.hs.accounts:user_id(localpart)
+  local login = assert(self.hs.accounts:login(user_id, password))
+  login.password = password
+  return login
+end
+
+--- Stop the server and remove its database.
+function T:stop()
+  local stopped = false
+  self.server:stop(function() stopped = true end)
+  local guard = 0
+  while not stopped and guard < 1000 do uv.run("once"); guard = guard + 1 end
+  for _ = 1, 5 do uv.run("nowait") end      -- let closing handles finish
+  if self.hs.store then self.hs.store:close() end
+  tmp.remove(self.db_path)
+end
+
+--- Percent-encode a path segment (room IDs, event IDs, user IDs).
+function _M.enc(s)
+  return (s:gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end))
+end
+
+return _M
