@@ -84,7 +84,7 @@ function T:go(fn)
   return h
 end
 
-function T:await(h)
+function T.await(_, h)
   if not h.done then
     h.waiter = coroutine.running()
     coroutine.yield()
