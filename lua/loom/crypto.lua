@@ -111,6 +111,22 @@ end
 
 -- ---- signed JSON -------------------------------------------------------------
 
+-- obj.signatures[key.server_name][key.key_id] = sig, creating the objects
+-- (other servers' and keys' signatures stay).
+local function add_signature(obj, key, sig)
+  local sigs = obj.signatures
+  if sigs == nil then
+    sigs = {}
+    obj.signatures = sigs
+  end
+  local mine = sigs[key.server_name]
+  if not is_object(mine) then
+    mine = {}
+    sigs[key.server_name] = mine
+  end
+  mine[key.key_id] = sig
+end
+
 --- Signs `obj` in place: obj.signatures[server_name][key_id] = signature over
 -- the canonical JSON of obj without `signatures` and `unsigned`. Returns obj,
 -- or nil, message, code when obj does not encode as canonical JSON.
@@ -123,17 +139,7 @@ function crypto.sign_json(obj, key)
   end
   local text, msg, code = json.encode(without(obj, "signatures", "unsigned"))
   if not text then return nil, msg, code end
-  local sig = c.base64_encode(c.ed25519_sign(key.seed, text))
-  if sigs == nil then
-    sigs = {}
-    obj.signatures = sigs
-  end
-  local mine = sigs[key.server_name]
-  if not is_object(mine) then
-    mine = {}
-    sigs[key.server_name] = mine
-  end
-  mine[key.key_id] = sig
+  add_signature(obj, key, c.base64_encode(c.ed25519_sign(key.seed, text)))
   return obj
 end
 
@@ -262,16 +268,7 @@ function crypto.sign_event(event, key, room_version)
   local red = redact.event(event, room_version)
   local ok, msg, code = crypto.sign_json(red, key)
   if not ok then return nil, msg, code end
-  if sigs == nil then
-    sigs = {}
-    event.signatures = sigs
-  end
-  local mine = sigs[key.server_name]
-  if not is_object(mine) then
-    mine = {}
-    sigs[key.server_name] = mine
-  end
-  mine[key.key_id] = red.signatures[key.server_name][key.key_id]
+  add_signature(event, key, red.signatures[key.server_name][key.key_id])
   return event
 end
 
