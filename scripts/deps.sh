@@ -3,7 +3,7 @@
 # apt-get; otherwise it prints the exact command and stops.
 set -eu
 pkgs="lua5.4 liblua5.4-dev lua-luv lua-cjson lua-busted lua-check libsqlite3-dev libssl-dev libhttp-parser-dev
-      pkg-config gcc make python3-canonicaljson python3-signedjson"
+      pkg-config gcc make python3-canonicaljson python3-signedjson python3-matrix-nio"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

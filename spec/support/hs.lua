@@ -145,6 +145,34 @@ function T:request(method, path, body, token, headers)
   return self:run(function() return self:call(method, path, body, token, headers) end)
 end
 
+--- Run a program as a child while the server's loop turns (clients under
+-- test): returns exit code, stdout, stderr. The child gets PATH, HOME and
+-- LANG only (not the sanitizer preload of the test process).
+function T:spawn(cmd, args, limit)
+  return self:run(function()
+    local co = coroutine.running()
+    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+    local out, err, code = {}, {}, nil
+    local pending = 3
+    local function done() pending = pending - 1; if pending == 0 then resume(self, co) end end
+    local env = {}
+    for _, k in ipairs { "PATH", "HOME", "LANG" } do
+      if os.getenv(k) then env[#env + 1] = k .. "=" .. os.getenv(k) end
+    end
+    local handle
+    handle = uv.spawn(cmd, { args = args, stdio = { nil, stdout, stderr }, env = env }, function(c)
+      code = c
+      handle:close()
+      done()
+    end)
+    assert(handle, "could not start " .. cmd)
+    stdout:read_start(function(_, data) if data then out[#out + 1] = data else stdout:close(); done() end end)
+    stderr:read_start(function(_, data) if data then err[#err + 1] = data else stderr:close(); done() end end)
+    coroutine.yield()
+    return code, table.concat(out), table.concat(err)
+  end, limit or 120000)
+end
+
 --- Register a user with a password (through the accounts object, not the
 -- endpoint) and log in: { user_id, access_token, device_id }.
 function T:register(localpart, password)
