@@ -1,7 +1,551 @@
--- loom.api.client.rooms: (being written) registers its Client-Server endpoints.
+-- loom.api.client.rooms: the Client-Server room endpoints.
+--
+--   POST /createRoom, /join/{roomIdOrAlias}, /rooms/{roomId}/join|leave|forget|
+--        invite|kick|ban|unban
+--   PUT  /rooms/{roomId}/send/{eventType}/{txnId}, /rooms/{roomId}/state/{type}[/{stateKey}],
+--        /rooms/{roomId}/redact/{eventId}/{txnId}
+--   GET  /rooms/{roomId}/state[/{type}[/{stateKey}]], /members, /joined_members,
+--        /event/{eventId}, /joined_rooms
+-- and, through loom.api.client.directory, aliases and the room directory.
+-- See docs/api-rooms.md.
+local core = require "loom.core"
+local errors = require "loom.http.errors"
+local auth = require "loom.room.auth"
+local version_mod = require "loom.room.version"
+local statemap = require "loom.room.statemap"
+local directory = require "loom.api.client.directory"
+
+local json = core.json
+local ipairs, pairs, type, pcall, require = ipairs, pairs, type, pcall, require
+local table_sort = table.sort
+
 local _M = {}
 
+local P = "/_matrix/client/v3"
+
+-- loom.room.visibility, when present: can_see(hs, user, room, event). Looked
+-- up on first use; false when the module is absent.
+local visibility
+local function visibility_mod()
+  if visibility == nil then
+    local ok, mod = pcall(require, "loom.room.visibility")
+    visibility = ok and type(mod) == "table" and type(mod.can_see) == "function" and mod or false
+  end
+  return visibility
+end
+
+---------------------------------------------------------------------------
+-- Helpers
+
+local function is_object(v)
+  return type(v) == "table" and not json.is_array(v) and (next(v) == nil or v[1] == nil)
+end
+
+local function is_array(v)
+  return type(v) == "table" and (json.is_array(v) or v[1] ~= nil)
+end
+
+--- An event in the client format: the fields clients read, and unsigned.
+function _M.client_event(ev, room_id)
+  local out = {
+    type = ev.type, state_key = ev.state_key, sender = ev.sender, event_id = ev.event_id,
+    origin_server_ts = ev.origin_server_ts, room_id = ev.room_id or room_id, redacts = ev.redacts,
+  }
+  out.content = ev.content or {}
+  local unsigned = {}
+  if type(ev.unsigned) == "table" then
+    for k, v in pairs(ev.unsigned) do unsigned[k] = v end
+  end
+  out.unsigned = unsigned
+  return out
+end
+
+local function room_exists(hs, room_id)
+  return type(room_id) == "string" and hs.store:room_version(room_id) ~= nil
+end
+
+local function member_event(hs, room_id, user_id)
+  return hs.rooms:state_event(room_id, "m.room.member", user_id)
+end
+
+local function membership_of(ev)
+  return ev and type(ev.content) == "table" and ev.content.membership or nil
+end
+
+-- A send refused or failed: the Matrix error.
+local function send_error(hs, msg, code, rule)
+  return hs:error(msg, code, rule)
+end
+
+local function send(hs, room_id, proto)
+  local ev, r, code, rule = hs.rooms:send(room_id, proto)
+  if not ev then return nil, send_error(hs, r, code, rule) end
+  return ev, r
+end
+
+local function profile_content(hs, user_id, membership, extra)
+  local content = { membership = membership }
+  local u = hs.accounts:user(user_id)
+  if u then
+    content.displayname = u.displayname
+    content.avatar_url = u.avatar_url
+  end
+  for k, v in pairs(extra or {}) do content[k] = v end
+  return content
+end
+
+-- The state map a user may read: the current state for members (and
+-- world-readable rooms), the state after their leave or ban for those who
+-- left. nil and a Matrix error otherwise.
+local function readable_state(hs, room_id, user_id)
+  if not room_exists(hs, room_id) then
+    return nil, errors.new("M_FORBIDDEN", "You are not a member of this room")
+  end
+  local m = member_event(hs, room_id, user_id)
+  local ms = membership_of(m)
+  if ms == "join" then return hs.rooms:current_state(room_id) end
+  local hv = hs.rooms:state_event(room_id, "m.room.history_visibility", "")
+  if hv and type(hv.content) == "table" and hv.content.history_visibility == "world_readable" then
+    return hs.rooms:current_state(room_id)
+  end
+  if ms == "leave" or ms == "ban" then
+    local st = hs.rooms:state_at(m.event_id)
+    if st then return st end
+  end
+  return nil, errors.new("M_FORBIDDEN", "You are not a member of this room")
+end
+
+-- The events of a state map, sorted by type and state key.
+local function state_events(hs, state, filter)
+  local ids, keys = {}, {}
+  for k, id in pairs(state) do
+    if not filter or filter(statemap.split(k)) then ids[#ids + 1] = id; keys[id] = k end
+  end
+  table_sort(ids, function(a, b) return keys[a] < keys[b] end)
+  local loaded = hs.store:events(ids) or {}
+  local out = {}
+  for _, id in ipairs(ids) do
+    local e = loaded[id]
+    if e then out[#out + 1] = e end
+  end
+  return out
+end
+
+-- Resolve a room ID or alias: room_id, or nil and a Matrix error.
+local function resolve_room(hs, id)
+  if type(id) ~= "string" then return nil, errors.new("M_INVALID_PARAM", "Invalid room ID or alias") end
+  local first = id:sub(1, 1)
+  local room_id = id
+  if first == "#" then
+    if not directory.valid_alias(id) then return nil, errors.new("M_INVALID_PARAM", "Invalid room alias") end
+    room_id = directory.resolve(hs, id)
+    if not room_id then return nil, errors.new("M_NOT_FOUND", "Room alias " .. id .. " not found") end
+  elseif first ~= "!" then
+    return nil, errors.new("M_INVALID_PARAM", id .. " is not a room ID or alias")
+  end
+  if not room_exists(hs, room_id) then return nil, errors.new("M_NOT_FOUND", "Room " .. room_id .. " not found") end
+  return room_id
+end
+
+-- Membership bodies are optional: an empty body is {}.
+local function body_object(req)
+  if req.body == "" then return {} end
+  return req:json()
+end
+
+local function optional_string(body, field)
+  local v = body[field]
+  if v ~= nil and type(v) ~= "string" then
+    error(errors.new("M_BAD_JSON", field .. " must be a string"), 0)
+  end
+  return v
+end
+
+---------------------------------------------------------------------------
+-- Transaction IDs
+
+local function txn_lookup(hs, req, endpoint, txn_id)
+  return hs.store.conn:value("SELECT event_id FROM txn_ids WHERE user_id = ? AND device_id = ?"
+    .. " AND endpoint = ? AND txn_id = ?", req.user_id, req.device_id or "", endpoint, txn_id)
+end
+
+local function txn_record(hs, req, endpoint, txn_id, event_id)
+  return hs.store.conn:run("INSERT INTO txn_ids (user_id, device_id, txn_id, endpoint, event_id, created_ts)"
+    .. " VALUES (?, ?, ?, ?, ?, ?)", req.user_id, req.device_id or "", txn_id, endpoint, event_id, core.now_ms())
+end
+
+-- Send an event once per (user, device, endpoint, txnId).
+local function send_once(hs, req, endpoint, room_id, proto)
+  local txn_id = req.params.txnId
+  local done = txn_lookup(hs, req, endpoint, txn_id)
+  if done then return { event_id = done } end
+  local conn = hs.store.conn
+  local ev, err = conn:transaction(function()
+    local e, r = send(hs, room_id, proto)
+    if not e then return nil, r end
+    assert(txn_record(hs, req, endpoint, txn_id, e.event_id))
+    return e
+  end)
+  if not ev then return err end
+  return { event_id = ev.event_id }
+end
+
+---------------------------------------------------------------------------
+-- /createRoom
+
+local PRESETS = {
+  private_chat = { join_rule = "invite", history = "shared", guest = "can_join" },
+  trusted_private_chat = { join_rule = "invite", history = "shared", guest = "can_join" },
+  public_chat = { join_rule = "public", history = "shared", guest = "forbidden" },
+}
+
+local function default_power_levels(version, creator)
+  local users = {}
+  if not version.creators_have_infinite_power then users[creator] = 100 end
+  return {
+    users = users, users_default = 0,
+    events = {
+      ["m.room.name"] = 50, ["m.room.power_levels"] = 100, ["m.room.history_visibility"] = 100,
+      ["m.room.canonical_alias"] = 50, ["m.room.avatar"] = 50, ["m.room.tombstone"] = 100,
+      ["m.room.server_acl"] = 100, ["m.room.encryption"] = 100,
+    },
+    events_default = 0, state_default = 50, ban = 50, kick = 50, redact = 50, invite = 0,
+    notifications = { room = 50 },
+  }
+end
+
+local function bad(msg) return nil, errors.new("M_BAD_JSON", msg) end
+
+-- Check the request body; returns a table of checked values or nil, error.
+local function check_create(hs, body)
+  local c = {}
+  c.visibility = body.visibility or "private"
+  if c.visibility ~= "public" and c.visibility ~= "private" then
+    return nil, errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+  end
+  c.preset = body.preset or (c.visibility == "public" and "public_chat" or "private_chat")
+  if not PRESETS[c.preset] then return nil, errors.new("M_INVALID_PARAM", "Unknown preset") end
+  if body.room_version ~= nil and type(body.room_version) ~= "string" then
+    return bad("room_version must be a string")
+  end
+  local vid = body.room_version or hs.rooms.default_version
+  local version = version_mod.supported(vid) and version_mod.get(vid)
+  if not version then
+    return nil, errors.new("M_UNSUPPORTED_ROOM_VERSION", "Room version " .. vid .. " is not supported")
+  end
+  c.version = version
+  for _, f in ipairs { "creation_content", "power_level_content_override" } do
+    if body[f] ~= nil and not is_object(body[f]) then return bad(f .. " must be an object") end
+  end
+  for _, f in ipairs { "name", "topic", "room_alias_name" } do
+    if body[f] ~= nil and type(body[f]) ~= "string" then return bad(f .. " must be a string") end
+  end
+  if body.initial_state ~= nil then
+    if not is_array(body.initial_state) then return bad("initial_state must be an array") end
+    for _, e in ipairs(body.initial_state) do
+      if not is_object(e) or type(e.type) ~= "string" or not is_object(e.content)
+        or (e.state_key ~= nil and type(e.state_key) ~= "string") then
+        return bad("initial_state entries need type, content and a string state_key")
+      end
+    end
+  end
+  if body.invite ~= nil then
+    if not is_array(body.invite) then return bad("invite must be an array") end
+    for _, u in ipairs(body.invite) do
+      if not auth.valid_user_id(u) then return nil, errors.new("M_INVALID_PARAM", "Invalid user ID in invite") end
+    end
+  end
+  if body.is_direct ~= nil and type(body.is_direct) ~= "boolean" then return bad("is_direct must be a boolean") end
+  if body.room_alias_name then
+    local alias = "#" .. body.room_alias_name .. ":" .. hs.server_name
+    if body.room_alias_name:find(":", 1, true) or not directory.valid_alias(alias) then
+      return nil, errors.new("M_INVALID_PARAM", "Invalid room_alias_name")
+    end
+    if directory.resolve(hs, alias) then return nil, errors.new("M_ROOM_IN_USE", "Room alias already taken") end
+    c.alias = alias
+  end
+  return c
+end
+
+local function create_room(hs, req)
+  local body = body_object(req)
+  local c, cerr = check_create(hs, body)
+  if not c then return cerr end
+  local user = req.user_id
+  local version = c.version
+  local preset = PRESETS[c.preset]
+  local initial = {}
+  for _, e in ipairs(body.initial_state or {}) do initial[statemap.key(e.type, e.state_key or "")] = true end
+
+  local conn = hs.store.conn
+  local rid
+  local room_id, err = conn:transaction(function()
+    local function state(t, content, sk)
+      return send(hs, rid, { type = t, state_key = sk or "", sender = user, content = content })
+    end
+    local ev, code
+    rid, ev, code = hs.rooms:create_room(user, { room_version = version.id, content = body.creation_content })
+    if not rid then return nil, hs:error(ev, code) end
+    local e, e2 = send(hs, rid, { type = "m.room.member", state_key = user, sender = user,
+      content = profile_content(hs, user, "join") })
+    if not e then return nil, e2 end
+    -- power levels
+    local pl = default_power_levels(version, user)
+    if c.preset == "trusted_private_chat" then
+      for _, u in ipairs(body.invite or {}) do pl.users[u] = 100 end
+    end
+    for k, v in pairs(body.power_level_content_override or {}) do pl[k] = v end
+    if not initial[statemap.key("m.room.power_levels", "")] or body.power_level_content_override then
+      e, e2 = state("m.room.power_levels", pl)
+      if not e then return nil, e2 end
+    end
+    if c.alias then
+      directory.add_alias(hs, c.alias, rid, user)
+      e, e2 = state("m.room.canonical_alias", { alias = c.alias })
+      if not e then return nil, e2 end
+    end
+    local preset_events = {
+      { "m.room.join_rules", { join_rule = preset.join_rule } },
+      { "m.room.history_visibility", { history_visibility = preset.history } },
+      { "m.room.guest_access", { guest_access = preset.guest } },
+    }
+    for _, p in ipairs(preset_events) do
+      if not initial[statemap.key(p[1], "")] then
+        e, e2 = state(p[1], p[2])
+        if not e then return nil, e2 end
+      end
+    end
+    for _, s in ipairs(body.initial_state or {}) do
+      e, e2 = state(s.type, s.content, s.state_key or "")
+      if not e then return nil, e2 end
+    end
+    if body.name then
+      e, e2 = state("m.room.name", { name = body.name })
+      if not e then return nil, e2 end
+    end
+    if body.topic then
+      e, e2 = state("m.room.topic", { topic = body.topic })
+      if not e then return nil, e2 end
+    end
+    for _, u in ipairs(body.invite or {}) do
+      local content = profile_content(hs, u, "invite")
+      if body.is_direct then content.is_direct = true end
+      e, e2 = state("m.room.member", content, u)
+      if not e then return nil, e2 end
+    end
+    if c.visibility == "public" then directory.set_visibility(hs, rid, "public") end
+    return rid
+  end)
+  if not room_id then return err end
+  return { room_id = room_id, room_alias = c.alias }
+end
+
+---------------------------------------------------------------------------
+-- Membership
+
+local function join(hs, req, id)
+  local body = body_object(req)
+  local reason = optional_string(body, "reason")
+  local room_id, err = resolve_room(hs, id)
+  if not room_id then return err end
+  if membership_of(member_event(hs, room_id, req.user_id)) == "join" then return { room_id = room_id } end
+  local ev, e2 = send(hs, room_id, { type = "m.room.member", state_key = req.user_id, sender = req.user_id,
+    content = profile_content(hs, req.user_id, "join", { reason = reason }) })
+  if not ev then return e2 end
+  hs.store.conn:run("DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", req.user_id, room_id)
+  return { room_id = room_id }
+end
+
+-- invite / kick / ban / unban / leave: a member event about `target`.
+local function membership_change(hs, req, membership, target_from_body)
+  local body = body_object(req)
+  local reason = optional_string(body, "reason")
+  local room_id = req.params.roomId
+  if not room_exists(hs, room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  local target = req.user_id
+  if target_from_body then
+    target = body.user_id
+    if target == nil then return errors.new("M_MISSING_PARAM", "user_id is required") end
+    if not auth.valid_user_id(target) then return errors.new("M_INVALID_PARAM", "Invalid user_id") end
+  end
+  local content = { membership = membership, reason = reason }
+  if membership == "invite" then
+    content = profile_content(hs, target, "invite", { reason = reason })
+  end
+  local ev, e2 = send(hs, room_id, { type = "m.room.member", state_key = target, sender = req.user_id,
+    content = content })
+  if not ev then return e2 end
+  return {}
+end
+
+local function forget(hs, req)
+  local room_id = req.params.roomId
+  if not room_exists(hs, room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  local ms = membership_of(member_event(hs, room_id, req.user_id))
+  if ms == "join" or ms == "invite" or ms == "knock" then
+    return errors.new("BAD_REQUEST", "You must leave the room before forgetting it")
+  end
+  assert(hs.store.conn:run("INSERT OR IGNORE INTO forgotten_rooms (user_id, room_id) VALUES (?, ?)",
+    req.user_id, room_id))
+  return {}
+end
+
+---------------------------------------------------------------------------
+-- State, members, events
+
+local function get_state(hs, req)
+  local st, err = readable_state(hs, req.params.roomId, req.user_id)
+  if not st then return err end
+  local out = json.array {}
+  for _, e in ipairs(state_events(hs, st)) do out[#out + 1] = _M.client_event(e[1], req.params.roomId) end
+  return 200, out
+end
+
+local function get_state_event(hs, req)
+  local room_id = req.params.roomId
+  local st, err = readable_state(hs, room_id, req.user_id)
+  if not st then return err end
+  local t, sk = req.params.eventType, req.params.stateKey or ""
+  local id = st[statemap.key(t, sk)]
+  local ev = id and hs.store:event(id)
+  if not ev then return errors.new("M_NOT_FOUND", "Event not found") end
+  if req:arg("format") == "event" then return _M.client_event(ev, room_id) end
+  return ev.content or {}
+end
+
+local function put_state(hs, req)
+  local room_id = req.params.roomId
+  local body = req:json()
+  if not room_exists(hs, room_id) then return errors.new("M_FORBIDDEN", "You are not a member of this room") end
+  local ev, e2 = send(hs, room_id, { type = req.params.eventType, state_key = req.params.stateKey or "",
+    sender = req.user_id, content = body })
+  if not ev then return e2 end
+  return { event_id = ev.event_id }
+end
+
+local function members(hs, req)
+  local st, err = readable_state(hs, req.params.roomId, req.user_id)
+  if not st then return err end
+  local want, not_want = req:arg("membership"), req:arg("not_membership")
+  local out = json.array {}
+  for _, e in ipairs(state_events(hs, st, function(t) return t == "m.room.member" end)) do
+    local ms = membership_of(e[1])
+    if (not want or ms == want) and (not not_want or ms ~= not_want) then
+      out[#out + 1] = _M.client_event(e[1], req.params.roomId)
+    end
+  end
+  return { chunk = out }
+end
+
+local function joined_members(hs, req)
+  local st, err = readable_state(hs, req.params.roomId, req.user_id)
+  if not st then return err end
+  local joined = {}
+  for _, e in ipairs(state_events(hs, st, function(t) return t == "m.room.member" end)) do
+    local ev = e[1]
+    if membership_of(ev) == "join" then
+      local c = ev.content
+      joined[ev.state_key] = {
+        display_name = type(c.displayname) == "string" and c.displayname or nil,
+        avatar_url = type(c.avatar_url) == "string" and c.avatar_url or nil,
+      }
+    end
+  end
+  return { joined = joined }
+end
+
+-- May the user see `ev` (member-only fallback when loom.room.visibility is absent)?
+local function can_see(hs, user_id, room_id, ev, meta)
+  local vis = visibility_mod()
+  if vis then return vis.can_see(hs, user_id, room_id, ev) end
+  local m = member_event(hs, room_id, user_id)
+  local ms = membership_of(m)
+  if ms == "join" then return true end
+  if ms == "leave" or ms == "ban" then
+    local _, mmeta = hs.store:event(m.event_id)
+    return mmeta and meta.stream_ordering <= mmeta.stream_ordering or false
+  end
+  return false
+end
+
+local function get_event(hs, req)
+  local room_id = req.params.roomId
+  local ev, meta = hs.store:event(req.params.eventId)
+  if not ev or meta.room_id ~= room_id or meta.rejected or meta.soft_failed then
+    return errors.new("M_NOT_FOUND", "Event not found")
+  end
+  if not member_event(hs, room_id, req.user_id) and not can_see(hs, req.user_id, room_id, ev, meta) then
+    return errors.new("M_FORBIDDEN", "You are not a member of this room")
+  end
+  if not can_see(hs, req.user_id, room_id, ev, meta) then return errors.new("M_NOT_FOUND", "Event not found") end
+  return _M.client_event(ev, room_id)
+end
+
+local function redact(hs, req)
+  local room_id = req.params.roomId
+  local body = req:json()
+  local reason = optional_string(body, "reason")
+  local target_id = req.params.eventId
+  local vid = hs.store:room_version(room_id)
+  local version = vid and version_mod.get(vid)
+  if not version then return errors.new("M_NOT_FOUND", "Room not found") end
+  local target, meta = hs.store:event(target_id)
+  if target and meta.room_id == room_id and target.sender ~= req.user_id then
+    local st = function(t, sk) return hs.rooms:state_event(room_id, t, sk) end
+    if auth.power_level(version, st, req.user_id) < auth.levels(version, st).redact then
+      return errors.new("M_FORBIDDEN", "You may not redact other users' events")
+    end
+  end
+  return send_once(hs, req, "redact:" .. room_id, room_id, { type = "m.room.redaction", sender = req.user_id,
+    content = { reason = reason }, redacts = target_id })
+end
+
+---------------------------------------------------------------------------
+
 function _M.install(hs)
+  local server = hs.server
+  local R = P .. "/rooms/{roomId}"
+  local function route(method, path, fn)
+    server:route(method, path, hs:authed(function(req) return fn(hs, req) end))
+  end
+
+  route("POST", P .. "/createRoom", create_room)
+  route("POST", P .. "/join/{roomIdOrAlias}", function(_, req) return join(hs, req, req.params.roomIdOrAlias) end)
+  route("POST", R .. "/join", function(_, req) return join(hs, req, req.params.roomId) end)
+  route("POST", R .. "/leave", function(_, req) return membership_change(hs, req, "leave", false) end)
+  route("POST", R .. "/invite", function(_, req) return membership_change(hs, req, "invite", true) end)
+  route("POST", R .. "/kick", function(_, req) return membership_change(hs, req, "leave", true) end)
+  route("POST", R .. "/ban", function(_, req) return membership_change(hs, req, "ban", true) end)
+  route("POST", R .. "/unban", function(_, req) return membership_change(hs, req, "leave", true) end)
+  route("POST", R .. "/forget", forget)
+
+  route("PUT", R .. "/send/{eventType}/{txnId}", function(_, req)
+    local room_id, t = req.params.roomId, req.params.eventType
+    local body = req:json()
+    return send_once(hs, req, "send:" .. room_id .. ":" .. t, room_id,
+      { type = t, sender = req.user_id, content = body })
+  end)
+  route("PUT", R .. "/redact/{eventId}/{txnId}", redact)
+
+  route("GET", R .. "/state", get_state)
+  route("GET", R .. "/state/{eventType}", get_state_event)
+  route("GET", R .. "/state/{eventType}/", get_state_event)
+  route("GET", R .. "/state/{eventType}/{stateKey}", get_state_event)
+  route("PUT", R .. "/state/{eventType}", put_state)
+  route("PUT", R .. "/state/{eventType}/", put_state)
+  route("PUT", R .. "/state/{eventType}/{stateKey}", put_state)
+
+  route("GET", R .. "/members", members)
+  route("GET", R .. "/joined_members", joined_members)
+  route("GET", R .. "/event/{eventId}", get_event)
+  server:route("GET", P .. "/joined_rooms", hs:authed(function(req)
+    local rooms = hs.store:rooms_for_user(req.user_id) or {}
+    local out = json.array {}
+    for i, r in ipairs(rooms) do out[i] = r end
+    return { joined_rooms = out }
+  end))
+
+  directory.install(hs)
   return hs
 end
 

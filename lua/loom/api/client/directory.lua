@@ -1,0 +1,226 @@
+-- loom.api.client.directory: room aliases, the room directory and
+-- /publicRooms (Client-Server API). Installed by loom.api.client.rooms.
+--
+--   PUT/GET/DELETE /directory/room/{roomAlias}
+--   GET/PUT        /directory/list/room/{roomId}
+--   GET/POST       /publicRooms
+local core = require "loom.core"
+local errors = require "loom.http.errors"
+local auth = require "loom.room.auth"
+local version_mod = require "loom.room.version"
+local statemap = require "loom.room.statemap"
+
+local json = core.json
+local ipairs, pairs, type, tonumber, tostring = ipairs, pairs, type, tonumber, tostring
+local table_sort = table.sort
+
+local _M = {}
+
+local P = "/_matrix/client/v3"
+
+--- Is `alias` a well-formed room alias (#localpart:server, at most 255 bytes)?
+function _M.valid_alias(alias)
+  if type(alias) ~= "string" or #alias > 255 then return false end
+  local localpart, server = alias:match("^#([^:]*):(.+)$")
+  if not localpart or localpart == "" then return false end
+  if localpart:find("[%s%z]") or server:find("[%s%z/]") then return false end
+  return true
+end
+
+--- The room ID of a local alias, or nil.
+function _M.resolve(hs, alias)
+  return hs.store.conn:value("SELECT room_id FROM room_aliases WHERE alias = ?", alias)
+end
+
+--- Add an alias: true, or nil and "taken".
+function _M.add_alias(hs, alias, room_id, creator)
+  local conn = hs.store.conn
+  if conn:value("SELECT room_id FROM room_aliases WHERE alias = ?", alias) then return nil, "taken" end
+  assert(conn:run("INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?)", alias, room_id, creator))
+  return true
+end
+
+--- Set a room's directory visibility ("public" or "private").
+function _M.set_visibility(hs, room_id, visibility)
+  assert(hs.store.conn:run("INSERT INTO room_directory (room_id, visibility) VALUES (?, ?)"
+    .. " ON CONFLICT (room_id) DO UPDATE SET visibility = excluded.visibility", room_id, visibility))
+end
+
+-- A state lookup function over the room's current state (for loom.room.auth).
+local function state_fn(hs, room_id)
+  return function(t, sk) return hs.rooms:state_event(room_id, t, sk) end
+end
+
+--- May `user_id` administer the room's aliases and directory entry: a server
+-- admin, or a member with the power to send m.room.canonical_alias.
+function _M.room_admin(hs, room_id, user_id)
+  local u = hs.accounts:user(user_id)
+  if u and u.admin then return true end
+  local vid = hs.store:room_version(room_id)
+  local version = vid and version_mod.get(vid)
+  if not version then return false end
+  local st = state_fn(hs, room_id)
+  local member = st("m.room.member", user_id)
+  if not (member and member.content and member.content.membership == "join") then return false end
+  return auth.power_level(version, st, user_id) >= auth.required_level(version, st, "m.room.canonical_alias", true)
+end
+
+local function content_field(hs, room_id, t, field)
+  local ev = hs.rooms:state_event(room_id, t, "")
+  local c = ev and ev.content
+  local v = type(c) == "table" and c[field] or nil
+  return v
+end
+
+-- One /publicRooms entry.
+local function summary(hs, room_id)
+  local state = hs.rooms:current_state(room_id)
+  if not state then return nil end
+  local joined = 0
+  local ids = {}
+  for k, id in pairs(state) do
+    local t = statemap.split(k)
+    if t == "m.room.member" then ids[#ids + 1] = id end
+  end
+  local loaded = hs.store:events(ids) or {}
+  for _, e in pairs(loaded) do
+    if type(e[1].content) == "table" and e[1].content.membership == "join" then joined = joined + 1 end
+  end
+  local function str(t, f)
+    local v = content_field(hs, room_id, t, f)
+    if type(v) == "string" and v ~= "" then return v end
+  end
+  local create = hs.rooms:state_event(room_id, "m.room.create", "")
+  return {
+    room_id = room_id,
+    name = str("m.room.name", "name"),
+    topic = str("m.room.topic", "topic"),
+    avatar_url = str("m.room.avatar", "url"),
+    canonical_alias = str("m.room.canonical_alias", "alias"),
+    num_joined_members = joined,
+    world_readable = str("m.room.history_visibility", "history_visibility") == "world_readable",
+    guest_can_join = str("m.room.guest_access", "guest_access") == "can_join",
+    join_rule = str("m.room.join_rules", "join_rule") or "invite",
+    room_type = create and type(create.content) == "table" and type(create.content.type) == "string"
+      and create.content.type or nil,
+  }
+end
+
+local function matches(entry, term)
+  if not term or term == "" then return true end
+  term = term:lower()
+  for _, f in ipairs { "name", "topic", "canonical_alias" } do
+    local v = entry[f]
+    if v and v:lower():find(term, 1, true) then return true end
+  end
+  return false
+end
+
+local function public_rooms(hs, limit, since, term)
+  local offset = 0
+  if since ~= nil then
+    offset = type(since) == "string" and tonumber(since:match("^p(%d+)$"))
+    if not offset then return errors.new("M_INVALID_PARAM", "Invalid since token") end
+  end
+  if limit ~= nil and (math.type(limit) ~= "integer" or limit < 0) then
+    return errors.new("M_INVALID_PARAM", "limit must be a non-negative integer")
+  end
+  local rooms = {}
+  for _, r in ipairs(hs.store.conn:all("SELECT room_id FROM room_directory WHERE visibility = 'public'")) do
+    local e = summary(hs, r[1])
+    if e and matches(e, term) then rooms[#rooms + 1] = e end
+  end
+  table_sort(rooms, function(a, b)
+    if a.num_joined_members ~= b.num_joined_members then return a.num_joined_members > b.num_joined_members end
+    return a.room_id < b.room_id
+  end)
+  local n = limit or #rooms
+  local chunk = json.array {}
+  for i = offset + 1, math.min(#rooms, offset + n) do chunk[#chunk + 1] = rooms[i] end
+  local out = { chunk = chunk, total_room_count_estimate = #rooms }
+  if offset + n < #rooms then out.next_batch = "p" .. tostring(offset + n) end
+  if offset > 0 then out.prev_batch = "p" .. tostring(math.max(0, offset - (limit or offset))) end
+  return out
+end
+
+function _M.install(hs)
+  local server = hs.server
+  local conn = hs.store.conn
+
+  server:route("PUT", P .. "/directory/room/{roomAlias}", hs:authed(function(req)
+    local alias = req.params.roomAlias
+    local body = req:json()
+    if not _M.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
+    if alias:match(":(.+)$") ~= hs.server_name then
+      return errors.new("M_INVALID_PARAM", "Room alias must be on this server")
+    end
+    local room_id = body.room_id
+    if type(room_id) ~= "string" then return errors.new("M_INVALID_PARAM", "room_id is required") end
+    if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+    local ok = _M.add_alias(hs, alias, room_id, req.user_id)
+    if not ok then return 409, { errcode = "M_UNKNOWN", error = "Room alias " .. alias .. " already exists" } end
+    return {}
+  end))
+
+  server:route("GET", P .. "/directory/room/{roomAlias}", function(req)
+    local alias = req.params.roomAlias
+    if not _M.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
+    local room_id = _M.resolve(hs, alias)
+    if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
+    return { room_id = room_id, servers = json.array { hs.server_name } }
+  end)
+
+  server:route("DELETE", P .. "/directory/room/{roomAlias}", hs:authed(function(req)
+    local alias = req.params.roomAlias
+    local row = conn:first("SELECT room_id, creator FROM room_aliases WHERE alias = ?", alias)
+    if not row then return errors.new("M_NOT_FOUND", "Room alias " .. tostring(alias) .. " not found") end
+    if row[2] ~= req.user_id and not _M.room_admin(hs, row[1], req.user_id) then
+      return errors.new("M_FORBIDDEN", "You may not delete this alias")
+    end
+    assert(conn:run("DELETE FROM room_aliases WHERE alias = ?", alias))
+    return {}
+  end))
+
+  server:route("GET", P .. "/directory/list/room/{roomId}", function(req)
+    local room_id = req.params.roomId
+    if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+    local v = conn:value("SELECT visibility FROM room_directory WHERE room_id = ?", room_id)
+    return { visibility = v or "private" }
+  end)
+
+  server:route("PUT", P .. "/directory/list/room/{roomId}", hs:authed(function(req)
+    local room_id = req.params.roomId
+    local body = req:json()
+    local vis = body.visibility
+    if vis == nil then vis = "public" end
+    if vis ~= "public" and vis ~= "private" then
+      return errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+    end
+    if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+    if not _M.room_admin(hs, room_id, req.user_id) then
+      return errors.new("M_FORBIDDEN", "You may not change this room's visibility")
+    end
+    _M.set_visibility(hs, room_id, vis)
+    return {}
+  end))
+
+  server:route("GET", P .. "/publicRooms", function(req)
+    local limit = req:arg("limit") and req:arg_integer("limit", nil, 0)
+    return public_rooms(hs, limit, req:arg("since"), nil)
+  end)
+
+  server:route("POST", P .. "/publicRooms", hs:authed(function(req)
+    local body = req:json()
+    local filter = body.filter
+    if filter ~= nil and type(filter) ~= "table" then return errors.new("M_BAD_JSON", "filter must be an object") end
+    local term = filter and filter.generic_search_term
+    if term ~= nil and type(term) ~= "string" then
+      return errors.new("M_BAD_JSON", "generic_search_term must be a string")
+    end
+    return public_rooms(hs, body.limit, body.since, term)
+  end))
+
+  return hs
+end
+
+return _M
