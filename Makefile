@@ -1,6 +1,6 @@
 # loom — build, run and test without luarocks.
 #   make          build the C core (build/release/loom/core.so)
-#   make run      build, then run the main example
+#   make run      build, then serve with var/loom.cfg.lua (made from loom.cfg.lua.example)
 #   make test     C build (-Werror), luacheck, busted specs, then the specs again
 #                 against an AddressSanitizer/UBSan build; ends with "N passed, N failed"
 #   make bench    benchmarks (long; not part of make test)
@@ -38,8 +38,13 @@ $(ASAN_SO): $(CSRC) $(HDRS) Makefile
 	  $(PKG_CFLAGS) -o $@ $(CSRC) $(PKG_LIBS)
 
 run: deps $(RELEASE_SO)
-	@LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/release/?.so;;' \
-	  $(LUA) examples/timeline.lua
+	@mkdir -p var
+	@[ -f var/loom.cfg.lua ] || sed -e 's|^server_name = .*|server_name = "localhost"|' \
+	  -e 's|^host = .*|host = "127.0.0.1"|' -e 's|^port = .*|port = 8008|' \
+	  -e 's|^database = .*|database = { path = "var/loom.db" }|' \
+	  loom.cfg.lua.example > var/loom.cfg.lua
+	@echo "config: var/loom.cfg.lua (edit it, then make run again)"
+	@$(LUA) bin/loom serve --config var/loom.cfg.lua
 
 test: deps
 	@scripts/test.sh

@@ -1,7 +1,379 @@
--- loom.api.client.account: (being written) registers its Client-Server endpoints.
+-- loom.api.client.account: the account endpoints of the Client-Server API —
+-- capabilities, login, register (user-interactive, m.login.dummy), logout,
+-- whoami, profile and push rules. See docs/api-account.md.
+--
+--   require("loom.api.client.account").install(hs)
+--
+-- Profile changes send a new m.room.member event to every room the user
+-- is joined to (hs.rooms:send).
+local core = require "loom.core"
+local errors = require "loom.http.errors"
+local version = require "loom.room.version"
+local pushrules = require "loom.pushrules"
+
+local json = core.json
+local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error
+
 local _M = {}
 
+local V3 = "/_matrix/client/v3"
+
+-- Limits on what clients may store (Synapse's, for the same reasons).
+local MAX_DISPLAYNAME = 256
+local MAX_AVATAR_URL = 1000
+local MAX_PASSWORD = 512
+local MAX_DEVICE_ID = 255
+local MAX_SESSIONS = 10000
+
+local function random_string(n)
+  local alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+  local bytes = core.crypto.random_bytes(n)
+  local out = {}
+  for i = 1, n do
+    local k = bytes:byte(i) % #alphabet + 1
+    out[i] = alphabet:sub(k, k)
+  end
+  return table.concat(out)
+end
+_M.random_string = random_string
+
+-- A string field of a JSON body: the value, or nil when absent (json.null
+-- counts as absent), or raises M_BAD_JSON when it has another type.
+local function opt_string(body, key, max)
+  local v = body[key]
+  if v == nil or v == json.null then return nil end
+  if type(v) ~= "string" then error(errors.new("M_BAD_JSON", key .. " must be a string")) end
+  if max and #v > max then error(errors.new("M_INVALID_PARAM", key .. " is longer than " .. max .. " bytes")) end
+  return v
+end
+
+local function is_local(hs, user_id)
+  return type(user_id) == "string" and user_id:match("^@[^:]+:(.+)$") == hs.server_name
+end
+
+---------------------------------------------------------------------------
+-- capabilities
+
+local function capabilities(hs)
+  return hs:authed(function()
+    return {
+      capabilities = {
+        ["m.room_versions"] = {
+          default = hs.config.default_room_version or version.DEFAULT,
+          available = version.available(),
+        },
+        ["m.change_password"] = { enabled = false },
+        ["m.set_displayname"] = { enabled = true },
+        ["m.set_avatar_url"] = { enabled = true },
+        ["m.3pid_changes"] = { enabled = false },
+      },
+    }
+  end)
+end
+
+---------------------------------------------------------------------------
+-- login
+
+local function well_known(hs)
+  return hs.config.well_known_client or { ["m.homeserver"] = { base_url = hs.server:base_url() } }
+end
+
+-- The user ID a login names: identifier {type = "m.id.user", user} or the
+-- legacy top-level user. Returns the user ID or raises an error value.
+local function login_user(hs, body)
+  local name
+  local ident = body.identifier
+  if ident ~= nil and ident ~= json.null then
+    if type(ident) ~= "table" or json.is_array(ident) then
+      error(errors.new("M_BAD_JSON", "identifier must be an object"))
+    end
+    if ident.type ~= "m.id.user" then
+      error(errors.new("BAD_REQUEST", "Unknown login identifier type"))
+    end
+    name = opt_string(ident, "user")
+    if not name then error(errors.new("M_MISSING_PARAM", "identifier.user is required")) end
+  else
+    name = opt_string(body, "user")
+    if not name then
+      if body.medium ~= nil or body.address ~= nil then
+        error(errors.new("BAD_REQUEST", "Third-party identifiers are not supported"))
+      end
+      error(errors.new("M_MISSING_PARAM", "identifier is required"))
+    end
+  end
+  if #name > 255 then error(errors.new("M_FORBIDDEN", "Invalid username or password")) end
+  -- localparts are registered in lower case; accept any case at login
+  if name:sub(1, 1) == "@" then
+    name = name:gsub("^@([^:]*)", function(lp) return "@" .. lp:lower() end)
+  else
+    name = name:lower()
+  end
+  local user_id = hs.accounts:user_id(name)
+  if not is_local(hs, user_id) then error(errors.new("M_FORBIDDEN", "Invalid username or password")) end
+  return user_id
+end
+
+local function login(hs)
+  return function(req)
+    local body = req:json()
+    local ltype = body.type
+    if ltype == nil then return errors.new("M_MISSING_PARAM", "type is required") end
+    if ltype ~= "m.login.password" then return errors.new("BAD_REQUEST", "Unknown login type") end
+    local user_id = login_user(hs, body)
+    local password = opt_string(body, "password")
+    if not password then return errors.new("M_MISSING_PARAM", "password is required") end
+    local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
+    local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
+    local r, err, code = hs.accounts:login(user_id, password, device_id, display)
+    if not r then
+      if code == "forbidden" then return errors.new("M_FORBIDDEN", err) end
+      return hs:error(err, code)
+    end
+    return {
+      user_id = r.user_id,
+      access_token = r.access_token,
+      device_id = r.device_id,
+      home_server = hs.server_name,
+      well_known = well_known(hs),
+    }
+  end
+end
+
+---------------------------------------------------------------------------
+-- register (user-interactive authentication with m.login.dummy)
+
+local FLOWS = { { stages = { "m.login.dummy" } } }
+
+local function uia_challenge(sessions, session, extra)
+  session = session or random_string(24)
+  if not sessions.map[session] then
+    if sessions.n >= MAX_SESSIONS then sessions.map, sessions.n = {}, 0 end
+    sessions.map[session] = true
+    sessions.n = sessions.n + 1
+  end
+  local body = { flows = json.array(FLOWS), params = {}, session = session }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  return 401, body
+end
+
+local function register(hs)
+  local sessions = { map = {}, n = 0 }
+  return function(req)
+    local kind = req:arg("kind", "user")
+    if kind == "guest" then return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled") end
+    if kind ~= "user" then return errors.new("M_INVALID_PARAM", "kind must be user or guest") end
+    local body = req:json()
+    local username = opt_string(body, "username")
+    local password = opt_string(body, "password")
+    if password and #password > MAX_PASSWORD then
+      return errors.new("M_INVALID_PARAM", "password is longer than " .. MAX_PASSWORD .. " bytes")
+    end
+    local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
+    local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
+    local inhibit = body.inhibit_login
+    if inhibit ~= nil and inhibit ~= json.null and type(inhibit) ~= "boolean" then
+      return errors.new("M_BAD_JSON", "inhibit_login must be a boolean")
+    end
+    if username then
+      username = username:lower()
+      local ok, err, code = hs.accounts:available(username)
+      if not ok then return hs:error(err, code) end
+    end
+    -- user-interactive authentication: the only stage is m.login.dummy
+    local auth = body.auth
+    if auth == nil or auth == json.null then return uia_challenge(sessions) end
+    if type(auth) ~= "table" or json.is_array(auth) then return errors.new("M_BAD_JSON", "auth must be an object") end
+    local session = auth.session
+    if session ~= nil and type(session) ~= "string" then
+      return errors.new("M_BAD_JSON", "auth.session must be a string")
+    end
+    if auth.type ~= "m.login.dummy" then
+      return uia_challenge(sessions, session, { completed = json.array(),
+        errcode = "M_UNRECOGNIZED", error = "Unsupported authentication type" })
+    end
+    if session then sessions.map[session] = nil end
+    -- register
+    local user_id, err, code
+    if username then
+      user_id, err, code = hs.accounts:register(username, password)
+    else
+      for _ = 1, 10 do
+        user_id, err, code = hs.accounts:register(random_string(12), password)
+        if user_id or code ~= "user_in_use" then break end
+      end
+    end
+    if not user_id then return hs:error(err, code) end
+    hs.server:log("info", "registered %s", user_id)
+    if inhibit then return { user_id = user_id } end
+    local r
+    r, err, code = hs.accounts:issue_token(user_id, device_id, display)
+    if not r then return hs:error(err, code) end
+    return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
+      home_server = hs.server_name }
+  end
+end
+
+local function register_available(hs)
+  return function(req)
+    local username = req:arg("username")
+    if not username or username == "" then return errors.new("M_MISSING_PARAM", "username is required") end
+    local ok, err, code = hs.accounts:available(username:lower())
+    if not ok then return hs:error(err, code) end
+    return { available = true }
+  end
+end
+
+---------------------------------------------------------------------------
+-- logout, whoami
+
+local function logout(hs, all)
+  return hs:authed(function(req)
+    local ok, err, code = hs.accounts:logout(req.access_token, all)
+    if not ok then return hs:error(err, code) end
+    return {}
+  end)
+end
+
+local function whoami(hs)
+  return hs:authed(function(req)
+    return { user_id = req.user_id, device_id = req.device_id, is_guest = false }
+  end)
+end
+
+---------------------------------------------------------------------------
+-- profile
+
+local PROFILE_FIELDS = { displayname = MAX_DISPLAYNAME, avatar_url = MAX_AVATAR_URL }
+
+local function profile_of(hs, user_id)
+  if not is_local(hs, user_id) then return nil end
+  local u = hs.accounts:user(user_id)
+  if not u or u.deactivated then return nil end
+  return u
+end
+
+local function get_profile(hs)
+  return function(req)
+    local u = profile_of(hs, req.params.userId)
+    if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
+    return { displayname = u.displayname, avatar_url = u.avatar_url }
+  end
+end
+
+local function get_field(hs, field)
+  return function(req)
+    local u = profile_of(hs, req.params.userId)
+    if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
+    return { [field] = u[field] }
+  end
+end
+
+-- A new m.room.member event in every room the user is joined to, with the
+-- profile as it is now. Failures are logged: the profile change stands.
+local function update_memberships(hs, user_id, profile)
+  local rooms, err = hs.store:rooms_for_user(user_id, "join")
+  if not rooms then
+    hs.server:log("warn", "profile of %s: cannot list rooms: %s", user_id, tostring(err))
+    return
+  end
+  for _, room_id in ipairs(rooms) do
+    local current = hs.rooms:state_event(room_id, "m.room.member", user_id)
+    local content = {}
+    if current and type(current.content) == "table" then
+      for k, v in pairs(current.content) do content[k] = v end
+    end
+    content.membership = "join"
+    content.displayname = profile.displayname
+    content.avatar_url = profile.avatar_url
+    local ev, serr, scode = hs.rooms:send(room_id, { type = "m.room.member", state_key = user_id,
+      sender = user_id, content = content })
+    if not ev then
+      hs.server:log("warn", "profile of %s: member event in %s failed: %s (%s)", user_id, room_id,
+        tostring(serr), tostring(scode))
+    end
+  end
+end
+
+local function put_field(hs, field)
+  local max = PROFILE_FIELDS[field]
+  return hs:authed(function(req)
+    local user_id = req.params.userId
+    if user_id ~= req.user_id then
+      return errors.new("M_FORBIDDEN", "You cannot change another user's profile")
+    end
+    local body = req:json()
+    local value = body[field]
+    if value == nil then return errors.new("M_MISSING_PARAM", field .. " is required") end
+    if value ~= json.null and type(value) ~= "string" then
+      return errors.new("M_BAD_JSON", field .. " must be a string")
+    end
+    if type(value) == "string" and #value > max then
+      return errors.new("M_INVALID_PARAM", field .. " is longer than " .. max .. " bytes")
+    end
+    if value == "" and field == "avatar_url" then value = json.null end
+    local u = hs.accounts:user(user_id)
+    if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
+    local ok, err, code = hs.accounts:set_profile(user_id, field, value)
+    if not ok then return hs:error(err, code) end
+    if u[field] ~= (type(value) == "string" and value or nil) then
+      update_memberships(hs, user_id, hs.accounts:user(user_id))
+    end
+    return {}
+  end)
+end
+
+---------------------------------------------------------------------------
+-- push rules (the predefined rules; changes are not stored yet)
+
+local KINDS = { override = true, content = true, room = true, sender = true, underride = true }
+
+local function get_pushrules(hs, scope_only)
+  return hs:authed(function(req)
+    local rules = pushrules.defaults(req.user_id)
+    if scope_only then return rules end
+    return { global = rules }
+  end)
+end
+
+local function get_pushrule(hs, what)
+  return hs:authed(function(req)
+    local p = req.params
+    if not KINDS[p.kind] then return errors.new("M_INVALID_PARAM", "Unknown push rule kind") end
+    for _, r in ipairs(pushrules.defaults(req.user_id)[p.kind]) do
+      if r.rule_id == p.ruleId then
+        if what == "enabled" then return { enabled = r.enabled } end
+        if what == "actions" then return { actions = r.actions } end
+        return r
+      end
+    end
+    return errors.new("M_NOT_FOUND", "Unknown push rule")
+  end)
+end
+
+---------------------------------------------------------------------------
+
+--- Register the account endpoints on hs.server.
 function _M.install(hs)
+  local s = hs.server
+  s:route("GET", V3 .. "/capabilities", capabilities(hs))
+  s:route("GET", V3 .. "/login", function() return { flows = json.array { { type = "m.login.password" } } } end)
+  s:route("POST", V3 .. "/login", login(hs))
+  s:route("POST", V3 .. "/register", register(hs))
+  s:route("GET", V3 .. "/register/available", register_available(hs))
+  s:route("POST", V3 .. "/logout", logout(hs, false))
+  s:route("POST", V3 .. "/logout/all", logout(hs, true))
+  s:route("GET", V3 .. "/account/whoami", whoami(hs))
+  s:route("GET", V3 .. "/profile/{userId}", get_profile(hs))
+  for field in pairs(PROFILE_FIELDS) do
+    s:route("GET", V3 .. "/profile/{userId}/" .. field, get_field(hs, field))
+    s:route("PUT", V3 .. "/profile/{userId}/" .. field, put_field(hs, field))
+  end
+  s:route("GET", V3 .. "/pushrules/", get_pushrules(hs, false))
+  s:route("GET", V3 .. "/pushrules", get_pushrules(hs, false))
+  s:route("GET", V3 .. "/pushrules/global/", get_pushrules(hs, true))
+  s:route("GET", V3 .. "/pushrules/global/{kind}/{ruleId}", get_pushrule(hs))
+  s:route("GET", V3 .. "/pushrules/global/{kind}/{ruleId}/enabled", get_pushrule(hs, "enabled"))
+  s:route("GET", V3 .. "/pushrules/global/{kind}/{ruleId}/actions", get_pushrule(hs, "actions"))
   return hs
 end
 

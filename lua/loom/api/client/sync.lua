@@ -1,7 +1,214 @@
--- loom.api.client.sync: (being written) registers its Client-Server endpoints.
+-- loom.api.client.sync: GET /sync, GET /rooms/{roomId}/messages,
+-- GET /rooms/{roomId}/context/{eventId}, POST /user/{userId}/filter,
+-- GET /user/{userId}/filter/{filterId}. See docs/sync.md.
+local core = require "loom.core"
+local errors = require "loom.http.errors"
+local store_filter = require "loom.store.filter"
+local visibility = require "loom.room.visibility"
+local filters = require "loom.sync.filters"
+local sync_events = require "loom.sync.events"
+local sync_token = require "loom.sync.token"
+local engine = require "loom.sync.engine"
+local notifier_mod = require "loom.sync.notifier"
+
+local json = core.json
+local ipairs, pairs, type = ipairs, pairs, type
+
 local _M = {}
 
+local V3 = "/_matrix/client/v3"
+local MAX_LIMIT = 1000
+local MAX_TIMEOUT = 600000
+
+local function invalid(msg) return errors.new("M_INVALID_PARAM", msg) end
+
+-- May the user read this room's history at all? A user who never had a
+-- membership there reads only world_readable rooms.
+local function check_room_access(hs, user_id, room_id)
+  if not hs.store:room_nid(room_id) then
+    return errors.new("M_FORBIDDEN", "You are not a member of this room")
+  end
+  if visibility.ever_member(hs, user_id, room_id) then return nil end
+  if visibility.current_setting(hs, room_id) == "world_readable" then return nil end
+  return errors.new("M_FORBIDDEN", "You are not a member of this room")
+end
+
+-- A RoomEventFilter from the `filter` query parameter (inline JSON).
+local function room_event_filter(req)
+  local param = req:arg("filter")
+  if param == nil or param == "" then return {} end
+  local def = json.decode(param)
+  if type(def) ~= "table" or def[1] ~= nil then return nil, invalid("filter must be a JSON object") end
+  local ok, err = store_filter.compile(def)
+  if not ok then return nil, invalid(err) end
+  return def
+end
+
+-- Member events (current state) of the senders of events, plus the user's.
+local function lazy_members(hs, req, room_id, events)
+  local seen, out = {}, {}
+  local function add(user)
+    if seen[user] then return end
+    seen[user] = true
+    local ev = hs.rooms:state_event(room_id, "m.room.member", user)
+    if ev then out[#out + 1] = ev end
+  end
+  for _, ev in ipairs(events) do add(ev.sender) end
+  add(req.user_id)
+  return out
+end
+
+local function ectx(hs, req, room_id)
+  return { store = hs.store, user_id = req.user_id, device_id = req.device_id, room_id = room_id }
+end
+
+local function messages(hs, req)
+  local room_id = req.params.roomId
+  local dir = req:arg("dir")
+  if dir ~= "b" and dir ~= "f" then return invalid("dir must be 'b' or 'f'") end
+  local from_param, to_param = req:arg("from"), req:arg("to")
+  local from, to
+  if from_param ~= nil and from_param ~= "" then
+    from = sync_token.to_store(from_param)
+    if not from then return invalid("invalid from token") end
+  end
+  if to_param ~= nil and to_param ~= "" then
+    to = sync_token.to_store(to_param)
+    if not to then return invalid("invalid to token") end
+  end
+  local limit = req:arg_integer("limit", 10, 0)
+  if limit > MAX_LIMIT then limit = MAX_LIMIT end
+  local def, ferr = room_event_filter(req)
+  if not def then return ferr end
+  local denied = check_room_access(hs, req.user_id, room_id)
+  if denied then return denied end
+  local page, err, code = hs.store:paginate(room_id, from, { dir = dir, to = to, limit = limit, filter = def })
+  if not page then
+    if code == "bad_token" or code == "bad_param" or code == "bad_filter" then return invalid(err) end
+    return errors.from_code(code, err)
+  end
+  local decoded = assert(sync_events.decode_records(hs.store, page.events))
+  local shown = visibility.filter(hs, req.user_id, room_id, decoded)
+  local body = {
+    chunk = sync_events.clients(ectx(hs, req, room_id), shown),
+    start = from_param ~= nil and from_param ~= "" and from_param or page.start,
+    ["end"] = page.next,
+  }
+  if def.lazy_load_members == true then
+    body.state = sync_events.clients(ectx(hs, req, room_id), lazy_members(hs, req, room_id, shown))
+  end
+  return body
+end
+
+local function context(hs, req)
+  local room_id, event_id = req.params.roomId, req.params.eventId
+  local limit = req:arg_integer("limit", 10, 0)
+  if limit > MAX_LIMIT then limit = MAX_LIMIT end
+  local def, ferr = room_event_filter(req)
+  if not def then return ferr end
+  local denied = check_room_access(hs, req.user_id, room_id)
+  if denied then return denied end
+  local ev, meta = hs.store:event(event_id)
+  if not ev or meta.room_id ~= room_id or not visibility.can_see(hs, req.user_id, room_id, ev) then
+    return errors.new("M_NOT_FOUND", "Event not found")
+  end
+  local before_n = limit // 2
+  local after_n = limit - before_n
+  local ctx, err, code = hs.store:context(room_id, event_id, before_n, after_n, def)
+  if not ctx then
+    if code == "not_found" then return errors.new("M_NOT_FOUND", "Event not found") end
+    if code == "bad_filter" or code == "bad_param" then return invalid(err) end
+    return errors.from_code(code, err)
+  end
+  local before = visibility.filter(hs, req.user_id, room_id, assert(sync_events.decode_records(hs.store, ctx.before)))
+  local after = visibility.filter(hs, req.user_id, room_id, assert(sync_events.decode_records(hs.store, ctx.after)))
+  local last = after[#after] or ev
+  local state = {}
+  local map = hs.rooms:state_at(last.event_id)
+  if map then
+    local ids = {}
+    for _, id in pairs(map) do ids[#ids + 1] = id end
+    table.sort(ids)
+    local loaded = hs.store:events(ids) or {}
+    for _, id in ipairs(ids) do if loaded[id] then state[#state + 1] = loaded[id][1] end end
+    if def.lazy_load_members == true then
+      local senders = { [req.user_id] = true, [ev.sender] = true }
+      for _, e in ipairs(before) do senders[e.sender] = true end
+      for _, e in ipairs(after) do senders[e.sender] = true end
+      local kept = {}
+      for _, s in ipairs(state) do
+        if s.type ~= "m.room.member" or senders[s.state_key] then kept[#kept + 1] = s end
+      end
+      state = kept
+    end
+  end
+  local c = ectx(hs, req, room_id)
+  return {
+    event = sync_events.clients(c, { ev })[1],
+    events_before = sync_events.clients(c, before),
+    events_after = sync_events.clients(c, after),
+    start = ctx.start,
+    ["end"] = ctx["end"],
+    state = sync_events.clients(c, state),
+  }
+end
+
+local function sync(hs, notifier, req)
+  local since
+  local since_param = req:arg("since")
+  if since_param ~= nil and since_param ~= "" then
+    local err
+    since, err = sync_token.parse(since_param)
+    if not since then return invalid(err) end
+  end
+  local timeout = req:arg_integer("timeout", 0, 0)
+  if timeout > MAX_TIMEOUT then timeout = MAX_TIMEOUT end
+  local full_state = req:arg("full_state") == "true"
+  local fdef, ferr = filters.from_param(hs.store, req.user_id, req:arg("filter"))
+  if not fdef then return invalid(ferr) end
+  local opts = { user_id = req.user_id, device_id = req.device_id, since = since, full_state = full_state,
+    filter = fdef }
+  local deadline = core.now_ms() + timeout
+  while true do
+    local body, has_data = engine.sync(hs, opts)
+    local left = deadline - core.now_ms()
+    if has_data or not since or full_state or left <= 0 then return body end
+    local woken = notifier:wait(req.user_id, engine.watch_rooms(hs, req.user_id), left)
+    if not woken then
+      return (engine.sync(hs, opts))
+    end
+  end
+end
+
 function _M.install(hs)
+  local server = hs.server
+  local notifier = notifier_mod.new(hs.store)
+  hs.sync_notifier = notifier
+
+  server:route("GET", V3 .. "/sync", hs:authed(function(req) return sync(hs, notifier, req) end))
+  server:route("GET", V3 .. "/rooms/{roomId}/messages", hs:authed(function(req) return messages(hs, req) end))
+  server:route("GET", V3 .. "/rooms/{roomId}/context/{eventId}", hs:authed(function(req)
+    return context(hs, req)
+  end))
+  server:route("POST", V3 .. "/user/{userId}/filter", hs:authed(function(req)
+    if req.params.userId ~= req.user_id then
+      return errors.new("M_FORBIDDEN", "Cannot create filters for other users")
+    end
+    local def = req:json()
+    local ok, err = filters.validate(def)
+    if not ok then return errors.new("M_BAD_JSON", err) end
+    local id, ierr, code = filters.create(hs.store, req.user_id, def)
+    if not id then return errors.from_code(code, ierr) end
+    return { filter_id = id }
+  end))
+  server:route("GET", V3 .. "/user/{userId}/filter/{filterId}", hs:authed(function(req)
+    if req.params.userId ~= req.user_id then
+      return errors.new("M_FORBIDDEN", "Cannot read filters of other users")
+    end
+    local def = filters.get(hs.store, req.user_id, req.params.filterId)
+    if not def then return errors.new("M_NOT_FOUND", "Unknown filter") end
+    return def
+  end))
   return hs
 end
 

@@ -1,0 +1,202 @@
+-- loom.cli: the `loom` command (bin/loom is a thin wrapper). Every command
+-- returns an exit code: 0 ok, 1 error (a message on stderr), 2 usage.
+--
+--   local cli = require "loom.cli"
+--   os.exit(cli.main({ "serve", "--config", "var/loom.cfg.lua" }))
+--   cli.main(args, { stdout = f, stderr = f, stdin = f })   -- for tests
+--
+-- See docs/cli.md.
+local config_mod = require "loom.config"
+
+local ipairs, tostring, require, type, pcall, xpcall = ipairs, tostring, require, type, pcall, xpcall
+local traceback = debug.traceback
+local io_open, os_getenv = io.open, os.getenv
+
+local cli = {}
+
+cli.USAGE = [[
+usage: loom <command> [options]
+
+commands:
+  serve [--config FILE]              run the homeserver until SIGINT/SIGTERM
+  migrate [--config FILE]            create or upgrade the database, then exit
+  register-user USER [--password P | --password-file F] [--admin] [--config FILE]
+                                     create an account (USER: localpart or @user:server);
+                                     without a password option, one line is read from stdin
+  --help                             this text
+
+The configuration file defaults to $LOOM_CONFIG, else ./loom.cfg.lua when it
+exists, else the built-in defaults (docs/config.md).
+]]
+
+-- Parse options: spec maps option name -> "flag" | "value". Returns
+-- positional args and options, or nil and a usage message.
+local function parse(args, first, spec)
+  local pos, opts = {}, {}
+  local i = first
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^%-%-([%w-]+)=(.*)$")
+    name = name or a:match("^%-%-([%w-]+)$")
+    if name then
+      local kind = spec[name]
+      if not kind then return nil, "unknown option --" .. name end
+      if kind == "flag" then
+        if inline then return nil, "--" .. name .. " takes no value" end
+        opts[name] = true
+      else
+        local v = inline
+        if not v then
+          i = i + 1
+          v = args[i]
+          if v == nil then return nil, "--" .. name .. " needs a value" end
+        end
+        opts[name] = v
+      end
+    elseif a:sub(1, 1) == "-" and a ~= "-" then
+      return nil, "unknown option " .. a
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return pos, opts
+end
+cli.parse = parse
+
+local function file_exists(path)
+  local f = io_open(path, "rb")
+  if f then f:close(); return true end
+  return false
+end
+
+--- The configuration for --config FILE (or $LOOM_CONFIG, ./loom.cfg.lua,
+-- the defaults): config table, or nil, message.
+function cli.load_config(path)
+  path = path or os_getenv("LOOM_CONFIG")
+  if not path and file_exists("loom.cfg.lua") then path = "loom.cfg.lua" end
+  if not path then return config_mod.from_table({}, "defaults") end
+  return config_mod.load(path)
+end
+
+local commands = {}
+
+function commands.serve(ctx, args)
+  local pos, opts = parse(args, 2, { config = "value" })
+  if not pos then return ctx.usage(opts) end
+  if #pos > 0 then return ctx.usage("serve takes no arguments") end
+  local cfg, err = cli.load_config(opts.config)
+  if not cfg then return ctx.fail(err) end
+  local loom = require "loom"
+  local ok, server = pcall(loom.new, cfg)
+  if not ok then return ctx.fail(tostring(server)) end
+  local store, serr = loom.open_store(cfg.database)
+  if not store then
+    return ctx.fail("cannot open the database " .. tostring(cfg.database.path) .. ": " .. tostring(serr))
+  end
+  require("loom.api").install(server, { store = store })
+  local started, lerr = server:start()
+  if not started then
+    store:close()
+    return ctx.fail("cannot listen on " .. cfg.host .. ":" .. cfg.port .. ": " .. tostring(lerr))
+  end
+  ctx.stdout:write(("loom %s serving %s at %s\n"):format(loom._VERSION, cfg.server_name, server:base_url()))
+  ctx.stdout:flush()
+  server:run()
+  store:close()
+  return 0
+end
+
+function commands.migrate(ctx, args)
+  local pos, opts = parse(args, 2, { config = "value" })
+  if not pos then return ctx.usage(opts) end
+  if #pos > 0 then return ctx.usage("migrate takes no arguments") end
+  local cfg, err = cli.load_config(opts.config)
+  if not cfg then return ctx.fail(err) end
+  local db = require "loom.db"
+  local conn, derr = db.open(cfg.database)
+  if not conn then return ctx.fail("cannot migrate " .. cfg.database.path .. ": " .. tostring(derr)) end
+  local v = conn:value("SELECT max(version) FROM schema_version")
+  conn:close()
+  ctx.stdout:write(("%s: schema version %s\n"):format(cfg.database.path, tostring(v)))
+  return 0
+end
+
+commands["register-user"] = function(ctx, args)
+  local pos, opts = parse(args, 2, { config = "value", password = "value", ["password-file"] = "value",
+    admin = "flag" })
+  if not pos then return ctx.usage(opts) end
+  if #pos ~= 1 then return ctx.usage("register-user takes one USER") end
+  if opts.password and opts["password-file"] then
+    return ctx.usage("give --password or --password-file, not both")
+  end
+  local cfg, err = cli.load_config(opts.config)
+  if not cfg then return ctx.fail(err) end
+  local name = pos[1]
+  if name:sub(1, 1) == "@" then
+    local lp, server = name:match("^@([^:]+):(.+)$")
+    if not lp or server ~= cfg.server_name then
+      return ctx.fail(("%s is not a user ID on %s"):format(name, cfg.server_name))
+    end
+    name = lp
+  end
+  local password = opts.password
+  if opts["password-file"] then
+    local f, ferr = io_open(opts["password-file"], "rb")
+    if not f then return ctx.fail("cannot read the password file: " .. tostring(ferr)) end
+    password = f:read("l")
+    f:close()
+  elseif not password then
+    password = ctx.stdin:read("l")
+  end
+  if type(password) ~= "string" or password == "" then return ctx.fail("no password given") end
+  password = password:gsub("\r$", "")
+  local db = require "loom.db"
+  local conn, derr = db.open(cfg.database)
+  if not conn then return ctx.fail("cannot open the database " .. cfg.database.path .. ": " .. tostring(derr)) end
+  local accounts = require("loom.accounts").new(conn, { server_name = cfg.server_name,
+    iterations = cfg.password_iterations })
+  local user_id, rerr = accounts:register(name, password, { admin = opts.admin })
+  conn:close()
+  if not user_id then return ctx.fail("cannot register " .. name .. ": " .. tostring(rerr)) end
+  ctx.stdout:write(("registered %s%s\n"):format(user_id, opts.admin and " (admin)" or ""))
+  return 0
+end
+
+--- Run the command line args (an array of strings, like arg). io: stdout,
+-- stderr, stdin (default the process's). Returns the exit code.
+function cli.main(args, io_opts)
+  io_opts = io_opts or {}
+  local ctx = {
+    stdout = io_opts.stdout or io.stdout,
+    stderr = io_opts.stderr or io.stderr,
+    stdin = io_opts.stdin or io.stdin,
+  }
+  function ctx.usage(msg)
+    if msg then ctx.stderr:write("loom: " .. msg .. "\n") end
+    ctx.stderr:write(cli.USAGE)
+    return 2
+  end
+  function ctx.fail(msg)
+    ctx.stderr:write("loom: " .. tostring(msg) .. "\n")
+    return 1
+  end
+  local cmd = args[1]
+  if cmd == "--help" or cmd == "-h" or cmd == "help" then
+    ctx.stdout:write(cli.USAGE)
+    return 0
+  end
+  if not cmd then return ctx.usage() end
+  local fn = commands[cmd]
+  if not fn then return ctx.usage("unknown command " .. cmd) end
+  for _, a in ipairs(args) do
+    if a == "--help" or a == "-h" then ctx.stdout:write(cli.USAGE); return 0 end
+  end
+  local ok, code = xpcall(fn, traceback, ctx, args)
+  if not ok then return ctx.fail(code) end
+  return code
+end
+
+cli.commands = commands
+
+return cli

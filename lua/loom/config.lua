@@ -1,0 +1,155 @@
+-- loom.config: the configuration file, loom.cfg.lua. It is a plain Lua file
+-- of `key = value` lines, run in an empty environment (as Prosody's
+-- prosody.cfg.lua is); the globals it sets are the configuration, merged over
+-- the documented defaults. Unknown keys are kept (scripts read them); a known
+-- key with a value of the wrong type is an error that names the key.
+--
+--   local config = require "loom.config"
+--   local cfg, err = config.load("var/loom.cfg.lua")   -- nil, message, "config_error"
+--   local server = require("loom").new(cfg)
+--
+-- See docs/config.md for every key.
+local pairs, ipairs, type, load, tostring, setmetatable = pairs, ipairs, type, load, tostring, setmetatable
+local error, pcall = error, pcall
+local io_open, string_format, math_type = io.open, string.format, math.type
+local table_sort, table_concat = table.sort, table.concat
+
+local _ENV = nil -- luacheck: ignore 211
+
+local config = {}
+
+--- The defaults of every documented key (docs/config.md). Tables are copied
+-- by config.defaults_copy(), never shared with a loaded configuration.
+config.defaults = {
+  server_name = "localhost",           -- the Matrix server name: user IDs are @name:server_name
+  host = "127.0.0.1",                  -- IP address to listen on
+  port = 8008,                         -- TCP port; 0 picks a free one
+  public_baseurl = nil,                -- the URL clients use; default http://host:port
+  database = { path = "var/loom.db" }, -- the SQLite database (relative to the working directory)
+  log_level = "info",                  -- debug | info | warn | error
+  default_room_version = "11",         -- room version of new rooms
+  password_iterations = 100000,        -- PBKDF2-SHA256 rounds for new password hashes
+  versions = nil,                      -- /versions list; default: what loom implements
+  unstable_features = nil,             -- /versions unstable_features
+  well_known_client = nil,             -- body of /.well-known/matrix/client
+  limits = nil,                        -- HTTP limits (docs/http.md)
+  timeouts = nil,                      -- HTTP timeouts in ms (docs/http.md)
+}
+
+-- key -> checker(value) returning nil when fine, else what was expected.
+local function integer(min, max)
+  return function(v)
+    if math_type(v) ~= "integer" or v < min or v > max then
+      return string_format("an integer %d..%d", min, max)
+    end
+  end
+end
+local function of_type(ty)
+  return function(v) if type(v) ~= ty then return "a " .. ty end end
+end
+local function one_of(...)
+  local allowed = { ... }
+  return function(v)
+    for _, a in ipairs(allowed) do if v == a then return nil end end
+    return "one of " .. table_concat(allowed, ", ")
+  end
+end
+
+config.checks = {
+  server_name = function(v)
+    if type(v) ~= "string" or v == "" or v:find("[%s/@]") then return "a server name (host or host:port)" end
+  end,
+  host = of_type("string"),
+  port = integer(0, 65535),
+  public_baseurl = function(v)
+    if type(v) ~= "string" or not v:match("^https?://") then return "an http:// or https:// URL" end
+  end,
+  database = function(v)
+    if type(v) ~= "table" or type(v.path) ~= "string" then return "a table with a path string" end
+  end,
+  log_level = one_of("debug", "info", "warn", "error"),
+  default_room_version = one_of("10", "11", "12"),
+  password_iterations = integer(1000, 100000000),
+  versions = of_type("table"),
+  unstable_features = of_type("table"),
+  well_known_client = of_type("table"),
+  limits = of_type("table"),
+  timeouts = of_type("table"),
+  logger = of_type("function"),
+}
+
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = copy(x) end
+  return out
+end
+
+--- A fresh copy of the defaults.
+function config.defaults_copy()
+  return copy(config.defaults)
+end
+
+local function fail(msg) return nil, msg, "config_error" end
+
+--- Check a configuration table (already merged): true, or nil, message,
+-- "config_error" naming the first bad key (in key order).
+function config.check(cfg, source)
+  local keys = {}
+  for k in pairs(config.checks) do keys[#keys + 1] = k end
+  table_sort(keys)
+  for _, k in ipairs(keys) do
+    local v = cfg[k]
+    if v ~= nil then
+      local want = config.checks[k](v)
+      if want then
+        return fail(string_format("%s: %s must be %s, got %s", source or "config", k, want,
+          type(v) == "string" and string_format("%q", v) or type(v)))
+      end
+    end
+  end
+  return true
+end
+
+--- Merge values over the defaults and check them: config table, or nil,
+-- message, "config_error".
+function config.from_table(values, source)
+  local cfg = config.defaults_copy()
+  for k, v in pairs(values or {}) do cfg[k] = v end
+  local ok, err, code = config.check(cfg, source)
+  if not ok then return nil, err, code end
+  return cfg
+end
+
+--- Run configuration text (chunkname names it in messages): the table of
+-- the globals it set, or nil, message, "config_error".
+function config.parse(text, chunkname)
+  local values = {}
+  -- an empty environment: no functions, no access to the rest of the process
+  local env = setmetatable({}, {
+    __index = function(_, k)
+      if values[k] ~= nil then return values[k] end
+      error(string_format("unknown name '%s' (the config file has no functions or globals)", tostring(k)), 2)
+    end,
+    __newindex = function(_, k, v) values[k] = v end,
+  })
+  local chunk, err = load(text, "=" .. (chunkname or "config"), "t", env)
+  if not chunk then return fail(err) end
+  local ok, rerr = pcall(chunk)
+  if not ok then return fail(tostring(rerr)) end
+  return values
+end
+
+--- Load a configuration file: the merged and checked config table, or nil,
+-- message, "config_error".
+function config.load(path)
+  local f, err = io_open(path, "rb")
+  if not f then return fail("cannot read config file: " .. tostring(err)) end
+  local text = f:read("a")
+  f:close()
+  local values, perr, code = config.parse(text, path)
+  if not values then return nil, perr, code end
+  return config.from_table(values, path)
+end
+
+return config

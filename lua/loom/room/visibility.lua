@@ -1,0 +1,133 @@
+-- loom.room.visibility: history visibility (m.room.history_visibility),
+-- judged by the room state before each event.
+--
+--   local visibility = require "loom.room.visibility"
+--   if visibility.can_see(hs, user_id, room_id, event) then ... end
+--   local shown = visibility.filter(hs, user_id, room_id, events)
+--
+-- The rules (Client-Server API, "History visibility"), in order:
+--   * a user always sees their own membership events;
+--   * world_readable: everyone sees the event;
+--   * the user was joined at the event: visible;
+--   * shared: visible if the user joined the room at any point after it
+--     (which includes being joined now);
+--   * invited: visible if the user was invited at the event;
+--   * otherwise (joined, or none of the above) hidden.
+-- For an m.room.history_visibility event the more permissive of the states
+-- before and after it applies. The default setting is "shared".
+local ipairs, type = ipairs, type
+
+local _M = {}
+
+local RANK = { world_readable = 4, shared = 3, invited = 2, joined = 1 }
+
+--- The user's joins in a room: an array of stream positions (one query).
+local function joins_of(store, user_id, room_nid)
+  local rows = store.conn:all([[SELECT stream_ordering FROM room_memberships
+    WHERE user_id = ? AND room_nid = ? AND membership = 'join']], user_id, room_nid) or {}
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r[1] end
+  return out
+end
+
+--- The user's membership history in a room (as seen by this server):
+-- whether the user ever had a membership event there.
+function _M.ever_member(hs, user_id, room_id)
+  local store = hs.store
+  local rn = store:room_nid(room_id)
+  if not rn then return false end
+  return store.conn:value([[SELECT 1 FROM room_memberships WHERE user_id = ? AND room_nid = ?
+    LIMIT 1]], user_id, rn) ~= nil
+end
+
+-- history_visibility and the user's membership in a snapshot (cached per
+-- snapshot NID in `cache`).
+local function snapshot_info(store, snap, user_id, cache)
+  local hit = cache[snap]
+  if hit then return hit[1], hit[2] end
+  local hv, membership = "shared", "leave"
+  local st = store:load_state(snap)
+  if st then
+    local hvt, mtn = store:type_nid("m.room.history_visibility"), store:type_nid("m.room.member")
+    local ek, uk = store:state_key_nid(""), store:state_key_nid(user_id)
+    local hv_nid = hvt and ek and st:get(hvt, ek)
+    local m_nid = mtn and uk and st:get(mtn, uk)
+    if hv_nid then
+      local ev = store:event_by_nid(hv_nid)
+      local v = ev and type(ev.content) == "table" and ev.content.history_visibility
+      if type(v) == "string" and RANK[v] then hv = v end
+    end
+    if m_nid then
+      local ev = store:event_by_nid(m_nid)
+      local v = ev and type(ev.content) == "table" and ev.content.membership
+      if type(v) == "string" then membership = v end
+    end
+  end
+  cache[snap] = { hv, membership }
+  return hv, membership
+end
+
+local function allowed(hv, membership, stream, joins)
+  if hv == "world_readable" or membership == "join" then return true end
+  if hv == "shared" then
+    for _, j in ipairs(joins) do if j > stream then return true end end
+  end
+  if hv == "invited" and membership == "invite" then return true end
+  return false
+end
+
+--- The events of a room that a user may see, in the given order. `events`
+-- are decoded events (tables with event_id, as hs.store:event returns).
+-- Events the store has no state for (outliers) are left out, except the
+-- user's own membership events.
+function _M.filter(hs, user_id, room_id, events)
+  local store = hs.store
+  local out = {}
+  if #events == 0 then return out end
+  local rn = store:room_nid(room_id)
+  if not rn then return out end
+  local joins = joins_of(store, user_id, rn)
+  local cache = {}
+  for _, ev in ipairs(events) do
+    local ok = false
+    if ev.type == "m.room.member" and ev.state_key == user_id then
+      ok = true
+    else
+      local _, meta = store:event(ev.event_id)
+      local before, after
+      if meta then before, after = store:event_state(meta.event_nid) end
+      if before then
+        local hv, membership = snapshot_info(store, before, user_id, cache)
+        if ev.type == "m.room.history_visibility" and ev.state_key == "" and after then
+          local hv2, m2 = snapshot_info(store, after, user_id, cache)
+          ok = allowed(hv, membership, meta.stream_ordering, joins)
+            or allowed(hv2, m2, meta.stream_ordering, joins)
+        else
+          ok = allowed(hv, membership, meta.stream_ordering, joins)
+        end
+      end
+    end
+    if ok then out[#out + 1] = ev end
+  end
+  return out
+end
+
+--- May the user see this event of the room? `event` is a decoded event
+-- (with event_id) or an event ID.
+function _M.can_see(hs, user_id, room_id, event)
+  if type(event) == "string" then
+    event = hs.store:event(event)
+    if not event then return false end
+  end
+  return #_M.filter(hs, user_id, room_id, { event }) == 1
+end
+
+--- The room's current history_visibility setting.
+function _M.current_setting(hs, room_id)
+  local ev = hs.rooms:state_event(room_id, "m.room.history_visibility", "")
+  local v = ev and type(ev.content) == "table" and ev.content.history_visibility
+  if type(v) == "string" and RANK[v] then return v end
+  return "shared"
+end
+
+return _M

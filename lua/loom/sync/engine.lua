@@ -1,0 +1,267 @@
+-- loom.sync.engine: computes one /sync response.
+--
+--   local body, has_data = engine.sync(hs, {
+--     user_id, device_id, since = <parsed sync token or nil>, full_state, filter = <Filter def> })
+--
+-- Joined rooms that changed come from one store:rooms_stream query over the
+-- user's rooms (the change cache drops the quiet ones); joins, invites and
+-- leaves come from store:membership_changes since the token. Rooms joined
+-- since the token (and every room in an initial or full_state sync) get the
+-- full state at the start of their timeline; a limited timeline gets the
+-- state delta between `since` and its start.
+local core = require "loom.core"
+local store_filter = require "loom.store.filter"
+local visibility = require "loom.room.visibility"
+local sync_events = require "loom.sync.events"
+local sync_token = require "loom.sync.token"
+
+local json = core.json
+local ipairs, pairs, type, next = ipairs, pairs, type, next
+
+local _M = {}
+
+local TL = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+local DEFAULT_LIMIT = 10
+local INVITE_STATE_TYPES = { "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+  "m.room.canonical_alias", "m.room.encryption", "m.room.topic" }
+
+local function is_null(v) return v == nil or v == json.null end
+local function obj(v) return (not is_null(v) and type(v) == "table") and v or {} end
+
+-- The user's membership in a room as of stream position pos.
+local function membership_at(store, user_id, room_nid, pos)
+  return store.conn:value([[SELECT m.membership FROM room_memberships m JOIN events e ON e.event_nid = m.event_nid
+    WHERE m.user_id = ? AND m.room_nid = ? AND m.stream_ordering <= ? AND e.outlier = 0
+    ORDER BY m.stream_ordering DESC LIMIT 1]], user_id, room_nid, pos)
+end
+
+-- The snapshot of a room's state as of stream position pos (the state after
+-- its last timeline event by then), or nil.
+local function snapshot_at(store, room_nid, pos)
+  local nid = store.conn:value("SELECT event_nid FROM events WHERE room_nid = ? AND stream_ordering <= ? AND "
+    .. TL .. " ORDER BY stream_ordering DESC LIMIT 1", room_nid, pos)
+  if not nid then return nil end
+  local _, after = store:event_state(nid)
+  return after
+end
+
+-- Decoded events for event NIDs, in the given order.
+local function events_for_nids(store, nids)
+  local loaded = store:events_by_nid(nids) or {}
+  local out = {}
+  for _, n in ipairs(nids) do
+    local hit = loaded[n]
+    if hit then out[#out + 1] = hit[1] end
+  end
+  return out
+end
+
+-- The state section: events of `nids`, minus those in the timeline,
+-- through the state filter and lazy loading.
+local function state_section(ctx, room_id, nids, timeline)
+  local in_timeline, senders = {}, {}
+  for _, ev in ipairs(timeline) do in_timeline[ev.event_id] = true; senders[ev.sender] = true end
+  senders[ctx.user_id] = true
+  local out = {}
+  for _, ev in ipairs(events_for_nids(ctx.store, nids)) do
+    local keep = not in_timeline[ev.event_id]
+    if keep and ctx.state_filter and not ctx.state_filter:match { type = ev.type, sender = ev.sender,
+        room_id = room_id, contains_url = type(ev.content) == "table" and type(ev.content.url) == "string" } then
+      keep = false
+    end
+    if keep and ctx.lazy_members and ev.type == "m.room.member" and not senders[ev.state_key] then
+      keep = false
+    end
+    if keep then out[#out + 1] = ev end
+  end
+  return out
+end
+
+local function client_list(ctx, room_id, events)
+  return sync_events.clients({ store = ctx.store, user_id = ctx.user_id, device_id = ctx.device_id,
+    room_id = room_id, fields = ctx.fields }, events)
+end
+
+-- One room's timeline and state. st: a rooms_stream result (or nil); full:
+-- send the full state at the start of the timeline; since: the stream
+-- position of the token (for the state delta); end_pos: the state at the
+-- end when the timeline is empty.
+local function room_section(ctx, room_id, st, full, since, end_pos)
+  local store = ctx.store
+  st = st or { events = {}, limited = false }
+  local rn = store:room_nid(room_id)
+  local decoded = sync_events.decode_records(store, st.events) or {}
+  local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded)
+  local state_nids = {}
+  local start_snap
+  if st.events[1] then
+    start_snap = store:event_state(st.events[1].event_nid)
+  elseif full and rn then
+    start_snap = snapshot_at(store, rn, end_pos)
+  end
+  if start_snap and (full or st.limited) then
+    local start_state = store:load_state(start_snap)
+    if start_state then
+      if full or not since then
+        local _, _, evs = start_state:entries()
+        state_nids = evs
+      else
+        local since_snap = snapshot_at(store, rn, since)
+        local since_state = since_snap and store:load_state(since_snap)
+        if since_state then
+          local _, added = since_state:diff(start_state)
+          for i, t in ipairs(added) do state_nids[i] = t[3] end
+        else
+          local _, _, evs = start_state:entries()
+          state_nids = evs
+        end
+      end
+    end
+  end
+  local state = state_section(ctx, room_id, state_nids, timeline)
+  return {
+    timeline = {
+      events = client_list(ctx, room_id, timeline),
+      limited = st.limited and true or false,
+      prev_batch = st.prev_batch or ctx.next_batch,
+    },
+    state = { events = client_list(ctx, room_id, state) },
+  }
+end
+
+-- invite_state: stripped current state of the room plus the invite event.
+local function invite_section(ctx, room_id, change)
+  local evs = json.array {}
+  local invite = json.decode(change.json)
+  if type(invite) == "table" then
+    local carried = type(invite.unsigned) == "table" and invite.unsigned.invite_room_state
+    if type(carried) == "table" then
+      for _, e in ipairs(carried) do evs[#evs + 1] = e end
+    end
+  end
+  if #evs == 0 then
+    for _, t in ipairs(INVITE_STATE_TYPES) do
+      local ev = ctx.hs.rooms:state_event(room_id, t, "")
+      if ev then evs[#evs + 1] = sync_events.stripped(ev) end
+    end
+  end
+  if type(invite) == "table" then
+    invite.event_id = change.event_id
+    evs[#evs + 1] = sync_events.stripped(invite)
+  end
+  return { invite_state = { events = evs } }
+end
+
+local function room_allowed(room_filter, room_id)
+  local rooms, not_rooms = room_filter.rooms, room_filter.not_rooms
+  if not is_null(not_rooms) then
+    for _, r in ipairs(not_rooms) do if r == room_id then return false end end
+  end
+  if not is_null(rooms) then
+    for _, r in ipairs(rooms) do if r == room_id then return true end end
+    return false
+  end
+  return true
+end
+
+--- Compute a sync response: body, has_data (something for the client).
+function _M.sync(hs, opts)
+  local store = hs.store
+  local user_id = opts.user_id
+  local to = store:current_position()
+  local since = opts.since and opts.since.stream
+  if since and since > to then since = to end
+  local fdef = obj(opts.filter)
+  local room_filter = obj(fdef.room)
+  local tl_def = obj(room_filter.timeline)
+  local state_def = obj(room_filter.state)
+  local ctx = {
+    hs = hs, store = store, user_id = user_id, device_id = opts.device_id,
+    fields = not is_null(fdef.event_fields) and fdef.event_fields or nil,
+    lazy_members = state_def.lazy_load_members == true,
+    next_batch = sync_token.format { stream = to },
+  }
+  local sf = store_filter.compile(state_def)
+  if sf and not sf:is_empty() then ctx.state_filter = sf end
+  local tl_filter = assert(store_filter.compile(tl_def))
+  local limit = tl_filter.limit or DEFAULT_LIMIT
+  local full_state = opts.full_state or not since
+
+  -- memberships: the last change per room in (since, to]
+  local changes = store:membership_changes(user_id, since, to) or {}
+  local last = {}
+  for _, c in ipairs(changes) do last[c.room_id] = c end
+  local newly, invited, left = {}, {}, {}
+  for room_id, c in pairs(last) do
+    if room_allowed(room_filter, room_id) then
+      if c.membership == "join" then
+        if since then
+          local rn = store:room_nid(room_id)
+          if not rn or membership_at(store, user_id, rn, since) ~= "join" then newly[room_id] = true end
+        end
+      elseif c.membership == "invite" then
+        invited[room_id] = c
+      elseif (c.membership == "leave" or c.membership == "ban") and (since or room_filter.include_leave == true) then
+        left[room_id] = c
+      end
+    end
+  end
+
+  local joined = {}
+  for _, r in ipairs(store:rooms_for_user(user_id, "join")) do
+    if room_allowed(room_filter, r) then joined[#joined + 1] = r end
+  end
+
+  local body = {
+    next_batch = ctx.next_batch,
+    rooms = { join = {}, invite = {}, leave = {} },
+    account_data = { events = json.array {} },
+    presence = { events = json.array {} },
+    to_device = { events = json.array {} },
+    device_lists = { changed = json.array {}, left = json.array {} },
+    device_one_time_keys_count = {},
+  }
+  local has_data = false
+
+  local streams = {}
+  if #joined > 0 then
+    streams = store:rooms_stream(joined, since or 0, to, limit, tl_filter) or {}
+  end
+  for _, room_id in ipairs(joined) do
+    local st = streams[room_id]
+    local full = full_state or newly[room_id]
+    if st or full then
+      local sec = room_section(ctx, room_id, st, full, since, to)
+      sec.ephemeral = { events = json.array {} }
+      sec.account_data = { events = json.array {} }
+      sec.unread_notifications = {}
+      sec.summary = {}
+      body.rooms.join[room_id] = sec
+      has_data = true
+    end
+  end
+
+  for room_id, c in pairs(invited) do
+    body.rooms.invite[room_id] = invite_section(ctx, room_id, c)
+    has_data = true
+  end
+
+  for room_id, c in pairs(left) do
+    local res = store:rooms_stream({ room_id }, since or 0, c.stream_ordering, limit, tl_filter) or {}
+    local sec = room_section(ctx, room_id, res[room_id], not since, since, c.stream_ordering)
+    sec.account_data = { events = json.array {} }
+    body.rooms.leave[room_id] = sec
+    has_data = true
+  end
+
+  return body, has_data
+end
+
+--- The rooms a waiting sync listens to: the user's joined rooms.
+function _M.watch_rooms(hs, user_id)
+  return hs.store:rooms_for_user(user_id, "join")
+end
+
+_M.membership_at = membership_at
+_M.is_empty = function(t) return next(t) == nil end
+return _M

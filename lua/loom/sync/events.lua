@@ -1,0 +1,94 @@
+-- loom.sync.events: stored events in the Client-Server format.
+--
+-- A client event has event_id, type, sender, content, origin_server_ts,
+-- room_id, state_key (state events), redacts (redactions) and unsigned
+-- (age; transaction_id for the device that sent it; what the stored event's
+-- unsigned already carried, such as redacted_because or prev_content).
+local core = require "loom.core"
+local filters = require "loom.sync.filters"
+
+local json = core.json
+local ipairs, pairs, type, table_concat, table_unpack = ipairs, pairs, type, table.concat, table.unpack
+
+local _M = {}
+
+local FIELDS = { "event_id", "type", "sender", "content", "origin_server_ts", "room_id", "state_key", "redacts" }
+
+-- Does the txn_ids table (written by the room endpoints) exist? Cached once true.
+local function has_txn_table(store)
+  if store._sync_has_txn then return true end
+  local v = store.conn:value("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'txn_ids'")
+  if v then store._sync_has_txn = true end
+  return v ~= nil
+end
+
+--- Transaction IDs of events sent by this user's device: { [event_id] = txn_id }.
+function _M.txn_ids(store, user_id, device_id, events)
+  local out = {}
+  if not device_id then return out end
+  local ids = {}
+  for _, ev in ipairs(events) do if ev.sender == user_id then ids[#ids + 1] = ev.event_id end end
+  if #ids == 0 or not has_txn_table(store) then return out end
+  for i = 1, #ids, 400 do
+    local marks, params = {}, { user_id, device_id }
+    for j = i, math.min(#ids, i + 399) do marks[#marks + 1] = "?"; params[#params + 1] = ids[j] end
+    local rows = store.conn:all("SELECT event_id, txn_id FROM txn_ids WHERE user_id = ? AND device_id = ?"
+      .. " AND event_id IN (" .. table_concat(marks, ",") .. ")", table_unpack(params)) or {}
+    for _, r in ipairs(rows) do out[r[1]] = r[2] end
+  end
+  return out
+end
+
+--- A client event from a decoded stored event (never modifies `ev`).
+-- opts: now (ms), room_id (for events without one), txn (transaction ID),
+-- fields (event_fields).
+function _M.client(ev, opts)
+  local out = {}
+  for _, k in ipairs(FIELDS) do
+    if ev[k] ~= nil then out[k] = ev[k] end
+  end
+  out.room_id = out.room_id or opts.room_id
+  local unsigned = {}
+  if type(ev.unsigned) == "table" then
+    for k, v in pairs(ev.unsigned) do unsigned[k] = v end
+  end
+  local now = opts.now or core.now_ms()
+  if type(ev.origin_server_ts) == "number" then unsigned.age = now - ev.origin_server_ts end
+  if opts.txn then unsigned.transaction_id = opts.txn end
+  out.unsigned = unsigned
+  if opts.fields then out = filters.apply_event_fields(out, opts.fields) end
+  return out
+end
+
+--- Many client events (an array, json.array) for one room and user.
+-- ctx: { store, user_id, device_id, room_id, fields }.
+function _M.clients(ctx, events)
+  local txns = _M.txn_ids(ctx.store, ctx.user_id, ctx.device_id, events)
+  local now = core.now_ms()
+  local out = json.array {}
+  for i, ev in ipairs(events) do
+    out[i] = _M.client(ev, { now = now, room_id = ctx.room_id, txn = txns[ev.event_id], fields = ctx.fields })
+  end
+  return out
+end
+
+--- Decoded events for store records (event_nid fields), in order.
+function _M.decode_records(store, records)
+  local nids = {}
+  for i, r in ipairs(records) do nids[i] = r.event_nid end
+  local loaded, err, code = store:events_by_nid(nids)
+  if not loaded then return nil, err, code end
+  local out = {}
+  for _, r in ipairs(records) do
+    local hit = loaded[r.event_nid]
+    if hit then out[#out + 1] = hit[1] end
+  end
+  return out
+end
+
+--- A stripped state event (invite_state).
+function _M.stripped(ev)
+  return { type = ev.type, state_key = ev.state_key, sender = ev.sender, content = ev.content }
+end
+
+return _M

@@ -1,0 +1,59 @@
+-- loom.sync.token: the composite /sync token (opaque to clients).
+--
+--   "s<stream>_<typing>_<receipts>_<to_device>"
+--
+-- The first part is the store's stream position (the timeline, membership
+-- and state); the others are reserved for the ephemeral streams (0 until
+-- they exist). A bare store token ("s<n>") is accepted too.
+local core = require "loom.core"
+
+local tonumber, math_type, tostring = tonumber, math.type, tostring
+local store_token = core.token
+
+local _M = {}
+
+local INT = "(%-?%d+)"
+local FULL = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
+
+local function int(s)
+  if not s or #s > 19 then return nil end
+  if s:find("^%-?0%d") or s == "-0" then return nil end
+  local n = tonumber(s)
+  if math_type(n) ~= "integer" then return nil end
+  return n
+end
+
+--- Parse a sync token: { stream, typing, receipts, to_device } or nil, message.
+function _M.parse(text)
+  if type(text) ~= "string" or #text > 128 then return nil, "invalid sync token" end
+  local a, b, c, d = text:match(FULL)
+  if a then
+    local t = { stream = int(a), typing = int(b), receipts = int(c), to_device = int(d) }
+    if t.stream and t.typing and t.receipts and t.to_device then return t end
+    return nil, "invalid sync token"
+  end
+  local tok = store_token.parse(text)
+  if tok and not tok.topological then
+    return { stream = tok.stream, typing = 0, receipts = 0, to_device = 0 }
+  end
+  return nil, "invalid sync token"
+end
+
+--- Format a sync token from its parts (a table with stream, typing, …).
+function _M.format(t)
+  return ("s%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0)
+end
+
+--- A store token for /messages from a client token: a sync token becomes
+-- "s<stream>"; a store token (s<n>, t<d>-<n>) is returned as is. nil when
+-- neither parses.
+function _M.to_store(text)
+  if type(text) ~= "string" then return nil end
+  local tok = store_token.parse(text)
+  if tok then return tostring(tok) end
+  local t = _M.parse(text)
+  if t then return "s" .. tostring(t.stream) end
+  return nil
+end
+
+return _M

@@ -1,0 +1,207 @@
+-- The loom command: usage and exit codes, register-user, migrate, and
+-- serve in a child process.
+local uv = require "luv"
+local cli = require "loom.cli"
+local tesths = require "support.hs"
+local tmp = require "support.tmpdb"
+local shell = require "support.shell"
+
+local LUA = arg and arg[-1] or "lua5.4"
+
+-- A writable sink for cli.main's stdout/stderr.
+local function sink()
+  local s = { text = "" }
+  function s.write(self, ...)
+    for _, v in ipairs { ... } do self.text = self.text .. v end
+    return self
+  end
+  function s.flush() end
+  return s
+end
+
+local function run(args, stdin_lines)
+  local out, err = sink(), sink()
+  local lines = stdin_lines or {}
+  local stdin = { read = function() return table.remove(lines, 1) end }
+  local code = cli.main(args, { stdout = out, stderr = err, stdin = stdin })
+  return code, out.text, err.text
+end
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Run bin/loom in a child process (keeping LD_PRELOAD: loom is under test).
+local function loom(args)
+  local out, err = os.tmpname(), os.tmpname()
+  local ok, how, code = os.execute(("exec %s bin/loom %s >%s 2>%s"):format(LUA, args, out, err))
+  local o, e = read_all(out), read_all(err)
+  os.remove(out); os.remove(err)
+  return how == "exit" and code or -1, o, e, ok
+end
+
+local function write_config(text)
+  local path = tmp.path():gsub("%.db$", ".cfg.lua")
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+describe("loom command line", function()
+  local db, cfg
+  before_each(function()
+    db = tmp.path()
+    cfg = write_config(('server_name = "test.local"\nport = 0\nlog_level = "warn"\n'
+      .. 'password_iterations = 1000\ndatabase = { path = %q }\n'):format(db))
+  end)
+  after_each(function()
+    tmp.remove(db)
+    os.remove(cfg)
+  end)
+
+  describe("usage", function()
+    it("--help prints the usage and exits 0", function()
+      local code, out = run({ "--help" })
+      assert.equal(0, code)
+      assert.matches("usage: loom", out)
+      assert.equal(0, (run({ "serve", "--help" })))
+      local c2, o2 = loom("--help")
+      assert.equal(0, c2)
+      assert.matches("register%-user", o2)
+    end)
+
+    it("bad usage exits 2 with a message on stderr", function()
+      for _, args in ipairs {
+        {}, { "frobnicate" }, { "serve", "--bogus" }, { "serve", "extra" }, { "serve", "--config" },
+        { "register-user" }, { "register-user", "a", "b" },
+        { "register-user", "a", "--password", "x", "--password-file", "f" }, { "migrate", "--admin=1" },
+      } do
+        local code, _, err = run(args)
+        assert.equal(2, code, table.concat(args, " "))
+        assert.matches("usage: loom", err)
+      end
+      local code, _, err = loom("frobnicate")
+      assert.equal(2, code)
+      assert.matches("unknown command", err)
+    end)
+
+    it("a bad config file exits 1 naming the problem", function()
+      local bad = write_config('port = "x"\n')
+      local code, _, err = run({ "migrate", "--config", bad })
+      os.remove(bad)
+      assert.equal(1, code)
+      assert.matches("port must be an integer", err)
+      code, _, err = run({ "serve", "--config", "/nonexistent.cfg.lua" })
+      assert.equal(1, code)
+      assert.matches("cannot read config file", err)
+    end)
+  end)
+
+  describe("migrate", function()
+    it("creates the database and reports its schema version", function()
+      local code, out = run({ "migrate", "--config", cfg })
+      assert.equal(0, code)
+      assert.matches("schema version %d+", out)
+      code = run({ "migrate", "--config=" .. cfg })
+      assert.equal(0, code)
+    end)
+  end)
+
+  describe("register-user", function()
+    it("creates a user who can log in over HTTP", function()
+      local pwfile = os.tmpname()
+      local f = assert(io.open(pwfile, "wb")); f:write("s3cret\n"); f:close()
+      local code, out, err = loom(("register-user alice --password-file %s --admin --config %s")
+        :format(shell.quote(pwfile), shell.quote(cfg)))
+      os.remove(pwfile)
+      assert.equal(0, code, err)
+      assert.matches("registered @alice:test%.local %(admin%)", out)
+      -- from stdin, with a full user ID
+      local code2, out2 = run({ "register-user", "@bob:test.local", "--config", cfg }, { "hunter2" })
+      assert.equal(0, code2)
+      assert.matches("@bob:test.local", out2, 1, true)
+
+      local t = tesths.start({ database = { path = db } })
+      finally(function() t:stop() end)
+      assert.is_true(t.hs.accounts:user("@alice:test.local").admin)
+      assert.is_false(t.hs.accounts:user("@bob:test.local").admin)
+      for _, who in ipairs { { "alice", "s3cret" }, { "@bob:test.local", "hunter2" } } do
+        local r = t:request("POST", "/_matrix/client/v3/login", { type = "m.login.password",
+          identifier = { type = "m.id.user", user = who[1] }, password = who[2] })
+        assert.equal(200, r.status)
+        assert.is_string(r.json.access_token)
+      end
+    end)
+
+    it("refuses taken and foreign names, and a missing password", function()
+      assert.equal(0, (run({ "register-user", "carol", "--password", "pw", "--config", cfg })))
+      local code, _, err = run({ "register-user", "carol", "--password", "pw", "--config", cfg })
+      assert.equal(1, code)
+      assert.matches("already taken", err)
+      code, _, err = run({ "register-user", "@dave:elsewhere.org", "--password", "pw", "--config", cfg })
+      assert.equal(1, code)
+      assert.matches("not a user ID on test.local", err, 1, true)
+      code, _, err = run({ "register-user", "Bad Name", "--password", "pw", "--config", cfg })
+      assert.equal(1, code)
+      assert.matches("cannot register", err)
+      code, _, err = run({ "register-user", "erin", "--config", cfg }, {})
+      assert.equal(1, code)
+      assert.matches("no password", err)
+    end)
+  end)
+
+  describe("serve", function()
+    it("answers /versions on its printed URL and stops on SIGTERM", function()
+      local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+      local out, errtext, exit_code, exit_signal = "", "", nil, nil
+      local handle = uv.spawn(LUA, { args = { "bin/loom", "serve", "--config", cfg },
+        stdio = { nil, stdout, stderr } }, function(code, signal)
+          exit_code, exit_signal = code, signal
+        end)
+      assert.truthy(handle)
+      stdout:read_start(function(_, data) if data then out = out .. data end end)
+      stderr:read_start(function(_, data) if data then errtext = errtext .. data end end)
+      local function turn_until(pred, ms)
+        local deadline = uv.now() + ms
+        local timer = uv.new_timer()
+        timer:start(10, 10, function() end)
+        while not pred() and uv.now() < deadline do uv.run("once"); uv.update_time() end
+        timer:stop(); timer:close()
+        return pred()
+      end
+      local ok = turn_until(function() return out:match("http://[%d.]+:%d+") or exit_code end, 10000)
+      assert.truthy(ok, "no URL printed; stderr: " .. errtext)
+      local host, port = out:match("http://([%d.]+):(%d+)")
+      assert.truthy(port, "exited early: " .. errtext)
+      assert.not_equal("0", port)
+
+      -- GET /_matrix/client/versions over TCP
+      local tcp = uv.new_tcp()
+      local response, done = "", false
+      tcp:connect(host, tonumber(port), function(cerr)
+        assert.is_nil(cerr)
+        tcp:read_start(function(_, data)
+          if data then response = response .. data else done = true end
+        end)
+        tcp:write("GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+      end)
+      turn_until(function() return done end, 5000)
+      tcp:close()
+      assert.matches("^HTTP/1%.1 200", response)
+      assert.matches('"versions":%[', response)
+
+      handle:kill("sigterm")
+      assert.truthy(turn_until(function() return exit_code ~= nil end, 15000), "did not stop on SIGTERM")
+      stdout:close(); stderr:close()
+      if not handle:is_closing() then handle:close() end
+      for _ = 1, 3 do uv.run("nowait") end
+      assert.equal(0, exit_code, errtext)
+      assert.equal(0, exit_signal)
+    end)
+  end)
+end)
