@@ -325,6 +325,14 @@ describe("store", function()
       "SELECT count(*) FROM event_rejections r JOIN events e ON e.event_nid = r.event_nid WHERE e.event_id = '$join'"))
   end)
 
+  it("never lets backfill change the forward extremities", function()
+    assert(s:persist("$live", msg("!b:t", 5)))
+    -- an old event arriving by backfill with no children and a greater depth
+    assert(s:persist("$old", msg("!b:t", 9, { "$older" }), { backfilled = true }))
+    assert.same({ "$live" }, s:forward_extremities("!b:t"))
+    assert.same({ "$older" }, s:backward_extremities("!b:t"))
+  end)
+
   it("refuses a stored event ID in another room even for plain duplicates", function()
     assert(s:persist("$d", msg("!a:t", 1)))
     local r, _, code = s:persist("$d", msg("!b:t", 1))

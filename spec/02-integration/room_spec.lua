@@ -182,6 +182,17 @@ for _, rv in ipairs { "10", "11", "12" } do
       for _, id in ipairs(fwd) do assert.are_not.equal(late.event_id, id) end
     end)
 
+    it("keeps sending after an old event arrives by backfill", function()
+      local room_id = assert(rooms:create_room(ALICE))
+      send(room_id, { type = "m.room.member", state_key = ALICE, sender = ALICE, content = { membership = "join" } })
+      -- stored without state (as backfilled history is before its state is known)
+      assert(store:persist("$backfilled", { room_id = room_id, type = "m.room.message", sender = "@x:b.test",
+        depth = 40, origin_server_ts = 1, prev_events = json.array { "$unknown" }, content = { body = "old" } },
+        { backfilled = true }))
+      local ev = send(room_id, { type = "m.room.message", sender = ALICE, content = { body = "still here" } })
+      for _, p in ipairs(ev.prev_events) do assert.are_not.equal("$backfilled", p) end
+    end)
+
     it("resolves concurrent state through state resolution", function()
       local other = key_for("b.test", 2)
       local keys = keys_of(key, other)

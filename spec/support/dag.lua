@@ -94,22 +94,25 @@ function _M.apply(model, id, ev, opts, stream)
     id = id, ev = ev, outlier = opts.outlier or false,
     rejected = opts.rejected and true or false,
     soft_failed = opts.soft_failed or false,
+    backfilled = stream < 0,
     stream = stream,
   }
 end
 
 local function valid(m) return not m.outlier and not m.rejected and not m.soft_failed end
+local function live(m) return valid(m) and not m.backfilled end
 
---- Brute-force forward and backward extremities of a room, sorted.
+--- Brute-force forward and backward extremities of a room, sorted. Forward:
+-- live events no live event points at (backfill never changes them).
 function _M.extremities(model, room)
   local referenced, fwd, bwd, seen = {}, {}, {}, {}
   for _, m in pairs(model.events) do
-    if m.ev.room_id == room and valid(m) then
+    if m.ev.room_id == room and live(m) then
       for _, p in ipairs(m.ev.prev_events) do referenced[p] = true end
     end
   end
   for id, m in pairs(model.events) do
-    if m.ev.room_id == room and valid(m) and not referenced[id] then fwd[#fwd + 1] = id end
+    if m.ev.room_id == room and live(m) and not referenced[id] then fwd[#fwd + 1] = id end
   end
   for _, m in pairs(model.events) do
     if m.ev.room_id == room and not m.outlier then

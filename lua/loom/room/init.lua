@@ -165,8 +165,10 @@ local function states_after(self, ids)
     local ev = loaded[id]
     if ev and not ev[2].outlier then
       local before, after = s:event_state(ev[2].event_nid)
-      local snap = after or before
-      if snap and not seen[snap] then seen[snap] = true; nids[#nids + 1] = snap end
+      if before then            -- nil, message, code: no state recorded (skipped)
+        local snap = after or before
+        if not seen[snap] then seen[snap] = true; nids[#nids + 1] = snap end
+      end
     end
   end
   table_sort(nids)

@@ -4,9 +4,11 @@
 -- at all.
 --
 -- Extremities (the event-graph rules):
---  * forward: non-outlier events, neither rejected nor soft-failed, that no
---    such event lists in prev_events. Persisting one removes its
---    prev_events from the set and adds itself unless already referenced.
+--  * forward: live (not backfilled) non-outlier events, neither rejected nor
+--    soft-failed, that no such event lists in prev_events. Persisting one
+--    removes its prev_events from the set and adds itself unless already
+--    referenced. Backfilled events are old history: they never change the
+--    forward extremities.
 --  * backward: prev_events of non-outlier events that are not themselves
 --    stored as non-outliers. Persisting a non-outlier clears it as a
 --    backward extremity and adds its unknown prev_events.
@@ -130,7 +132,7 @@ local function link(self, nid, event_id, room_nid, prevs, valid)
     local referenced = value(conn, [[
       SELECT 1 FROM event_edges g CROSS JOIN events e ON e.event_nid = g.event_nid
       WHERE g.prev_event_id = ? AND +e.room_nid = ? AND e.event_nid != ?
-        AND +e.outlier = 0 AND +e.rejected = 0 AND +e.soft_failed = 0 LIMIT 1]],
+        AND +e.outlier = 0 AND +e.rejected = 0 AND +e.soft_failed = 0 AND +e.stream_ordering > 0 LIMIT 1]],
       event_id, room_nid, nid)
     if not referenced then
       run(conn, "INSERT OR IGNORE INTO forward_extremities (room_nid, event_nid) VALUES (?, ?)",
@@ -240,7 +242,7 @@ local function persist_one(self, event_id, ev, opts, changed)
   end
 
   if outlier == 0 then
-    link(self, nid, event_id, room_nid, prev_ids(ev), valid)
+    link(self, nid, event_id, room_nid, prev_ids(ev), valid and stream > 0)
   end
   changed.rooms[#changed.rooms + 1] = { ev.room_id, stream, room_nid }
   return {
