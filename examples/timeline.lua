@@ -2,7 +2,7 @@
 -- with signed events (including a fork), store it, and read the timeline
 -- back in both orders with tokens, a filter and a context window.
 --
---   make run            (or: lua5.4 examples/timeline.lua [database path])
+--   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/release/?.so;;' lua5.4 examples/timeline.lua [database path]
 local loom = require "loom"
 local json, token = loom.core.json, loom.core.token
 
