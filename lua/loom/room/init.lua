@@ -22,7 +22,7 @@ local stateres = require "loom.room.stateres"
 local statemap = require "loom.room.statemap"
 
 local json = core.json
-local ipairs, pairs, setmetatable, table_sort = ipairs, pairs, setmetatable, table.sort
+local ipairs, pairs, type, setmetatable, table_sort = ipairs, pairs, type, setmetatable, table.sort
 local table_concat, table_unpack = table.concat, table.unpack
 
 local _M = {}
@@ -44,6 +44,7 @@ function _M.new(store, opts)
 end
 
 local function fail(msg, code) return nil, msg, code end
+local record_redaction     -- defined with persisting
 
 ---------------------------------------------------------------------------
 -- State as seen by the auth rules: lookups by (type, state_key) in a
@@ -217,6 +218,27 @@ local function update_current(self, version, room_id, room_nid)
   return true
 end
 
+-- An accepted m.room.redaction applies to its target when the target is in
+-- the same room and either has the same sender or the redaction's sender
+-- has the redact power level (in the state before the redaction). Applied
+-- redactions are recorded; events are served redacted from then on.
+function record_redaction(self, version, ev, room_id, st_before)
+  local target_id = version.redacts_in_content and type(ev.content) == "table" and ev.content.redacts
+    or ev.redacts
+  if type(target_id) ~= "string" then return true end
+  local s = self.store
+  local target, meta = s:event(target_id)
+  if not target or meta.room_id ~= room_id then return true end
+  local allowed = target.sender == ev.sender
+  if not allowed then
+    local lookup = lookup_fn(self, st_before)
+    allowed = auth.power_level(version, lookup, ev.sender) >= auth.levels(version, lookup).redact
+  end
+  if not allowed then return true end
+  return s.conn:run("INSERT OR IGNORE INTO redactions (event_id, redaction_id) VALUES (?, ?)",
+    target_id, ev.event_id)
+end
+
 -- opts: local_send (an auth failure refuses the event instead of storing it
 -- rejected), received (also check against the current state: soft failure).
 local function persist(self, version, ev, opts)
@@ -269,6 +291,10 @@ local function persist(self, version, ev, opts)
   if not rejected and not soft_failed then
     ok, err, code = update_current(self, version, room_id, r.room_nid)
     if not ok then return nil, err, code end
+    if ev.type == "m.room.redaction" then
+      ok, err, code = record_redaction(self, version, ev, room_id, st_before)
+      if not ok then return nil, err, code end
+    end
   end
   r.rejected, r.rule, r.soft_failed = rejected, rejected and rule, soft_failed
   r.state_before, r.state_after = before, after

@@ -6,6 +6,7 @@
 -- unsigned already carried, such as redacted_because or prev_content).
 local core = require "loom.core"
 local filters = require "loom.sync.filters"
+local redact = require "loom.room.redact"
 
 local json = core.json
 local ipairs, pairs, type, table_concat, table_unpack = ipairs, pairs, type, table.concat, table.unpack
@@ -60,13 +61,41 @@ function _M.client(ev, opts)
   return out
 end
 
---- Many client events (an array, json.array) for one room and user.
+-- The redactions that apply to some events: { [event_id] = redaction event }.
+local function redactions_for(store, events)
+  local ids, marks = {}, {}
+  for i, ev in ipairs(events) do ids[i] = ev.event_id; marks[i] = "?" end
+  if #ids == 0 then return {} end
+  local rows = store.conn:all("SELECT event_id, redaction_id FROM redactions WHERE event_id IN ("
+    .. table.concat(marks, ",") .. ")", table.unpack(ids))
+  local out = {}
+  if not rows or #rows == 0 then return out end
+  local want = {}
+  for _, r in ipairs(rows) do want[#want + 1] = r[2] end
+  local loaded = store:events(want) or {}
+  for _, r in ipairs(rows) do
+    local red = loaded[r[2]]
+    if red and not out[r[1]] then out[r[1]] = red[1] end
+  end
+  return out
+end
+
+--- Many client events (an array, json.array) for one room and user, with
+-- redactions applied (the redacted form, unsigned.redacted_because).
 -- ctx: { store, user_id, device_id, room_id, fields }.
 function _M.clients(ctx, events)
-  local txns = _M.txn_ids(ctx.store, ctx.user_id, ctx.device_id, events)
+  local store = ctx.store
+  local txns = _M.txn_ids(store, ctx.user_id, ctx.device_id, events)
+  local redactions = redactions_for(store, events)
   local now = core.now_ms()
   local out = json.array {}
   for i, ev in ipairs(events) do
+    local redaction = redactions[ev.event_id]
+    if redaction then
+      local room_id = ev.room_id or ctx.room_id
+      ev = redact.event(ev, store:room_version(room_id) or "11")
+      ev.unsigned = { redacted_because = _M.client(redaction, { now = now, room_id = room_id }) }
+    end
     out[i] = _M.client(ev, { now = now, room_id = ctx.room_id, txn = txns[ev.event_id], fields = ctx.fields })
   end
   return out

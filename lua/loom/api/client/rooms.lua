@@ -14,6 +14,7 @@ local auth = require "loom.room.auth"
 local version_mod = require "loom.room.version"
 local statemap = require "loom.room.statemap"
 local directory = require "loom.api.client.directory"
+local sync_events = require "loom.sync.events"
 
 local json = core.json
 local ipairs, pairs, type, pcall, require = ipairs, pairs, type, pcall, require
@@ -45,19 +46,11 @@ local function is_array(v)
   return type(v) == "table" and (json.is_array(v) or v[1] ~= nil)
 end
 
---- An event in the client format: the fields clients read, and unsigned.
-function _M.client_event(ev, room_id)
-  local out = {
-    type = ev.type, state_key = ev.state_key, sender = ev.sender, event_id = ev.event_id,
-    origin_server_ts = ev.origin_server_ts, room_id = ev.room_id or room_id, redacts = ev.redacts,
-  }
-  out.content = ev.content or {}
-  local unsigned = {}
-  if type(ev.unsigned) == "table" then
-    for k, v in pairs(ev.unsigned) do unsigned[k] = v end
-  end
-  out.unsigned = unsigned
-  return out
+--- An event in the client format (loom.sync.events: unsigned, redactions
+-- applied), for one user's request.
+function _M.client_event(hs, req, ev, room_id)
+  return sync_events.clients({ store = hs.store, user_id = req.user_id, device_id = req.device_id,
+    room_id = room_id }, { ev })[1]
 end
 
 local function room_exists(hs, room_id)
@@ -397,7 +390,9 @@ local function get_state(hs, req)
   local st, err = readable_state(hs, req.params.roomId, req.user_id)
   if not st then return err end
   local out = json.array {}
-  for _, e in ipairs(state_events(hs, st)) do out[#out + 1] = _M.client_event(e[1], req.params.roomId) end
+  for _, e in ipairs(state_events(hs, st)) do
+    out[#out + 1] = _M.client_event(hs, req, e[1], req.params.roomId)
+  end
   return 200, out
 end
 
@@ -409,7 +404,7 @@ local function get_state_event(hs, req)
   local id = st[statemap.key(t, sk)]
   local ev = id and hs.store:event(id)
   if not ev then return errors.new("M_NOT_FOUND", "Event not found") end
-  if req:arg("format") == "event" then return _M.client_event(ev, room_id) end
+  if req:arg("format") == "event" then return _M.client_event(hs, req, ev, room_id) end
   return ev.content or {}
 end
 
@@ -431,7 +426,7 @@ local function members(hs, req)
   for _, e in ipairs(state_events(hs, st, function(t) return t == "m.room.member" end)) do
     local ms = membership_of(e[1])
     if (not want or ms == want) and (not not_want or ms ~= not_want) then
-      out[#out + 1] = _M.client_event(e[1], req.params.roomId)
+      out[#out + 1] = _M.client_event(hs, req, e[1], req.params.roomId)
     end
   end
   return { chunk = out }
@@ -478,7 +473,7 @@ local function get_event(hs, req)
     return errors.new("M_FORBIDDEN", "You are not a member of this room")
   end
   if not can_see(hs, req.user_id, room_id, ev, meta) then return errors.new("M_NOT_FOUND", "Event not found") end
-  return _M.client_event(ev, room_id)
+  return _M.client_event(hs, req, ev, room_id)
 end
 
 local function redact(hs, req)
