@@ -15,6 +15,7 @@ local version_mod = require "loom.room.version"
 local statemap = require "loom.room.statemap"
 local directory = require "loom.api.client.directory"
 local sync_events = require "loom.sync.events"
+local sync_token = require "loom.sync.token"
 
 local json = core.json
 local ipairs, pairs, type, pcall, require = ipairs, pairs, type, pcall, require
@@ -418,9 +419,32 @@ local function put_state(hs, req)
   return { event_id = ev.event_id }
 end
 
+-- The room's state as of a /sync or /messages token (members?at=): the
+-- state after the room's last timeline event at or before its stream
+-- position. Returns the state map, or nil and an error.
+local function state_at_token(hs, room_id, text)
+  local tok = sync_token.to_store(text)
+  local parsed = tok and core.token.parse(tok)
+  if not parsed then return nil, errors.new("M_INVALID_PARAM", "invalid 'at' token") end
+  local nid = hs.store:room_nid(room_id)
+  local id = nid and hs.store.conn:value("SELECT event_id FROM events WHERE room_nid = ? AND stream_ordering <= ?"
+    .. " AND outlier = 0 AND rejected = 0 AND soft_failed = 0 ORDER BY stream_ordering DESC LIMIT 1",
+    nid, parsed.stream)
+  if not id then return {} end
+  return hs.rooms:state_at(id)
+end
+
 local function members(hs, req)
   local st, err = readable_state(hs, req.params.roomId, req.user_id)
   if not st then return err end
+  local at = req:arg("at")
+  if at then
+    -- never more than the user may read now: a member's view as of `at`
+    local past
+    past, err = state_at_token(hs, req.params.roomId, at)
+    if not past then return err end
+    st = past
+  end
   local want, not_want = req:arg("membership"), req:arg("not_membership")
   local out = json.array {}
   for _, e in ipairs(state_events(hs, st, function(t) return t == "m.room.member" end)) do
