@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs loom's benchmarks (long; not part of make test). LOOM_B1_EVENTS sets
-# the room size of B1 (default 1000000; the database is built once into
-# bench/data/ and reused).
+# the room size of the B1 benchmarks (default 1000000; their databases are
+# built once into bench/data/ and reused).
 set -eu
 cd "$(dirname "$0")/.."
 export LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/release/?.so;;'
-lua5.4 bench/b1_store.lua "${LOOM_B1_EVENTS:-1000000}"
+n="${LOOM_B1_EVENTS:-1000000}"
+echo "== B1-store";  lua5.4 bench/b1_store.lua "$n"
+echo "== B1-http";   lua5.4 bench/b1_http.lua "$n"
+echo "== B4-state";  lua5.4 bench/b4_state.lua
+echo "== B6-stateres"; lua5.4 bench/b6_stateres.lua
