@@ -240,6 +240,80 @@ static int l_ed25519_sign(lua_State *L)
     return 1;
 }
 
+/* ---- loom.Ed25519Signer: a private key kept ready for signing ------------
+ * Building the key from its seed costs a scalar multiplication, as much as
+ * a signature; a signer builds it once. */
+#define SIGNER_MT "loom.Ed25519Signer"
+
+typedef struct {
+    EVP_PKEY *pkey;
+} signer_t;
+
+/* crypto.ed25519_signer(seed) -> signer with signer:sign(message) */
+static int l_ed25519_signer(lua_State *L)
+{
+    const unsigned char *seed = check_seed(L, 1);
+    signer_t *sg = (signer_t *)lua_newuserdatauv(L, sizeof *sg, 0);
+    sg->pkey = NULL;
+    luaL_setmetatable(L, SIGNER_MT);
+    sg->pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, SEED_LEN);
+    if (sg->pkey == NULL) {
+        ERR_clear_error();
+        return loom_fail(L, "crypto_error", "Ed25519 key setup failed");
+    }
+    return 1;
+}
+
+static int signer_sign(lua_State *L)
+{
+    signer_t *sg = (signer_t *)luaL_checkudata(L, 1, SIGNER_MT);
+    size_t mlen;
+    const char *msg = luaL_checklstring(L, 2, &mlen);
+    unsigned char sig[SIGNATURE_LEN];
+    size_t siglen = sizeof sig;
+    int ok = 0;
+    EVP_MD_CTX *ctx;
+    luaL_argcheck(L, sg->pkey != NULL, 1, "signer has no key");
+    ctx = EVP_MD_CTX_new();
+    if (ctx != NULL)
+        ok = EVP_DigestSignInit(ctx, NULL, NULL, NULL, sg->pkey) == 1
+             && EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)msg, mlen) == 1
+             && siglen == SIGNATURE_LEN;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
+        ERR_clear_error();
+        return loom_fail(L, "crypto_error", "Ed25519 signing failed");
+    }
+    lua_pushlstring(L, (const char *)sig, SIGNATURE_LEN);
+    return 1;
+}
+
+static int signer_gc(lua_State *L)
+{
+    signer_t *sg = (signer_t *)luaL_checkudata(L, 1, SIGNER_MT);
+    EVP_PKEY_free(sg->pkey);
+    sg->pkey = NULL;
+    return 0;
+}
+
+static int signer_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "loom.Ed25519Signer");
+    return 1;
+}
+
+static const luaL_Reg signer_methods[] = {
+    { "sign", signer_sign },
+    { NULL, NULL }
+};
+
+static const luaL_Reg signer_meta[] = {
+    { "__gc", signer_gc },
+    { "__close", signer_gc },
+    { "__tostring", signer_tostring },
+    { NULL, NULL }
+};
+
 static int l_ed25519_verify(lua_State *L)
 {
     size_t pklen, mlen, siglen;
@@ -298,6 +372,7 @@ static int l_pbkdf2_sha256(lua_State *L)
 
 static const luaL_Reg crypto_funcs[] = {
     { "pbkdf2_sha256", l_pbkdf2_sha256 },
+    { "ed25519_signer", l_ed25519_signer },
     { "sha256", l_sha256 },
     { "random_bytes", l_random_bytes },
     { "base64_encode", l_base64_encode },
@@ -311,6 +386,11 @@ static const luaL_Reg crypto_funcs[] = {
 
 void loom_open_crypto(lua_State *L)
 {
+    luaL_newmetatable(L, SIGNER_MT);
+    luaL_setfuncs(L, signer_meta, 0);
+    luaL_newlib(L, signer_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     luaL_newlib(L, crypto_funcs);
     lua_setfield(L, -2, "crypto");
 }

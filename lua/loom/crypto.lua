@@ -93,8 +93,12 @@ function crypto.signing_key(seed, key_id, server_name)
   end
   local pk, msg, code = c.ed25519_public_key(seed)
   if not pk then return nil, msg, code end
+  local signer
+  signer, msg, code = c.ed25519_signer(seed)
+  if not signer then return nil, msg, code end
   return setmetatable({
     seed = seed,
+    signer = signer,          -- the key ready for signing (set up once)
     public_key = pk,
     public_key_base64 = c.base64_encode(pk),
     key_id = full_key_id(key_id),
@@ -139,7 +143,8 @@ function crypto.sign_json(obj, key)
   end
   local text, msg, code = json.encode(without(obj, "signatures", "unsigned"))
   if not text then return nil, msg, code end
-  add_signature(obj, key, c.base64_encode(c.ed25519_sign(key.seed, text)))
+  local sig = key.signer and key.signer:sign(text) or c.ed25519_sign(key.seed, text)
+  add_signature(obj, key, c.base64_encode(sig))
   return obj
 end
 

@@ -584,3 +584,19 @@ describe("loom.crypto", function()
     end)
   end)
 end)
+
+describe("ed25519 signer", function()
+  it("signs exactly as the one-shot function does, and verifies", function()
+    local c = require("loom.core").crypto
+    for i = 1, 20 do
+      local seed = c.random_bytes(32)
+      local signer = assert(c.ed25519_signer(seed))
+      local msg = c.random_bytes(i * 7)
+      local sig = signer:sign(msg)
+      assert.equal(c.ed25519_sign(seed, msg), sig)       -- Ed25519 signatures are deterministic
+      assert.is_true(c.ed25519_verify(c.ed25519_public_key(seed), msg, sig))
+    end
+    assert.has_error(function() c.ed25519_signer("short") end)
+    assert.matches("loom.Ed25519Signer", tostring(assert(c.ed25519_signer(c.random_bytes(32)))))
+  end)
+end)
