@@ -587,7 +587,6 @@ end)
 
 describe("ed25519 signer", function()
   it("signs exactly as the one-shot function does, and verifies", function()
-    local c = require("loom.core").crypto
     for i = 1, 20 do
       local seed = c.random_bytes(32)
       local signer = assert(c.ed25519_signer(seed))
