@@ -53,7 +53,7 @@ test-fast: $(RELEASE_SO)
 	@scripts/test.sh --fast
 
 lint:
-	luacheck -q lua spec bench examples
+	luacheck -q lua spec bench examples bin
 
 bench: deps $(RELEASE_SO)
 	@scripts/bench.sh

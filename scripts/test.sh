@@ -32,7 +32,7 @@ specs() { # label, cpath, [env...]
 }
 
 step "C build (-Wall -Wextra -Werror)" make -s build/release/loom/core.so
-step "luacheck" luacheck -q lua spec bench examples
+step "luacheck" luacheck -q lua spec bench examples bin
 specs "release" "build/release/?.so"
 if [ $fast = 0 ]; then
   if step "C build (AddressSanitizer + UBSan)" make -s build/asan/loom/core.so; then
