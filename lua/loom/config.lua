@@ -29,6 +29,7 @@ config.defaults = {
   log_level = "info",                  -- debug | info | warn | error
   default_room_version = "11",         -- room version of new rooms
   password_iterations = 100000,        -- PBKDF2-SHA256 rounds for new password hashes
+  enable_registration = true,          -- open /register (false: 403; bin/loom register-user still works)
   versions = nil,                      -- /versions list; default: what loom implements
   unstable_features = nil,             -- /versions unstable_features
   well_known_client = nil,             -- body of /.well-known/matrix/client
@@ -70,6 +71,7 @@ config.checks = {
   log_level = one_of("debug", "info", "warn", "error"),
   default_room_version = one_of("10", "11", "12"),
   password_iterations = integer(1000, 100000000),
+  enable_registration = function(v) if type(v) ~= "boolean" then return "true or false" end end,
   versions = of_type("table"),
   unstable_features = of_type("table"),
   well_known_client = of_type("table"),

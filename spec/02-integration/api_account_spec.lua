@@ -337,3 +337,21 @@ describe("account API", function()
     end)
   end)
 end)
+
+describe("closed registration", function()
+  it("answers 403 M_FORBIDDEN when enable_registration is false", function()
+    local t = tesths.start { enable_registration = false }
+    local r = t:request("POST", "/_matrix/client/v3/register",
+      { username = "eve", password = "pw", auth = { type = "m.login.dummy" } })
+    assert.equal(403, r.status)
+    assert.equal("M_FORBIDDEN", r.json.errcode)
+    r = t:request("GET", "/_matrix/client/v3/register/available?username=eve")
+    assert.equal(403, r.status)
+    assert.is_nil(t.hs.accounts:user("@eve:test.local"))
+    -- accounts made by the operator still log in
+    local alice = t:register("alice")
+    r = t:request("GET", "/_matrix/client/v3/account/whoami", nil, alice.access_token)
+    assert.equal(200, r.status)
+    t:stop()
+  end)
+end)

@@ -159,6 +159,9 @@ end
 local function register(hs)
   local sessions = { map = {}, n = 0 }
   return function(req)
+    if hs.config.enable_registration == false then
+      return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
+    end
     local kind = req:arg("kind", "user")
     if kind == "guest" then return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled") end
     if kind ~= "user" then return errors.new("M_INVALID_PARAM", "kind must be user or guest") end
@@ -215,6 +218,9 @@ end
 
 local function register_available(hs)
   return function(req)
+    if hs.config.enable_registration == false then
+      return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
+    end
     local username = req:arg("username")
     if not username or username == "" then return errors.new("M_MISSING_PARAM", "username is required") end
     local ok, err, code = hs.accounts:available(username:lower())
