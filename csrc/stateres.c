@@ -6,8 +6,8 @@
  *
  *   local g = core.stateres.graph()
  *   local idx = g:intern({ "$a", "$b" })        -- node indices, new nodes unloaded
- *   local todo, ids = g:unloaded(idx)           -- unloaded nodes reachable from idx
- *   todo, ids = g:load(todo, events)             -- their edges; the next frontier
+ *   local frontier, ids = g:unloaded(idx)           -- unloaded nodes reachable from idx
+ *   frontier, ids = g:load(frontier, events)             -- their edges; the next frontier
  *   g:difference({ set1, set2 }, common)        -- auth difference, sorted nodes
  *
  * Every query takes arrays of node indices and returns a new array; nothing

@@ -114,7 +114,7 @@ function http.wait(register)
   return co_yield()
 end
 
-local log_stub = function() end
+local no_log = function() end
 
 -- where failures outside any server's callbacks go (a sleeping handler's
 -- wake-up): standard error, unless a loom.server sets its logger here
@@ -168,7 +168,7 @@ function http.new(opts)
     handler = opts.handler,
     limits = merge(http.defaults.limits, opts.limits, "limit"),
     timeouts = merge(http.defaults.timeouts, opts.timeouts, "timeout"),
-    log = opts.log or log_stub,
+    log = opts.log or no_log,
     conns = {},
     nconns = 0,
     draining = false,

@@ -93,20 +93,20 @@ end
 -- fetch: one C call per breadth-first batch.
 local function load_closure(g, fetch, ...)
   while true do
-    local todo, ids = g:unloaded(...)
-    if #todo == 0 then return true end
+    local frontier, ids = g:unloaded(...)
+    if #frontier == 0 then return true end
     repeat
       local evs = {}
-      for i = 1, #todo do
+      for i = 1, #frontier do
         local ev = fetch(ids[i])
         if ev == nil then return nil, "unknown event " .. ids[i], "missing_event" end
         evs[i] = ev
       end
       local msg, code
-      todo, msg, code = g:load(todo, evs)
-      if todo == nil then return nil, msg, code end
+      frontier, msg, code = g:load(frontier, evs)
+      if frontier == nil then return nil, msg, code end
       ids = msg
-    until #todo == 0
+    until #frontier == 0
   end
 end
 
