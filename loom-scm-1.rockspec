@@ -93,6 +93,7 @@ build = {
          ["loom.migrations.sqlite.003_accounts"] = "migrations/sqlite/003_accounts.sql",
          ["loom.migrations.sqlite.005_sync"] = "migrations/sqlite/005_sync.sql",
          ["loom.migrations.sqlite.006_redactions"] = "migrations/sqlite/006_redactions.sql",
+         ["loom.migrations.sqlite.007_current_after"] = "migrations/sqlite/007_current_after.sql",
          ["loom.migrations.sqlite.004_rooms_api"] = "migrations/sqlite/004_rooms_api.sql",
       },
    },

@@ -232,6 +232,11 @@ for _, rv in ipairs { "10", "11", "12" } do
           if ev then return ev, meta.rejected end
         end))
       assert.is_true(statemap.equal(direct, cur))
+      -- the room's current state is recorded with the event that made it:
+      -- the join's own state lacks the other branch's topic, the record has both
+      assert.is_nil(assert(rooms:state_at(join.event_id))[statemap.key("m.room.topic", "")])
+      local recorded = store.conn:value("SELECT current_after FROM events WHERE event_id = ?", join.event_id)
+      assert.is_true(statemap.equal(cur, assert(rooms:state_map(assert(store:load_state(recorded))))))
       -- the next local event merges the fork and its state before is that resolution
       local msg = send(room_id, { type = "m.room.message", sender = ALICE,
         content = { body = "merged" } })

@@ -200,7 +200,8 @@ local function room_version(self, room_id)
   return version_mod.get(id)
 end
 
--- The room's current state from its forward extremities.
+-- The room's current state from its forward extremities; returns its
+-- snapshot NID (true when the room has no state yet).
 local function update_current(self, version, room_id, room_nid)
   local s = self.store
   local nids, err, code = states_after(self, s:forward_extremities(room_id))
@@ -215,7 +216,7 @@ local function update_current(self, version, room_id, room_nid)
   local ok
   ok, err, code = s:set_current_state(room_nid, snap)
   if not ok then return nil, err, code end
-  return true
+  return snap
 end
 
 -- An accepted m.room.redaction applies to its target when the target is in
@@ -289,8 +290,13 @@ local function persist(self, version, ev, opts)
   ok, err, code = s:set_event_state(r.event_nid, before, after)
   if not ok then return nil, err, code end
   if not rejected and not soft_failed then
-    ok, err, code = update_current(self, version, room_id, r.room_nid)
-    if not ok then return nil, err, code end
+    local current
+    current, err, code = update_current(self, version, room_id, r.room_nid)
+    if not current then return nil, err, code end
+    if current ~= true then
+      ok, err, code = s.conn:run("UPDATE events SET current_after = ? WHERE event_nid = ?", current, r.event_nid)
+      if not ok then return nil, err, code end
+    end
     if ev.type == "m.room.redaction" then
       ok, err, code = record_redaction(self, version, ev, room_id, st_before)
       if not ok then return nil, err, code end

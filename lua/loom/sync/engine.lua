@@ -38,10 +38,14 @@ end
 -- The snapshot of a room's state as of stream position pos (the state after
 -- its last timeline event by then), or nil.
 local function snapshot_at(store, room_nid, pos)
-  local nid = store.conn:value("SELECT event_nid FROM events WHERE room_nid = ? AND stream_ordering <= ? AND "
-    .. TL .. " ORDER BY stream_ordering DESC LIMIT 1", room_nid, pos)
-  if not nid then return nil end
-  local _, after = store:event_state(nid)
+  -- the room's current state as it stood at pos (recorded with each live
+  -- event by the room service; exact when history forked) …
+  local row = store.conn:first("SELECT event_nid, current_after FROM events WHERE room_nid = ? AND"
+    .. " stream_ordering <= ? AND " .. TL .. " ORDER BY stream_ordering DESC LIMIT 1", room_nid, pos)
+  if not row then return nil end
+  if row[2] then return row[2] end
+  -- … or, for events stored without it, the state after that event
+  local _, after = store:event_state(row[1])
   return after
 end
 
