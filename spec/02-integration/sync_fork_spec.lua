@@ -37,8 +37,9 @@ describe("sync after a fork", function()
         return ev
       end,
     }
-    local join = assert(event_mod.build(version, { room_id = room, type = "m.room.member", state_key = "@carol:other.test",
-      sender = "@carol:other.test", content = { membership = "join" } }, ctx, other))
+    local carol = "@carol:other.test"
+    local join = assert(event_mod.build(version, { room_id = room, type = "m.room.member", state_key = carol,
+      sender = carol, content = { membership = "join" } }, ctx, other))
     assert(hs.rooms:receive(json.decode(json.encode(join)), { keys = function(server, key_id)
       if server == "other.test" and key_id == other.key_id then return other.public_key end
       if server == "test.local" then return hs.key.public_key end
