@@ -16,15 +16,8 @@
  *
  * Built and run by scripts/fuzz.sh (links -lhttp_parser).
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz_lua.h"
 
-#include <lualib.h>
-
-#include "loom.h"
-
-int luaopen_loom_core(lua_State *L);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *state;
@@ -92,29 +85,16 @@ static const char *script =
     "  assert(got == want, 'split feeding differs')\n"
     "end\n";
 
-static void setup(void)
-{
-    state = luaL_newstate();
-    luaL_openlibs(state);
-    if (luaL_loadstring(state, script) != LUA_OK) abort();
-    luaL_requiref(state, "loom.core", luaopen_loom_core, 0);
-    if (lua_pcall(state, 1, 1, 0) != LUA_OK) abort();
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint32_t seed;
     if (size < 5) return 0;
-    if (!state) setup();
+    if (!state) state = fuzz_lua_open(script);
     seed = (uint32_t)data[1] | (uint32_t)data[2] << 8 | (uint32_t)data[3] << 16 |
            (uint32_t)data[4] << 24;
-    lua_pushvalue(state, -1);
     lua_pushinteger(state, data[0]);
     lua_pushinteger(state, (lua_Integer)seed);
     lua_pushlstring(state, (const char *)data + 5, size - 5);
-    if (lua_pcall(state, 3, 0, 0) != LUA_OK) {
-        fprintf(stderr, "%s\n", lua_tostring(state, -1));
-        abort();
-    }
+    fuzz_lua_check(state, 3);
     return 0;
 }

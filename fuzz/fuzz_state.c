@@ -12,15 +12,8 @@
  *
  * Built and run by scripts/fuzz.sh.
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz_lua.h"
 
-#include <lualib.h>
-
-#include "loom.h"
-
-int luaopen_loom_core(lua_State *L);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *state;
@@ -85,24 +78,10 @@ static const char *script =
     "  else failed(found, fmsg, fcode) end\n"
     "end\n";
 
-static void setup(void)
-{
-    state = luaL_newstate();
-    luaL_openlibs(state);
-    if (luaL_loadstring(state, script) != LUA_OK) abort();
-    luaL_requiref(state, "loom.core", luaopen_loom_core, 0);
-    if (lua_pcall(state, 1, 1, 0) != LUA_OK) abort();
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!state) setup();
-    lua_pushvalue(state, -1);
+    if (!state) state = fuzz_lua_open(script);
     lua_pushlstring(state, (const char *)data, size);
-    if (lua_pcall(state, 1, 0, 0) != LUA_OK) {
-        fprintf(stderr, "%s\n", lua_tostring(state, -1));
-        abort();
-    }
-    lua_gc(state, LUA_GCSTEP, 0);
+    fuzz_lua_check(state, 1);
     return 0;
 }

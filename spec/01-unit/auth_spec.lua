@@ -183,7 +183,8 @@ local function create_ev(r, content, extra)
   return ev
 end
 
--- { name, { v10, v11, v12 } expectations ("allow", a rule, or false to skip), build(vid) -> room, ev, opts }
+-- { name, { v10, v11, v12 } expectations, build(vid) -> room, ev, opts }: an expectation is "allow",
+-- or the rule that rejects, or nil where the case does not exist in that version.
 local CASES = {
   -- 1: m.room.create
   { "create with prev_events", { "1.1", "1.1", "1.1" }, function(vid)

@@ -2,30 +2,10 @@
 -- brute-force Lua maps.
 local core = require "loom.core"
 local cstate = core.state
+local model = require "support.statemodel"
+local key, apply_map, copy, sorted = model.key, model.apply, model.copy, model.sorted
 
 local MAXI = math.maxinteger
-
--- Brute force: a map "t:k" -> {t, k, e}.
-local function key(t, k) return t .. ":" .. k end
-
-local function apply_map(m, delta)
-  for _, d in ipairs(delta) do
-    if d[3] == 0 then m[key(d[1], d[2])] = nil else m[key(d[1], d[2])] = { d[1], d[2], d[3] } end
-  end
-end
-
-local function sorted(m)
-  local out = {}
-  for _, v in pairs(m) do out[#out + 1] = v end
-  table.sort(out, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  return out
-end
-
-local function copy(m)
-  local c = {}
-  for k, v in pairs(m) do c[k] = v end
-  return c
-end
 
 -- A random change: mostly adds and replacements of a few types, some removals.
 local function random_delta(rng, m, size)

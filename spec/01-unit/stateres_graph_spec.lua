@@ -341,15 +341,15 @@ describe("stateres graph", function()
       local g = sr.graph()
       local nodes = g:intern(starts)
       local fetched = {}
-      local todo, ids = g:unloaded(nodes)
-      while #todo > 0 do
+      local frontier, ids = g:unloaded(nodes)
+      while #frontier > 0 do
         local evs = {}
         for i, id in ipairs(ids) do
           assert.is_nil(fetched[id], "fetched twice")
           fetched[id] = true
           evs[i] = by_id[id]
         end
-        todo, ids = assert(g:load(todo, evs))
+        frontier, ids = assert(g:load(frontier, evs))
       end
       assert.same({}, (g:unloaded(nodes)))
       local want = chain_of(by_id, starts)
@@ -519,14 +519,14 @@ describe("stateres graph", function()
     local ae = {}
     for i = 1, 3000 do ae[i] = "$a" .. i end
     local big = g:intern { "$big" }
-    local todo, ids = assert(g:load(big, { { event_id = "$big", auth_events = ae } }))
-    assert.equal(3000, #todo)
+    local frontier, ids = assert(g:load(big, { { event_id = "$big", auth_events = ae } }))
+    assert.equal(3000, #frontier)
     local evs = {}
     for i, id in ipairs(ids) do evs[i] = { event_id = id, auth_events = { "$big" }, type = PL, state_key = "" } end
-    assert.same({}, (g:load(todo, evs)))
-    assert.equal(3001, #g:subgraph { big[1], todo[7] })
-    assert.same({}, (g:difference { big, { todo[1] } }))
-    assert.same({ 0 }, (g:positions(todo[1], big)))
+    assert.same({}, (g:load(frontier, evs)))
+    assert.equal(3001, #g:subgraph { big[1], frontier[7] })
+    assert.same({}, (g:difference { big, { frontier[1] } }))
+    assert.same({ 0 }, (g:positions(frontier[1], big)))
   end)
 
   it("separates state maps and assembles results", function()
