@@ -18,6 +18,19 @@ int loom_fail(lua_State *L, const char *code, const char *fmt, ...)
     return 3;
 }
 
+int loom_opt_bool(lua_State *L, int t, const char *k, int def)
+{
+    int r = def;
+    if (lua_getfield(L, t, k) != LUA_TNIL) {
+        if (!lua_isboolean(L, -1))
+            return luaL_error(L, "bad option '%s' (boolean expected, got %s)",
+                              k, luaL_typename(L, -1));
+        r = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
 /* core.listdir(path) -> sorted array of the names in a directory (without
  * "." and ".."), or nil, message, "io_error". */
 static int l_listdir(lua_State *L)

@@ -21,6 +21,10 @@
 /* Push nil, a formatted message and a stable lowercase code; returns 3. */
 int loom_fail(lua_State *L, const char *code, const char *fmt, ...);
 
+/* The boolean option k of the options table at index t (def when absent);
+ * raises when it is present and not a boolean. */
+int loom_opt_bool(lua_State *L, int t, const char *k, int def);
+
 /* Sub-modules: each sets a field (a table) into the table at the top of the
  * stack and leaves the stack as it found it. */
 void loom_open_token(lua_State *L);   /* core.token, core.bound */

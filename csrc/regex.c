@@ -233,18 +233,6 @@ static const char *check_complexity(const char *p, size_t len)
     return why;
 }
 
-static int opt_flag(lua_State *L, int t, const char *k)
-{
-    int r = 0;
-    if (lua_getfield(L, t, k) != LUA_TNIL) {
-        if (!lua_isboolean(L, -1))
-            return luaL_error(L, "bad option '%s' (boolean expected, got %s)",
-                              k, luaL_typename(L, -1));
-        r = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    return r;
-}
 
 static int l_compile(lua_State *L)
 {
@@ -255,8 +243,8 @@ static int l_compile(lua_State *L)
     Regex *r;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        anchored = opt_flag(L, 2, "anchored");
-        icase = opt_flag(L, 2, "icase");
+        anchored = loom_opt_bool(L, 2, "anchored", 0);
+        icase = loom_opt_bool(L, 2, "icase", 0);
     }
     if (len > REGEX_MAX_PATTERN)
         return loom_fail(L, "bad_regex", "pattern longer than %d bytes", REGEX_MAX_PATTERN);

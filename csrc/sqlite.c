@@ -258,18 +258,6 @@ static const luaL_Reg blob_meta[] = {
 
 /* ---- loom.Db ----------------------------------------------------------- */
 
-static int opt_bool(lua_State *L, int t, const char *k, int def)
-{
-    int r = def;
-    if (lua_getfield(L, t, k) != LUA_TNIL) {
-        if (!lua_isboolean(L, -1))
-            return luaL_error(L, "bad option '%s' (boolean expected, got %s)",
-                              k, luaL_typename(L, -1));
-        r = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    return r;
-}
 
 static int check_ms(lua_State *L, int idx, const char *what)
 {
@@ -289,8 +277,8 @@ static int l_open(lua_State *L)
     Db *d;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        readonly = opt_bool(L, 2, "readonly", 0);
-        create = opt_bool(L, 2, "create", 1);
+        readonly = loom_opt_bool(L, 2, "readonly", 0);
+        create = loom_opt_bool(L, 2, "create", 1);
         if (lua_getfield(L, 2, "busy_timeout") != LUA_TNIL)
             busy = check_ms(L, -1, "option 'busy_timeout'");
         lua_pop(L, 1);
