@@ -10,7 +10,7 @@
  *   constant_time_equal(a, b)            -> boolean
  *
  * JSON signing, content hashes and event IDs are built on these in
- * lua/loom/crypto.lua. Every OpenSSL object is freed before anything is pushed
+ * lua/loom/room/crypto.lua. Every OpenSSL object is freed before anything is pushed
  * onto the Lua stack, so a memory error raised by Lua never leaks one.
  */
 #include <string.h>

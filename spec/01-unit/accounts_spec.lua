@@ -1,6 +1,6 @@
 -- Accounts: registration, password hashing, login, tokens stored hashed.
 local store_mod = require "loom.store"
-local accounts = require "loom.accounts"
+local accounts = require "loom.store.accounts"
 local tmp = require "support.tmpdb"
 
 describe("accounts", function()

@@ -3,7 +3,7 @@
 -- against the full list per version), and every "allow" branch by one.
 local auth = require("loom.room.auth")
 local version = require("loom.room.version")
-local crypto = require("loom.crypto")
+local crypto = require("loom.room.crypto")
 local core = require("loom.core")
 local json = core.json
 

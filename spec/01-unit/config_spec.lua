@@ -1,5 +1,5 @@
 -- loom.config: loom.cfg.lua files, defaults, type errors.
-local config = require "loom.config"
+local config = require "loom.cli.config"
 local tmp = require "support.tmpdb"
 
 local function write(text)

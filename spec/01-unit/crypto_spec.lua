@@ -5,7 +5,7 @@
 local core = require("loom.core")
 local c = core.crypto
 local json = core.json
-local crypto = require("loom.crypto")
+local crypto = require("loom.room.crypto")
 
 local function load_vectors()
   local path = os.getenv("LOOM_SPEC_VECTORS") or "../shared/vectors/spec.json"

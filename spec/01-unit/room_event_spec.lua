@@ -2,7 +2,7 @@
 local event = require("loom.room.event")
 local auth = require("loom.room.auth")
 local version = require("loom.room.version")
-local crypto = require("loom.crypto")
+local crypto = require("loom.room.crypto")
 local core = require("loom.core")
 local json = core.json
 

@@ -7,7 +7,7 @@
 local core = require("loom.core")
 local c = core.crypto
 local json = core.json
-local crypto = require("loom.crypto")
+local crypto = require("loom.room.crypto")
 
 local PYTHON = "env -u LD_PRELOAD /usr/bin/python3"   -- not under the ASan preload
 local CASES = 100

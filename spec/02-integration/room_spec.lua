@@ -7,7 +7,7 @@ local statemap = require "loom.room.statemap"
 local stateres = require "loom.room.stateres"
 local version_mod = require "loom.room.version"
 local event_mod = require "loom.room.event"
-local crypto = require "loom.crypto"
+local crypto = require "loom.room.crypto"
 local core = require "loom.core"
 local tmp = require "support.tmpdb"
 

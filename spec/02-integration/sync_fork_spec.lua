@@ -2,7 +2,7 @@
 -- is the room's current state then (both branches), so a limited timeline
 -- does not send again what the client already had.
 local tesths = require "support.hs"
-local crypto = require "loom.crypto"
+local crypto = require "loom.room.crypto"
 local event_mod = require "loom.room.event"
 local version_mod = require "loom.room.version"
 local json = require("loom.core").json

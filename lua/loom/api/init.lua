@@ -1,11 +1,11 @@
 -- loom.api: the built-in Matrix endpoints. api.install(server) makes the
--- homeserver context (loom.homeserver) and registers every module's routes
+-- homeserver context (loom.api.homeserver) and registers every module's routes
 -- through server:route, like any other route.
 --
 --   local server = loom.new(config)
 --   local hs = require("loom.api").install(server)
 --   server:run()
-local homeserver = require "loom.homeserver"
+local homeserver = require "loom.api.homeserver"
 
 local _M = {}
 

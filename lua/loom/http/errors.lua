@@ -62,7 +62,7 @@ errors.registry = registry
 
 -- loom's lower-level failure codes (nil, message, code) -> registry name.
 -- Codes for which the client is not at fault become M_UNKNOWN (500) and lose
--- their message (it goes to the log, see loom.server).
+-- their message (it goes to the log, see loom.http.app).
 local codes = {
   bad_token = "M_INVALID_PARAM",
   bad_param = "M_INVALID_PARAM",

@@ -117,7 +117,7 @@ end
 local no_log = function() end
 
 -- where failures outside any server's callbacks go (a sleeping handler's
--- wake-up): standard error, unless a loom.server sets its logger here
+-- wake-up): standard error, unless a loom.http.app sets its logger here
 http.log = function(level, message) stderr:write("loom.http ", level, ": ", message, "\n") end
 
 --- http.sleep(ms): suspends the current handler for ms milliseconds; other

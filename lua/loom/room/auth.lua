@@ -17,7 +17,7 @@ local math_type, math_huge = math.type, math.huge
 local string_match, string_sub, string_format = string.match, string.sub, string.format
 
 local core = require("loom.core")
-local crypto = require("loom.crypto")
+local crypto = require("loom.room.crypto")
 local room_version = require("loom.room.version")
 
 local json = core.json

@@ -17,7 +17,7 @@ local string_sub, string_format = string.sub, string.format
 local table_sort = table.sort
 
 local core = require("loom.core")
-local crypto = require("loom.crypto")
+local crypto = require("loom.room.crypto")
 local redact_mod = require("loom.room.redact")
 local room_version = require("loom.room.version")
 local auth = require("loom.room.auth")

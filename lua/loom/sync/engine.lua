@@ -12,7 +12,7 @@
 local core = require "loom.core"
 local store_filter = require "loom.store.filter"
 local visibility = require "loom.room.visibility"
-local sync_events = require "loom.sync.events"
+local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
 
 local json = core.json

@@ -9,7 +9,7 @@
 local core = require "loom.core"
 local errors = require "loom.http.errors"
 local version = require "loom.room.version"
-local pushrules = require "loom.pushrules"
+local pushrules = require "loom.api.pushrules"
 
 local json = core.json
 local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error

@@ -14,7 +14,7 @@ local auth = require "loom.room.auth"
 local version_mod = require "loom.room.version"
 local statemap = require "loom.room.statemap"
 local directory = require "loom.api.client.directory"
-local sync_events = require "loom.sync.events"
+local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
 
 local json = core.json
@@ -47,7 +47,7 @@ local function is_array(v)
   return type(v) == "table" and (json.is_array(v) or v[1] ~= nil)
 end
 
---- An event in the client format (loom.sync.events: unsigned, redactions
+--- An event in the client format (loom.api.client.events: unsigned, redactions
 -- applied), for one user's request.
 function _M.client_event(hs, req, ev, room_id)
   return sync_events.clients({ store = hs.store, user_id = req.user_id, device_id = req.device_id,

@@ -4,7 +4,7 @@
 -- the documented defaults. Unknown keys are kept (scripts read them); a known
 -- key with a value of the wrong type is an error that names the key.
 --
---   local config = require "loom.config"
+--   local config = require "loom.cli.config"
 --   local cfg, err = config.load("var/loom.cfg.lua")   -- nil, message, "config_error"
 --   local server = require("loom").new(cfg)
 --

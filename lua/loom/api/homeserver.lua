@@ -1,17 +1,17 @@
--- loom.homeserver: what the built-in endpoints share. It wires a server
+-- loom.api.homeserver: what the built-in endpoints share. It wires a server
 -- (loom.new) to its event store, room service, accounts and signing key,
 -- and authenticates requests.
 --
 --   local server = loom.new(config)
---   local hs = require("loom.homeserver").new(server)
+--   local hs = require("loom.api.homeserver").new(server)
 --   server:route("GET", "/_matrix/client/v3/account/whoami", hs:authed(function(req)
 --     return { user_id = req.user_id, device_id = req.device_id }
 --   end))
 --
 -- Endpoint modules (lua/loom/api/client/*.lua) each export install(hs).
 local core = require "loom.core"
-local crypto = require "loom.crypto"
-local accounts_mod = require "loom.accounts"
+local crypto = require "loom.room.crypto"
+local accounts_mod = require "loom.store.accounts"
 local room_mod = require "loom.room"
 local errors = require "loom.http.errors"
 

@@ -1,6 +1,6 @@
 -- loom.accounts: users, passwords, devices and access tokens.
 --
---   local accounts = require "loom.accounts"
+--   local accounts = require "loom.store.accounts"
 --   local acc = accounts.new(store.conn, { server_name = "example.org" })
 --   assert(acc:register("alice", "secret"))
 --   local login = assert(acc:login("@alice:example.org", "secret"))   -- access_token, device_id

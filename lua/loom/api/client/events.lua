@@ -1,4 +1,4 @@
--- loom.sync.events: stored events in the Client-Server format.
+-- loom.api.client.events: stored events in the Client-Server format.
 --
 -- A client event has event_id, type, sender, content, origin_server_ts,
 -- room_id, state_key (state events), redacts (redactions) and unsigned

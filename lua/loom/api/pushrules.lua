@@ -1,8 +1,8 @@
--- loom.pushrules: the spec's predefined push rules ("Predefined rules" in
+-- loom.api.pushrules: the spec's predefined push rules ("Predefined rules" in
 -- the Client-Server API, Push Notifications module) for one user, as the
 -- JSON that GET /pushrules/ returns.
 --
---   local pushrules = require "loom.pushrules"
+--   local pushrules = require "loom.api.pushrules"
 --   local rules = pushrules.defaults("@alice:example.org")
 --   -- rules.override[1].rule_id == ".m.rule.master"
 --

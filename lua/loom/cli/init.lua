@@ -6,7 +6,7 @@
 --   cli.main(args, { stdout = f, stderr = f, stdin = f })   -- for tests
 --
 -- See docs/cli.md.
-local config_mod = require "loom.config"
+local config_mod = require "loom.cli.config"
 
 local ipairs, tostring, require, type, pcall, xpcall = ipairs, tostring, require, type, pcall, xpcall
 local traceback = debug.traceback
@@ -154,7 +154,7 @@ commands["register-user"] = function(ctx, args)
   local db = require "loom.db"
   local conn, derr = db.open(cfg.database)
   if not conn then return ctx.fail("cannot open the database " .. cfg.database.path .. ": " .. tostring(derr)) end
-  local accounts = require("loom.accounts").new(conn, { server_name = cfg.server_name,
+  local accounts = require("loom.store.accounts").new(conn, { server_name = cfg.server_name,
     iterations = cfg.password_iterations })
   local user_id, rerr = accounts:register(name, password, { admin = opts.admin })
   conn:close()
