@@ -51,6 +51,7 @@ build = {
       ["loom.api.homeserver"] = "lua/loom/api/homeserver.lua",
       ["loom.api"] = "lua/loom/api/init.lua",
       ["loom.api.pushrules"] = "lua/loom/api/pushrules.lua",
+      ["loom.async"] = "lua/loom/async.lua",
       ["loom.cli.config"] = "lua/loom/cli/config.lua",
       ["loom.cli"] = "lua/loom/cli/init.lua",
       ["loom.db"] = "lua/loom/db/init.lua",

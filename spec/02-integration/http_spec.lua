@@ -3,7 +3,7 @@
 -- runs as a coroutine that drives the loop (bounded in time).
 local uv = require "luv"
 local loom = require "loom"
-local http = require "loom.http.server"
+local async = require "loom.async"
 local errors = require "loom.http.errors"
 local core = require "loom.core"
 local json = core.json
@@ -141,7 +141,7 @@ local function new_server(config)
   local srv = loom.new(config)
   srv:route("GET", "/fast", function() return { fast = true } end)
   srv:route("GET", "/slow/{ms}", function(req)
-    http.sleep(tonumber(req.params.ms))
+    async.sleep(tonumber(req.params.ms))
     return { slow = tonumber(req.params.ms) }
   end)
   srv:route("GET", "/echo/{n}", function(req) return { n = req.params.n } end)

@@ -304,7 +304,6 @@ end
 function methods.start(self)
   local ok, msg, code = self.http:listen()
   if not ok then return nil, msg, code end
-  http.log = function(level, message) self:log(level, "%s", message) end
   self:fire("server/started", self)
   return true
 end

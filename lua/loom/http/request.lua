@@ -156,7 +156,7 @@ end
 --- req:sleep(ms): waits ms milliseconds without blocking the server (only
 -- inside a handler). Same as require("loom.http.server").sleep.
 function methods.sleep(_, ms)
-  return require("loom.http.server").sleep(ms)
+  return require("loom.async").sleep(ms)
 end
 
 return request

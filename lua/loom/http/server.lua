@@ -1,10 +1,10 @@
 -- The HTTP/1.1 server on luv: accepts connections, feeds their bytes to the C
--- parser (loom.core.http), runs one handler per request in a coroutine and
+-- parser (loom.core.http), runs one handler per request as a task (loom.async) and
 -- writes the responses in request order.
 --
 --   local http = require "loom.http.server"
 --   local srv = http.new { host = "127.0.0.1", port = 0, handler = function(req)
---     http.sleep(10)                        -- waits without blocking the loop
+--     async.sleep(10)                       -- waits without blocking the loop (loom.async)
 --     return response.json(200, { ok = true })
 --   end }
 --   assert(srv:listen()); print(srv:port())
@@ -27,19 +27,19 @@
 -- traceback and the server goes on.
 local setmetatable, pairs, ipairs, type, tostring, xpcall, next =
   setmetatable, pairs, ipairs, type, tostring, xpcall, next
-local error, stderr = error, io.stderr
-local co_create, co_resume, co_status, co_running, co_yield =
-  coroutine.create, coroutine.resume, coroutine.status, coroutine.running, coroutine.yield
+local error = error
 local traceback = debug.traceback
-local table_unpack, table_pack = table.unpack, table.pack
 local uv = require "luv"
 local core = require "loom.core"
+local async = require "loom.async"
 local errors = require "loom.http.errors"
 local response = require "loom.http.response"
 
 local _ENV = nil -- luacheck: ignore 211
 
 local http = {}
+
+local function no_log() end
 
 --- Defaults for http.new's limits and timeouts (milliseconds).
 http.defaults = {
@@ -63,76 +63,6 @@ http.defaults = {
 
 local parser_limit_names = { "max_request_line", "max_header_line", "max_headers",
                              "max_header_bytes", "max_body" }
-
--- ---- tasks: handlers as coroutines ---------------------------------------
-
-local tasks = setmetatable({}, { __mode = "k" })   -- coroutine -> on_done(ok, result)
-
--- Resumes a task; when it ends, hands its result (or its error with the
--- coroutine's traceback) to its on_done.
-local function resume(co, ...)
-  local ok, res = co_resume(co, ...)
-  if co_status(co) == "dead" then
-    local done = tasks[co]
-    tasks[co] = nil
-    if not ok then res = traceback(co, tostring(res)) end
-    if done then done(ok, res) end
-  end
-end
-
---- http.spawn(fn, arg, on_done): runs fn(arg) as a task (a coroutine in which
--- http.wait and http.sleep work); on_done(ok, result_or_traceback) is called
--- when it ends (maybe before spawn returns).
-function http.spawn(fn, arg, on_done)
-  local co = co_create(fn)
-  tasks[co] = on_done or false
-  resume(co, arg)
-  return co
-end
-
---- http.wait(register) -> the values passed to wake
--- Suspends the current task until wake(...) is called; register(wake) is
--- called first and arranges for that (a luv callback, another task …).
--- Calling wake more than once has no effect; calling it from inside
--- register returns at once. Raises outside a task.
-function http.wait(register)
-  local co, main = co_running()
-  if main or tasks[co] == nil then
-    error("http.wait: not inside a request handler (or an http.spawn task)", 2)
-  end
-  local state, early = "registering", nil
-  register(function(...)
-    if state == "registering" then
-      state, early = "woken", table_pack(...)
-    elseif state == "waiting" then
-      state = "woken"
-      resume(co, ...)
-    end
-  end)
-  if state == "woken" then return table_unpack(early, 1, early.n) end
-  state = "waiting"
-  return co_yield()
-end
-
-local no_log = function() end
-
--- where failures outside any server's callbacks go (a sleeping handler's
--- wake-up): standard error, unless a loom.http.app sets its logger here
-http.log = function(level, message) stderr:write("loom.http ", level, ": ", message, "\n") end
-
---- http.sleep(ms): suspends the current handler for ms milliseconds; other
--- connections and requests go on meanwhile.
-function http.sleep(ms)
-  if type(ms) ~= "number" or ms < 0 then error("http.sleep: bad milliseconds", 2) end
-  return http.wait(function(wake)
-    local t = uv.new_timer()
-    t:start(ms // 1 | 0, 0, function()
-      t:close()
-      local ok, err = xpcall(wake, traceback)
-      if not ok then http.log("error", "sleep wake-up failed: " .. tostring(err)) end
-    end)
-  end)
-end
 
 -- ---- server ---------------------------------------------------------------
 
@@ -303,12 +233,12 @@ function pump(c)
     else
       local req, sync = item.req, true
       c.busy = true
-      http.spawn(self.handler, req, function(ok, resp)
+      async.spawn(self.handler, req, function(ok, resp)
         on_request_done(c, req, ok, resp)
         if not sync then
           pump(c)
         end
-      end)
+      end, self.log)
       sync = false
     end
   end

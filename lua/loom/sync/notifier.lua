@@ -5,7 +5,7 @@
 --   local n = notifier.new(store)
 --   local woken = n:wait(user_id, room_ids, timeout_ms)   -- inside a handler
 local uv = require "luv"
-local http = require "loom.http.server"
+local async = require "loom.async"
 
 local pairs, ipairs, next = pairs, ipairs, next
 
@@ -59,7 +59,7 @@ end
 function methods:wait(user_id, room_ids, timeout_ms)
   local w = {}
   local timer
-  local result = http.wait(function(wake)
+  local result = async.wait(function(wake)
     w.wake = wake
     add(self.by_user, user_id, w)
     for _, r in ipairs(room_ids) do add(self.by_room, r, w) end
