@@ -50,7 +50,7 @@ function _M.new(server, opts)
     key = key,
     accounts = accounts_mod.new(store.conn, { server_name = name, iterations = config.password_iterations }),
     rooms = room_mod.new(store, { server_name = name, key = key,
-      default_version = config.default_room_version }),
+      default_version = config.default_room_version, hooks = server }),
   }, mt)
   return self
 end
@@ -80,8 +80,22 @@ function methods:authed(handler)
   end
 end
 
---- A Matrix error for a lower-level failure (nil, message, code[, rule]).
+--- Fire a veto hook (server:fire, see docs/hooks/): nil when the action
+-- may go on (no handler had an opinion, or one returned true), else the
+-- Matrix error to answer — 403 M_FORBIDDEN with the handler's reason for
+-- `false, reason`, the error value a handler returned or raised, 500
+-- M_UNKNOWN when a handler failed.
+function methods:check(name, ...)
+  local verdict, reason = self.server:fire(name, ...)
+  if verdict == nil or verdict == true then return nil end
+  if errors.is(verdict) then return verdict end
+  return errors.new("M_FORBIDDEN", type(reason) == "string" and reason or "Refused by server policy")
+end
+
+--- A Matrix error for a lower-level failure (nil, message, code[, rule]);
+-- an error value (a hook's answer, passed up by the room service) as is.
 function methods.error(_, message, code, rule)
+  if errors.is(message) then return message end
   if code == "forbidden" then
     return errors.new("M_FORBIDDEN", rule and (message .. " (auth rule " .. rule .. ")") or message)
   end

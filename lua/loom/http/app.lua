@@ -19,6 +19,7 @@ local stderr, os_date = io.stderr, os.date
 local uv = require "luv"
 local json = require("loom.core").json
 local http = require "loom.http.server"
+local async = require "loom.async"
 local router_mod = require "loom.http.router"
 local request = require "loom.http.request"
 local response = require "loom.http.response"
@@ -125,10 +126,12 @@ end
 
 -- ---- hooks ------------------------------------------------------------------
 
---- server:hook(name, fn, [priority]) -> fn
+--- server:hook(name, fn, [priority], [owner]) -> fn
 -- Registers fn for name; higher priority runs first (default 0; equal
--- priorities in registration order).
-function methods.hook(self, name, fn, priority)
+-- priorities in registration order). owner (a script name, or a table with
+-- a `name`, as the script loader passes) is kept in the handler's record as
+-- `script` and named in the log when the handler fails.
+function methods.hook(self, name, fn, priority, owner)
   if type(name) ~= "string" then error("hook name must be a string", 2) end
   if type(fn) ~= "function" then error("hook handler must be a function", 2) end
   priority = priority or 0
@@ -143,7 +146,7 @@ function methods.hook(self, name, fn, priority)
       break
     end
   end
-  table_insert(list, at, { fn = fn, priority = priority })
+  table_insert(list, at, { fn = fn, priority = priority, script = owner })
   self.hooks[name] = list
   return fn
 end
@@ -158,6 +161,14 @@ function methods.unhook(self, name, fn)
   end
   self.hooks[name] = list[1] and list or nil
   return found
+end
+
+-- "hook NAME" or "hook NAME (script S)", for the log.
+local function hook_label(name, h)
+  local owner = h.script
+  if type(owner) == "table" then owner = owner.name end
+  if owner == nil then return "hook " .. name end
+  return "hook " .. name .. " (script " .. tostring(owner) .. ")"
 end
 
 --- server:fire(name, ...) -> the first non-nil result (all its values) | nil
@@ -175,12 +186,49 @@ function methods.fire(self, name, ...)
     end, ...))
     if not res[1] then
       if errors.is(res[2]) then return res[2] end
-      self:log("error", "hook %s failed: %s", name, tostring(res[2]))
+      self:log("error", "%s failed: %s", hook_label(name, h), tostring(res[2]))
       return errors.new("M_UNKNOWN")
     end
     if res[2] ~= nil then return table_unpack(res, 2, res.n) end
   end
   return nil
+end
+
+--- server:notify(name, ...): calls every hook for name as an observer, each
+-- in its own loom.async task started on the next turn of the loop (after
+-- the current request's work), so it may wait (async.sleep, a send) and
+-- neither delays nor breaks the caller or the other observers. Results are
+-- ignored; a failure is logged with the hook's name, its script and a
+-- traceback. The arguments are shared by every observer: treat them as
+-- read-only.
+function methods.notify(self, name, ...)
+  local list = self.hooks[name]
+  if not list then return end
+  local args = table_pack(...)
+  local timer = uv.new_timer()
+  timer:start(0, 0, http.guard(self.http, function()
+    timer:close()
+    for _, h in ipairs(list) do
+      local label = hook_label(name, h)
+      async.spawn(function() return h.fn(table_unpack(args, 1, args.n)) end, nil, function(ok, err)
+        if not ok then self:log("error", "%s failed: %s", label, tostring(err)) end
+      end, function(level, message) self:log(level, "%s: %s", label, message) end)
+    end
+  end))
+end
+
+--- server:observe(name, ...): calls every hook for name at once, in
+-- priority order, each under its own protected call; results are ignored
+-- and a failure is logged (hook name, script, traceback). For observers
+-- that must see something just before it happens and cannot change it
+-- (sync/response gets a response that is already encoded).
+function methods.observe(self, name, ...)
+  local list = self.hooks[name]
+  if not list then return end
+  for _, h in ipairs(list) do
+    local ok, err = xpcall(h.fn, traceback, ...)
+    if not ok then self:log("error", "%s failed: %s", hook_label(name, h), tostring(err)) end
+  end
 end
 
 -- ---- dispatch ---------------------------------------------------------------

@@ -14,6 +14,12 @@
 -- The current state is the resolution of the states after the forward
 -- extremities. Failures return nil, message, code (and the rule number for
 -- "forbidden").
+--
+-- With opts.hooks (an object with fire and notify: the server), every event
+-- passes the room/event/check veto hook before it is built (local) or
+-- stored (received; federation/check first for another server's events),
+-- and room/event/persisted observers hear of each event that joined a room
+-- once it is committed. See docs/hooks/.
 local core = require "loom.core"
 local event_mod = require "loom.room.event"
 local auth = require "loom.room.auth"
@@ -23,6 +29,7 @@ local statemap = require "loom.room.statemap"
 
 local json = core.json
 local ipairs, pairs, type, setmetatable, table_sort = ipairs, pairs, type, setmetatable, table.sort
+local getmetatable, tostring, next = getmetatable, tostring, next
 local table_concat, table_unpack = table.concat, table.unpack
 
 local _M = {}
@@ -30,11 +37,13 @@ local methods = {}
 local mt = { __name = "loom.room.Rooms", __index = methods }
 
 --- A room service over a store. opts: server_name, key (a loom.crypto
--- signing key), default_version (default loom.room.version.DEFAULT).
+-- signing key), default_version (default loom.room.version.DEFAULT), hooks
+-- (an object with fire and notify, usually the server; none: no hooks).
 function _M.new(store, opts)
   opts = opts or {}
   return setmetatable({
     store = store,
+    hooks = opts.hooks,
     server_name = opts.server_name,
     key = opts.key,
     default_version = opts.default_version or version_mod.DEFAULT,
@@ -44,6 +53,82 @@ function _M.new(store, opts)
 end
 
 local function fail(msg, code) return nil, msg, code end
+
+---------------------------------------------------------------------------
+-- Hooks (docs/hooks/): room/event/check, federation/check, room/event/persisted.
+
+-- A deep copy of a JSON value (json.array marks kept), so that what a hook
+-- sees cannot change the event.
+local function copy_json(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = copy_json(x) end
+  return setmetatable(out, getmetatable(v))
+end
+
+local function is_object(v)
+  return type(v) == "table" and not json.is_array(v) and (next(v) == nil or v[1] == nil)
+end
+
+-- A veto hook's verdict: true to go on, or nil, reason, code — "forbidden"
+-- for a veto, "hook_error" with the error value a handler returned or raised
+-- (the endpoints answer it as it is).
+local function check_hook(self, name, ...)
+  local verdict, reason = self.hooks:fire(name, ...)
+  if verdict == nil or verdict == true then return true end
+  if type(verdict) == "table" then return nil, verdict, "hook_error" end
+  return nil, type(reason) == "string" and reason or "refused by server policy", "forbidden"
+end
+
+-- room/event/check for a local event about to be built from p (a copy of the
+-- caller's proto): true, with p.content replaced when a handler assigned a
+-- new event.content; or nil, message, code.
+local function check_local(self, version, p, opts)
+  local event = { type = p.type, sender = p.sender, room_id = p.room_id, state_key = p.state_key,
+    content = p.content }
+  local ok, reason, code = check_hook(self, "room/event/check", event, {
+    origin = "local", room_version = version.id, user_id = opts.user_id or p.sender,
+    device_id = opts.device_id, txn_id = opts.txn_id, initial = opts.initial or nil,
+  })
+  if not ok then return nil, reason, code end
+  if event.content ~= p.content then
+    if not is_object(event.content) then
+      return fail("a room/event/check hook replaced the content with something that is not a JSON object",
+        "bad_event")
+    end
+    p.content = event.content
+  end
+  return true
+end
+
+-- federation/check (events of other servers) and room/event/check for a
+-- received event: nil when it may be stored, else why it is rejected.
+local function check_received(self, version, ev)
+  local origin = type(ev.sender) == "string" and ev.sender:match("^@[^:]*:(.+)$") or nil
+  local ok, reason
+  if origin ~= self.server_name then
+    ok, reason = check_hook(self, "federation/check", origin, { room_id = ev.room_id, event_id = ev.event_id })
+    if not ok then return "refused by server policy: " .. tostring(reason) end
+  end
+  ok, reason = check_hook(self, "room/event/check", {
+    type = ev.type, sender = ev.sender, room_id = ev.room_id, state_key = ev.state_key,
+    content = copy_json(ev.content),
+  }, { origin = "federation", room_version = version.id, user_id = ev.sender, origin_server = origin })
+  if not ok then return "refused by server policy: " .. tostring(reason) end
+  return nil
+end
+
+-- room/event/persisted observers, once the outermost transaction commits,
+-- for an event that joined the room (not a duplicate, rejected or
+-- soft-failed one).
+local function announce(self, ev, room_id, r, origin)
+  local hooks = self.hooks
+  if not hooks or r.duplicate or r.rejected or r.soft_failed then return end
+  local event = { event_id = ev.event_id, room_id = room_id, type = ev.type, sender = ev.sender,
+    state_key = ev.state_key, content = copy_json(ev.content), origin_server_ts = ev.origin_server_ts }
+  local context = { origin = origin, stream_ordering = r.stream_ordering }
+  self.store.conn:after_commit(function() hooks:notify("room/event/persisted", event, context) end)
+end
 local record_redaction     -- defined with persisting
 
 ---------------------------------------------------------------------------
@@ -258,6 +343,7 @@ local function persist(self, version, ev, opts)
   end
   local ok, reason, rule = auth.check(version, ev, lookup_fn(self, st_before),
     verify and { verify_signature = verify } or nil)
+  if ok and opts.vetoed then ok, reason, rule = false, opts.vetoed, nil end
   local rejected, soft_failed
   if not ok then
     if opts.local_send then return nil, reason, "forbidden", rule end
@@ -278,7 +364,7 @@ local function persist(self, version, ev, opts)
   end
   local r
   r, err, code = s:persist(ev.event_id, row, { room_version = version.id, json = text,
-    rejected = rejected and ("auth rule " .. tostring(rule) .. ": " .. tostring(reason)),
+    rejected = rejected and (rule and ("auth rule " .. tostring(rule) .. ": " .. tostring(reason)) or reason),
     soft_failed = soft_failed })
   if not r then return nil, err, code end
   if r.duplicate then return r end
@@ -336,21 +422,30 @@ local function build_context(self, room_id)
 end
 
 --- Build, sign, authorise and store a local event. proto: { type, sender,
--- content, state_key?, redacts? } (room_id is the room's). Returns the event
--- (with event_id) and the store's result, or nil, message, code[, rule] —
--- "forbidden" with the auth rule that refused it.
+-- content, state_key?, redacts? } (room_id is the room's). opts: now, and
+-- for the room/event/check hook's context user_id, device_id, txn_id,
+-- initial. Returns the event (with event_id) and the store's result, or nil,
+-- message, code[, rule] — "forbidden" with the auth rule that refused it (or
+-- the reason a hook gave), "hook_error" with a hook's error value.
 function methods:send(room_id, proto, opts)
+  opts = opts or {}
   local version, err, code = room_version(self, room_id)
   if not version then return nil, err, code end
   local s = self.store
   local p = {}
   for k, v in pairs(proto) do p[k] = v end
   p.room_id = room_id
+  if self.hooks then
+    local ok
+    ok, err, code = check_local(self, version, p, opts)
+    if not ok then return nil, err, code end
+  end
   local results = table.pack(s.conn:transaction(function()
     local ev, berr, bcode = event_mod.build(version, p, build_context(self, room_id), self.key, opts)
     if not ev then return nil, berr, bcode end
     local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
     if not r then return nil, perr, pcode, rule end
+    announce(self, ev, room_id, r, "local")
     return ev, r
   end))
   return table_unpack(results, 1, results.n)
@@ -358,7 +453,8 @@ end
 
 --- Create a room: its m.room.create event only (the rest of room creation
 -- is a series of send calls). opts: room_version, content (extra create
--- content), now. Returns room_id, create event.
+-- content), now, and user_id, device_id, initial for room/event/check.
+-- Returns room_id, create event.
 function methods:create_room(creator, opts)
   opts = opts or {}
   local version, err, code = version_mod.get(opts.room_version or self.default_version)
@@ -371,6 +467,11 @@ function methods:create_room(creator, opts)
     local rand = core.crypto.base64_encode(core.crypto.random_bytes(12), true):gsub("[-_]", "x")
     proto.room_id = "!" .. rand .. ":" .. tostring(self.server_name)
   end
+  if self.hooks then
+    local ok
+    ok, err, code = check_local(self, version, proto, opts)
+    if not ok then return nil, err, code end
+  end
   local empty = { forward_extremities = function() return {} end, state = function() return nil end }
   -- (both are called as methods: room:forward_extremities(), room:state(type, state_key))
   local s = self.store
@@ -380,6 +481,7 @@ function methods:create_room(creator, opts)
     local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
     if not r then return nil, perr, pcode, rule end
     local rid = ev.room_id or event_mod.room_id_for_create(version, ev)
+    announce(self, ev, rid, r, "local")
     return rid, ev
   end))
   return table_unpack(results, 1, results.n)
@@ -390,8 +492,9 @@ end
 -- content hash (a mismatch stores the redacted form), authorisation against
 -- its auth_events (which must be stored), against the state before it
 -- (failure: stored as rejected), and against the current state (failure:
--- soft-failed). opts.room_version is needed for a room the store does not
--- know yet. Returns the store's result — with rejected (the reason) and rule
+-- soft-failed). A veto of the federation/check or room/event/check hook
+-- stores it as rejected too (without a rule). opts.room_version is needed
+-- for a room the store does not know yet. Returns the store's result — with rejected (the reason) and rule
 -- when the auth rules refused it, soft_failed when the current state did —
 -- or nil, message, code.
 function methods:receive(ev, opts)
@@ -404,6 +507,7 @@ function methods:receive(ev, opts)
   checked, err, code = event_mod.check(version, ev, { keys = opts.keys })
   if not checked then return nil, err, code end
   ev = checked.event
+  local vetoed = self.hooks and check_received(self, version, ev)
   local s = self.store
   local results = table.pack(s.conn:transaction(function()
     local auth_events = {}
@@ -432,7 +536,10 @@ function methods:receive(ev, opts)
       r.rule = rule
       return r
     end
-    return persist(self, version, ev, { received = true, keys = opts.keys })
+    local r, perr, pcode = persist(self, version, ev, { received = true, keys = opts.keys, vetoed = vetoed })
+    if not r then return nil, perr, pcode end
+    announce(self, ev, ev.room_id or event_mod.room_id_for_create(version, ev), r, "federation")
+    return r
   end))
   return table_unpack(results, 1, results.n)
 end

@@ -135,13 +135,21 @@ function methods:issue_token(user_id, device_id, display_name)
   return { user_id = user_id, device_id = device_id, access_token = token }
 end
 
---- Password login. Returns what issue_token returns, or nil, message,
+--- Does the password open this (active) account? true, or nil, message,
 -- "forbidden" (the same answer for an unknown user and a wrong password).
-function methods:login(user_id, password, device_id, display_name)
+function methods:verify_password(user_id, password)
   local row = self.conn:first("SELECT password_hash, deactivated FROM users WHERE user_id = ?", user_id)
   if not row or row[2] == 1 or type(password) ~= "string" or not _M.check_password(password, row[1]) then
     return nil, "Invalid username or password", "forbidden"
   end
+  return true
+end
+
+--- Password login. Returns what issue_token returns, or what
+-- verify_password returns when the password does not open the account.
+function methods:login(user_id, password, device_id, display_name)
+  local ok, err, code = self:verify_password(user_id, password)
+  if not ok then return nil, err, code end
   return self:issue_token(user_id, device_id, display_name)
 end
 

@@ -124,11 +124,16 @@ local function login(hs)
     if not password then return errors.new("M_MISSING_PARAM", "password is required") end
     local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
     local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
-    local r, err, code = hs.accounts:login(user_id, password, device_id, display)
-    if not r then
+    local ok, err, code = hs.accounts:verify_password(user_id, password)
+    if not ok then
       if code == "forbidden" then return errors.new("M_FORBIDDEN", err) end
       return hs:error(err, code)
     end
+    local denied = hs:check("login/check", { user_id = user_id, device_id = device_id, type = ltype })
+    if denied then return denied end
+    local r
+    r, err, code = hs.accounts:issue_token(user_id, device_id, display)
+    if not r then return hs:error(err, code) end
     return {
       user_id = r.user_id,
       access_token = r.access_token,
@@ -196,15 +201,17 @@ local function register(hs)
     end
     if session then sessions.map[session] = nil end
     -- register
-    local user_id, err, code
-    if username then
-      user_id, err, code = hs.accounts:register(username, password)
-    else
+    local localpart = username
+    if not localpart then
       for _ = 1, 10 do
-        user_id, err, code = hs.accounts:register(random_string(12), password)
-        if user_id or code ~= "user_in_use" then break end
+        localpart = random_string(12)
+        if hs.accounts:available(localpart) then break end
       end
     end
+    local denied = hs:check("register/check", { user_id = hs.accounts:user_id(localpart), localpart = localpart,
+      kind = kind, device_id = device_id, initial_device_display_name = display })
+    if denied then return denied end
+    local user_id, err, code = hs.accounts:register(localpart, password)
     if not user_id then return hs:error(err, code) end
     hs.server:log("info", "registered %s", user_id)
     if inhibit then return { user_id = user_id } end
@@ -319,6 +326,9 @@ local function put_field(hs, field)
     if value == "" and field == "avatar_url" then value = json.null end
     local u = hs.accounts:user(user_id)
     if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
+    local denied = hs:check("profile/check", { user_id = user_id, field = field,
+      value = type(value) == "string" and value or nil })
+    if denied then return denied end
     local ok, err, code = hs.accounts:set_profile(user_id, field, value)
     if not ok then return hs:error(err, code) end
     if u[field] ~= (type(value) == "string" and value or nil) then

@@ -157,6 +157,8 @@ function _M.install(hs)
     local room_id = body.room_id
     if type(room_id) ~= "string" then return errors.new("M_INVALID_PARAM", "room_id is required") end
     if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+    local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, alias = alias })
+    if denied then return denied end
     local ok = _M.add_alias(hs, alias, room_id, req.user_id)
     if not ok then return 409, { errcode = "M_UNKNOWN", error = "Room alias " .. alias .. " already exists" } end
     return {}
@@ -200,6 +202,8 @@ function _M.install(hs)
     if not _M.room_admin(hs, room_id, req.user_id) then
       return errors.new("M_FORBIDDEN", "You may not change this room's visibility")
     end
+    local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, visibility = vis })
+    if denied then return denied end
     _M.set_visibility(hs, room_id, vis)
     return {}
   end))

@@ -71,8 +71,9 @@ local function send_error(hs, msg, code, rule)
   return hs:error(msg, code, rule)
 end
 
-local function send(hs, room_id, proto)
-  local ev, r, code, rule = hs.rooms:send(room_id, proto)
+-- opts: the room/event/check context (user_id, device_id, txn_id, initial).
+local function send(hs, room_id, proto, opts)
+  local ev, r, code, rule = hs.rooms:send(room_id, proto, opts)
   if not ev then return nil, send_error(hs, r, code, rule) end
   return ev, r
 end
@@ -175,7 +176,7 @@ local function send_once(hs, req, endpoint, room_id, proto)
   if done then return { event_id = done } end
   local conn = hs.store.conn
   local ev, err = conn:transaction(function()
-    local e, r = send(hs, room_id, proto)
+    local e, r = send(hs, room_id, proto, { user_id = req.user_id, device_id = req.device_id, txn_id = txn_id })
     if not e then return nil, r end
     assert(txn_record(hs, req, endpoint, txn_id, e.event_id))
     return e
@@ -261,12 +262,24 @@ local function check_create(hs, body)
   return c
 end
 
+-- A copy of a list of strings (what hooks see of the request).
+local function copy_list(list)
+  local out = {}
+  for i, v in ipairs(list or {}) do out[i] = v end
+  return out
+end
+
 local function create_room(hs, req)
   local body = body_object(req)
   local c, cerr = check_create(hs, body)
   if not c then return cerr end
   local user = req.user_id
   local version = c.version
+  local denied = hs:check("room/create/check", { user_id = user, room_version = version.id, preset = c.preset,
+    visibility = c.visibility, name = body.name, topic = body.topic, room_alias_name = body.room_alias_name,
+    invite = copy_list(body.invite), is_direct = body.is_direct == true })
+  if denied then return denied end
+  local hook_opts = { user_id = user, device_id = req.device_id, initial = true }
   local preset = PRESETS[c.preset]
   local initial = {}
   for _, e in ipairs(body.initial_state or {}) do initial[statemap.key(e.type, e.state_key or "")] = true end
@@ -275,13 +288,14 @@ local function create_room(hs, req)
   local rid
   local room_id, err = conn:transaction(function()
     local function state(t, content, sk)
-      return send(hs, rid, { type = t, state_key = sk or "", sender = user, content = content })
+      return send(hs, rid, { type = t, state_key = sk or "", sender = user, content = content }, hook_opts)
     end
     local ev, code
-    rid, ev, code = hs.rooms:create_room(user, { room_version = version.id, content = body.creation_content })
+    rid, ev, code = hs.rooms:create_room(user, { room_version = version.id, content = body.creation_content,
+      user_id = user, device_id = req.device_id, initial = true })
     if not rid then return nil, hs:error(ev, code) end
     local e, e2 = send(hs, rid, { type = "m.room.member", state_key = user, sender = user,
-      content = profile_content(hs, user, "join") })
+      content = profile_content(hs, user, "join") }, hook_opts)
     if not e then return nil, e2 end
     -- power levels
     local pl = default_power_levels(version, user)
@@ -294,6 +308,8 @@ local function create_room(hs, req)
       if not e then return nil, e2 end
     end
     if c.alias then
+      denied = hs:check("directory/publish/check", { user_id = user, room_id = rid, alias = c.alias })
+      if denied then return nil, denied end
       directory.add_alias(hs, c.alias, rid, user)
       e, e2 = state("m.room.canonical_alias", { alias = c.alias })
       if not e then return nil, e2 end
@@ -322,12 +338,18 @@ local function create_room(hs, req)
       if not e then return nil, e2 end
     end
     for _, u in ipairs(body.invite or {}) do
+      denied = hs:check("room/invite/check", { user_id = user, invitee = u, room_id = rid })
+      if denied then return nil, denied end
       local content = profile_content(hs, u, "invite")
       if body.is_direct then content.is_direct = true end
       e, e2 = state("m.room.member", content, u)
       if not e then return nil, e2 end
     end
-    if c.visibility == "public" then directory.set_visibility(hs, rid, "public") end
+    if c.visibility == "public" then
+      denied = hs:check("directory/publish/check", { user_id = user, room_id = rid, visibility = "public" })
+      if denied then return nil, denied end
+      directory.set_visibility(hs, rid, "public")
+    end
     return rid
   end)
   if not room_id then return err end
@@ -342,9 +364,13 @@ local function join(hs, req, id)
   local reason = optional_string(body, "reason")
   local room_id, err = resolve_room(hs, id)
   if not room_id then return err end
-  if membership_of(member_event(hs, room_id, req.user_id)) == "join" then return { room_id = room_id } end
+  local ms = membership_of(member_event(hs, room_id, req.user_id))
+  if ms == "join" then return { room_id = room_id } end
+  local denied = hs:check("room/join/check", { user_id = req.user_id, room_id = room_id, invited = ms == "invite" })
+  if denied then return denied end
   local ev, e2 = send(hs, room_id, { type = "m.room.member", state_key = req.user_id, sender = req.user_id,
-    content = profile_content(hs, req.user_id, "join", { reason = reason }) })
+    content = profile_content(hs, req.user_id, "join", { reason = reason }) },
+    { user_id = req.user_id, device_id = req.device_id })
   if not ev then return e2 end
   hs.store.conn:run("DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", req.user_id, room_id)
   return { room_id = room_id }
@@ -364,10 +390,12 @@ local function membership_change(hs, req, membership, target_from_body)
   end
   local content = { membership = membership, reason = reason }
   if membership == "invite" then
+    local denied = hs:check("room/invite/check", { user_id = req.user_id, invitee = target, room_id = room_id })
+    if denied then return denied end
     content = profile_content(hs, target, "invite", { reason = reason })
   end
   local ev, e2 = send(hs, room_id, { type = "m.room.member", state_key = target, sender = req.user_id,
-    content = content })
+    content = content }, { user_id = req.user_id, device_id = req.device_id })
   if not ev then return e2 end
   return {}
 end
@@ -414,7 +442,7 @@ local function put_state(hs, req)
   local body = req:json()
   if not room_exists(hs, room_id) then return errors.new("M_FORBIDDEN", "You are not a member of this room") end
   local ev, e2 = send(hs, room_id, { type = req.params.eventType, state_key = req.params.stateKey or "",
-    sender = req.user_id, content = body })
+    sender = req.user_id, content = body }, { user_id = req.user_id, device_id = req.device_id })
   if not ev then return e2 end
   return { event_id = ev.event_id }
 end

@@ -3,6 +3,7 @@
 -- GET /user/{userId}/filter/{filterId}. See docs/sync.md.
 local core = require "loom.core"
 local errors = require "loom.http.errors"
+local response = require "loom.http.response"
 local store_filter = require "loom.store.filter"
 local visibility = require "loom.room.visibility"
 local filters = require "loom.sync.filters"
@@ -180,12 +181,24 @@ local function sync(hs, notifier, req)
   end
 end
 
+-- GET /sync: the answer is encoded first, then sync/response observers see
+-- it (what they might change is no longer what is sent).
+local function sync_route(hs, notifier, req)
+  local body = sync(hs, notifier, req)
+  if errors.is(body) then return body end
+  local resp = response.json(200, body)
+  if not resp then return body end     -- the dispatcher reports what does not encode
+  hs.server:observe("sync/response", body, { user_id = req.user_id, device_id = req.device_id,
+    since = req:arg("since"), next_batch = body.next_batch, full_state = req:arg("full_state") == "true" })
+  return resp
+end
+
 function _M.install(hs)
   local server = hs.server
   local notifier = notifier_mod.new(hs.store)
   hs.sync_notifier = notifier
 
-  server:route("GET", V3 .. "/sync", hs:authed(function(req) return sync(hs, notifier, req) end))
+  server:route("GET", V3 .. "/sync", hs:authed(function(req) return sync_route(hs, notifier, req) end))
   server:route("GET", V3 .. "/rooms/{roomId}/messages", hs:authed(function(req) return messages(hs, req) end))
   server:route("GET", V3 .. "/rooms/{roomId}/context/{eventId}", hs:authed(function(req)
     return context(hs, req)
