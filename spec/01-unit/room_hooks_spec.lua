@@ -154,7 +154,7 @@ describe("room service hooks", function()
       local ev, msg, code = rooms:send(room_id, { type = "m.room.message", sender = ALICE, content = { body = "x" } })
       assert.is_nil(ev)
       assert.equal("bad_event", code)
-      assert.matches("not a JSON object", msg)
+      assert.equal("content is not an object", msg)
     end
     assert.equal(before, count_events())
   end)
@@ -201,8 +201,9 @@ describe("room service hooks", function()
       end
     end
 
-    -- An event built by b.test against the room as it is now.
-    local function remote(room_id, proto)
+    -- An event built by a server (key) against the room as it is now, as it
+    -- arrives over the wire.
+    local function built(room_id, proto, by)
       proto.room_id = room_id
       local ctx = {
         forward_extremities = function()
@@ -215,8 +216,9 @@ describe("room service hooks", function()
         end,
         state = function(_, t, k) return rooms:state_event(room_id, t, k) end,
       }
-      return json.decode(json.encode(assert(event_mod.build(assert(version_mod.get("11")), proto, ctx, other))))
+      return json.decode(json.encode(assert(event_mod.build(assert(version_mod.get("11")), proto, ctx, by))))
     end
+    local function remote(room_id, proto) return built(room_id, proto, other) end
 
     it("fire federation/check and room/event/check; a veto stores the event rejected", function()
       local room_id = new_room()
@@ -264,21 +266,8 @@ describe("room service hooks", function()
 
     it("do not fire federation/check for this server's own events", function()
       local room_id = new_room()
-      local version = assert(version_mod.get("11"))
-      local ctx = {
-        forward_extremities = function()
-          local out = {}
-          for _, id in ipairs(store:forward_extremities(room_id)) do
-            local _, meta = store:event(id)
-            out[#out + 1] = { event_id = id, depth = meta.depth }
-          end
-          return out
-        end,
-        state = function(_, t, k) return rooms:state_event(room_id, t, k) end,
-      }
-      local own = assert(event_mod.build(version, { room_id = room_id, type = "m.room.message", sender = ALICE,
-        content = { body = "echo" } }, ctx, key))
-      assert(rooms:receive(json.decode(json.encode(own)), { keys = keys }))
+      local own = built(room_id, { type = "m.room.message", sender = ALICE, content = { body = "echo" } }, key)
+      assert(rooms:receive(own, { keys = keys }))
       assert.equal(0, #fired("federation/check"))
       local checks = fired("room/event/check")
       assert.equal("a.test", checks[#checks][2].origin_server)

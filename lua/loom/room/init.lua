@@ -29,7 +29,7 @@ local statemap = require "loom.room.statemap"
 
 local json = core.json
 local ipairs, pairs, type, setmetatable, table_sort = ipairs, pairs, type, setmetatable, table.sort
-local getmetatable, tostring, next = getmetatable, tostring, next
+local getmetatable, tostring = getmetatable, tostring
 local table_concat, table_unpack = table.concat, table.unpack
 
 local _M = {}
@@ -66,10 +66,6 @@ local function copy_json(v)
   return setmetatable(out, getmetatable(v))
 end
 
-local function is_object(v)
-  return type(v) == "table" and not json.is_array(v) and (next(v) == nil or v[1] == nil)
-end
-
 -- A veto hook's verdict: true to go on, or nil, reason, code — "forbidden"
 -- for a veto, "hook_error" with the error value a handler returned or raised
 -- (the endpoints answer it as it is).
@@ -82,7 +78,8 @@ end
 
 -- room/event/check for a local event about to be built from p (a copy of the
 -- caller's proto): true, with p.content replaced when a handler assigned a
--- new event.content; or nil, message, code.
+-- new event.content (event.build refuses one that is not a JSON object); or
+-- nil, message, code.
 local function check_local(self, version, p, opts)
   local event = { type = p.type, sender = p.sender, room_id = p.room_id, state_key = p.state_key,
     content = p.content }
@@ -91,13 +88,7 @@ local function check_local(self, version, p, opts)
     device_id = opts.device_id, txn_id = opts.txn_id, initial = opts.initial or nil,
   })
   if not ok then return nil, reason, code end
-  if event.content ~= p.content then
-    if not is_object(event.content) then
-      return fail("a room/event/check hook replaced the content with something that is not a JSON object",
-        "bad_event")
-    end
-    p.content = event.content
-  end
+  p.content = event.content
   return true
 end
 

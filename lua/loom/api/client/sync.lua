@@ -188,8 +188,9 @@ local function sync_route(hs, notifier, req)
   if errors.is(body) then return body end
   local resp = response.json(200, body)
   if not resp then return body end     -- the dispatcher reports what does not encode
+  local since = req:arg("since")
   hs.server:observe("sync/response", body, { user_id = req.user_id, device_id = req.device_id,
-    since = req:arg("since"), next_batch = body.next_batch, full_state = req:arg("full_state") == "true" })
+    since = since ~= "" and since or nil, next_batch = body.next_batch, full_state = req:arg("full_state") == "true" })
   return resp
 end
 
