@@ -404,6 +404,22 @@ describe("hooks", function()
     assert.same({ "hi" }, bodies(t, alice, room))
   end)
 
+  it("a room/event/persisted observer may wait and then send an event of its own", function()
+    local room = create_room(t, alice)
+    t.server:hook("room/event/persisted", function(ev)
+      if ev.type == "m.room.message" and ev.content.body == "!ping" then
+        async.sleep(20)
+        assert(t.hs.rooms:send(ev.room_id, { type = "m.room.message", sender = alice.user_id,
+          content = { msgtype = "m.notice", body = "pong" } }))
+      end
+    end)
+    assert.equal(200, t:request("POST", V3 .. "/join/" .. enc(room), {}, bob.access_token).status)
+    assert.equal(200, t:request("PUT", ("%s/rooms/%s/send/m.room.message/t1"):format(V3, enc(room)),
+      { msgtype = "m.text", body = "!ping" }, bob.access_token).status)
+    settle(t, 150)
+    assert.same({ "pong", "!ping" }, bodies(t, alice, room))
+  end)
+
   it("sync/response observers see the answer and its context, and cannot change it", function()
     local room = create_room(t, alice)
     local seen = {}

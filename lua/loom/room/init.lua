@@ -120,6 +120,7 @@ local function announce(self, ev, room_id, r, origin)
   local context = { origin = origin, stream_ordering = r.stream_ordering }
   self.store.conn:after_commit(function() hooks:notify("room/event/persisted", event, context) end)
 end
+
 local record_redaction     -- defined with persisting
 
 ---------------------------------------------------------------------------
@@ -485,9 +486,9 @@ end
 -- (failure: stored as rejected), and against the current state (failure:
 -- soft-failed). A veto of the federation/check or room/event/check hook
 -- stores it as rejected too (without a rule). opts.room_version is needed
--- for a room the store does not know yet. Returns the store's result — with rejected (the reason) and rule
--- when the auth rules refused it, soft_failed when the current state did —
--- or nil, message, code.
+-- for a room the store does not know yet. Returns the store's result — with
+-- rejected (the reason) and rule when the auth rules refused it, soft_failed
+-- when the current state did — or nil, message, code.
 function methods:receive(ev, opts)
   opts = opts or {}
   local version, err, code
