@@ -420,6 +420,50 @@ describe("hooks", function()
     assert.same({ "pong", "!ping" }, bodies(t, alice, room))
   end)
 
+  it("received events: a raising room/event/check or a federation/check veto rejects them", function()
+    local room = create_room(t, alice, { preset = "public_chat", room_version = "11" })
+    local remote = crypto.signing_key(string.rep("r", 32), "ed25519:r", "remote.test")
+    local function keys(server, key_id)
+      if server == "remote.test" and key_id == remote.key_id then return remote.public_key end
+    end
+    local function from_remote(proto)
+      proto.room_id = room
+      local ev = assert(event_mod.build(assert(version_mod.get("11")), proto, {
+        forward_extremities = function()
+          local out = {}
+          for _, id in ipairs(t.hs.store:forward_extremities(room)) do
+            local _, meta = t.hs.store:event(id)
+            out[#out + 1] = { event_id = id, depth = meta.depth }
+          end
+          return out
+        end,
+        state = function(_, ty, k) return t.hs.rooms:state_event(room, ty, k) end,
+      }, remote))
+      return event_mod.pdu(ev)
+    end
+    local carol = "@carol:remote.test"
+    local join = from_remote { type = "m.room.member", state_key = carol, sender = carol,
+      content = { membership = "join" } }
+    local fn = t.server:hook("room/event/check", function(_, ctx)
+      if ctx.origin == "federation" then error("checker crashed") end
+    end, 0, "checker.lua")
+    local r = assert(t.hs.rooms:receive(join, { keys = keys }))
+    assert.matches("M_UNKNOWN", r.rejected)
+    assert.is_nil(member(t, room, carol))
+    assert.is_string(logged(t, "hook room/event/check (script checker.lua) failed", "checker crashed",
+      "stack traceback"))
+    t.server:unhook("room/event/check", fn)
+    t.server:hook("federation/check", function(server_name, ctx)
+      assert.equal(room, ctx.room_id)
+      if server_name == "remote.test" then return false, "remote.test is blocked" end
+    end)
+    join = from_remote { type = "m.room.member", state_key = carol, sender = carol,
+      content = { membership = "join", displayname = "Carol" } }
+    r = assert(t.hs.rooms:receive(join, { keys = keys }))
+    assert.matches("remote.test is blocked", r.rejected)
+    assert.is_nil(member(t, room, carol))
+  end)
+
   it("sync/response observers see the answer and its context, and cannot change it", function()
     local room = create_room(t, alice)
     local seen = {}
