@@ -11,7 +11,6 @@
 -- Endpoint modules (lua/loom/api/client/*.lua) each export install(hs).
 local core = require "loom.core"
 local crypto = require "loom.room.crypto"
-local accounts_mod = require "loom.store.accounts"
 local room_mod = require "loom.room"
 local errors = require "loom.http.errors"
 
@@ -23,15 +22,13 @@ local mt = { __name = "loom.Homeserver", __index = methods }
 
 -- The server's signing key, created on first start.
 local function signing_key(store, server_name)
-  local row = store.conn:first("SELECT key_id, seed FROM server_signing_keys ORDER BY created_ts LIMIT 1")
-  if not row then
-    local seed = core.crypto.random_bytes(32)
-    local key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true)
-    assert(store.conn:run("INSERT INTO server_signing_keys (key_id, seed, created_ts) VALUES (?, ?, ?)",
-      key_id, core.sqlite.blob(seed), core.now_ms()))
-    row = { key_id, seed }
+  local key_id, seed = store:signing_key()
+  if not key_id then
+    seed = core.crypto.random_bytes(32)
+    key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true)
+    store:add_signing_key(key_id, seed)
   end
-  return crypto.signing_key(row[2], row[1], server_name)
+  return crypto.signing_key(seed, key_id, server_name)
 end
 
 --- The homeserver context of a server: hs.server, hs.config, hs.store,
@@ -48,7 +45,7 @@ function _M.new(server, opts)
     server_name = name,
     store = store,
     key = key,
-    accounts = accounts_mod.new(store.conn, { server_name = name, iterations = config.password_iterations }),
+    accounts = store:accounts { server_name = name, iterations = config.password_iterations },
     rooms = room_mod.new(store, { server_name = name, key = key,
       default_version = config.default_room_version }),
   }, mt)

@@ -23,7 +23,7 @@ local statemap = require "loom.room.statemap"
 
 local json = core.json
 local ipairs, pairs, type, setmetatable, table_sort = ipairs, pairs, type, setmetatable, table.sort
-local table_concat, table_unpack = table.concat, table.unpack
+local table_unpack = table.unpack
 
 local _M = {}
 local methods = {}
@@ -61,33 +61,12 @@ local function lookup_fn(self, st)
   end
 end
 
--- State keys of NIDs, in one query.
-local function state_key_names(self, nids)
-  local out, want = {}, {}
-  local seen = {}
-  for _, n in ipairs(nids) do
-    if not seen[n] then seen[n] = true; want[#want + 1] = n end
-  end
-  for i = 1, #want, 500 do
-    local marks, params = {}, {}
-    for j = i, math.min(#want, i + 499) do marks[#marks + 1] = "?"; params[#params + 1] = want[j] end
-    local rows, err, code = self.store.conn:all("SELECT state_key_nid, state_key FROM state_keys"
-      .. " WHERE state_key_nid IN (" .. table_concat(marks, ",") .. ")", table_unpack(params))
-    if not rows then return nil, err, code end
-    for _, r in ipairs(rows) do out[r[1]] = r[2] end
-  end
-  return out
-end
-
 --- A loom.State as a state map (statemap keys -> event IDs).
 function methods:state_map(st)
   local s = self.store
   local types, keys, evs = st:entries()
-  local names, err, code = state_key_names(self, keys)
-  if not names then return nil, err, code end
-  local loaded
-  loaded, err, code = s:events_by_nid(evs)
-  if not loaded then return nil, err, code end
+  local names = s:state_key_names(keys)
+  local loaded = s:events_by_nid(evs)
   local m = {}
   for i = 1, #types do
     local ev = loaded[evs[i]]
@@ -236,8 +215,7 @@ function record_redaction(self, version, ev, room_id, st_before)
     allowed = auth.power_level(version, lookup, ev.sender) >= auth.levels(version, lookup).redact
   end
   if not allowed then return true end
-  return s.conn:run("INSERT OR IGNORE INTO redactions (event_id, redaction_id) VALUES (?, ?)",
-    target_id, ev.event_id)
+  return s:record_redaction(target_id, ev.event_id)
 end
 
 -- opts: local_send (an auth failure refuses the event instead of storing it
@@ -294,8 +272,7 @@ local function persist(self, version, ev, opts)
     current, err, code = update_current(self, version, room_id, r.room_nid)
     if not current then return nil, err, code end
     if current ~= true then
-      ok, err, code = s.conn:run("UPDATE events SET current_after = ? WHERE event_nid = ?", current, r.event_nid)
-      if not ok then return nil, err, code end
+      s:set_current_after(r.event_nid, current)
     end
     if ev.type == "m.room.redaction" then
       ok, err, code = record_redaction(self, version, ev, room_id, st_before)
@@ -317,7 +294,7 @@ local function build_context(self, room_id)
   return {
     forward_extremities = function()
       local ids = s:forward_extremities(room_id)
-      local loaded = s:events(ids) or {}
+      local loaded = s:events(ids)
       local out = {}
       for _, id in ipairs(ids) do
         local e = loaded[id]
@@ -346,7 +323,7 @@ function methods:send(room_id, proto, opts)
   local p = {}
   for k, v in pairs(proto) do p[k] = v end
   p.room_id = room_id
-  local results = table.pack(s.conn:transaction(function()
+  local results = table.pack(s:transaction(function()
     local ev, berr, bcode = event_mod.build(version, p, build_context(self, room_id), self.key, opts)
     if not ev then return nil, berr, bcode end
     local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
@@ -374,7 +351,7 @@ function methods:create_room(creator, opts)
   local empty = { forward_extremities = function() return {} end, state = function() return nil end }
   -- (both are called as methods: room:forward_extremities(), room:state(type, state_key))
   local s = self.store
-  local results = table.pack(s.conn:transaction(function()
+  local results = table.pack(s:transaction(function()
     local ev, berr, bcode = event_mod.build(version, proto, empty, self.key, opts)
     if not ev then return nil, berr, bcode end
     local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
@@ -405,10 +382,9 @@ function methods:receive(ev, opts)
   if not checked then return nil, err, code end
   ev = checked.event
   local s = self.store
-  local results = table.pack(s.conn:transaction(function()
+  local results = table.pack(s:transaction(function()
     local auth_events = {}
     local loaded = s:events(ev.auth_events or {})
-    if not loaded then return nil, "cannot load auth events", "db_error" end
     for _, id in ipairs(ev.auth_events or {}) do
       local e = loaded[id]
       if not e then return nil, "auth event " .. id .. " is not known", "missing_auth_events" end

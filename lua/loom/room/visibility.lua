@@ -21,23 +21,13 @@ local _M = {}
 
 local RANK = { world_readable = 4, shared = 3, invited = 2, joined = 1 }
 
---- The user's joins in a room: an array of stream positions (one query).
-local function joins_of(store, user_id, room_nid)
-  local rows = store.conn:all([[SELECT stream_ordering FROM room_memberships
-    WHERE user_id = ? AND room_nid = ? AND membership = 'join']], user_id, room_nid) or {}
-  local out = {}
-  for i, r in ipairs(rows) do out[i] = r[1] end
-  return out
-end
-
 --- The user's membership history in a room (as seen by this server):
 -- whether the user ever had a membership event there.
 function _M.ever_member(hs, user_id, room_id)
   local store = hs.store
   local rn = store:room_nid(room_id)
   if not rn then return false end
-  return store.conn:value([[SELECT 1 FROM room_memberships WHERE user_id = ? AND room_nid = ?
-    LIMIT 1]], user_id, rn) ~= nil
+  return store:ever_member(user_id, rn)
 end
 
 -- history_visibility and the user's membership in a snapshot (cached per
@@ -86,7 +76,7 @@ function _M.filter(hs, user_id, room_id, events)
   if #events == 0 then return out end
   local rn = store:room_nid(room_id)
   if not rn then return out end
-  local joins = joins_of(store, user_id, rn)
+  local joins = store:join_positions(user_id, rn)
   local cache = {}
   for _, ev in ipairs(events) do
     local ok = false

@@ -12,6 +12,8 @@
 -- nil, message, code.
 local db = require "loom.db"
 local changecache = require "loom.store.changecache"
+local accounts = require "loom.store.accounts"
+local sql = require "loom.store.sql"
 
 local setmetatable, pairs, type = setmetatable, pairs, type
 
@@ -20,7 +22,7 @@ local methods = {}
 local mt = { __name = "loom.store.Store", __index = methods }
 
 -- Condition selecting timeline events; it matches the partial indexes.
-_M.TIMELINE = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+_M.TIMELINE = sql.TIMELINE
 
 -- New event types get NIDs from here up; lower ones are well-known.
 local FIRST_DYNAMIC_TYPE_NID = 1000
@@ -86,6 +88,23 @@ function methods:close()
   if self.owns_conn then self.conn:close() end
 end
 mt.__close = methods.close
+
+--- Run fn(...) in one transaction (a savepoint inside an open one), with
+-- loom.db's contract: rolled back when fn raises or returns nil first.
+function methods:transaction(fn, ...)
+  return self.conn:transaction(fn, ...)
+end
+
+--- The accounts (loom.store.accounts) kept in this store's database.
+-- opts: server_name, iterations.
+function methods:accounts(opts)
+  return accounts.new(self.conn, opts)
+end
+
+--- The schema version: the highest migration applied.
+function methods:schema_version()
+  return self.conn:value("SELECT max(version) FROM schema_version")
+end
 
 ---------------------------------------------------------------------------
 -- Numeric IDs. A NID assigned inside a transaction that is rolled back is
@@ -211,7 +230,9 @@ _M.methods = methods
 _M.mt = mt
 
 -- Mix in the method groups.
-for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.events", "loom.store.state" } do
+for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.events", "loom.store.state",
+    "loom.store.rooms", "loom.store.directory", "loom.store.txns", "loom.store.user_filters",
+    "loom.store.keys" } do
   for k, v in pairs(require(part).methods) do
     if type(v) == "function" then methods[k] = v end
   end

@@ -11,6 +11,7 @@
 -- more than asked so that `next` is nil exactly when nothing is left.
 local core = require "loom.core"
 local filter_mod = require "loom.store.filter"
+local sql_mod = require "loom.store.sql"
 
 local token, bound = core.token, core.bound
 local type, ipairs, math_type, tostring = type, ipairs, math.type, tostring
@@ -19,7 +20,7 @@ local table_concat = table.concat
 local _M = {}
 local methods = {}
 
-local TL = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+local TL = sql_mod.TIMELINE
 local COLS = "event_nid, event_id, room_nid, type_nid, state_key_nid, sender, depth, stream_ordering, json"
 local MAX_LIMIT = 1000
 local APPSERVICE_MAX = 1000
@@ -354,21 +355,25 @@ function methods:recent_events(room_id, limit, end_pos, from_pos)
 end
 
 -- The stream-window query for one or many rooms: newest `per_room` events
--- per room with from < stream <= to, ascending per room.
+-- per room with from < stream <= to, ascending per room (rooms in chunks
+-- of IN-list size).
 local function window_rows(self, room_nids, from_pos, to_pos, per_room, fsql, fparams)
-  local marks = {}
-  local params = {}
-  for i, nid in ipairs(room_nids) do marks[i] = "?"; params[i] = nid end
-  params[#params + 1] = from_pos
-  params[#params + 1] = to_pos
-  local where = "room_nid IN (" .. table_concat(marks, ",") .. ") AND " .. TL ..
-    " AND stream_ordering > ? AND stream_ordering <= ?"
-  if fsql then where = where .. " AND " .. fsql; append(params, fparams) end
-  params[#params + 1] = per_room
-  local sql = "SELECT " .. COLS .. " FROM (SELECT " .. COLS ..
-    ", row_number() OVER (PARTITION BY room_nid ORDER BY stream_ordering DESC) AS rn FROM events WHERE " ..
-    where .. ") WHERE rn <= ? ORDER BY room_nid, stream_ordering"
-  return records(self, sql, table.unpack(params, 1, #params))
+  local out = {}
+  for marks, chunk in sql_mod.chunks(room_nids) do
+    local params = chunk
+    params[#params + 1] = from_pos
+    params[#params + 1] = to_pos
+    local where = "room_nid IN (" .. marks .. ") AND " .. TL ..
+      " AND stream_ordering > ? AND stream_ordering <= ?"
+    if fsql then where = where .. " AND " .. fsql; append(params, fparams) end
+    params[#params + 1] = per_room
+    local sql = "SELECT " .. COLS .. " FROM (SELECT " .. COLS ..
+      ", row_number() OVER (PARTITION BY room_nid ORDER BY stream_ordering DESC) AS rn FROM events WHERE " ..
+      where .. ") WHERE rn <= ? ORDER BY room_nid, stream_ordering"
+    local rows = records(self, sql, table.unpack(params, 1, #params))
+    if #out == 0 then out = rows else append(out, rows) end
+  end
+  return out
 end
 
 local function stream_result(rows, limit)
