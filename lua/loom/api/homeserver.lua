@@ -14,7 +14,7 @@ local crypto = require "loom.room.crypto"
 local room_mod = require "loom.room"
 local errors = require "loom.http.errors"
 
-local setmetatable, type = setmetatable, type
+local setmetatable, type, tostring = setmetatable, type, tostring
 
 local _M = {}
 local methods = {}
@@ -78,11 +78,15 @@ function methods:authed(handler)
 end
 
 --- A Matrix error for a lower-level failure (nil, message, code[, rule]).
-function methods.error(_, message, code, rule)
+-- A failure of the server's own (database, storage) becomes M_UNKNOWN and
+-- is logged.
+function methods.error(self, message, code, rule)
   if code == "forbidden" then
     return errors.new("M_FORBIDDEN", rule and (message .. " (auth rule " .. rule .. ")") or message)
   end
-  return errors.from_code(code, message)
+  local err, internal = errors.from_code(code, message)
+  if internal then self.server:log("error", "%s (%s)", tostring(message), tostring(code)) end
+  return err
 end
 
 _M.methods = methods

@@ -164,13 +164,15 @@ local function send_once(hs, req, endpoint, room_id, proto)
   local store = hs.store
   local done = store:txn_event(req.user_id, req.device_id, endpoint, txn_id)
   if done then return { event_id = done } end
-  local ev, err = store:transaction(function()
+  -- a Matrix error from the send, or nil, message, code when the
+  -- transaction itself failed (a logged 500)
+  local ev, err, code = store:transaction(function()
     local e, r = send(hs, room_id, proto)
     if not e then return nil, r end
     store:record_txn(req.user_id, req.device_id, endpoint, txn_id, e.event_id)
     return e
   end)
-  if not ev then return err end
+  if not ev then return nil, err, code end
   return { event_id = ev.event_id }
 end
 
@@ -262,7 +264,7 @@ local function create_room(hs, req)
   for _, e in ipairs(body.initial_state or {}) do initial[statemap.key(e.type, e.state_key or "")] = true end
 
   local rid
-  local room_id, err = hs.store:transaction(function()
+  local room_id, err, ecode = hs.store:transaction(function()
     local function state(t, content, sk)
       return send(hs, rid, { type = t, state_key = sk or "", sender = user, content = content })
     end
@@ -319,7 +321,7 @@ local function create_room(hs, req)
     if c.visibility == "public" then directory.set_visibility(hs, rid, "public") end
     return rid
   end)
-  if not room_id then return err end
+  if not room_id then return nil, err, ecode end
   return { room_id = room_id, room_alias = c.alias }
 end
 
