@@ -7,9 +7,12 @@
 --   local r = assert(s:persist(event_id, event))          -- {event_nid, stream_ordering, ...}
 --   local page = assert(s:paginate(room_id, nil, { dir = "b", limit = 20 }))
 --
--- Methods live in loom.store.persist and loom.store.stream; this file opens
--- the store and keeps the NID maps and caches. Expected failures return
--- nil, message, code.
+-- Methods live in loom.store.persist, stream, events, state, rooms,
+-- directory, txns, user_filters and keys; this file opens the store and
+-- keeps the NID maps and caches. Every SQL statement of loom is in the
+-- store (and loom.db): callers ask methods named for what they answer.
+-- Bad input returns nil, message, code; a database failure raises a
+-- loom.db.Error, never an empty result.
 local db = require "loom.db"
 local changecache = require "loom.store.changecache"
 local accounts = require "loom.store.accounts"
