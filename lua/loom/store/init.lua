@@ -18,7 +18,7 @@ local changecache = require "loom.store.changecache"
 local accounts = require "loom.store.accounts"
 local sql = require "loom.store.sql"
 
-local setmetatable, pairs, type = setmetatable, pairs, type
+local setmetatable, pairs, type, error = setmetatable, pairs, type, error
 
 local _M = {}
 local methods = {}
@@ -237,7 +237,11 @@ for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.e
     "loom.store.rooms", "loom.store.directory", "loom.store.txns", "loom.store.user_filters",
     "loom.store.keys" } do
   for k, v in pairs(require(part).methods) do
-    if type(v) == "function" then methods[k] = v end
+    if type(v) == "function" then
+      -- one name, one answer: a group may not replace another's method
+      if methods[k] then error("loom.store: method " .. k .. " of " .. part .. " is defined twice") end
+      methods[k] = v
+    end
   end
 end
 
