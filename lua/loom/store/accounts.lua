@@ -1,7 +1,7 @@
 -- loom.accounts: users, passwords, devices and access tokens.
 --
 --   local accounts = require "loom.store.accounts"
---   local acc = accounts.new(store.conn, { server_name = "example.org" })
+--   local acc = store:accounts { server_name = "example.org" }       -- accounts.new(conn, opts) inside the store
 --   assert(acc:register("alice", "secret"))
 --   local login = assert(acc:login("@alice:example.org", "secret"))   -- access_token, device_id
 --   local who = assert(acc:authenticate(login.access_token))         -- user_id, device_id
