@@ -199,6 +199,20 @@ describe("store methods", function()
     assert.equal(620, n)
   end)
 
+  it("store.open reports a database it cannot read as nil, message, code", function()
+    local p = tmp.path()
+    local bare, msg, code = store_mod.open { path = p, migrate = false }
+    assert.is_nil(bare); assert.matches("event_types", msg); assert.equal("sqlite_error", code)
+    tmp.remove(p)
+    local garbage = os.tmpname()
+    local f = assert(io.open(garbage, "wb"))
+    f:write(("not a database\n"):rep(100))
+    f:close()
+    local none, _, gcode = store_mod.open { path = garbage }
+    assert.is_nil(none); assert.equal("sqlite_notadb", gcode)
+    os.remove(garbage)
+  end)
+
   it("raises when the database fails to read; a write it cannot begin is not done", function()
     local room = "!f:test"
     assert(s:persist("$a", ev(room, 1)))

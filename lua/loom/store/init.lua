@@ -18,7 +18,7 @@ local changecache = require "loom.store.changecache"
 local accounts = require "loom.store.accounts"
 local sql = require "loom.store.sql"
 
-local setmetatable, pairs, type, error = setmetatable, pairs, type, error
+local setmetatable, pairs, type, error, pcall, ipairs = setmetatable, pairs, type, error, pcall, ipairs
 
 local _M = {}
 local methods = {}
@@ -32,8 +32,26 @@ local FIRST_DYNAMIC_TYPE_NID = 1000
 local CHANGE_CACHE_SIZE = 100000
 local PREFILL = 10000
 
+-- Read what the store keeps in memory: event types, stream positions, the
+-- change caches.
+local function load(self)
+  local conn = self.conn
+  for _, row in ipairs(conn:all("SELECT type_nid, type FROM event_types")) do
+    self.type_nids[row[2]] = row[1]
+    self.type_names[row[1]] = row[2]
+  end
+  local maxs = conn:first("SELECT coalesce(max(stream_ordering), 0), coalesce(min(stream_ordering), 0) FROM events")
+  self.max_stream = maxs[1] > 0 and maxs[1] or 0       -- highest allocated
+  self.min_stream = maxs[2] < 0 and maxs[2] or 0       -- lowest allocated (<= 0)
+  self.current_stream = self.max_stream                -- highest committed
+  self.room_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
+  self.member_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
+  self:prefill_caches()
+end
+
 --- Open a store over a new connection (config as loom.db.open), or over an
--- existing connection: store.open { conn = conn }.
+-- existing connection: store.open { conn = conn }. A database that cannot
+-- be opened or read returns nil, message, code.
 function _M.open(config)
   local conn = config.conn
   if not conn then
@@ -53,17 +71,12 @@ function _M.open(config)
     nid_version = 0,                        -- bumped whenever a NID map gains or loses an entry
     recent = {},                            -- room nid -> { [key] = result }
   }, mt)
-  for _, row in ipairs(conn:all("SELECT type_nid, type FROM event_types")) do
-    self.type_nids[row[2]] = row[1]
-    self.type_names[row[1]] = row[2]
+  local ok, err = pcall(load, self)
+  if not ok then
+    if self.owns_conn then conn:close() end
+    if not db.is_error(err) then error(err, 0) end
+    return nil, err.message, err.code
   end
-  local maxs = conn:first("SELECT coalesce(max(stream_ordering), 0), coalesce(min(stream_ordering), 0) FROM events")
-  self.max_stream = maxs[1] > 0 and maxs[1] or 0       -- highest allocated
-  self.min_stream = maxs[2] < 0 and maxs[2] or 0       -- lowest allocated (<= 0)
-  self.current_stream = self.max_stream                -- highest committed
-  self.room_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
-  self.member_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
-  self:prefill_caches()
   return self
 end
 
