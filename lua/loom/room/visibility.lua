@@ -15,7 +15,7 @@
 --   * otherwise (joined, or none of the above) hidden.
 -- For an m.room.history_visibility event the more permissive of the states
 -- before and after it applies. The default setting is "shared".
-local ipairs, type = ipairs, type
+local ipairs, type, assert = ipairs, type, assert
 
 local _M = {}
 
@@ -36,22 +36,22 @@ local function snapshot_info(store, snap, user_id, cache)
   local hit = cache[snap]
   if hit then return hit[1], hit[2] end
   local hv, membership = "shared", "leave"
-  local st = store:load_state(snap)
-  if st then
-    local hvt, mtn = store:type_nid("m.room.history_visibility"), store:type_nid("m.room.member")
-    local ek, uk = store:state_key_nid(""), store:state_key_nid(user_id)
-    local hv_nid = hvt and ek and st:get(hvt, ek)
-    local m_nid = mtn and uk and st:get(mtn, uk)
-    if hv_nid then
-      local ev = store:event_by_nid(hv_nid)
-      local v = ev and type(ev.content) == "table" and ev.content.history_visibility
-      if type(v) == "string" and RANK[v] then hv = v end
-    end
-    if m_nid then
-      local ev = store:event_by_nid(m_nid)
-      local v = ev and type(ev.content) == "table" and ev.content.membership
-      if type(v) == "string" then membership = v end
-    end
+  -- the snapshot was recorded with the event: failing to load it is an
+  -- error, not a reason to guess the defaults
+  local st = assert(store:load_state(snap))
+  local hvt, mtn = store:type_nid("m.room.history_visibility"), store:type_nid("m.room.member")
+  local ek, uk = store:state_key_nid(""), store:state_key_nid(user_id)
+  local hv_nid = hvt and ek and st:get(hvt, ek)
+  local m_nid = mtn and uk and st:get(mtn, uk)
+  if hv_nid then
+    local ev = store:event_by_nid(hv_nid)
+    local v = ev and type(ev.content) == "table" and ev.content.history_visibility
+    if type(v) == "string" and RANK[v] then hv = v end
+  end
+  if m_nid then
+    local ev = store:event_by_nid(m_nid)
+    local v = ev and type(ev.content) == "table" and ev.content.membership
+    if type(v) == "string" then membership = v end
   end
   cache[snap] = { hv, membership }
   return hv, membership
