@@ -129,6 +129,22 @@ describe("a failing database", function()
     assert.equal(200, send("lost", "t1").status)
   end)
 
+  it("an alias taken between createRoom's check and its write rolls the whole room back", function()
+    local directory = require "loom.api.client.directory"
+    assert.is_true(t.hs.store:add_alias("#taken:test.local", room, alice.user_id))
+    local resolve = directory.resolve
+    directory.resolve = function() return nil end      -- the check sees the alias free
+    local ok, r = pcall(t.request, t, "POST", V3 .. "/createRoom", { room_alias_name = "taken" },
+      alice.access_token)
+    directory.resolve = resolve
+    assert.is_true(ok, r)
+    assert.equal(400, r.status)
+    assert.equal("M_ROOM_IN_USE", r.json.errcode)
+    assert.equal(room, t.hs.store:alias_room("#taken:test.local"))
+    local joined = t:request("GET", V3 .. "/joined_rooms", nil, alice.access_token).json.joined_rooms
+    assert.same({ room }, joined)
+  end)
+
   it("a write lock held by another connection makes a send answer 500, and nothing is skipped", function()
     local since = t:request("GET", V3 .. "/sync", nil, alice.access_token).json.next_batch
     local other = assert(sqlite.open(path, { busy_timeout = 0 }))

@@ -285,7 +285,10 @@ local function create_room(hs, req)
       if not e then return nil, e2 end
     end
     if c.alias then
-      directory.add_alias(hs, c.alias, rid, user)
+      -- taken since the check: the whole room is rolled back
+      if not directory.add_alias(hs, c.alias, rid, user) then
+        return nil, errors.new("M_ROOM_IN_USE", "Room alias already taken")
+      end
       e, e2 = state("m.room.canonical_alias", { alias = c.alias })
       if not e then return nil, e2 end
     end
