@@ -34,6 +34,7 @@ local Error = { __name = "loom.db.Error" }
 Error.__index = Error
 function Error.__tostring(e)
   local sql = e.sql
+  if sql and e.message:find("(in SQL:", 1, true) then sql = nil end   -- quoted already
   if sql and #sql > SQL_IN_MESSAGE then sql = sql:sub(1, SQL_IN_MESSAGE) .. "..." end
   return "database error (" .. e.code .. "): " .. e.message .. (sql and (" [" .. sql .. "]") or "")
 end
