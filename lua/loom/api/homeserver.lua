@@ -11,11 +11,10 @@
 -- Endpoint modules (lua/loom/api/client/*.lua) each export install(hs).
 local core = require "loom.core"
 local crypto = require "loom.room.crypto"
-local accounts_mod = require "loom.store.accounts"
 local room_mod = require "loom.room"
 local errors = require "loom.http.errors"
 
-local setmetatable, type = setmetatable, type
+local setmetatable, type, tostring = setmetatable, type, tostring
 
 local _M = {}
 local methods = {}
@@ -23,15 +22,13 @@ local mt = { __name = "loom.Homeserver", __index = methods }
 
 -- The server's signing key, created on first start.
 local function signing_key(store, server_name)
-  local row = store.conn:first("SELECT key_id, seed FROM server_signing_keys ORDER BY created_ts LIMIT 1")
-  if not row then
-    local seed = core.crypto.random_bytes(32)
-    local key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true)
-    assert(store.conn:run("INSERT INTO server_signing_keys (key_id, seed, created_ts) VALUES (?, ?, ?)",
-      key_id, core.sqlite.blob(seed), core.now_ms()))
-    row = { key_id, seed }
+  local key_id, seed = store:signing_key()
+  if not key_id then
+    seed = core.crypto.random_bytes(32)
+    key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true)
+    store:add_signing_key(key_id, seed)
   end
-  return crypto.signing_key(row[2], row[1], server_name)
+  return crypto.signing_key(seed, key_id, server_name)
 end
 
 --- The homeserver context of a server: hs.server, hs.config, hs.store,
@@ -48,7 +45,7 @@ function _M.new(server, opts)
     server_name = name,
     store = store,
     key = key,
-    accounts = accounts_mod.new(store.conn, { server_name = name, iterations = config.password_iterations }),
+    accounts = store:accounts { server_name = name, iterations = config.password_iterations },
     rooms = room_mod.new(store, { server_name = name, key = key,
       default_version = config.default_room_version, hooks = server }),
   }, mt)
@@ -94,12 +91,16 @@ end
 
 --- A Matrix error for a lower-level failure (nil, message, code[, rule]);
 -- an error value (a hook's answer, passed up by the room service) as is.
-function methods.error(_, message, code, rule)
+-- A failure of the server's own (database, storage) becomes M_UNKNOWN and
+-- is logged.
+function methods.error(self, message, code, rule)
   if errors.is(message) then return message end
   if code == "forbidden" then
     return errors.new("M_FORBIDDEN", rule and (message .. " (auth rule " .. rule .. ")") or message)
   end
-  return errors.from_code(code, message)
+  local err, internal = errors.from_code(code, message)
+  if internal then self.server:log("error", "%s (%s)", tostring(message), tostring(code)) end
+  return err
 end
 
 _M.methods = methods

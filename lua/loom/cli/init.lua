@@ -113,11 +113,10 @@ function commands.migrate(ctx, args)
   if #pos > 0 then return ctx.usage("migrate takes no arguments") end
   local cfg, err = cli.load_config(opts.config)
   if not cfg then return ctx.fail(err) end
-  local db = require "loom.db"
-  local conn, derr = db.open(cfg.database)
-  if not conn then return ctx.fail("cannot migrate " .. cfg.database.path .. ": " .. tostring(derr)) end
-  local v = conn:value("SELECT max(version) FROM schema_version")
-  conn:close()
+  local store, derr = require("loom.store").open(cfg.database)
+  if not store then return ctx.fail("cannot migrate " .. cfg.database.path .. ": " .. tostring(derr)) end
+  local v = store:schema_version()
+  store:close()
   ctx.stdout:write(("%s: schema version %s\n"):format(cfg.database.path, tostring(v)))
   return 0
 end
@@ -151,13 +150,11 @@ commands["register-user"] = function(ctx, args)
   end
   if type(password) ~= "string" or password == "" then return ctx.fail("no password given") end
   password = password:gsub("\r$", "")
-  local db = require "loom.db"
-  local conn, derr = db.open(cfg.database)
-  if not conn then return ctx.fail("cannot open the database " .. cfg.database.path .. ": " .. tostring(derr)) end
-  local accounts = require("loom.store.accounts").new(conn, { server_name = cfg.server_name,
-    iterations = cfg.password_iterations })
+  local store, derr = require("loom.store").open(cfg.database)
+  if not store then return ctx.fail("cannot open the database " .. cfg.database.path .. ": " .. tostring(derr)) end
+  local accounts = store:accounts { server_name = cfg.server_name, iterations = cfg.password_iterations }
   local user_id, rerr = accounts:register(name, password, { admin = opts.admin })
-  conn:close()
+  store:close()
   if not user_id then return ctx.fail("cannot register " .. name .. ": " .. tostring(rerr)) end
   ctx.stdout:write(("registered %s%s\n"):format(user_id, opts.admin and " (admin)" or ""))
   return 0

@@ -9,11 +9,15 @@
 --   end)
 --   local rows = conn:all("SELECT a FROM t WHERE a > ?", 0)
 --
--- Expected failures return nil, message, code; misuse raises.
+-- A statement the engine fails to run (busy, locked, I/O, constraint, bad
+-- SQL) raises a loom.db.Error { code = engine code, message, sql }: a
+-- failed read is never an empty result. db.open returns nil, message, code
+-- when the database cannot be opened; misuse raises.
 local core = require "loom.core"
 local migrate = require "loom.db.migrate"
 
-local error, pcall, select, type, setmetatable = error, pcall, select, type, setmetatable
+local error, pcall, select, type, setmetatable, getmetatable = error, pcall, select, type, setmetatable, getmetatable
+local tostring = tostring
 
 local sqlite = core.sqlite
 
@@ -23,6 +27,27 @@ local methods = {}
 local mt = { __name = "loom.db.Conn", __index = methods }
 
 local STMT_CACHE_MAX = 512
+local SQL_IN_MESSAGE = 200
+
+-- A database failure, raised by the statement methods.
+local Error = { __name = "loom.db.Error" }
+Error.__index = Error
+function Error.__tostring(e)
+  local sql = e.sql
+  if sql and e.message:find("(in SQL:", 1, true) then sql = nil end   -- quoted already
+  if sql and #sql > SQL_IN_MESSAGE then sql = sql:sub(1, SQL_IN_MESSAGE) .. "..." end
+  return "database error (" .. e.code .. "): " .. e.message .. (sql and (" [" .. sql .. "]") or "")
+end
+
+--- Raise a loom.db.Error (code defaults to "db_error").
+function _M.raise(message, code, sql)
+  error(setmetatable({ code = code or "db_error", message = tostring(message), sql = sql }, Error), 0)
+end
+local raise = _M.raise
+
+--- Is v a loom.db.Error?
+function _M.is_error(v) return getmetatable(v) == Error end
+_M.Error = Error
 
 local function sqlite_open(config)
   local handle, err, code = sqlite.open(config.path, {
@@ -66,19 +91,25 @@ function _M.open(config)
     hooks = {},        -- per nesting level: { commit = {...}, rollback = {...} }
   }, mt)
   if config.migrate ~= false then
-    local ok, merr, mcode = migrate.run(self, config.migrations_dir)
+    local pok, ok, merr, mcode = pcall(migrate.run, self, config.migrations_dir)
+    if not pok then
+      self:close()
+      if not _M.is_error(ok) then error(ok, 0) end
+      return nil, ok.message, ok.code
+    end
     if not ok then self:close(); return nil, merr, mcode end
   end
   return self
 end
 
---- The prepared statement for sql, from the cache.
+--- The prepared statement for sql, from the cache (raises a loom.db.Error
+-- when the SQL does not compile).
 function methods:prepare(sql)
   local stmt = self.stmts[sql]
   if stmt then return stmt end
   local err, code
   stmt, err, code = self.handle:prepare(sql)
-  if not stmt then return nil, err, code end
+  if not stmt then raise(err, code, sql) end
   if self.nstmts >= STMT_CACHE_MAX then
     -- Forget the cache; statements still held by callers stay usable and
     -- the rest are finalized by the collector.
@@ -89,10 +120,15 @@ function methods:prepare(sql)
   return stmt
 end
 
+-- A statement method's results, or a raised loom.db.Error when it failed.
+local function checked(sql, res, err, code, ...)
+  if res == nil and err ~= nil then raise(err, code, sql) end
+  return res, err, code, ...
+end
+
 local function call(self, method, sql, ...)
-  local stmt, err, code = self:prepare(sql)
-  if not stmt then return nil, err, code end
-  return stmt[method](stmt, ...)
+  local stmt = self:prepare(sql)
+  return checked(sql, stmt[method](stmt, ...))
 end
 
 --- Run a statement; returns the number of rows changed.
@@ -103,23 +139,21 @@ function methods:first(sql, ...) return call(self, "first", sql, ...) end
 function methods:all(sql, ...) return call(self, "all", sql, ...) end
 --- Every row as a table keyed by field name (see stmt:records for shape).
 function methods:records(sql, shape, ...)
-  local stmt, err, code = self:prepare(sql)
-  if not stmt then return nil, err, code end
-  return stmt:records(shape, ...)
+  local stmt = self:prepare(sql)
+  return checked(sql, stmt:records(shape, ...))
 end
 --- The first column of every row.
 function methods:column(sql, ...) return call(self, "column", sql, ...) end
 
 --- The first column of the first row, or nil when there is no row.
 function methods:value(sql, ...)
-  local row, err, code = call(self, "first", sql, ...)
-  if row == nil then return nil, err, code end
-  if row == false then return nil end
+  local row = call(self, "first", sql, ...)
+  if not row then return nil end
   return row[1]
 end
 
 --- Several statements without parameters (schema work).
-function methods:exec(sql) return self.handle:exec(sql) end
+function methods:exec(sql) return checked(sql, self.handle:exec(sql)) end
 
 function methods:last_insert_rowid() return self.handle:last_insert_rowid() end
 function methods:changes() return self.handle:changes() end

@@ -30,7 +30,7 @@ local statemap = require "loom.room.statemap"
 local json = core.json
 local ipairs, pairs, type, setmetatable, table_sort = ipairs, pairs, type, setmetatable, table.sort
 local getmetatable, tostring = getmetatable, tostring
-local table_concat, table_unpack = table.concat, table.unpack
+local table_unpack = table.unpack
 
 local _M = {}
 local methods = {}
@@ -118,7 +118,7 @@ local function announce(self, ev, room_id, r, origin)
   local event = { event_id = ev.event_id, room_id = room_id, type = ev.type, sender = ev.sender,
     state_key = ev.state_key, content = copy_json(ev.content), origin_server_ts = ev.origin_server_ts }
   local context = { origin = origin, stream_ordering = r.stream_ordering }
-  self.store.conn:after_commit(function() hooks:notify("room/event/persisted", event, context) end)
+  self.store:after_commit(function() hooks:notify("room/event/persisted", event, context) end)
 end
 
 local record_redaction     -- defined with persisting
@@ -138,33 +138,12 @@ local function lookup_fn(self, st)
   end
 end
 
--- State keys of NIDs, in one query.
-local function state_key_names(self, nids)
-  local out, want = {}, {}
-  local seen = {}
-  for _, n in ipairs(nids) do
-    if not seen[n] then seen[n] = true; want[#want + 1] = n end
-  end
-  for i = 1, #want, 500 do
-    local marks, params = {}, {}
-    for j = i, math.min(#want, i + 499) do marks[#marks + 1] = "?"; params[#params + 1] = want[j] end
-    local rows, err, code = self.store.conn:all("SELECT state_key_nid, state_key FROM state_keys"
-      .. " WHERE state_key_nid IN (" .. table_concat(marks, ",") .. ")", table_unpack(params))
-    if not rows then return nil, err, code end
-    for _, r in ipairs(rows) do out[r[1]] = r[2] end
-  end
-  return out
-end
-
 --- A loom.State as a state map (statemap keys -> event IDs).
 function methods:state_map(st)
   local s = self.store
   local types, keys, evs = st:entries()
-  local names, err, code = state_key_names(self, keys)
-  if not names then return nil, err, code end
-  local loaded
-  loaded, err, code = s:events_by_nid(evs)
-  if not loaded then return nil, err, code end
+  local names = s:state_key_names(keys)
+  local loaded = s:events_by_nid(evs)
   local m = {}
   for i = 1, #types do
     local ev = loaded[evs[i]]
@@ -313,8 +292,7 @@ function record_redaction(self, version, ev, room_id, st_before)
     allowed = auth.power_level(version, lookup, ev.sender) >= auth.levels(version, lookup).redact
   end
   if not allowed then return true end
-  return s.conn:run("INSERT OR IGNORE INTO redactions (event_id, redaction_id) VALUES (?, ?)",
-    target_id, ev.event_id)
+  return s:record_redaction(target_id, ev.event_id)
 end
 
 -- opts: local_send (an auth failure refuses the event instead of storing it
@@ -372,8 +350,7 @@ local function persist(self, version, ev, opts)
     current, err, code = update_current(self, version, room_id, r.room_nid)
     if not current then return nil, err, code end
     if current ~= true then
-      ok, err, code = s.conn:run("UPDATE events SET current_after = ? WHERE event_nid = ?", current, r.event_nid)
-      if not ok then return nil, err, code end
+      s:set_current_after(r.event_nid, current)
     end
     if ev.type == "m.room.redaction" then
       ok, err, code = record_redaction(self, version, ev, room_id, st_before)
@@ -395,7 +372,7 @@ local function build_context(self, room_id)
   return {
     forward_extremities = function()
       local ids = s:forward_extremities(room_id)
-      local loaded = s:events(ids) or {}
+      local loaded = s:events(ids)
       local out = {}
       for _, id in ipairs(ids) do
         local e = loaded[id]
@@ -432,7 +409,7 @@ function methods:send(room_id, proto, opts)
     ok, err, code = check_local(self, version, p, opts)
     if not ok then return nil, err, code end
   end
-  local results = table.pack(s.conn:transaction(function()
+  local results = table.pack(s:transaction(function()
     local ev, berr, bcode = event_mod.build(version, p, build_context(self, room_id), self.key, opts)
     if not ev then return nil, berr, bcode end
     local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
@@ -467,7 +444,7 @@ function methods:create_room(creator, opts)
   local empty = { forward_extremities = function() return {} end, state = function() return nil end }
   -- (both are called as methods: room:forward_extremities(), room:state(type, state_key))
   local s = self.store
-  local results = table.pack(s.conn:transaction(function()
+  local results = table.pack(s:transaction(function()
     local ev, berr, bcode = event_mod.build(version, proto, empty, self.key, opts)
     if not ev then return nil, berr, bcode end
     local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
@@ -501,10 +478,9 @@ function methods:receive(ev, opts)
   ev = checked.event
   local vetoed = self.hooks and check_received(self, version, ev)
   local s = self.store
-  local results = table.pack(s.conn:transaction(function()
+  local results = table.pack(s:transaction(function()
     local auth_events = {}
     local loaded = s:events(ev.auth_events or {})
-    if not loaded then return nil, "cannot load auth events", "db_error" end
     for _, id in ipairs(ev.auth_events or {}) do
       local e = loaded[id]
       if not e then return nil, "auth event " .. id .. " is not known", "missing_auth_events" end

@@ -15,20 +15,11 @@
 --   * otherwise (joined, or none of the above) hidden.
 -- For an m.room.history_visibility event the more permissive of the states
 -- before and after it applies. The default setting is "shared".
-local ipairs, type = ipairs, type
+local ipairs, type, assert = ipairs, type, assert
 
 local _M = {}
 
 local RANK = { world_readable = 4, shared = 3, invited = 2, joined = 1 }
-
---- The user's joins in a room: an array of stream positions (one query).
-local function joins_of(store, user_id, room_nid)
-  local rows = store.conn:all([[SELECT stream_ordering FROM room_memberships
-    WHERE user_id = ? AND room_nid = ? AND membership = 'join']], user_id, room_nid) or {}
-  local out = {}
-  for i, r in ipairs(rows) do out[i] = r[1] end
-  return out
-end
 
 --- The user's membership history in a room (as seen by this server):
 -- whether the user ever had a membership event there.
@@ -36,8 +27,7 @@ function _M.ever_member(hs, user_id, room_id)
   local store = hs.store
   local rn = store:room_nid(room_id)
   if not rn then return false end
-  return store.conn:value([[SELECT 1 FROM room_memberships WHERE user_id = ? AND room_nid = ?
-    LIMIT 1]], user_id, rn) ~= nil
+  return store:ever_member(user_id, rn)
 end
 
 -- history_visibility and the user's membership in a snapshot (cached per
@@ -46,22 +36,22 @@ local function snapshot_info(store, snap, user_id, cache)
   local hit = cache[snap]
   if hit then return hit[1], hit[2] end
   local hv, membership = "shared", "leave"
-  local st = store:load_state(snap)
-  if st then
-    local hvt, mtn = store:type_nid("m.room.history_visibility"), store:type_nid("m.room.member")
-    local ek, uk = store:state_key_nid(""), store:state_key_nid(user_id)
-    local hv_nid = hvt and ek and st:get(hvt, ek)
-    local m_nid = mtn and uk and st:get(mtn, uk)
-    if hv_nid then
-      local ev = store:event_by_nid(hv_nid)
-      local v = ev and type(ev.content) == "table" and ev.content.history_visibility
-      if type(v) == "string" and RANK[v] then hv = v end
-    end
-    if m_nid then
-      local ev = store:event_by_nid(m_nid)
-      local v = ev and type(ev.content) == "table" and ev.content.membership
-      if type(v) == "string" then membership = v end
-    end
+  -- the snapshot was recorded with the event: failing to load it is an
+  -- error, not a reason to guess the defaults
+  local st = assert(store:load_state(snap))
+  local hvt, mtn = store:type_nid("m.room.history_visibility"), store:type_nid("m.room.member")
+  local ek, uk = store:state_key_nid(""), store:state_key_nid(user_id)
+  local hv_nid = hvt and ek and st:get(hvt, ek)
+  local m_nid = mtn and uk and st:get(mtn, uk)
+  if hv_nid then
+    local ev = store:event_by_nid(hv_nid)
+    local v = ev and type(ev.content) == "table" and ev.content.history_visibility
+    if type(v) == "string" and RANK[v] then hv = v end
+  end
+  if m_nid then
+    local ev = store:event_by_nid(m_nid)
+    local v = ev and type(ev.content) == "table" and ev.content.membership
+    if type(v) == "string" then membership = v end
   end
   cache[snap] = { hv, membership }
   return hv, membership
@@ -86,7 +76,7 @@ function _M.filter(hs, user_id, room_id, events)
   if #events == 0 then return out end
   local rn = store:room_nid(room_id)
   if not rn then return out end
-  local joins = joins_of(store, user_id, rn)
+  local joins = store:join_positions(user_id, rn)
   local cache = {}
   for _, ev in ipairs(events) do
     local ok = false

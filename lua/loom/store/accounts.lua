@@ -1,7 +1,7 @@
 -- loom.accounts: users, passwords, devices and access tokens.
 --
 --   local accounts = require "loom.store.accounts"
---   local acc = accounts.new(store.conn, { server_name = "example.org" })
+--   local acc = store:accounts { server_name = "example.org" }       -- accounts.new(conn, opts) inside the store
 --   assert(acc:register("alice", "secret"))
 --   local login = assert(acc:login("@alice:example.org", "secret"))   -- access_token, device_id
 --   local who = assert(acc:authenticate(login.access_token))         -- user_id, device_id
@@ -88,13 +88,10 @@ function methods:register(localpart, password, opts)
   local user_id, err, code = self:available(localpart)
   if not user_id then return nil, err, code end
   local hash = password and _M.hash_password(password, self.iterations) or nil
-  local ok
-  ok, err, code = self.conn:run("INSERT INTO users (user_id, password_hash, admin, created_ts) VALUES (?, ?, ?, ?)",
-    user_id, hash, opts and opts.admin and 1 or 0, now_ms())
-  if not ok then
-    if code == "sqlite_constraint" then return nil, "user ID already taken", "user_in_use" end
-    return nil, err, code
-  end
+  -- a database failure raises; a user ID taken meanwhile changes no row
+  local n = self.conn:run("INSERT INTO users (user_id, password_hash, admin, created_ts) VALUES (?, ?, ?, ?)"
+    .. " ON CONFLICT (user_id) DO NOTHING", user_id, hash, opts and opts.admin and 1 or 0, now_ms())
+  if n == 0 then return nil, "user ID already taken", "user_in_use" end
   return user_id
 end
 

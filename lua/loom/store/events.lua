@@ -7,15 +7,16 @@
 --     soft_failed }
 -- Decoded events are cached (bounded); callers must not modify them.
 local core = require "loom.core"
+local db = require "loom.db"
+local sql = require "loom.store.sql"
 
 local json = core.json
-local ipairs, type, table_concat = ipairs, type, table.concat
+local ipairs, type, tostring, table_unpack = ipairs, type, tostring, table.unpack
 
 local _M = {}
 local methods = {}
 
 local CACHE_MAX = 20000
-local BATCH = 500
 local COLS = "event_nid, event_id, room_nid, depth, stream_ordering, outlier, rejected, soft_failed, json"
 
 local function cache(self)
@@ -40,9 +41,11 @@ function methods:forget_event(nid)
   if c and c.by_nid[nid] then c.by_nid[nid] = nil; c.n = c.n - 1 end
 end
 
+-- A stored event that does not decode is damaged storage: it raises, like
+-- any other failed read.
 local function decode_row(self, r)
-  local ev, err, code = json.decode(r[9])
-  if not ev then return nil, "stored event " .. r[2] .. " does not decode: " .. err, code end
+  local ev, err = json.decode(r[9])
+  if not ev then db.raise("stored event " .. r[2] .. " does not decode: " .. tostring(err), "bad_stored_event") end
   ev.event_id = r[2]
   local meta = {
     event_nid = r[1], room_id = self:room_id(r[3]), depth = r[4], stream_ordering = r[5],
@@ -54,8 +57,7 @@ end
 
 --- An event by ID: event, meta — or nil, message, "not_found".
 function methods:event(event_id)
-  local row, err, code = self.conn:first("SELECT " .. COLS .. " FROM events WHERE event_id = ?", event_id)
-  if row == nil then return nil, err, code end
+  local row = self.conn:first("SELECT " .. COLS .. " FROM events WHERE event_id = ?", event_id)
   if not row then return nil, "event " .. tostring(event_id) .. " not found", "not_found" end
   local hit = cache(self).by_nid[row[1]]
   if hit then return hit[1], hit[2] end
@@ -66,25 +68,17 @@ end
 function methods:event_by_nid(nid)
   local hit = cache(self).by_nid[nid]
   if hit then return hit[1], hit[2] end
-  local row, err, code = self.conn:first("SELECT " .. COLS .. " FROM events WHERE event_nid = ?", nid)
-  if row == nil then return nil, err, code end
+  local row = self.conn:first("SELECT " .. COLS .. " FROM events WHERE event_nid = ?", nid)
   if not row then return nil, "event NID " .. tostring(nid) .. " not found", "not_found" end
   return decode_row(self, row)
 end
 
 local function fetch_batch(self, column, keys, out, key_of)
-  for i = 1, #keys, BATCH do
-    local marks, params = {}, {}
-    for j = i, math.min(#keys, i + BATCH - 1) do
-      marks[#marks + 1] = "?"
-      params[#params + 1] = keys[j]
-    end
-    local rows, err, code = self.conn:all("SELECT " .. COLS .. " FROM events WHERE " .. column ..
-      " IN (" .. table_concat(marks, ",") .. ")", table.unpack(params))
-    if not rows then return nil, err, code end
+  for marks, chunk in sql.chunks(keys) do
+    local rows = self.conn:all("SELECT " .. COLS .. " FROM events WHERE " .. column .. " IN (" .. marks .. ")",
+      table_unpack(chunk))
     for _, r in ipairs(rows) do
       local ev, meta = decode_row(self, r)
-      if not ev then return nil, meta end
       out[key_of(r)] = { ev, meta }
     end
   end

@@ -8,6 +8,7 @@
 -- means "no restriction"; an empty `types`/`senders`/`rooms` list matches
 -- nothing. not_* lists win over their include lists.
 local json = require("loom.core").json
+local sql_mod = require "loom.store.sql"
 
 local type, ipairs, pairs, setmetatable, math_type = type, ipairs, pairs, setmetatable, math.type
 local string_format, table_concat = string.format, table.concat
@@ -144,9 +145,9 @@ local function in_list(col, values, params, negate)
     if negate then return nil end   -- excludes nothing
     return false                     -- includes nothing
   end
-  local marks = {}
-  for i, v in ipairs(values) do marks[i] = "?"; params[#params + 1] = v end
-  return string_format("%s %sIN (%s)", col, negate and "NOT " or "", table_concat(marks, ","))
+  -- one clause of a query: not chunked (a filter's lists are bounded)
+  for _, v in ipairs(values) do params[#params + 1] = v end
+  return string_format("%s %sIN (%s)", col, negate and "NOT " or "", sql_mod.marks(#values))
 end
 
 --- SQL clauses for the filter. resolver: { types = function() -> {[type]=nid},

@@ -7,28 +7,51 @@
 --   local r = assert(s:persist(event_id, event))          -- {event_nid, stream_ordering, ...}
 --   local page = assert(s:paginate(room_id, nil, { dir = "b", limit = 20 }))
 --
--- Methods live in loom.store.persist and loom.store.stream; this file opens
--- the store and keeps the NID maps and caches. Expected failures return
--- nil, message, code.
+-- Methods live in loom.store.persist, stream, events, state, rooms,
+-- directory, txns, user_filters and keys; this file opens the store and
+-- keeps the NID maps and caches. Every SQL statement of loom is in the
+-- store (and loom.db): callers ask methods named for what they answer.
+-- Bad input returns nil, message, code; a database failure raises a
+-- loom.db.Error, never an empty result.
 local db = require "loom.db"
 local changecache = require "loom.store.changecache"
+local accounts = require "loom.store.accounts"
+local sql = require "loom.store.sql"
 
-local setmetatable, pairs, type = setmetatable, pairs, type
+local setmetatable, pairs, type, error, pcall, ipairs = setmetatable, pairs, type, error, pcall, ipairs
 
 local _M = {}
 local methods = {}
 local mt = { __name = "loom.store.Store", __index = methods }
 
 -- Condition selecting timeline events; it matches the partial indexes.
-_M.TIMELINE = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+_M.TIMELINE = sql.TIMELINE
 
 -- New event types get NIDs from here up; lower ones are well-known.
 local FIRST_DYNAMIC_TYPE_NID = 1000
 local CHANGE_CACHE_SIZE = 100000
 local PREFILL = 10000
 
+-- Read what the store keeps in memory: event types, stream positions, the
+-- change caches.
+local function load(self)
+  local conn = self.conn
+  for _, row in ipairs(conn:all("SELECT type_nid, type FROM event_types")) do
+    self.type_nids[row[2]] = row[1]
+    self.type_names[row[1]] = row[2]
+  end
+  local maxs = conn:first("SELECT coalesce(max(stream_ordering), 0), coalesce(min(stream_ordering), 0) FROM events")
+  self.max_stream = maxs[1] > 0 and maxs[1] or 0       -- highest allocated
+  self.min_stream = maxs[2] < 0 and maxs[2] or 0       -- lowest allocated (<= 0)
+  self.current_stream = self.max_stream                -- highest committed
+  self.room_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
+  self.member_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
+  self:prefill_caches()
+end
+
 --- Open a store over a new connection (config as loom.db.open), or over an
--- existing connection: store.open { conn = conn }.
+-- existing connection: store.open { conn = conn }. A database that cannot
+-- be opened or read returns nil, message, code.
 function _M.open(config)
   local conn = config.conn
   if not conn then
@@ -48,17 +71,12 @@ function _M.open(config)
     nid_version = 0,                        -- bumped whenever a NID map gains or loses an entry
     recent = {},                            -- room nid -> { [key] = result }
   }, mt)
-  for _, row in ipairs(conn:all("SELECT type_nid, type FROM event_types")) do
-    self.type_nids[row[2]] = row[1]
-    self.type_names[row[1]] = row[2]
+  local ok, err = pcall(load, self)
+  if not ok then
+    if self.owns_conn then conn:close() end
+    if not db.is_error(err) then error(err, 0) end
+    return nil, err.message, err.code
   end
-  local maxs = conn:first("SELECT coalesce(max(stream_ordering), 0), coalesce(min(stream_ordering), 0) FROM events")
-  self.max_stream = maxs[1] > 0 and maxs[1] or 0       -- highest allocated
-  self.min_stream = maxs[2] < 0 and maxs[2] or 0       -- lowest allocated (<= 0)
-  self.current_stream = self.max_stream                -- highest committed
-  self.room_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
-  self.member_changes = changecache.new(self.current_stream, CHANGE_CACHE_SIZE)
-  self:prefill_caches()
   return self
 end
 
@@ -86,6 +104,29 @@ function methods:close()
   if self.owns_conn then self.conn:close() end
 end
 mt.__close = methods.close
+
+--- Run fn(...) in one transaction (a savepoint inside an open one), with
+-- loom.db's contract: rolled back when fn raises or returns nil first.
+function methods:transaction(fn, ...)
+  return self.conn:transaction(fn, ...)
+end
+
+--- Run fn() once the outermost open transaction has committed (at once
+-- when none is open); what a transaction wrote is published from here.
+function methods:after_commit(fn)
+  return self.conn:after_commit(fn)
+end
+
+--- The accounts (loom.store.accounts) kept in this store's database.
+-- opts: server_name, iterations.
+function methods:accounts(opts)
+  return accounts.new(self.conn, opts)
+end
+
+--- The schema version: the highest migration applied.
+function methods:schema_version()
+  return self.conn:value("SELECT max(version) FROM schema_version")
+end
 
 ---------------------------------------------------------------------------
 -- Numeric IDs. A NID assigned inside a transaction that is rolled back is
@@ -211,9 +252,15 @@ _M.methods = methods
 _M.mt = mt
 
 -- Mix in the method groups.
-for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.events", "loom.store.state" } do
+for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.events", "loom.store.state",
+    "loom.store.rooms", "loom.store.directory", "loom.store.txns", "loom.store.user_filters",
+    "loom.store.keys" } do
   for k, v in pairs(require(part).methods) do
-    if type(v) == "function" then methods[k] = v end
+    if type(v) == "function" then
+      -- one name, one answer: a group may not replace another's method
+      if methods[k] then error("loom.store: method " .. k .. " of " .. part .. " is defined twice") end
+      methods[k] = v
+    end
   end
 end
 

@@ -14,9 +14,10 @@
 --    backward extremity and adds its unknown prev_events.
 --  * outliers touch neither, and get no edges.
 local core = require "loom.core"
+local sql_mod = require "loom.store.sql"
 local json = core.json
 
-local type, math_type, ipairs, pcall, error, tostring = type, math.type, ipairs, pcall, error, tostring
+local type, math_type, ipairs, pcall, error = type, math.type, ipairs, pcall, error
 
 local _M = {}
 local methods = {}
@@ -102,8 +103,8 @@ end
 local function room_max_depth(self, room_nid)
   local d = self.room_max_depth[room_nid]
   if d == nil then
-    d = value(self.conn, [[SELECT coalesce(max(depth), 0) FROM events
-      WHERE room_nid = ? AND outlier = 0 AND rejected = 0 AND soft_failed = 0]], room_nid) or 0
+    d = value(self.conn, "SELECT coalesce(max(depth), 0) FROM events WHERE room_nid = ? AND " .. sql_mod.TIMELINE,
+      room_nid) or 0
     self.room_max_depth[room_nid] = d
   end
   return d
@@ -320,8 +321,9 @@ local function persist_batch(self, items)
     return results
   end)
   if not ok then
+    -- a database failure (or a bug) goes on up, after the rollback
     self.pending = nil
-    return nil, "database failure: " .. tostring(res), "db_error"
+    error(res, 0)
   end
   return res, err, code
 end

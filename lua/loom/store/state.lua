@@ -24,6 +24,7 @@
 -- same state always gives the same blocks. Blocks are found again by a hash
 -- of their bytes, snapshots by a hash of their content.
 local core = require "loom.core"
+local sql_mod = require "loom.store.sql"
 
 local cstate = core.state
 local blob = core.sqlite.blob
@@ -180,10 +181,9 @@ WITH RECURSIVE chain(n, seg, parent, data) AS (
   WHERE c.n < %d)
 SELECT seg, parent, data FROM chain ORDER BY n]]):format(SLOT_BITS, CHAIN_MAX + 2)
 
+-- (a snapshot lists at most MAX_BLOCKS blocks: one IN list)
 local block_sql = setmetatable({}, { __index = function(t, n)
-  local q = {}
-  for i = 1, n do q[i] = "?" end
-  local sql = "SELECT block_nid, data FROM state_blocks WHERE block_nid IN (" .. table_concat(q, ",") .. ")"
+  local sql = "SELECT block_nid, data FROM state_blocks WHERE block_nid IN (" .. sql_mod.marks(n) .. ")"
   t[n] = sql
   return sql
 end })

@@ -11,6 +11,7 @@
 -- more than asked so that `next` is nil exactly when nothing is left.
 local core = require "loom.core"
 local filter_mod = require "loom.store.filter"
+local sql_mod = require "loom.store.sql"
 
 local token, bound = core.token, core.bound
 local type, ipairs, math_type, tostring = type, ipairs, math.type, tostring
@@ -19,7 +20,7 @@ local table_concat = table.concat
 local _M = {}
 local methods = {}
 
-local TL = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+local TL = sql_mod.TIMELINE
 local COLS = "event_nid, event_id, room_nid, type_nid, state_key_nid, sender, depth, stream_ordering, json"
 local MAX_LIMIT = 1000
 local APPSERVICE_MAX = 1000
@@ -46,8 +47,7 @@ local function records(self, sql, ...)
 end
 
 local function records_any_room(self, sql, ...)
-  local recs, err, code = self.conn:records(sql, shape(self), ...)
-  if not recs then return nil, err, code end
+  local recs = self.conn:records(sql, shape(self), ...)
   for i = 1, #recs do
     local r = recs[i]
     if r.room_id == nil then
@@ -56,8 +56,6 @@ local function records_any_room(self, sql, ...)
   end
   return recs
 end
-
-local function fail_query(err, code) return nil, err, code or "db_error" end
 
 --- Parse a token argument: a loom.Token, a string, or nil.
 local function arg_token(t)
@@ -156,9 +154,8 @@ local function topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, n)
     if to_sql then append(params, to_params) end
     if fsql then append(params, fparams) end
     params[#params + 1] = need
-    local got, err, code = records(self, topo_sql(desc, part.sql, to_sql, fsql),
+    local got = records(self, topo_sql(desc, part.sql, to_sql, fsql),
       table.unpack(params, 1, #params))
-    if not got then return fail_query(err, code) end
     if #rows == 0 then rows = got
     else for i = 1, #got do rows[#rows + 1] = got[i] end end
   end
@@ -208,8 +205,7 @@ function methods:paginate(room_id, from, opts)
   end
   local fsql, fparams = filter_sql(self, f)
   if fsql == false then return result end
-  local rows, err, code = topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, limit + 1)
-  if not rows then return nil, err, code end
+  local rows = topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, limit + 1)
   local more = #rows > limit
   if more then rows[#rows] = nil end
   result.events = rows
@@ -232,9 +228,8 @@ end
 function methods:context(room_id, event_id, before_limit, after_limit, filter)
   local room_nid = self:room_nid(room_id)
   if not room_nid then return nil, "event not found", "not_found" end
-  local found, err, code = records(self, "SELECT " .. COLS ..
+  local found = records(self, "SELECT " .. COLS ..
     " FROM events WHERE event_id = ? AND +room_nid = ? AND " .. TL, event_id, room_nid)
-  if not found then return nil, err, code end
   local ev = found[1]
   if not ev then return nil, "event not found", "not_found" end
   local before_tok, after_tok = token.for_event(ev.depth, ev.stream_ordering)
@@ -303,9 +298,7 @@ end
 --- Stream and topological tokens (after the event) for an event:
 -- "s<n>", "t<d>-<n>"; nil, message, "not_found" when unknown.
 function methods:tokens_for_event(event_id)
-  local row, err, code = self.conn:first(
-    "SELECT depth, stream_ordering FROM events WHERE event_id = ?", event_id)
-  if row == nil then return nil, err, code end
+  local row = self.conn:first("SELECT depth, stream_ordering FROM events WHERE event_id = ?", event_id)
   if not row then return nil, "event not found", "not_found" end
   return "s" .. tostring(row[2]), ("t%d-%d"):format(row[1], row[2])
 end
@@ -336,10 +329,9 @@ function methods:recent_events(room_id, limit, end_pos, from_pos)
   local sql = "SELECT " .. COLS .. " FROM events WHERE room_nid = ? AND " .. TL ..
     " AND stream_ordering <= ?" .. (from_pos and " AND stream_ordering > ?" or "") ..
     " ORDER BY depth DESC, stream_ordering DESC LIMIT ?"
-  local rows, qerr, code
-  if from_pos then rows, qerr, code = records(self, sql, room_nid, end_pos, from_pos, limit + 1)
-  else rows, qerr, code = records(self, sql, room_nid, end_pos, limit + 1) end
-  if not rows then return nil, qerr, code end
+  local rows
+  if from_pos then rows = records(self, sql, room_nid, end_pos, from_pos, limit + 1)
+  else rows = records(self, sql, room_nid, end_pos, limit + 1) end
   if #rows > limit then rows[#rows] = nil; result.limited = true end
   local n = #rows
   for i = 1, n // 2 do rows[i], rows[n + 1 - i] = rows[n + 1 - i], rows[i] end
@@ -354,21 +346,25 @@ function methods:recent_events(room_id, limit, end_pos, from_pos)
 end
 
 -- The stream-window query for one or many rooms: newest `per_room` events
--- per room with from < stream <= to, ascending per room.
+-- per room with from < stream <= to, ascending per room (rooms in chunks
+-- of IN-list size).
 local function window_rows(self, room_nids, from_pos, to_pos, per_room, fsql, fparams)
-  local marks = {}
-  local params = {}
-  for i, nid in ipairs(room_nids) do marks[i] = "?"; params[i] = nid end
-  params[#params + 1] = from_pos
-  params[#params + 1] = to_pos
-  local where = "room_nid IN (" .. table_concat(marks, ",") .. ") AND " .. TL ..
-    " AND stream_ordering > ? AND stream_ordering <= ?"
-  if fsql then where = where .. " AND " .. fsql; append(params, fparams) end
-  params[#params + 1] = per_room
-  local sql = "SELECT " .. COLS .. " FROM (SELECT " .. COLS ..
-    ", row_number() OVER (PARTITION BY room_nid ORDER BY stream_ordering DESC) AS rn FROM events WHERE " ..
-    where .. ") WHERE rn <= ? ORDER BY room_nid, stream_ordering"
-  return records(self, sql, table.unpack(params, 1, #params))
+  local out = {}
+  for marks, chunk in sql_mod.chunks(room_nids) do
+    local params = chunk
+    params[#params + 1] = from_pos
+    params[#params + 1] = to_pos
+    local where = "room_nid IN (" .. marks .. ") AND " .. TL ..
+      " AND stream_ordering > ? AND stream_ordering <= ?"
+    if fsql then where = where .. " AND " .. fsql; append(params, fparams) end
+    params[#params + 1] = per_room
+    local sql = "SELECT " .. COLS .. " FROM (SELECT " .. COLS ..
+      ", row_number() OVER (PARTITION BY room_nid ORDER BY stream_ordering DESC) AS rn FROM events WHERE " ..
+      where .. ") WHERE rn <= ? ORDER BY room_nid, stream_ordering"
+    local rows = records(self, sql, table.unpack(params, 1, #params))
+    if #out == 0 then out = rows else append(out, rows) end
+  end
+  return out
 end
 
 local function stream_result(rows, limit)
@@ -415,8 +411,7 @@ function methods:rooms_stream(room_ids, from, to, limit, filter)
   if #nids == 0 then return out end
   local fsql, fparams = filter_sql(self, f)
   if fsql == false then return out end
-  local rows, qerr, code = window_rows(self, nids, from_pos, to_pos, limit + 1, fsql, fparams)
-  if not rows then return nil, qerr, code end
+  local rows = window_rows(self, nids, from_pos, to_pos, limit + 1, fsql, fparams)
   local groups = {}
   for _, rec in ipairs(rows) do
     local g = groups[rec.room_id]
@@ -437,12 +432,11 @@ function methods:membership_changes(user_id, from, to)
   if from_pos and (from_pos >= to_pos or not self.member_changes:has_changed(user_id, from_pos)) then
     return {}
   end
-  local rows, qerr, code = self.conn:all([[
+  local rows = self.conn:all([[
     SELECT e.event_id, m.room_nid, m.membership, m.sender, m.stream_ordering, e.json
     FROM room_memberships m JOIN events e ON e.event_nid = m.event_nid
     WHERE m.user_id = ? AND m.stream_ordering > ? AND m.stream_ordering <= ?
     ORDER BY m.stream_ordering]], user_id, from_pos or math.mininteger, to_pos)
-  if not rows then return nil, qerr, code end
   local out = {}
   for i, r in ipairs(rows) do
     out[i] = { event_id = r[1], room_id = self:room_id(r[2]), membership = r[3], sender = r[4],
@@ -454,14 +448,13 @@ end
 --- Rooms in which a user is currently joined, by membership events.
 function methods:rooms_for_user(user_id, membership)
   membership = membership or "join"
-  local rows, err, code = self.conn:all([[
+  local rows = self.conn:all([[
     SELECT m.room_nid, m.membership FROM room_memberships m
     JOIN events e ON e.event_nid = m.event_nid
     WHERE m.user_id = ? AND e.outlier = 0 AND m.stream_ordering = (
       SELECT max(m2.stream_ordering) FROM room_memberships m2
       JOIN events e2 ON e2.event_nid = m2.event_nid
       WHERE m2.user_id = m.user_id AND m2.room_nid = m.room_nid AND e2.outlier = 0)]], user_id)
-  if not rows then return nil, err, code end
   local out = {}
   for _, r in ipairs(rows) do
     if r[2] == membership then out[#out + 1] = self:room_id(r[1]) end
@@ -493,11 +486,10 @@ function methods:appservice_stream(service, from, to, limit)
   local interested = {}
   for _, r in ipairs(service.room_ids or {}) do interested[r] = true end
   if #users > 0 then
-    local rows, qerr, code = self.conn:all([[
+    local rows = self.conn:all([[
       SELECT m.room_nid, m.user_id, m.membership FROM room_memberships m
       WHERE m.stream_ordering = (SELECT max(m2.stream_ordering) FROM room_memberships m2
         WHERE m2.room_nid = m.room_nid AND m2.user_id = m.user_id)]])
-    if not rows then return nil, qerr, code end
     for _, r in ipairs(rows) do
       if r[3] == "join" and user_match(r[2]) then interested[self:room_id(r[1])] = true end
     end
@@ -506,10 +498,9 @@ function methods:appservice_stream(service, from, to, limit)
   local pos = from_pos
   -- Scan in batches; the service sees at most `limit` events.
   while #out < limit and pos < to_pos do
-    local rows, qerr, code = records_any_room(self, "SELECT " .. COLS ..
+    local rows = records_any_room(self, "SELECT " .. COLS ..
       " FROM events WHERE stream_ordering > ? AND stream_ordering <= ? AND " .. TL ..
       " ORDER BY stream_ordering LIMIT ?", pos, to_pos, APPSERVICE_MAX)
-    if not rows then return nil, qerr, code end
     if #rows == 0 then break end
     for _, rec in ipairs(rows) do
       local wanted = interested[rec.room_id]

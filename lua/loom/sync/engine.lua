@@ -20,7 +20,6 @@ local ipairs, pairs, type, next = ipairs, pairs, type, next
 
 local _M = {}
 
-local TL = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
 local DEFAULT_LIMIT = 10
 local INVITE_STATE_TYPES = { "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
   "m.room.canonical_alias", "m.room.encryption", "m.room.topic" }
@@ -30,9 +29,7 @@ local function obj(v) return (not is_null(v) and type(v) == "table") and v or {}
 
 -- The user's membership in a room as of stream position pos.
 local function membership_at(store, user_id, room_nid, pos)
-  return store.conn:value([[SELECT m.membership FROM room_memberships m JOIN events e ON e.event_nid = m.event_nid
-    WHERE m.user_id = ? AND m.room_nid = ? AND m.stream_ordering <= ? AND e.outlier = 0
-    ORDER BY m.stream_ordering DESC LIMIT 1]], user_id, room_nid, pos)
+  return store:membership_at(user_id, room_nid, pos)
 end
 
 -- The snapshot of a room's state as of stream position pos (the state after
@@ -40,18 +37,17 @@ end
 local function snapshot_at(store, room_nid, pos)
   -- the room's current state as it stood at pos (recorded with each live
   -- event by the room service; exact when history forked) …
-  local row = store.conn:first("SELECT event_nid, current_after FROM events WHERE room_nid = ? AND"
-    .. " stream_ordering <= ? AND " .. TL .. " ORDER BY stream_ordering DESC LIMIT 1", room_nid, pos)
-  if not row then return nil end
-  if row[2] then return row[2] end
+  local nid, _, current = store:timeline_event_at(room_nid, pos)
+  if not nid then return nil end
+  if current then return current end
   -- … or, for events stored without it, the state after that event
-  local _, after = store:event_state(row[1])
+  local _, after = store:event_state(nid)
   return after
 end
 
 -- Decoded events for event NIDs, in the given order.
 local function events_for_nids(store, nids)
-  local loaded = store:events_by_nid(nids) or {}
+  local loaded = store:events_by_nid(nids)
   local out = {}
   for _, n in ipairs(nids) do
     local hit = loaded[n]
@@ -94,7 +90,7 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
   local store = ctx.store
   st = st or { events = {}, limited = false }
   local rn = store:room_nid(room_id)
-  local decoded = sync_events.decode_records(store, st.events) or {}
+  local decoded = sync_events.decode_records(store, st.events)
   local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded)
   local state_nids = {}
   local start_snap
@@ -104,14 +100,15 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
     start_snap = snapshot_at(store, rn, end_pos)
   end
   if start_snap and (full or st.limited) then
-    local start_state = store:load_state(start_snap)
+    -- a snapshot the database names is stored: failing to load it is an error
+    local start_state = assert(store:load_state(start_snap))
     if start_state then
       if full or not since then
         local _, _, evs = start_state:entries()
         state_nids = evs
       else
         local since_snap = snapshot_at(store, rn, since)
-        local since_state = since_snap and store:load_state(since_snap)
+        local since_state = since_snap and assert(store:load_state(since_snap))
         if since_state then
           local _, added = since_state:diff(start_state)
           for i, t in ipairs(added) do state_nids[i] = t[3] end
@@ -192,7 +189,7 @@ function _M.sync(hs, opts)
   local full_state = opts.full_state or not since
 
   -- memberships: the last change per room in (since, to]
-  local changes = store:membership_changes(user_id, since, to) or {}
+  local changes = assert(store:membership_changes(user_id, since, to))
   local last = {}
   for _, c in ipairs(changes) do last[c.room_id] = c end
   local newly, invited, left = {}, {}, {}
@@ -229,7 +226,7 @@ function _M.sync(hs, opts)
 
   local streams = {}
   if #joined > 0 then
-    streams = store:rooms_stream(joined, since or 0, to, limit, tl_filter) or {}
+    streams = assert(store:rooms_stream(joined, since or 0, to, limit, tl_filter))
   end
   for _, room_id in ipairs(joined) do
     local st = streams[room_id]
@@ -251,7 +248,7 @@ function _M.sync(hs, opts)
   end
 
   for room_id, c in pairs(left) do
-    local res = store:rooms_stream({ room_id }, since or 0, c.stream_ordering, limit, tl_filter) or {}
+    local res = assert(store:rooms_stream({ room_id }, since or 0, c.stream_ordering, limit, tl_filter))
     local sec = room_section(ctx, room_id, res[room_id], not since, since, c.stream_ordering)
     sec.account_data = { events = json.array {} }
     body.rooms.leave[room_id] = sec

@@ -80,20 +80,13 @@ end
 --- Store a filter for a user: the new filter ID (a decimal string).
 function _M.create(store, user_id, def)
   local text = assert(json.encode(def))
-  local conn = store.conn
-  -- one statement: the next ID and the row together
-  local n, err, code = conn:run([[INSERT INTO filters (user_id, filter_id, json)
-    SELECT ?, coalesce(max(filter_id) + 1, 0), ? FROM filters WHERE user_id = ?]], user_id, text, user_id)
-  if not n then return nil, err, code end
-  local id = conn:value("SELECT max(filter_id) FROM filters WHERE user_id = ?", user_id)
-  return tostring(id)
+  return tostring(store:save_filter(user_id, text))
 end
 
 --- A stored filter: the decoded definition, or nil.
 function _M.get(store, user_id, filter_id)
   if type(filter_id) ~= "string" or not filter_id:find("^%d+$") or #filter_id > 18 then return nil end
-  local text = store.conn:value("SELECT json FROM filters WHERE user_id = ? AND filter_id = ?",
-    user_id, tonumber(filter_id))
+  local text = store:filter_json(user_id, tonumber(filter_id))
   if not text then return nil end
   return (json.decode(text))
 end

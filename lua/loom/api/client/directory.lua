@@ -29,21 +29,18 @@ end
 
 --- The room ID of a local alias, or nil.
 function _M.resolve(hs, alias)
-  return hs.store.conn:value("SELECT room_id FROM room_aliases WHERE alias = ?", alias)
+  return hs.store:alias_room(alias)
 end
 
 --- Add an alias: true, or nil and "taken".
 function _M.add_alias(hs, alias, room_id, creator)
-  local conn = hs.store.conn
-  if conn:value("SELECT room_id FROM room_aliases WHERE alias = ?", alias) then return nil, "taken" end
-  assert(conn:run("INSERT INTO room_aliases (alias, room_id, creator) VALUES (?, ?, ?)", alias, room_id, creator))
+  if not hs.store:add_alias(alias, room_id, creator) then return nil, "taken" end
   return true
 end
 
 --- Set a room's directory visibility ("public" or "private").
 function _M.set_visibility(hs, room_id, visibility)
-  assert(hs.store.conn:run("INSERT INTO room_directory (room_id, visibility) VALUES (?, ?)"
-    .. " ON CONFLICT (room_id) DO UPDATE SET visibility = excluded.visibility", room_id, visibility))
+  hs.store:set_room_visibility(room_id, visibility)
 end
 
 -- A state lookup function over the room's current state (for loom.room.auth).
@@ -82,7 +79,7 @@ local function summary(hs, room_id)
     local t = statemap.split(k)
     if t == "m.room.member" then ids[#ids + 1] = id end
   end
-  local loaded = hs.store:events(ids) or {}
+  local loaded = hs.store:events(ids)
   for _, e in pairs(loaded) do
     if type(e[1].content) == "table" and e[1].content.membership == "join" then joined = joined + 1 end
   end
@@ -126,8 +123,8 @@ local function public_rooms(hs, limit, since, term)
     return errors.new("M_INVALID_PARAM", "limit must be a non-negative integer")
   end
   local rooms = {}
-  for _, r in ipairs(hs.store.conn:all("SELECT room_id FROM room_directory WHERE visibility = 'public'")) do
-    local e = summary(hs, r[1])
+  for _, room_id in ipairs(hs.store:public_room_ids()) do
+    local e = summary(hs, room_id)
     if e and matches(e, term) then rooms[#rooms + 1] = e end
   end
   table_sort(rooms, function(a, b)
@@ -145,7 +142,7 @@ end
 
 function _M.install(hs)
   local server = hs.server
-  local conn = hs.store.conn
+  local store = hs.store
 
   server:route("PUT", P .. "/directory/room/{roomAlias}", hs:authed(function(req)
     local alias = req.params.roomAlias
@@ -174,19 +171,19 @@ function _M.install(hs)
 
   server:route("DELETE", P .. "/directory/room/{roomAlias}", hs:authed(function(req)
     local alias = req.params.roomAlias
-    local row = conn:first("SELECT room_id, creator FROM room_aliases WHERE alias = ?", alias)
-    if not row then return errors.new("M_NOT_FOUND", "Room alias " .. tostring(alias) .. " not found") end
-    if row[2] ~= req.user_id and not _M.room_admin(hs, row[1], req.user_id) then
+    local room_id, creator = store:alias_entry(alias)
+    if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. tostring(alias) .. " not found") end
+    if creator ~= req.user_id and not _M.room_admin(hs, room_id, req.user_id) then
       return errors.new("M_FORBIDDEN", "You may not delete this alias")
     end
-    assert(conn:run("DELETE FROM room_aliases WHERE alias = ?", alias))
+    store:delete_alias(alias)
     return {}
   end))
 
   server:route("GET", P .. "/directory/list/room/{roomId}", function(req)
     local room_id = req.params.roomId
     if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
-    local v = conn:value("SELECT visibility FROM room_directory WHERE room_id = ?", room_id)
+    local v = store:room_visibility(room_id)
     return { visibility = v or "private" }
   end)
 

@@ -9,35 +9,18 @@ local filters = require "loom.sync.filters"
 local redact = require "loom.room.redact"
 
 local json = core.json
-local ipairs, pairs, type, table_concat, table_unpack = ipairs, pairs, type, table.concat, table.unpack
+local ipairs, pairs, type = ipairs, pairs, type
 
 local _M = {}
 
 local FIELDS = { "event_id", "type", "sender", "content", "origin_server_ts", "room_id", "state_key", "redacts" }
 
--- Does the txn_ids table (written by the room endpoints) exist? Cached once true.
-local function has_txn_table(store)
-  if store._sync_has_txn then return true end
-  local v = store.conn:value("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'txn_ids'")
-  if v then store._sync_has_txn = true end
-  return v ~= nil
-end
-
 --- Transaction IDs of events sent by this user's device: { [event_id] = txn_id }.
 function _M.txn_ids(store, user_id, device_id, events)
-  local out = {}
-  if not device_id then return out end
+  if not device_id then return {} end
   local ids = {}
   for _, ev in ipairs(events) do if ev.sender == user_id then ids[#ids + 1] = ev.event_id end end
-  if #ids == 0 or not has_txn_table(store) then return out end
-  for i = 1, #ids, 400 do
-    local marks, params = {}, { user_id, device_id }
-    for j = i, math.min(#ids, i + 399) do marks[#marks + 1] = "?"; params[#params + 1] = ids[j] end
-    local rows = store.conn:all("SELECT event_id, txn_id FROM txn_ids WHERE user_id = ? AND device_id = ?"
-      .. " AND event_id IN (" .. table_concat(marks, ",") .. ")", table_unpack(params)) or {}
-    for _, r in ipairs(rows) do out[r[1]] = r[2] end
-  end
-  return out
+  return store:txn_ids(user_id, device_id, ids)
 end
 
 --- A client event from a decoded stored event (never modifies `ev`).
@@ -63,17 +46,15 @@ end
 
 -- The redactions that apply to some events: { [event_id] = redaction event }.
 local function redactions_for(store, events)
-  local ids, marks = {}, {}
-  for i, ev in ipairs(events) do ids[i] = ev.event_id; marks[i] = "?" end
-  if #ids == 0 then return {} end
-  local rows = store.conn:all("SELECT event_id, redaction_id FROM redactions WHERE event_id IN ("
-    .. table.concat(marks, ",") .. ")", table.unpack(ids))
+  local ids = {}
+  for i, ev in ipairs(events) do ids[i] = ev.event_id end
   local out = {}
-  if not rows or #rows == 0 then return out end
+  local found = store:redactions_of(ids)
+  if #found == 0 then return out end
   local want = {}
-  for _, r in ipairs(rows) do want[#want + 1] = r[2] end
-  local loaded = store:events(want) or {}
-  for _, r in ipairs(rows) do
+  for i, r in ipairs(found) do want[i] = r[2] end
+  local loaded = store:events(want)
+  for _, r in ipairs(found) do
     local red = loaded[r[2]]
     if red and not out[r[1]] then out[r[1]] = red[1] end
   end
@@ -105,8 +86,7 @@ end
 function _M.decode_records(store, records)
   local nids = {}
   for i, r in ipairs(records) do nids[i] = r.event_nid end
-  local loaded, err, code = store:events_by_nid(nids)
-  if not loaded then return nil, err, code end
+  local loaded = store:events_by_nid(nids)
   local out = {}
   for _, r in ipairs(records) do
     local hit = loaded[r.event_nid]

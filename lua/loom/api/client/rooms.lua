@@ -117,7 +117,7 @@ local function state_events(hs, state, filter)
     if not filter or filter(statemap.split(k)) then ids[#ids + 1] = id; keys[id] = k end
   end
   table_sort(ids, function(a, b) return keys[a] < keys[b] end)
-  local loaded = hs.store:events(ids) or {}
+  local loaded = hs.store:events(ids)
   local out = {}
   for _, id in ipairs(ids) do
     local e = loaded[id]
@@ -159,29 +159,21 @@ end
 ---------------------------------------------------------------------------
 -- Transaction IDs
 
-local function txn_lookup(hs, req, endpoint, txn_id)
-  return hs.store.conn:value("SELECT event_id FROM txn_ids WHERE user_id = ? AND device_id = ?"
-    .. " AND endpoint = ? AND txn_id = ?", req.user_id, req.device_id or "", endpoint, txn_id)
-end
-
-local function txn_record(hs, req, endpoint, txn_id, event_id)
-  return hs.store.conn:run("INSERT INTO txn_ids (user_id, device_id, txn_id, endpoint, event_id, created_ts)"
-    .. " VALUES (?, ?, ?, ?, ?, ?)", req.user_id, req.device_id or "", txn_id, endpoint, event_id, core.now_ms())
-end
-
 -- Send an event once per (user, device, endpoint, txnId).
 local function send_once(hs, req, endpoint, room_id, proto)
   local txn_id = req.params.txnId
-  local done = txn_lookup(hs, req, endpoint, txn_id)
+  local store = hs.store
+  local done = store:txn_event(req.user_id, req.device_id, endpoint, txn_id)
   if done then return { event_id = done } end
-  local conn = hs.store.conn
-  local ev, err = conn:transaction(function()
+  -- a Matrix error from the send, or nil, message, code when the
+  -- transaction itself failed (a logged 500)
+  local ev, err, code = store:transaction(function()
     local e, r = send(hs, room_id, proto, { user_id = req.user_id, device_id = req.device_id, txn_id = txn_id })
     if not e then return nil, r end
-    assert(txn_record(hs, req, endpoint, txn_id, e.event_id))
+    store:record_txn(req.user_id, req.device_id, endpoint, txn_id, e.event_id)
     return e
   end)
-  if not ev then return err end
+  if not ev then return nil, err, code end
   return { event_id = ev.event_id }
 end
 
@@ -284,9 +276,8 @@ local function create_room(hs, req)
   local initial = {}
   for _, e in ipairs(body.initial_state or {}) do initial[statemap.key(e.type, e.state_key or "")] = true end
 
-  local conn = hs.store.conn
   local rid
-  local room_id, err = conn:transaction(function()
+  local room_id, err, ecode = hs.store:transaction(function()
     local function state(t, content, sk)
       return send(hs, rid, { type = t, state_key = sk or "", sender = user, content = content }, hook_opts)
     end
@@ -310,7 +301,10 @@ local function create_room(hs, req)
     if c.alias then
       denied = hs:check("directory/publish/check", { user_id = user, room_id = rid, alias = c.alias })
       if denied then return nil, denied end
-      directory.add_alias(hs, c.alias, rid, user)
+      -- taken since the check: the whole room is rolled back
+      if not directory.add_alias(hs, c.alias, rid, user) then
+        return nil, errors.new("M_ROOM_IN_USE", "Room alias already taken")
+      end
       e, e2 = state("m.room.canonical_alias", { alias = c.alias })
       if not e then return nil, e2 end
     end
@@ -352,7 +346,7 @@ local function create_room(hs, req)
     end
     return rid
   end)
-  if not room_id then return err end
+  if not room_id then return nil, err, ecode end
   return { room_id = room_id, room_alias = c.alias }
 end
 
@@ -372,7 +366,7 @@ local function join(hs, req, id)
     content = profile_content(hs, req.user_id, "join", { reason = reason }) },
     { user_id = req.user_id, device_id = req.device_id })
   if not ev then return e2 end
-  hs.store.conn:run("DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", req.user_id, room_id)
+  hs.store:unforget_room(req.user_id, room_id)
   return { room_id = room_id }
 end
 
@@ -407,8 +401,7 @@ local function forget(hs, req)
   if ms == "join" or ms == "invite" or ms == "knock" then
     return errors.new("BAD_REQUEST", "You must leave the room before forgetting it")
   end
-  assert(hs.store.conn:run("INSERT OR IGNORE INTO forgotten_rooms (user_id, room_id) VALUES (?, ?)",
-    req.user_id, room_id))
+  hs.store:forget_room(req.user_id, room_id)
   return {}
 end
 
@@ -455,9 +448,9 @@ local function state_at_token(hs, room_id, text)
   local parsed = tok and core.token.parse(tok)
   if not parsed then return nil, errors.new("M_INVALID_PARAM", "invalid 'at' token") end
   local nid = hs.store:room_nid(room_id)
-  local id = nid and hs.store.conn:value("SELECT event_id FROM events WHERE room_nid = ? AND stream_ordering <= ?"
-    .. " AND outlier = 0 AND rejected = 0 AND soft_failed = 0 ORDER BY stream_ordering DESC LIMIT 1",
-    nid, parsed.stream)
+  local id, _
+  if nid then _, id = hs.store:timeline_event_at(nid, parsed.stream) end
+  -- no event of the room by then: its state was empty
   if not id then return {} end
   return hs.rooms:state_at(id)
 end
@@ -586,7 +579,7 @@ function _M.install(hs)
   route("GET", R .. "/joined_members", joined_members)
   route("GET", R .. "/event/{eventId}", get_event)
   server:route("GET", P .. "/joined_rooms", hs:authed(function(req)
-    local rooms = hs.store:rooms_for_user(req.user_id) or {}
+    local rooms = hs.store:rooms_for_user(req.user_id)
     local out = json.array {}
     for i, r in ipairs(rooms) do out[i] = r end
     return { joined_rooms = out }

@@ -130,7 +130,7 @@ local function context(hs, req)
     local ids = {}
     for _, id in pairs(map) do ids[#ids + 1] = id end
     table.sort(ids)
-    local loaded = hs.store:events(ids) or {}
+    local loaded = hs.store:events(ids)
     for _, id in ipairs(ids) do if loaded[id] then state[#state + 1] = loaded[id][1] end end
     if def.lazy_load_members == true then
       local senders = { [req.user_id] = true, [ev.sender] = true }

@@ -1,0 +1,105 @@
+-- loom.store.rooms: what the store answers about a room and its members
+-- beside the event stream: memberships as of a stream position, the
+-- timeline event at a position, redactions, forgotten rooms, state key
+-- names.
+--
+--   store:membership_at(user_id, room_nid, pos)     -- "join", "leave", ... or nil
+--   store:ever_member(user_id, room_nid)            -- true / false
+--   local nid, event_id, current = store:timeline_event_at(room_nid, pos)
+--   store:record_redaction(target_id, redaction_id)
+--   store:redactions_of({ event_id, ... })          -- { { event_id, redaction_id }, ... }
+--
+-- Mixed into the store. A database failure raises (loom.db.Error).
+local sql = require "loom.store.sql"
+
+local ipairs, table_unpack = ipairs, table.unpack
+
+local _M = {}
+local methods = {}
+local _ENV = nil -- luacheck: ignore 211
+
+local TIMELINE = sql.TIMELINE
+
+--- The user's membership in a room as of stream position pos (by the
+-- latest non-outlier membership event at or before it), or nil.
+function methods:membership_at(user_id, room_nid, pos)
+  return self.conn:value([[SELECT m.membership FROM room_memberships m JOIN events e ON e.event_nid = m.event_nid
+    WHERE m.user_id = ? AND m.room_nid = ? AND m.stream_ordering <= ? AND e.outlier = 0
+    ORDER BY m.stream_ordering DESC LIMIT 1]], user_id, room_nid, pos)
+end
+
+--- The stream positions of the user's joins to a room: { pos, ... }.
+function methods:join_positions(user_id, room_nid)
+  return self.conn:column([[SELECT stream_ordering FROM room_memberships
+    WHERE user_id = ? AND room_nid = ? AND membership = 'join']], user_id, room_nid)
+end
+
+--- Did the user ever have a membership event in the room?
+function methods:ever_member(user_id, room_nid)
+  return self.conn:value("SELECT 1 FROM room_memberships WHERE user_id = ? AND room_nid = ? LIMIT 1",
+    user_id, room_nid) ~= nil
+end
+
+--- The room's last timeline event at or before stream position pos:
+-- event_nid, event_id, current_after (the room's current-state snapshot
+-- after it, when recorded) — or nil when there is none.
+function methods:timeline_event_at(room_nid, pos)
+  local row = self.conn:first("SELECT event_nid, event_id, current_after FROM events WHERE room_nid = ? AND"
+    .. " stream_ordering <= ? AND " .. TIMELINE .. " ORDER BY stream_ordering DESC LIMIT 1", room_nid, pos)
+  if not row then return nil end
+  return row[1], row[2], row[3]
+end
+
+--- Record the room's current-state snapshot after an event.
+function methods:set_current_after(event_nid, snapshot_nid)
+  self.conn:run("UPDATE events SET current_after = ? WHERE event_nid = ?", snapshot_nid, event_nid)
+  return true
+end
+
+--- Record that redaction_id redacts event_id (again: no change).
+function methods:record_redaction(event_id, redaction_id)
+  self.conn:run("INSERT OR IGNORE INTO redactions (event_id, redaction_id) VALUES (?, ?)",
+    event_id, redaction_id)
+  return true
+end
+
+--- The redactions of some events: { { event_id, redaction_id }, ... }.
+function methods:redactions_of(event_ids)
+  local out = {}
+  for marks, chunk in sql.chunks(event_ids) do
+    local rows = self.conn:all("SELECT event_id, redaction_id FROM redactions WHERE event_id IN ("
+      .. marks .. ") ORDER BY event_id, redaction_id", table_unpack(chunk))
+    for _, r in ipairs(rows) do out[#out + 1] = r end
+  end
+  return out
+end
+
+--- Mark a room forgotten by the user (after leaving it).
+function methods:forget_room(user_id, room_id)
+  self.conn:run("INSERT OR IGNORE INTO forgotten_rooms (user_id, room_id) VALUES (?, ?)", user_id, room_id)
+  return true
+end
+
+--- The user joined the room again: it is no longer forgotten.
+function methods:unforget_room(user_id, room_id)
+  self.conn:run("DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", user_id, room_id)
+  return true
+end
+
+--- The state keys of state key NIDs: { [nid] = state_key } (unknown NIDs
+-- are absent).
+function methods:state_key_names(nids)
+  local out, want, seen = {}, {}, {}
+  for _, n in ipairs(nids) do
+    if not seen[n] then seen[n] = true; want[#want + 1] = n end
+  end
+  for marks, chunk in sql.chunks(want) do
+    local rows = self.conn:all("SELECT state_key_nid, state_key FROM state_keys WHERE state_key_nid IN ("
+      .. marks .. ")", table_unpack(chunk))
+    for _, r in ipairs(rows) do out[r[1]] = r[2] end
+  end
+  return out
+end
+
+_M.methods = methods
+return _M

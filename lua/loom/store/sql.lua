@@ -1,0 +1,44 @@
+-- loom.store.sql: the small pieces of SQL the store methods share.
+--
+--   local sql = require "loom.store.sql"
+--   local where = "room_nid = ? AND " .. sql.TIMELINE
+--   for marks, keys in sql.chunks(event_ids) do
+--     rows = conn:all("SELECT ... WHERE event_id IN (" .. marks .. ")", table.unpack(keys))
+--   end
+--
+-- Only the store builds SQL; this module is how it writes the timeline
+-- condition and `IN (?, ?, ...)` lists once.
+local math_min, string_rep = math.min, string.rep
+
+local _M = {}
+local _ENV = nil -- luacheck: ignore 211
+
+--- The condition selecting timeline events (not outliers, rejected or
+-- soft-failed); it matches the partial indexes.
+_M.TIMELINE = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+
+--- Keys bound per statement in an IN list: well below SQLite's limit on
+-- host parameters (32766; 999 before SQLite 3.32), leaving room for the
+-- statement's other parameters.
+_M.CHUNK = 500
+
+--- The placeholders of an IN list of n values: "?,?,?" (n >= 1).
+function _M.marks(n) return string_rep("?,", n - 1) .. "?" end
+
+--- Iterate over keys in chunks of at most size (default CHUNK): each step
+-- gives the placeholders for the chunk and the chunk itself (an array).
+-- An empty list gives no step.
+function _M.chunks(keys, size)
+  size = size or _M.CHUNK
+  local i = 1
+  return function()
+    if i > #keys then return nil end
+    local j = math_min(#keys, i + size - 1)
+    local chunk = {}
+    for k = i, j do chunk[k - i + 1] = keys[k] end
+    i = j + 1
+    return _M.marks(#chunk), chunk
+  end
+end
+
+return _M
