@@ -18,6 +18,7 @@ local table_insert, table_pack, table_unpack = table.insert, table.pack, table.u
 local stderr, os_date = io.stderr, os.date
 local uv = require "luv"
 local json = require("loom.core").json
+local async = require "loom.async"
 local http = require "loom.http.server"
 local router_mod = require "loom.http.router"
 local request = require "loom.http.request"
@@ -352,12 +353,7 @@ function methods.run(self)
   -- Let handles that are still closing (the signal watchers, say) finish:
   -- a close callback left for the loop's own finaliser would run while Lua
   -- is being torn down.
-  for _ = 1, 10 do
-    local closing = false
-    uv.walk(function(h) if h:is_closing() then closing = true end end)
-    if not closing then break end
-    uv.run("nowait")
-  end
+  async.finish_closing()
 end
 
 --- server:store() -> the event store (loom.open_store(config.database)),

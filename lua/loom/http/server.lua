@@ -374,6 +374,7 @@ function methods.listen(self)
   end
   if not ok then
     tcp:close()
+    async.finish_closing()   -- outside the loop (a failed start): let the close complete
     return nil, ("cannot listen on %s port %s: %s"):format(self.host, tostring(self.port_wanted),
                                                           tostring(err)), "io_error"
   end
