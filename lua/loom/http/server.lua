@@ -23,6 +23,11 @@
 -- handled finish (their response says Connection: close) until
 -- timeouts.shutdown, then everything closes.
 --
+-- Past limits.max_connections, a new connection is answered at once with
+-- 503 M_LIMIT_EXCEEDED (Retry-After: 1, Connection: close) and closed; no
+-- request is read from it. One warning says so when it starts, then one per
+-- timeouts.refused_log with the number refused meanwhile.
+--
 -- Every luv callback runs under xpcall; an error is logged with its
 -- traceback and the server goes on.
 local setmetatable, pairs, ipairs, type, tostring, xpcall, next =
@@ -50,7 +55,7 @@ http.defaults = {
     max_header_bytes = core.http.limits.max_header_bytes,
     max_body = core.http.limits.max_body,
     max_pipeline = 16,        -- requests read ahead on one connection
-    max_connections = 1024,   -- open connections; more are closed at once
+    max_connections = 1024,   -- open connections; more are answered 503 and closed
   },
   timeouts = {
     header = 20000,     -- first byte of a request -> end of its headers
@@ -58,6 +63,7 @@ http.defaults = {
     keepalive = 60000,  -- idle between requests
     shutdown = 10000,   -- stop(): longest wait for requests being handled
     linger = 2000,      -- after a final response: wait for the client's close
+    refused_log = 10000, -- past max_connections: at most one warning per interval
   },
 }
 
@@ -101,6 +107,8 @@ function http.new(opts)
     log = opts.log or no_log,
     conns = {},
     nconns = 0,
+    refusing = {},     -- connections being answered 503 (past max_connections)
+    nrefused = 0,      -- refused since the last warning
     draining = false,
     stopped = false,
     on_stopped = {},
@@ -121,7 +129,7 @@ local function guard(self, f)
 end
 http.guard = guard
 
-local update, pump, begin_close, close_now
+local update, pump, begin_close, close_now, refuse
 
 local function queued(c) return c.qt - c.qh + 1 end
 
@@ -143,11 +151,16 @@ local function check_stopped(self)
   -- stopped once every connection and the listener have finished closing
   -- (a handle still closing when the loop ends would have its close callback
   -- run while Lua itself is being torn down)
-  if self.draining and not self.stopped and next(self.conns) == nil and not self.listener_closing then
+  if self.draining and not self.stopped and next(self.conns) == nil and next(self.refusing) == nil
+     and not self.listener_closing then
     self.stopped = true
     if self.deadline then
       self.deadline:close()
       self.deadline = nil
+    end
+    if self.refused_timer then
+      self.refused_timer:close()
+      self.refused_timer = nil
     end
     local list = self.on_stopped
     self.on_stopped = {}
@@ -326,6 +339,60 @@ local function on_read(c, err, data)
   pump(c)
 end
 
+-- One warning when refusing starts, then one per timeouts.refused_log with
+-- the count of that interval, while refusals go on.
+local function note_refused(self)
+  self.nrefused = self.nrefused + 1
+  if self.refused_timer then return end
+  self.log("warn", ("connection limit reached (%d open): answering new connections 503"):format(self.nconns))
+  self.nrefused = 0
+  local interval = self.timeouts.refused_log
+  local t = uv.new_timer()
+  self.refused_timer = t
+  t:unref()   -- a warning to come does not keep the loop alive
+  t:start(interval, interval, guard(self, function()
+    local n = self.nrefused
+    self.nrefused = 0
+    if n > 0 then
+      self.log("warn", ("connection limit: %d connections refused in the last %d s"):format(n, interval // 1000))
+    else
+      t:close()
+      self.refused_timer = nil
+    end
+  end))
+end
+
+-- A connection past max_connections: the 503 goes out, then FIN; what the
+-- client sends meanwhile is dropped unread until it closes (at most
+-- timeouts.linger), so that the kernel does not reset the connection before
+-- the client has read the answer.
+function refuse(self, tcp)
+  note_refused(self)
+  local r = { tcp = tcp }
+  self.refusing[r] = true
+  local function gone()
+    self.refusing[r] = nil
+    check_stopped(self)
+  end
+  local function finish()
+    if r.closed then return end
+    r.closed = true
+    if r.timer then r.timer:close() end
+    tcp:close(guard(self, gone))
+  end
+  r.finish = finish
+  local err = errors.new("TOO_MANY_CONNECTIONS", nil, { retry_after_ms = 1000 })
+  err.headers = { ["Retry-After"] = "1" }
+  local ok = tcp:write(response.serialize(response.error(err), { close = true }), guard(self, function(e)
+    if e then finish() end
+  end))
+  if ok then ok = tcp:shutdown(guard(self, function() end)) end
+  if ok then ok = tcp:read_start(guard(self, function(e, data) if e or not data then finish() end end)) end
+  if not ok then return finish() end
+  r.timer = uv.new_timer()
+  r.timer:start(self.timeouts.linger, 0, guard(self, finish))
+end
+
 local function on_connection(self, err)
   if err then
     self.log("warn", "accept failed: " .. tostring(err))
@@ -339,11 +406,11 @@ local function on_connection(self, err)
     self.log("warn", "accept failed: " .. tostring(aerr))
     return
   end
-  if self.draining or self.nconns >= self.limits.max_connections then
+  if self.draining then
     tcp:close()
-    if not self.draining then self.log("warn", "too many connections; closing a new one") end
     return
   end
+  if self.nconns >= self.limits.max_connections then return refuse(self, tcp) end
   tcp:nodelay(true)
   local peer = tcp:getpeername() or {}
   local c = {
@@ -369,7 +436,7 @@ function methods.listen(self)
   local tcp = uv.new_tcp()
   local ok, err = tcp:bind(self.host, self.port_wanted)
   if ok then
-    ok, err = tcp:listen(self.limits.max_connections < 511 and self.limits.max_connections or 511,
+    ok, err = tcp:listen(511,   -- past max_connections, waiting clients get a 503 rather than a dropped SYN
                          guard(self, function(e) on_connection(self, e) end))
   end
   if not ok then
@@ -412,6 +479,7 @@ function methods.stop(self, on_stopped)
     self.listener = nil
   end
   for c in pairs(self.conns) do update(c) end
+  for r in pairs(self.refusing) do r.finish() end
   if next(self.conns) ~= nil then
     self.deadline = uv.new_timer()
     self.deadline:start(self.timeouts.shutdown, 0, guard(self, function()
