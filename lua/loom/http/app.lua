@@ -54,7 +54,14 @@ server.methods, server.mt = methods, mt
 
 local function check_config(config)
   local c = {}
-  for k, v in pairs(server.defaults) do c[k] = v end
+  for k, v in pairs(server.defaults) do
+    if type(v) == "table" then   -- a table default is the server's own, never shared
+      local t = {}
+      for tk, tv in pairs(v) do t[tk] = tv end
+      v = t
+    end
+    c[k] = v
+  end
   for k, v in pairs(config or {}) do c[k] = v end
   local function want(key, ty)
     if c[key] ~= nil and type(c[key]) ~= ty then
