@@ -703,7 +703,7 @@ describe("the HTTP server", function()
 
   it("logs refused connections at most once per interval, with their count", function()
     run(function()
-      local srv = new_server { limits = { max_connections = 1 }, timeouts = { refused_log = 300 } }
+      local srv = new_server { limits = { max_connections = 1 }, timeouts = { warn_interval = 300 } }
       local held = assert(connect(srv:port()))
       sleep(20)
       for _ = 1, 3 do
@@ -716,7 +716,7 @@ describe("the HTTP server", function()
       for _, l in ipairs(logs) do if l:find("^warn") then warns[#warns + 1] = l end end
       assert.equal(2, #warns, table.concat(warns, "\n"))
       assert.matches("connection limit reached %(1 open%)", warns[1])
-      assert.matches("2 connections refused in the last", warns[2])
+      assert.equal("warn connection limit: connections refused (2 in the last 300 ms)", warns[2])
       held:close()
       stop(srv)
     end)

@@ -26,7 +26,8 @@
 -- Past limits.max_connections, a new connection is answered at once with
 -- 503 M_LIMIT_EXCEEDED (Retry-After: 1, Connection: close) and closed; no
 -- request is read from it. One warning says so when it starts, then one per
--- timeouts.refused_log with the number refused meanwhile.
+-- timeouts.warn_interval with the number refused meanwhile (failed accepts
+-- are logged the same way).
 --
 -- Every luv callback runs under xpcall; an error is logged with its
 -- traceback and the server goes on.
@@ -63,7 +64,7 @@ http.defaults = {
     keepalive = 60000,  -- idle between requests
     shutdown = 10000,   -- stop(): longest wait for requests being handled
     linger = 2000,      -- after a final response: wait for the client's close
-    refused_log = 10000, -- past max_connections: at most one warning per interval
+    warn_interval = 10000, -- a repeated warning (refused connections …): at most one line per interval
   },
 }
 
@@ -108,7 +109,8 @@ function http.new(opts)
     conns = {},
     nconns = 0,
     refusing = {},     -- connections being answered 503 (past max_connections)
-    nrefused = 0,      -- refused since the last warning
+    nrefusing = 0,
+    warnings = {},     -- kind -> { n = repeats since the last line, timer } (warn_often)
     draining = false,
     stopped = false,
     on_stopped = {},
@@ -158,9 +160,9 @@ local function check_stopped(self)
       self.deadline:close()
       self.deadline = nil
     end
-    if self.refused_timer then
-      self.refused_timer:close()
-      self.refused_timer = nil
+    for kind, w in pairs(self.warnings) do
+      w.timer:close()
+      self.warnings[kind] = nil
     end
     local list = self.on_stopped
     self.on_stopped = {}
@@ -339,25 +341,27 @@ local function on_read(c, err, data)
   pump(c)
 end
 
--- One warning when refusing starts, then one per timeouts.refused_log with
--- the count of that interval, while refusals go on.
-local function note_refused(self)
-  self.nrefused = self.nrefused + 1
-  if self.refused_timer then return end
-  self.log("warn", ("connection limit reached (%d open): answering new connections 503"):format(self.nconns))
-  self.nrefused = 0
-  local interval = self.timeouts.refused_log
-  local t = uv.new_timer()
-  self.refused_timer = t
-  t:unref()   -- a warning to come does not keep the loop alive
-  t:start(interval, interval, guard(self, function()
-    local n = self.nrefused
-    self.nrefused = 0
-    if n > 0 then
-      self.log("warn", ("connection limit: %d connections refused in the last %d s"):format(n, interval // 1000))
+-- A warning that can come in floods (refused connections, failed accepts):
+-- logged at once, then at most once per timeouts.warn_interval with the
+-- number of repeats in that interval, while they go on.
+local function warn_often(self, kind, first, repeated)
+  local w = self.warnings[kind]
+  if w then
+    w.n = w.n + 1
+    return
+  end
+  self.log("warn", first)
+  local interval = self.timeouts.warn_interval
+  w = { n = 0, timer = uv.new_timer() }
+  self.warnings[kind] = w
+  w.timer:unref()   -- a warning to come does not keep the loop alive
+  w.timer:start(interval, interval, guard(self, function()
+    if w.n > 0 then
+      self.log("warn", ("%s (%d in the last %d ms)"):format(repeated, w.n, interval))
+      w.n = 0
     else
-      t:close()
-      self.refused_timer = nil
+      w.timer:close()
+      self.warnings[kind] = nil
     end
   end))
 end
@@ -367,11 +371,14 @@ end
 -- timeouts.linger), so that the kernel does not reset the connection before
 -- the client has read the answer.
 function refuse(self, tcp)
-  note_refused(self)
+  warn_often(self, "refused", ("connection limit reached (%d open): answering new connections 503")
+    :format(self.nconns), "connection limit: connections refused")
   local r = { tcp = tcp }
   self.refusing[r] = true
+  self.nrefusing = self.nrefusing + 1
   local function gone()
     self.refusing[r] = nil
+    self.nrefusing = self.nrefusing - 1
     check_stopped(self)
   end
   local function finish()
@@ -386,8 +393,12 @@ function refuse(self, tcp)
   local ok = tcp:write(response.serialize(response.error(err), { close = true }), guard(self, function(e)
     if e then finish() end
   end))
-  if ok then ok = tcp:shutdown(guard(self, function() end)) end
-  if ok then ok = tcp:read_start(guard(self, function(e, data) if e or not data then finish() end end)) end
+  -- so many refusals lingering already: close as soon as the answer is out
+  local hurry = self.nrefusing > self.limits.max_connections
+  if ok then ok = tcp:shutdown(guard(self, function() if hurry then finish() end end)) end
+  if ok and not hurry then
+    ok = tcp:read_start(guard(self, function(e, data) if e or not data then finish() end end))
+  end
   if not ok then return finish() end
   r.timer = uv.new_timer()
   r.timer:start(self.timeouts.linger, 0, guard(self, finish))
@@ -395,7 +406,7 @@ end
 
 local function on_connection(self, err)
   if err then
-    self.log("warn", "accept failed: " .. tostring(err))
+    warn_often(self, "accept", "accept failed: " .. tostring(err), "accept failed")
     return
   end
   if not self.listener then return end
@@ -403,7 +414,7 @@ local function on_connection(self, err)
   local ok, aerr = self.listener:accept(tcp)
   if not ok then
     tcp:close()
-    self.log("warn", "accept failed: " .. tostring(aerr))
+    warn_often(self, "accept", "accept failed: " .. tostring(aerr), "accept failed")
     return
   end
   if self.draining then
