@@ -269,6 +269,19 @@ describe("loom.http.errors", function()
     assert.equal(405, errors.new("METHOD_NOT_ALLOWED").status)
     assert.has_error(function() errors.new("M_NO_SUCH_THING") end)
   end)
+
+  it("registers a script's own errcode once; a name keeps its meaning", function()
+    errors.register("ORG_EXAMPLE_QUOTA", "ORG.EXAMPLE.QUOTA", 403, "Over quota")
+    errors.register("ORG_EXAMPLE_QUOTA", "ORG.EXAMPLE.QUOTA", 403)   -- the same again: fine
+    local e = errors.new("ORG_EXAMPLE_QUOTA")
+    assert.same({ "ORG.EXAMPLE.QUOTA", 403, "Over quota" }, { e.errcode, e.status, e.message })
+    assert.has_error(function() errors.register("ORG_EXAMPLE_QUOTA", "ORG.EXAMPLE.OTHER", 403) end,
+      "errors.register: ORG_EXAMPLE_QUOTA is already ORG.EXAMPLE.QUOTA (403)")
+    assert.has_error(function() errors.register("M_FORBIDDEN", "M_FORBIDDEN", 418) end)
+    assert.equal(403, errors.new("M_FORBIDDEN").status)
+    assert.has_error(function() errors.register("X", "X", 99) end)
+    assert.has_error(function() errors.register("X", "X", 400, 5) end)
+  end)
 end)
 
 describe("the HTTP server", function()
