@@ -140,4 +140,24 @@ function async.sleep(ms)
   end)
 end
 
+--- async.finish_closing([max_turns]) -> true when no handle is left closing
+-- Outside the loop (uv.run not running), turns it without blocking until
+-- every handle being closed has finished closing (at most max_turns turns,
+-- default 100). Call it before the process exits: a handle still closing
+-- when luv's loop is collected has its close callback run while Lua is being
+-- torn down, which crashes the process. Inside the loop it does nothing.
+function async.finish_closing(max_turns)
+  if uv.loop_mode() then return false end
+  local function closing()
+    local found = false
+    uv.walk(function(h) if h:is_closing() then found = true end end)
+    return found
+  end
+  for _ = 1, max_turns or 100 do
+    if not closing() then return true end
+    uv.run("nowait")
+  end
+  return not closing()
+end
+
 return async

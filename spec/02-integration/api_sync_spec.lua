@@ -264,6 +264,34 @@ describe("sync API", function()
         assert.is_true(took >= 290, "returned after " .. took .. " ms")
       end)
     end)
+    it("on shutdown, answers a waiting long-poll at once with a next_batch", function()
+      make_room(t, alice.user_id)
+      local since = t:request("GET", V3 .. "/sync", nil, alice.access_token).json.next_batch
+      local uv = require "luv"
+      local stopped_after
+      t:run(function()
+        local h = t:go(function()
+          return t:call("GET", V3 .. "/sync?timeout=30000&since=" .. q(since), nil, alice.access_token)
+        end)
+        t:sleep(100)
+        assert.equal(1, t.hs.notifier.waiting)
+        local asked = uv.hrtime()
+        t.server:stop(function() stopped_after = (uv.hrtime() - asked) / 1e6 end)
+        local r = t:await(h)
+        local answered = (uv.hrtime() - asked) / 1e6
+        assert.equal(200, r.status)
+        assert.is_string(r.json.next_batch)
+        assert.equal("close", r.headers.connection)
+        assert.is_true(answered < 1000, "answered " .. answered .. " ms after stop")
+        while not stopped_after and (uv.hrtime() - asked) / 1e6 < 5000 do t:sleep(10) end
+        assert.is_number(stopped_after, "not stopped after 5 s")
+        assert.is_true(stopped_after < 1000, "stopped " .. stopped_after .. " ms after stop")
+        assert.equal(0, t.hs.notifier.waiting)
+      end)
+      -- a long-poll after the notifier closed does not wait either
+      assert.is_false(t.hs.notifier:wait(alice.user_id, {}, 30000))
+    end)
+
     it("adds unsigned.transaction_id for the sending device only", function()
       local room = make_room(t, alice.user_id)
       local since = t:request("GET", V3 .. "/sync", nil, alice.access_token).json.next_batch

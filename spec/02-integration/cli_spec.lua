@@ -156,6 +156,33 @@ describe("loom command line", function()
   end)
 
   describe("serve", function()
+    it("on a port already taken prints one error and exits 1, without a crash", function()
+      local holder = uv.new_tcp()
+      assert(holder:bind("127.0.0.1", 0))
+      assert(holder:listen(1, function() end))
+      local port = holder:getsockname().port
+      local taken = write_config(('server_name = "test.local"\nport = %d\nlog_level = "warn"\n'
+        .. 'database = { path = %q }\n'):format(port, db))
+      finally(function()
+        os.remove(taken)
+        holder:close()
+        for _ = 1, 3 do uv.run("nowait") end
+      end)
+      for _ = 1, 2 do
+        local out, errf = os.tmpname(), os.tmpname()
+        local _, how, code = os.execute(("exec %s bin/loom serve --config %s >%s 2>%s")
+          :format(LUA, shell.quote(taken), out, errf))
+        local o, e = read_all(out), read_all(errf)
+        os.remove(out); os.remove(errf)
+        assert.equal("exit", how, "killed by signal " .. tostring(code) .. "; stderr: " .. e)
+        assert.not_equal(139, code)
+        assert.equal(1, code, e)
+        assert.equal("", o)
+        assert.equal(("loom: cannot listen on 127.0.0.1 port %d: EADDRINUSE: address already in use\n")
+          :format(port), e)
+      end
+    end)
+
     it("answers /versions on its printed URL and stops on SIGTERM", function()
       local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
       local out, errtext, exit_code, exit_signal = "", "", nil, nil

@@ -269,6 +269,19 @@ describe("loom.http.errors", function()
     assert.equal(405, errors.new("METHOD_NOT_ALLOWED").status)
     assert.has_error(function() errors.new("M_NO_SUCH_THING") end)
   end)
+
+  it("registers a script's own errcode once; a name keeps its meaning", function()
+    errors.register("ORG_EXAMPLE_QUOTA", "ORG.EXAMPLE.QUOTA", 403, "Over quota")
+    errors.register("ORG_EXAMPLE_QUOTA", "ORG.EXAMPLE.QUOTA", 403)   -- the same again: fine
+    local e = errors.new("ORG_EXAMPLE_QUOTA")
+    assert.same({ "ORG.EXAMPLE.QUOTA", 403, "Over quota" }, { e.errcode, e.status, e.message })
+    assert.has_error(function() errors.register("ORG_EXAMPLE_QUOTA", "ORG.EXAMPLE.OTHER", 403) end,
+      "errors.register: ORG_EXAMPLE_QUOTA is already ORG.EXAMPLE.QUOTA (403)")
+    assert.has_error(function() errors.register("M_FORBIDDEN", "M_FORBIDDEN", 418) end)
+    assert.equal(403, errors.new("M_FORBIDDEN").status)
+    assert.has_error(function() errors.register("X", "X", 99) end)
+    assert.has_error(function() errors.register("X", "X", 400, 5) end)
+  end)
 end)
 
 describe("the HTTP server", function()
@@ -644,7 +657,7 @@ describe("the HTTP server", function()
       local b = assert(connect(srv:port()))
       sleep(20)
       local extra = assert(connect(srv:port()))
-      assert.equal("", extra:read_until_eof())
+      assert.matches("^HTTP/1%.1 503 ", extra:read_until_eof())
       extra:close()
       sleep(60)
       a:send(get("/fast"))
@@ -652,6 +665,72 @@ describe("the HTTP server", function()
       a:close()
       b:close()
       for _, l in ipairs(logs) do assert.not_matches("^error", l) end
+      stop(srv)
+    end)
+  end)
+
+  it("answers connections past max_connections 503 M_LIMIT_EXCEEDED, with one log line", function()
+    run(function()
+      local srv = new_server { limits = { max_connections = 4 } }
+      local port = srv:port()
+      local held = {}
+      for i = 1, 4 do
+        held[i] = assert(connect(port))
+        held[i]:send(get("/fast"))
+        assert.equal(200, assert(held[i]:read_response()).status)   -- now idle, kept alive
+      end
+      local extra = {}
+      for i = 1, 20 do
+        extra[i] = assert(connect(port))
+        if i % 2 == 0 then extra[i]:send(get("/fast")) end   -- its request is never handled
+      end
+      for i = 1, 20 do
+        local r = assert(extra[i]:read_response())
+        assert.equal(503, r.status)
+        assert.equal("M_LIMIT_EXCEEDED", r.json.errcode)
+        assert.is_string(r.json.error)
+        assert.equal(1000, r.json.retry_after_ms)
+        assert.equal("1", r.headers["retry-after"])
+        assert.equal("close", r.headers.connection)
+        assert.equal("application/json", r.headers["content-type"])
+        assert.equal("", extra[i]:read_until_eof())
+        extra[i]:close()
+      end
+      assert.equal(4, srv.http:connections())
+      local lines = 0
+      for _, l in ipairs(logs) do
+        if l:find("connection", 1, true) and l:find("limit", 1, true) then lines = lines + 1 end
+      end
+      assert.equal(1, lines, table.concat(logs, "\n"))
+      local handled = 0
+      for _, l in ipairs(logs) do if l:find("^debug GET /fast 200") then handled = handled + 1 end end
+      assert.equal(4, handled)   -- the refused connections' requests were not read
+      for _, c in ipairs(held) do c:close() end
+      sleep(50)
+      assert.equal(0, srv.http:connections())
+      local r = request(srv, get("/fast"))
+      assert.equal(200, r.status)
+      stop(srv)
+    end)
+  end)
+
+  it("logs refused connections at most once per interval, with their count", function()
+    run(function()
+      local srv = new_server { limits = { max_connections = 1 }, timeouts = { warn_interval = 300 } }
+      local held = assert(connect(srv:port()))
+      sleep(20)
+      for _ = 1, 3 do
+        local c = assert(connect(srv:port()))
+        assert.equal(503, assert(c:read_response()).status)
+        c:close()
+      end
+      sleep(400)
+      local warns = {}
+      for _, l in ipairs(logs) do if l:find("^warn") then warns[#warns + 1] = l end end
+      assert.equal(2, #warns, table.concat(warns, "\n"))
+      assert.matches("connection limit reached %(1 open%)", warns[1])
+      assert.equal("warn connection limit: connections refused (2 in the last 300 ms)", warns[2])
+      held:close()
       stop(srv)
     end)
   end)

@@ -12,6 +12,7 @@
 local core = require "loom.core"
 local crypto = require "loom.room.crypto"
 local room_mod = require "loom.room"
+local notifier_mod = require "loom.sync.notifier"
 local errors = require "loom.http.errors"
 
 local setmetatable, type, tostring = setmetatable, type, tostring
@@ -32,7 +33,9 @@ local function signing_key(store, server_name)
 end
 
 --- The homeserver context of a server: hs.server, hs.config, hs.store,
--- hs.rooms (loom.room), hs.accounts (loom.accounts), hs.key.
+-- hs.rooms (loom.room), hs.accounts (loom.accounts), hs.key, hs.notifier
+-- (loom.sync.notifier: long-polls waiting for commits; closed on the
+-- server's "server/stopping" hook, so that they are answered at once).
 function _M.new(server, opts)
   opts = opts or {}
   local config = server.config
@@ -48,7 +51,12 @@ function _M.new(server, opts)
     accounts = store:accounts { server_name = name, iterations = config.password_iterations },
     rooms = room_mod.new(store, { server_name = name, key = key,
       default_version = config.default_room_version, hooks = server }),
+    notifier = notifier_mod.new(store),
   }, mt)
+  server:hook("server/stopping", function()
+    local n = self.notifier:close()
+    if n > 0 then server:log("debug", "stopping: woke %d waiting /sync requests", n) end
+  end)
   return self
 end
 

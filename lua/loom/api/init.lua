@@ -24,7 +24,9 @@ _M.VERSIONS = { "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6" }
 function _M.install(server, opts)
   local hs = homeserver.new(server, opts)
   if #server.config.versions == 0 then
-    for i, v in ipairs(_M.VERSIONS) do server.config.versions[i] = v end
+    local versions = {}
+    for i, v in ipairs(_M.VERSIONS) do versions[i] = v end
+    server.config.versions = versions
   end
   for _, name in ipairs(_M.modules) do require(name).install(hs) end
   return hs

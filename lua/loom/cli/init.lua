@@ -98,12 +98,14 @@ function commands.serve(ctx, args)
   local started, lerr = server:start()
   if not started then
     store:close()
-    return ctx.fail("cannot listen on " .. cfg.host .. ":" .. cfg.port .. ": " .. tostring(lerr))
+    require("loom.async").finish_closing()
+    return ctx.fail(lerr)
   end
   ctx.stdout:write(("loom %s serving %s at %s\n"):format(loom._VERSION, cfg.server_name, server:base_url()))
   ctx.stdout:flush()
   server:run()
   store:close()
+  require("loom.async").finish_closing()
   return 0
 end
 

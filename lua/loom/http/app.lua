@@ -18,8 +18,8 @@ local table_insert, table_pack, table_unpack = table.insert, table.pack, table.u
 local stderr, os_date = io.stderr, os.date
 local uv = require "luv"
 local json = require("loom.core").json
-local http = require "loom.http.server"
 local async = require "loom.async"
+local http = require "loom.http.server"
 local router_mod = require "loom.http.router"
 local request = require "loom.http.request"
 local response = require "loom.http.response"
@@ -54,7 +54,14 @@ server.methods, server.mt = methods, mt
 
 local function check_config(config)
   local c = {}
-  for k, v in pairs(server.defaults) do c[k] = v end
+  for k, v in pairs(server.defaults) do
+    if type(v) == "table" then   -- a table default is the server's own, never shared
+      local t = {}
+      for tk, tv in pairs(v) do t[tk] = tv end
+      v = t
+    end
+    c[k] = v
+  end
   for k, v in pairs(config or {}) do c[k] = v end
   local function want(key, ty)
     if c[key] ~= nil and type(c[key]) ~= ty then
@@ -400,12 +407,7 @@ function methods.run(self)
   -- Let handles that are still closing (the signal watchers, say) finish:
   -- a close callback left for the loop's own finaliser would run while Lua
   -- is being torn down.
-  for _ = 1, 10 do
-    local closing = false
-    uv.walk(function(h) if h:is_closing() then closing = true end end)
-    if not closing then break end
-    uv.run("nowait")
-  end
+  async.finish_closing()
 end
 
 --- server:store() -> the event store (loom.open_store(config.database)),

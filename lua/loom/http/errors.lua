@@ -30,6 +30,7 @@ local registry = {
   M_UNKNOWN = { "M_UNKNOWN", 500, "Internal server error" },
   BAD_REQUEST = { "M_UNKNOWN", 400, "Bad request" },
   REQUEST_TIMEOUT = { "M_UNKNOWN", 408, "Request timed out" },
+  TOO_MANY_CONNECTIONS = { "M_LIMIT_EXCEEDED", 503, "Too many connections; try again shortly" },
   M_UNAUTHORIZED = { "M_UNAUTHORIZED", 401, "Unauthorized" },
   M_USER_DEACTIVATED = { "M_USER_DEACTIVATED", 403, "This account has been deactivated" },
   M_USER_IN_USE = { "M_USER_IN_USE", 400, "User ID already taken" },
@@ -110,14 +111,24 @@ local mt = {
 }
 errors.methods, errors.mt = methods, mt
 
---- errors.register(name, errcode, status, message): adds (or replaces) a
--- registry entry, for scripts with their own errcodes.
+--- errors.register(name, errcode, status, message): adds a registry entry,
+-- for scripts with their own errcodes. Names are the process's, like module
+-- names: a name, once registered (the built-in ones included), keeps its
+-- meaning, so one server's script cannot change what another server answers.
+-- Registering it again with the same errcode and status does nothing; with
+-- another, raises.
 function errors.register(name, errcode, status, message)
   if type(name) ~= "string" or type(errcode) ~= "string" then
     error("errors.register: name and errcode must be strings", 2)
   end
   if type(status) ~= "number" or status < 400 or status > 599 or status % 1 ~= 0 then
     error("errors.register: status must be an integer 400..599", 2)
+  end
+  if message ~= nil and type(message) ~= "string" then error("errors.register: message must be a string", 2) end
+  local old = registry[name]
+  if old then
+    if old[1] == errcode and old[2] == status then return end
+    error(("errors.register: %s is already %s (%d)"):format(name, old[1], old[2]), 2)
   end
   registry[name] = { errcode, status, message or errcode }
 end

@@ -49,16 +49,10 @@ local managed = { ["content-length"] = true, ["connection"] = true, ["transfer-e
 -- The Date header (RFC 9110 IMF-fixdate), without the C locale's names.
 local days = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" }
 local months = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" }
-local date_at, date_text
 local function http_date()
-  local now = os_time()
-  if now ~= date_at then
-    local t = os_date("!*t", now)
-    date_at = now
-    date_text = string_format("%s, %02d %s %04d %02d:%02d:%02d GMT", days[t.wday], t.day,
-                              months[t.month], t.year, t.hour, t.min, t.sec)
-  end
-  return date_text
+  local t = os_date("!*t", os_time())
+  return string_format("%s, %02d %s %04d %02d:%02d:%02d GMT", days[t.wday], t.day,
+                       months[t.month], t.year, t.hour, t.min, t.sec)
 end
 response.http_date = http_date
 

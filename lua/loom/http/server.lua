@@ -23,6 +23,12 @@
 -- handled finish (their response says Connection: close) until
 -- timeouts.shutdown, then everything closes.
 --
+-- Past limits.max_connections, a new connection is answered at once with
+-- 503 M_LIMIT_EXCEEDED (Retry-After: 1, Connection: close) and closed; no
+-- request is read from it. One warning says so when it starts, then one per
+-- timeouts.warn_interval with the number refused meanwhile (failed accepts
+-- are logged the same way).
+--
 -- Every luv callback runs under xpcall; an error is logged with its
 -- traceback and the server goes on.
 local setmetatable, pairs, ipairs, type, tostring, xpcall, next =
@@ -50,7 +56,7 @@ http.defaults = {
     max_header_bytes = core.http.limits.max_header_bytes,
     max_body = core.http.limits.max_body,
     max_pipeline = 16,        -- requests read ahead on one connection
-    max_connections = 1024,   -- open connections; more are closed at once
+    max_connections = 1024,   -- open connections; more are answered 503 and closed
   },
   timeouts = {
     header = 20000,     -- first byte of a request -> end of its headers
@@ -58,6 +64,7 @@ http.defaults = {
     keepalive = 60000,  -- idle between requests
     shutdown = 10000,   -- stop(): longest wait for requests being handled
     linger = 2000,      -- after a final response: wait for the client's close
+    warn_interval = 10000, -- a repeated warning (refused connections …): at most one line per interval
   },
 }
 
@@ -101,6 +108,9 @@ function http.new(opts)
     log = opts.log or no_log,
     conns = {},
     nconns = 0,
+    refusing = {},     -- connections being answered 503 (past max_connections)
+    nrefusing = 0,
+    warnings = {},     -- kind -> { n = repeats since the last line, timer } (warn_often)
     draining = false,
     stopped = false,
     on_stopped = {},
@@ -121,7 +131,7 @@ local function guard(self, f)
 end
 http.guard = guard
 
-local update, pump, begin_close, close_now
+local update, pump, begin_close, close_now, refuse
 
 local function queued(c) return c.qt - c.qh + 1 end
 
@@ -143,11 +153,16 @@ local function check_stopped(self)
   -- stopped once every connection and the listener have finished closing
   -- (a handle still closing when the loop ends would have its close callback
   -- run while Lua itself is being torn down)
-  if self.draining and not self.stopped and next(self.conns) == nil and not self.listener_closing then
+  if self.draining and not self.stopped and next(self.conns) == nil and next(self.refusing) == nil
+     and not self.listener_closing then
     self.stopped = true
     if self.deadline then
       self.deadline:close()
       self.deadline = nil
+    end
+    for kind, w in pairs(self.warnings) do
+      w.timer:close()
+      self.warnings[kind] = nil
     end
     local list = self.on_stopped
     self.on_stopped = {}
@@ -326,9 +341,72 @@ local function on_read(c, err, data)
   pump(c)
 end
 
+-- A warning that can come in floods (refused connections, failed accepts):
+-- logged at once, then at most once per timeouts.warn_interval with the
+-- number of repeats in that interval, while they go on.
+local function warn_often(self, kind, first, repeated)
+  local w = self.warnings[kind]
+  if w then
+    w.n = w.n + 1
+    return
+  end
+  self.log("warn", first)
+  local interval = self.timeouts.warn_interval
+  w = { n = 0, timer = uv.new_timer() }
+  self.warnings[kind] = w
+  w.timer:unref()   -- a warning to come does not keep the loop alive
+  w.timer:start(interval, interval, guard(self, function()
+    if w.n > 0 then
+      self.log("warn", ("%s (%d in the last %d ms)"):format(repeated, w.n, interval))
+      w.n = 0
+    else
+      w.timer:close()
+      self.warnings[kind] = nil
+    end
+  end))
+end
+
+-- A connection past max_connections: the 503 goes out, then FIN; what the
+-- client sends meanwhile is dropped unread until it closes (at most
+-- timeouts.linger), so that the kernel does not reset the connection before
+-- the client has read the answer.
+function refuse(self, tcp)
+  warn_often(self, "refused", ("connection limit reached (%d open): answering new connections 503")
+    :format(self.nconns), "connection limit: connections refused")
+  local r = { tcp = tcp }
+  self.refusing[r] = true
+  self.nrefusing = self.nrefusing + 1
+  local function gone()
+    self.refusing[r] = nil
+    self.nrefusing = self.nrefusing - 1
+    check_stopped(self)
+  end
+  local function finish()
+    if r.closed then return end
+    r.closed = true
+    if r.timer then r.timer:close() end
+    tcp:close(guard(self, gone))
+  end
+  r.finish = finish
+  local err = errors.new("TOO_MANY_CONNECTIONS", nil, { retry_after_ms = 1000 })
+  err.headers = { ["Retry-After"] = "1" }
+  local ok = tcp:write(response.serialize(response.error(err), { close = true }), guard(self, function(e)
+    if e then finish() end
+  end))
+  -- so many refusals lingering already: close as soon as the answer is out
+  local hurry = self.nrefusing > self.limits.max_connections
+  if ok then ok = tcp:shutdown(guard(self, function() if hurry then finish() end end)) end
+  if ok and not hurry then
+    ok = tcp:read_start(guard(self, function(e, data) if e or not data then finish() end end))
+  end
+  if not ok then return finish() end
+  r.timer = uv.new_timer()
+  r.timer:start(self.timeouts.linger, 0, guard(self, finish))
+end
+
 local function on_connection(self, err)
   if err then
-    self.log("warn", "accept failed: " .. tostring(err))
+    warn_often(self, "accept", "accept failed: " .. tostring(err), "accept failed")
     return
   end
   if not self.listener then return end
@@ -336,14 +414,14 @@ local function on_connection(self, err)
   local ok, aerr = self.listener:accept(tcp)
   if not ok then
     tcp:close()
-    self.log("warn", "accept failed: " .. tostring(aerr))
+    warn_often(self, "accept", "accept failed: " .. tostring(aerr), "accept failed")
     return
   end
-  if self.draining or self.nconns >= self.limits.max_connections then
+  if self.draining then
     tcp:close()
-    if not self.draining then self.log("warn", "too many connections; closing a new one") end
     return
   end
+  if self.nconns >= self.limits.max_connections then return refuse(self, tcp) end
   tcp:nodelay(true)
   local peer = tcp:getpeername() or {}
   local c = {
@@ -369,11 +447,12 @@ function methods.listen(self)
   local tcp = uv.new_tcp()
   local ok, err = tcp:bind(self.host, self.port_wanted)
   if ok then
-    ok, err = tcp:listen(self.limits.max_connections < 511 and self.limits.max_connections or 511,
+    ok, err = tcp:listen(511,   -- past max_connections, waiting clients get a 503 rather than a dropped SYN
                          guard(self, function(e) on_connection(self, e) end))
   end
   if not ok then
     tcp:close()
+    async.finish_closing()   -- outside the loop (a failed start): let the close complete
     return nil, ("cannot listen on %s port %s: %s"):format(self.host, tostring(self.port_wanted),
                                                           tostring(err)), "io_error"
   end
@@ -411,6 +490,7 @@ function methods.stop(self, on_stopped)
     self.listener = nil
   end
   for c in pairs(self.conns) do update(c) end
+  for r in pairs(self.refusing) do r.finish() end
   if next(self.conns) ~= nil then
     self.deadline = uv.new_timer()
     self.deadline:start(self.timeouts.shutdown, 0, guard(self, function()

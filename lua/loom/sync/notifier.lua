@@ -1,20 +1,26 @@
 -- loom.sync.notifier: wakes long-polling /sync requests when something for
 -- their user arrives. It listens to the store (store:subscribe) and wakes
--- only the waiters registered for the rooms or users of each commit.
+-- only the waiters registered for the rooms or users of each commit. The
+-- homeserver context makes one per server (hs.notifier) and closes it when
+-- the server stops, so that waiting requests are answered at once.
 --
 --   local n = notifier.new(store)
---   local woken = n:wait(user_id, room_ids, timeout_ms)   -- inside a handler
+--   local woken = n:wait(user_id, room_ids, timeout_ms)   -- inside a task (a request handler)
+--   n:close()                                             -- every waiter returns false now
+local setmetatable, pairs, ipairs, next, type, error = setmetatable, pairs, ipairs, next, type, error
 local uv = require "luv"
 local async = require "loom.async"
 
-local pairs, ipairs, next = pairs, ipairs, next
+local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local notifier = {}
 local methods = {}
 local mt = { __name = "loom.sync.Notifier", __index = methods }
+notifier.methods, notifier.mt = methods, mt
 
-function _M.new(store)
-  local self = setmetatable({ by_room = {}, by_user = {}, waiting = 0 }, mt)
+--- notifier.new(store) -> Notifier, subscribed to the store's commits.
+function notifier.new(store)
+  local self = setmetatable({ by_room = {}, by_user = {}, all = {}, waiting = 0, closed = false }, mt)
   self.unsubscribe = store:subscribe(function(note) self:notify(note) end)
   return self
 end
@@ -33,36 +39,42 @@ local function remove(index, key, w)
   end
 end
 
--- Wake a waiter on the next loop turn (never inside the committing code).
-local function fire(w)
+-- Wake a waiter on the next loop turn (never inside the committing code),
+-- with true (data) or false (closing).
+local function fire(w, value)
   if w.fired then return end
   w.fired = true
   local t = uv.new_timer()
-  t:start(0, 0, function() t:close(); w.wake(true) end)
+  t:start(0, 0, function() t:close(); w.wake(value) end)
 end
 
---- A commit happened: note = { position, rooms = {[room_id]=pos}, users = {[user_id]=pos} }.
+--- n:notify(note): a commit happened; note = { position, rooms =
+-- {[room_id]=pos}, users = {[user_id]=pos} }.
 function methods:notify(note)
   for room_id in pairs(note.rooms or {}) do
     local set = self.by_room[room_id]
-    if set then for w in pairs(set) do fire(w) end end
+    if set then for w in pairs(set) do fire(w, true) end end
   end
   for user_id in pairs(note.users or {}) do
     local set = self.by_user[user_id]
-    if set then for w in pairs(set) do fire(w) end end
+    if set then for w in pairs(set) do fire(w, true) end end
   end
 end
 
---- Wait (inside a request handler) until an event in one of room_ids or a
--- membership change of user_id is committed, or timeout_ms pass. Returns
--- true when woken by data, false on timeout.
+--- n:wait(user_id, room_ids, timeout_ms) -> woken
+-- Waits (inside a task) until an event in one of room_ids or a membership
+-- change of user_id is committed, or timeout_ms pass. Returns true when
+-- woken by data, false on timeout or when the notifier is (or gets) closed.
 function methods:wait(user_id, room_ids, timeout_ms)
+  if type(timeout_ms) ~= "number" then error("notifier:wait: timeout_ms must be a number", 2) end
+  if self.closed then return false end
   local w = {}
   local timer
   local result = async.wait(function(wake)
     w.wake = wake
     add(self.by_user, user_id, w)
     for _, r in ipairs(room_ids) do add(self.by_room, r, w) end
+    self.all[w] = true
     self.waiting = self.waiting + 1
     timer = uv.new_timer()
     timer:start(timeout_ms, 0, function() w.fired = true; wake(false) end)
@@ -70,8 +82,25 @@ function methods:wait(user_id, room_ids, timeout_ms)
   if not timer:is_closing() then timer:stop(); timer:close() end
   remove(self.by_user, user_id, w)
   for _, r in ipairs(room_ids) do remove(self.by_room, r, w) end
+  self.all[w] = nil
   self.waiting = self.waiting - 1
   return result
 end
 
-return _M
+--- n:close() -> the number of waiters woken
+-- Wakes every waiter (their wait returns false on the next loop turn) and
+-- unsubscribes from the store; later waits return false at once.
+function methods:close()
+  local n = 0
+  if not self.closed then
+    self.closed = true
+    if self.unsubscribe then self.unsubscribe() end
+  end
+  for w in pairs(self.all) do
+    if not w.fired then n = n + 1 end
+    fire(w, false)
+  end
+  return n
+end
+
+return notifier

@@ -10,7 +10,6 @@ local filters = require "loom.sync.filters"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
 local engine = require "loom.sync.engine"
-local notifier_mod = require "loom.sync.notifier"
 
 local json = core.json
 local ipairs, pairs, type = ipairs, pairs, type
@@ -154,7 +153,7 @@ local function context(hs, req)
   }
 end
 
-local function sync(hs, notifier, req)
+local function sync(hs, req)
   local since
   local since_param = req:arg("since")
   if since_param ~= nil and since_param ~= "" then
@@ -174,7 +173,7 @@ local function sync(hs, notifier, req)
     local body, has_data = engine.sync(hs, opts)
     local left = deadline - core.now_ms()
     if has_data or not since or full_state or left <= 0 then return body end
-    local woken = notifier:wait(req.user_id, engine.watch_rooms(hs, req.user_id), left)
+    local woken = hs.notifier:wait(req.user_id, engine.watch_rooms(hs, req.user_id), left)
     if not woken then
       return (engine.sync(hs, opts))
     end
@@ -183,8 +182,8 @@ end
 
 -- GET /sync: the answer is encoded first, then sync/response observers see
 -- it (what they might change is no longer what is sent).
-local function sync_route(hs, notifier, req)
-  local body = sync(hs, notifier, req)
+local function sync_route(hs, req)
+  local body = sync(hs, req)
   if errors.is(body) then return body end
   local resp = response.json(200, body)
   if not resp then return body end     -- the dispatcher reports what does not encode
@@ -196,10 +195,7 @@ end
 
 function _M.install(hs)
   local server = hs.server
-  local notifier = notifier_mod.new(hs.store)
-  hs.sync_notifier = notifier
-
-  server:route("GET", V3 .. "/sync", hs:authed(function(req) return sync_route(hs, notifier, req) end))
+  server:route("GET", V3 .. "/sync", hs:authed(function(req) return sync_route(hs, req) end))
   server:route("GET", V3 .. "/rooms/{roomId}/messages", hs:authed(function(req) return messages(hs, req) end))
   server:route("GET", V3 .. "/rooms/{roomId}/context/{eventId}", hs:authed(function(req)
     return context(hs, req)
