@@ -402,6 +402,15 @@ function mod_methods.event(self, event_id)
   return out
 end
 
+--- module:user(user_id) -> { user_id, admin, deactivated, created_ts,
+-- displayname, avatar_url } of a local account, or nil
+function mod_methods.user(self, user_id)
+  live(self, "user")
+  if type(user_id) ~= "string" then return nil end
+  local u = self.loader.hs.accounts:user(user_id)
+  return u and deep_copy(u)
+end
+
 --- module:user_exists(user_id) -> true when a local account has that ID
 function mod_methods.user_exists(self, user_id)
   live(self, "user_exists")
@@ -472,7 +481,7 @@ end
 local function instantiate(self, path, text)
   local name = string_gsub(basename(path), "%.lua$", "")
   local mod = setmetatable({
-    name = name, path = path, loader = self, status = "loading",
+    name = name, path = path, server_name = self.hs.server_name, loader = self, status = "loading",
     hooks = {}, routes = {}, timers = {}, unloaders = {}, source = text,
   }, mod_mt)
   local env = new_environment(mod)
