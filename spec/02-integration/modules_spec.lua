@@ -405,6 +405,79 @@ describe("policy scripts", function()
     assert.is_nil(server:fire("test/s"))
   end)
 
+  -- The text of a file from the line starting with first up to the end of
+  -- its fenced code block.
+  local function doc_block(path, first)
+    local f = assert(io.open(path))
+    local text = f:read("a")
+    f:close()
+    local at = assert(text:find("\n" .. first, 1, true), first .. " not found in " .. path)
+    local stop = assert(text:find("\n```", at, true))
+    return text:sub(at + 1, stop), text:sub(1, at)
+  end
+
+  it("the script in README.md works as shown", function()
+    local script, before = doc_block("README.md", "-- policy/no_links.lua")
+    local cfg_text = before:match("```lua\n(%-%- loom%.cfg%.lua\n.-)\n$")
+    local values = assert(require("loom.cli.config").parse(cfg_text, "README"))
+    start({ no_links = script }, { "no_links" }, { no_links = values.no_links })
+    assert.equal("policy/no_links.lua", values.scripts[1])
+    local alice = t:register("alice")
+    local function check(body, origin)
+      return t.server:fire("room/event/check", { type = "m.room.message", sender = alice.user_id,
+        room_id = "!r:test.local", content = { msgtype = "m.text", body = body } }, { origin = origin or "local" })
+    end
+    local ok, reason = check("see http://x.example")
+    assert.is_false(ok)
+    assert.equal("No links here, please", reason)
+    assert.is_nil(check("no link"))
+    assert.is_nil(check("http://x.example", "federation"))
+    assert.equal(401, t:request("GET", "/_loom/no_links").status)
+    assert.same({ you = alice.user_id }, t:request("GET", "/_loom/no_links", nil, alice.access_token).json)
+  end)
+
+  it("the worked example in docs/scripting.md works as shown", function()
+    local script = doc_block("docs/scripting.md", "-- motd.lua")
+    start({ motd = script }, {})
+    write(dir .. "/motd.lua", script)
+    local motd, alice = t:register("motd"), t:register("alice")
+    local room = t:request("POST", "/_matrix/client/v3/createRoom", { preset = "public_chat" },
+      motd.access_token).json.room_id
+    assert.equal(200, t:request("POST", "/_matrix/client/v3/join/" .. enc(room), {}, alice.access_token).status)
+    -- without its room option it refuses to load
+    local report = assert(t.hs.scripts:reload { scripts = { "motd.lua" }, config_dir = dir })
+    assert.same({ "motd" }, report.failed)
+    assert.truthy(logged(t, "motd: set motd.room"))
+    report = assert(t.hs.scripts:reload { scripts = { "motd.lua" }, config_dir = dir,
+      motd = { room = room, poster = motd.user_id, every_hours = 1 } })
+    assert.same({ "motd" }, report.loaded)
+    local r = t:request("PUT", "/_loom/motd", { topic = "Be kind" }, alice.access_token)
+    assert.equal(403, r.status)
+    assert(t.hs.store.conn:run("UPDATE users SET admin = 1 WHERE user_id = ?", alice.user_id))
+    r = t:request("PUT", "/_loom/motd", { topic = 1 }, alice.access_token)
+    assert.equal("M_BAD_JSON", r.json.errcode)
+    r = t:request("PUT", "/_loom/motd", { topic = "Be kind" }, alice.access_token)
+    assert.equal(200, r.status, r.body)
+    assert.equal("Be kind", t.hs.rooms:state_event(room, "m.room.topic", "").content.topic)
+    local function check(sender)
+      return t.server:fire("room/event/check", { type = "m.room.message", sender = sender, room_id = room,
+        content = { msgtype = "m.text", body = "https://x.example" } }, { origin = "local" })
+    end
+    assert.is_nil(check(alice.user_id))
+    local ok, reason = check(motd.user_id)
+    assert.is_false(ok)
+    assert.equal("Only admins may post links here", reason)
+    -- the timer posts the topic as a notice
+    local e = t.hs.scripts:get("motd").environment
+    assert.is_table(e)
+    local timer = t.hs.scripts:get("motd").timers[1]
+    assert.is_number(timer.fn(timer))
+    local msgs = t:request("GET", "/_matrix/client/v3/rooms/" .. enc(room) .. "/messages?dir=b&limit=5", nil,
+      alice.access_token).json.chunk
+    assert.equal("Today: Be kind", msgs[1].content.body)
+    assert.equal(motd.user_id, msgs[1].sender)
+  end)
+
   it("bin/loom reload makes a running bin/loom serve reload its scripts", function()
     dir = tmpdir()
     local cfg = dir .. "/loom.cfg.lua"
