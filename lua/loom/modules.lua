@@ -430,9 +430,9 @@ function mod_methods.send(self, user_id, room_id, event_type, content, state_key
   if type(content) ~= "table" then arg_error(self, "send", "content must be a table") end
   if state_key ~= nil and type(state_key) ~= "string" then arg_error(self, "send", "state_key must be a string") end
   local hs = self.loader.hs
-  if string_match(user_id, "^@[^:]+:(.+)$") ~= hs.server_name or not hs.accounts:user(user_id) then
-    return nil, user_id .. " is not a local user", "M_FORBIDDEN"
-  end
+  local account = string_match(user_id, "^@[^:]+:(.+)$") == hs.server_name and hs.accounts:user(user_id)
+  if not account then return nil, user_id .. " is not a local user", "M_FORBIDDEN" end
+  if account.deactivated then return nil, user_id .. " is deactivated", "M_FORBIDDEN" end
   if not hs.store:room_nid(room_id) then return nil, "unknown room " .. room_id, "M_NOT_FOUND" end
   local proto = { type = event_type, sender = user_id, content = deep_copy(content), state_key = state_key }
   local ev, r, code, rule = hs.rooms:send(room_id, proto)

@@ -322,6 +322,11 @@ describe("policy scripts", function()
     assert.is_nil(id)
     assert.equal("M_NOT_FOUND", code)
     assert.has_error(function() e.send(alice.user_id, room, "m.room.message", "not a table") end)
+    assert(t.hs.store.conn:run("UPDATE users SET deactivated = 1 WHERE user_id = ?", alice.user_id))
+    id, msg, code = e.send(alice.user_id, room, "m.room.message", { body = "gone" })
+    assert.is_nil(id)
+    assert.equal("M_FORBIDDEN", code)
+    assert.matches("deactivated", msg)
   end)
 
   it("reload replaces changed scripts, unloads removed ones and loads new ones", function()
@@ -516,5 +521,20 @@ describe("policy scripts", function()
     function out.write(_, ...) for _, s in ipairs { ... } do out.text = out.text .. s end end
     assert.equal(1, cli.main({ "reload", "--config", cfg }, { stdout = out, stderr = out }))
     assert.matches("no pid file", out.text)
+    -- a stale pid file naming another program: no signal
+    local exited = false
+    local sleeper = uv.spawn("sleep", { args = { "5" } }, function() exited = true end)
+    write(dir .. "/loom.pid", sleeper:get_pid() .. "\n")
+    out.text = ""
+    assert.equal(1, cli.main({ "reload", "--config", cfg }, { stdout = out, stderr = out }))
+    assert.matches("is not loom", out.text)
+    sleeper:kill("sigterm")
+    child.turn_until(function() return exited end, 5000)
+    sleeper:close()
+    for _ = 1, 3 do uv.run("nowait") end
+    write(dir .. "/loom.pid", "garbage")
+    out.text = ""
+    assert.equal(1, cli.main({ "reload", "--config", cfg }, { stdout = out, stderr = out }))
+    assert.matches("does not hold a process ID", out.text)
   end)
 end)

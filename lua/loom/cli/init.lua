@@ -132,6 +132,15 @@ function commands.reload(ctx, args)
   f:close()
   local pid = tonumber(text:match("^%s*(%d+)%s*$"))
   if not pid or pid < 2 then return ctx.fail(pid_file .. " does not hold a process ID") end
+  -- a stale file may name a process that is not loom now (where /proc tells)
+  local proc = io_open("/proc/" .. pid .. "/cmdline", "rb")
+  if proc then
+    local cmdline = proc:read("a") or ""
+    proc:close()
+    if not cmdline:find("loom", 1, true) then
+      return ctx.fail(("process %d from %s is not loom (a stale pid file?)"):format(pid, pid_file))
+    end
+  end
   local ok, kerr = require("luv").kill(pid, "sighup")
   if not ok then return ctx.fail(("cannot signal process %d from %s: %s"):format(pid, pid_file, tostring(kerr))) end
   ctx.stdout:write(("sent SIGHUP to loom (pid %d): scripts reload\n"):format(pid))
