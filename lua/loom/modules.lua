@@ -74,7 +74,7 @@ local function new_environment(mod)
   base._VERSION = G._VERSION
   base.module = mod
   base.load = function(chunk, name, mode, e)
-    if select("#", e) == 0 or e == nil then e = env end
+    if e == nil then e = env end
     return load(chunk, name, mode, e)
   end
   base.loadfile = function(path, mode, e)
@@ -205,9 +205,10 @@ local function option(self, name)
   return config[name], name
 end
 
-local function bad_option(self, where, want, v)
+-- got: what was found instead, when v itself does not say it
+local function bad_option(self, where, want, v, got)
   error(string_format("script %s: option %s must be %s, got %s", self.name, where, want,
-    type(v) == "string" and string_format("%q", v) or tostring(v)), 0)
+    got or (type(v) == "string" and string_format("%q", v)) or (type(v) == "table" and "a table") or tostring(v)), 0)
 end
 
 local function check_bounds(self, what, min, max)
@@ -273,9 +274,9 @@ function mod_methods.get_option_array(self, name, default, min, max)
   if type(v) ~= "table" then bad_option(self, where, want, v) end
   local n = #v
   for k in pairs(v) do
-    if math_type(k) ~= "integer" or k < 1 or k > n then bad_option(self, where, want, "a table with other keys") end
+    if math_type(k) ~= "integer" or k < 1 or k > n then bad_option(self, where, want, v, "a table with other keys") end
   end
-  if (min and n < min) or (max and n > max) then bad_option(self, where, want, n .. " items") end
+  if (min and n < min) or (max and n > max) then bad_option(self, where, want, v, n .. " items") end
   local out = {}
   for i = 1, n do out[i] = v[i] end
   return out
@@ -358,16 +359,21 @@ end
 function mod_methods.members(self, room_id, membership)
   live(self, "members")
   if type(room_id) ~= "string" then arg_error(self, "members", "room_id must be a string") end
+  if membership ~= nil and type(membership) ~= "string" then
+    arg_error(self, "members", "membership must be a string")
+  end
   membership = membership or "join"
   local hs = self.loader.hs
   if not hs.store:room_nid(room_id) then return {} end
-  local state = hs.rooms:current_state(room_id)
+  local state, serr = hs.rooms:current_state(room_id)
+  if not state then error("cannot read the state of " .. room_id .. ": " .. tostring(serr), 2) end
   local ids, users = {}, {}
-  for k, id in pairs(state or {}) do
+  for k, id in pairs(state) do
     local t, sk = statemap.split(k)
     if t == "m.room.member" then ids[#ids + 1] = id; users[id] = sk end
   end
-  local loaded = hs.store:events(ids) or {}
+  local loaded, lerr = hs.store:events(ids)
+  if not loaded then error("cannot load the members of " .. room_id .. ": " .. tostring(lerr), 2) end
   local out = {}
   for _, id in ipairs(ids) do
     local e = loaded[id]
@@ -395,8 +401,11 @@ end
 function mod_methods.event(self, event_id)
   live(self, "event")
   if type(event_id) ~= "string" then arg_error(self, "event", "event_id must be a string") end
-  local ev = self.loader.hs.store:event(event_id)
-  if not ev then return nil end
+  local ev, err, code = self.loader.hs.store:event(event_id)
+  if not ev then
+    if code == "not_found" then return nil end
+    error("cannot read event " .. event_id .. ": " .. tostring(err), 2)
+  end
   local out = deep_copy(ev)
   out.event_id = out.event_id or event_id
   return out
@@ -438,6 +447,9 @@ function mod_methods.send(self, user_id, room_id, event_type, content, state_key
   local ev, r, code, rule = hs.rooms:send(room_id, proto)
   if not ev then
     local err = errors.is(r) and r or hs:error(r, code, rule)
+    if err.status >= 500 then
+      self:log("error", "send to %s failed: %s (%s)", room_id, tostring(r), tostring(code))
+    end
     return nil, err.message, err.errcode
   end
   return ev.event_id

@@ -182,10 +182,12 @@ describe("policy scripts", function()
                "script bad1: option bad1.count must be an integer in 0..3, got 5" },
       bad2 = { 'module:get_option_string("name")', { name = 1 }, "option bad2.name must be a string, got 1" },
       bad3 = { 'module:get_option_boolean("on")', { on = "yes" }, 'option bad3.on must be true or false, got "yes"' },
-      bad4 = { 'module:get_option_array("list")', { list = { x = 1 } }, "option bad4.list must be an array" },
+      bad4 = { 'module:get_option_array("list")', { list = { x = 1 } },
+               "option bad4.list must be an array, got a table with other keys" },
       bad5 = { 'module:get_option_number("r", nil, 0, 1)', { r = 2.5 }, "option bad5.r must be a number in 0..1" },
       bad6 = { 'module:get_option_integer("n")', { n = 1.5 }, "option bad6.n must be an integer, got 1.5" },
-      bad7 = { 'module:get_option_array("l", nil, 1)', { l = {} }, "option bad7.l must be an array with >= 1 items" },
+      bad7 = { 'module:get_option_array("l", nil, 1)', { l = {} },
+               "option bad7.l must be an array with >= 1 items, got 0 items" },
     }
     local scripts, order, config = {}, {}, {}
     for name, c in pairs(cases) do
