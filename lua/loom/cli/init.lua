@@ -102,10 +102,10 @@ function commands.serve(ctx, args)
     store:close()
     return ctx.fail("cannot listen on " .. cfg.host .. ":" .. cfg.port .. ": " .. tostring(lerr))
   end
-  local pid_file = config_mod.pid_file(cfg)
+  local pid_file, pid = config_mod.pid_file(cfg), ("%d"):format(require("luv").os_getpid())
   local pf, perr = io_open(pid_file, "wb")
   if pf then
-    pf:write(require("luv").os_getpid(), "\n")
+    pf:write(pid, "\n")
     pf:close()
   else
     ctx.stderr:write("loom: cannot write the pid file (bin/loom reload will not find this process): ",
@@ -114,7 +114,13 @@ function commands.serve(ctx, args)
   ctx.stdout:write(("loom %s serving %s at %s\n"):format(loom._VERSION, cfg.server_name, server:base_url()))
   ctx.stdout:flush()
   server:run()
-  if pf then os_remove(pid_file) end
+  if pf then
+    -- remove it unless another loom has written its own since
+    local f = io_open(pid_file, "rb")
+    local now = f and f:read("l")
+    if f then f:close() end
+    if now == pid then os_remove(pid_file) end
+  end
   store:close()
   return 0
 end
