@@ -399,6 +399,25 @@ describe("policy scripts", function()
     assert.equal("x", t.hs.scripts:get("two"):get_option_string("greeting"))
   end)
 
+  it("two servers in one process load the same script apart", function()
+    start({ count = [[
+      n = 0
+      module:hook("test/count", function() n = n + 1; return n end)
+      module:route("GET", "/_loom/count", function() return { n = n, server = module.server_name } end,
+        { auth = false })
+    ]] }, { "count" })
+    local other = tesths.start { scripts = { "count.lua" }, config_dir = dir, server_name = "other.local" }
+    finally(function() other:stop() end)
+    assert.equal(1, t.server:fire("test/count"))
+    assert.equal(2, t.server:fire("test/count"))
+    assert.equal(1, other.server:fire("test/count"))
+    assert.same({ n = 2, server = "test.local" }, t:request("GET", "/_loom/count").json)
+    assert.same({ n = 1, server = "other.local" }, other:request("GET", "/_loom/count").json)
+    assert.truthy(other.hs.scripts:unload("count"))
+    assert.is_nil(other.server:fire("test/count"))
+    assert.equal(3, t.server:fire("test/count"))
+  end)
+
   it("stopping the server unloads every script", function()
     start({ s = [[
       module:hook("test/s", function() return "s" end)
