@@ -206,6 +206,32 @@ describe("policy scripts", function()
     assert.is_true(env("good").ok)
   end)
 
+  it("misuse of the module API raises an error that names the script and the method", function()
+    start({ misuse = [[
+      function try(method, ...)
+        local ok, err = pcall(module[method], module, ...)
+        return ok, err
+      end
+    ]] }, { "misuse" })
+    local try = env("misuse").try
+    local f = function() end
+    local cases = {
+      { "hook", 1, f }, { "hook", "x", 1 }, { "hook", "x", f, "high" },
+      { "route", "get", "/_loom/x", f }, { "route", "GET", "no-slash", f }, { "route", "GET", "/_loom/x", 1 },
+      { "route", "GET", "/_loom/x", f, "opts" },
+      { "timer", -1, f }, { "timer", "soon", f }, { "timer", 1, "fn" }, { "on_unload", 1 },
+      { "get_option_integer", 1 }, { "get_option_number", "x", 0, "min" },
+      { "members", 1 }, { "members", "!r:test.local", 1 }, { "state", "!r:test.local", 1 }, { "event", 1 },
+      { "send", 1, "!r:test.local", "m.room.message", {} }, { "send", "@a:test.local", "!r", "m.x", {}, 1 },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = try(table.unpack(c))
+      assert.is_false(ok, c[1])
+      assert.matches("misuse: module:" .. c[1]:gsub("get_option_%a+", "get_option"), err, 1, true)
+    end
+    assert.is_nil(t.server.hooks.x)
+  end)
+
   it("module:log writes to the server's log with the script's name", function()
     start({ logger = [[module:log("warn", "%d things", 3)]] }, { "logger" })
     assert.truthy(logged(t, "^warn: logger: 3 things$"))
