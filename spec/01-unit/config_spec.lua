@@ -93,6 +93,28 @@ my_script_option = { 1, 2, 3 }
     assert.matches("cannot read config file", err)
   end)
 
+  it("records the file and its directory, and checks scripts and pid_file", function()
+    local path = write('scripts = { "policy/a.lua", "b.lua" }\npid_file = "run/loom.pid"\n')
+    local cfg = assert(config.load(path))
+    os.remove(path)
+    assert.equal(path, cfg.config_file)
+    assert.equal(path:match("^(.*)/[^/]*$"), cfg.config_dir)
+    assert.same({ "policy/a.lua", "b.lua" }, cfg.scripts)
+    assert.equal("run/loom.pid", config.pid_file(cfg))
+    assert.equal("var/db/loom.pid", config.pid_file { database = { path = "var/db/x.db" } })
+    assert.equal("./loom.pid", config.pid_file { database = { path = "x.db" } })
+    assert.equal(".", config.dirname("loom.cfg.lua"))
+    for _, text in ipairs { 'scripts = "a.lua"', "scripts = { 1 }", 'scripts = { "" }',
+                            'scripts = { a = "x.lua" }', "pid_file = 7", 'pid_file = ""' } do
+      path = write(text)
+      local bad, err, code = config.load(path)
+      os.remove(path)
+      assert.is_nil(bad, text)
+      assert.equal("config_error", code)
+      assert.matches(text:match("^([%w_]+)") .. " must be", err)
+    end
+  end)
+
   it("loads the shipped example", function()
     local cfg = assert(config.load("loom.cfg.lua.example"))
     assert.equal("localhost", cfg.server_name)

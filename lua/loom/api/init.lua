@@ -19,8 +19,9 @@ _M.modules = {
 -- The spec versions loom implements (/versions): only what is served.
 _M.VERSIONS = { "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6" }
 
---- Register the built-in endpoints on a server; returns the homeserver
--- context (opts.store: use this store instead of opening config.database).
+--- Register the built-in endpoints on a server, then load its policy
+-- scripts (hs.scripts, loom.modules); returns the homeserver context
+-- (opts.store: use this store instead of opening config.database).
 function _M.install(server, opts)
   local hs = homeserver.new(server, opts)
   if #server.config.versions == 0 then
@@ -29,6 +30,7 @@ function _M.install(server, opts)
     server.config.versions = versions
   end
   for _, name in ipairs(_M.modules) do require(name).install(hs) end
+  hs.scripts = require("loom.modules").install(hs)   -- config.scripts (docs/scripting.md)
   return hs
 end
 

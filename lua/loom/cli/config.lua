@@ -35,6 +35,8 @@ config.defaults = {
   well_known_client = nil,             -- body of /.well-known/matrix/client
   limits = nil,                        -- HTTP limits (docs/http.md)
   timeouts = nil,                      -- HTTP timeouts in ms (docs/http.md)
+  scripts = nil,                       -- policy scripts, relative to the config file (docs/scripting.md)
+  pid_file = nil,                      -- bin/loom serve's pid; default loom.pid beside the database
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -78,6 +80,15 @@ config.checks = {
   limits = of_type("table"),
   timeouts = of_type("table"),
   logger = of_type("function"),
+  scripts = function(v)
+    if type(v) ~= "table" then return "an array of file names" end
+    for k, x in pairs(v) do
+      if math_type(k) ~= "integer" or k < 1 or k > #v or type(x) ~= "string" or x == "" then
+        return "an array of file names"
+      end
+    end
+  end,
+  pid_file = function(v) if type(v) ~= "string" or v == "" then return "a file name" end end,
 }
 
 local function copy(v)
@@ -142,8 +153,14 @@ function config.parse(text, chunkname)
   return values
 end
 
+--- The directory part of a file name ("." when it has none).
+function config.dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
 --- Load a configuration file: the merged and checked config table, or nil,
--- message, "config_error".
+-- message, "config_error". The table also records config_file (path) and
+-- config_dir (its directory: scripts are found relative to it).
 function config.load(path)
   local f, err = io_open(path, "rb")
   if not f then return fail("cannot read config file: " .. tostring(err)) end
@@ -151,7 +168,18 @@ function config.load(path)
   f:close()
   local values, perr, code = config.parse(text, path)
   if not values then return nil, perr, code end
-  return config.from_table(values, path)
+  local cfg, cerr, ccode = config.from_table(values, path)
+  if not cfg then return nil, cerr, ccode end
+  cfg.config_file, cfg.config_dir = path, config.dirname(path)
+  return cfg
+end
+
+--- The pid file of a configuration: config.pid_file, else loom.pid in the
+-- database's directory.
+function config.pid_file(cfg)
+  if cfg.pid_file then return cfg.pid_file end
+  local db = type(cfg.database) == "table" and cfg.database.path or "var/loom.db"
+  return config.dirname(db) .. "/loom.pid"
 end
 
 return config

@@ -10,7 +10,7 @@ local config_mod = require "loom.cli.config"
 
 local ipairs, tostring, require, type, pcall, xpcall = ipairs, tostring, require, type, pcall, xpcall
 local traceback = debug.traceback
-local io_open, os_getenv = io.open, os.getenv
+local io_open, os_getenv, os_remove, tonumber = io.open, os.getenv, os.remove, tonumber
 
 local cli = {}
 
@@ -20,6 +20,8 @@ usage: loom <command> [options]
 commands:
   serve [--config FILE]              run the homeserver until SIGINT/SIGTERM
   migrate [--config FILE]            create or upgrade the database, then exit
+  reload [--config FILE]             make the running `loom serve` reload its scripts
+                                     (SIGHUP to the pid in the config's pid_file)
   register-user USER [--password P | --password-file F] [--admin] [--config FILE]
                                      create an account (USER: localpart or @user:server);
                                      without a password option, one line is read from stdin
@@ -101,11 +103,55 @@ function commands.serve(ctx, args)
     require("loom.async").finish_closing()
     return ctx.fail(lerr)
   end
+  local pid_file, pid = config_mod.pid_file(cfg), ("%d"):format(require("luv").os_getpid())
+  local pf, perr = io_open(pid_file, "wb")
+  if pf then
+    pf:write(pid, "\n")
+    pf:close()
+  else
+    ctx.stderr:write("loom: cannot write the pid file (bin/loom reload will not find this process): ",
+      tostring(perr), "\n")
+  end
   ctx.stdout:write(("loom %s serving %s at %s\n"):format(loom._VERSION, cfg.server_name, server:base_url()))
   ctx.stdout:flush()
   server:run()
+  if pf then
+    -- remove it unless another loom has written its own since
+    local f = io_open(pid_file, "rb")
+    local now = f and f:read("l")
+    if f then f:close() end
+    if now == pid then os_remove(pid_file) end
+  end
   store:close()
   require("loom.async").finish_closing()
+  return 0
+end
+
+function commands.reload(ctx, args)
+  local pos, opts = parse(args, 2, { config = "value" })
+  if not pos then return ctx.usage(opts) end
+  if #pos > 0 then return ctx.usage("reload takes no arguments") end
+  local cfg, err = cli.load_config(opts.config)
+  if not cfg then return ctx.fail(err) end
+  local pid_file = config_mod.pid_file(cfg)
+  local f, ferr = io_open(pid_file, "rb")
+  if not f then return ctx.fail("no pid file (is loom serving with this config?): " .. tostring(ferr)) end
+  local text = f:read("a") or ""
+  f:close()
+  local pid = tonumber(text:match("^%s*(%d+)%s*$"))
+  if not pid or pid < 2 then return ctx.fail(pid_file .. " does not hold a process ID") end
+  -- a stale file may name a process that is not loom now (where /proc tells)
+  local proc = io_open("/proc/" .. pid .. "/cmdline", "rb")
+  if proc then
+    local cmdline = proc:read("a") or ""
+    proc:close()
+    if not cmdline:find("loom", 1, true) then
+      return ctx.fail(("process %d from %s is not loom (a stale pid file?)"):format(pid, pid_file))
+    end
+  end
+  local ok, kerr = require("luv").kill(pid, "sighup")
+  if not ok then return ctx.fail(("cannot signal process %d from %s: %s"):format(pid, pid_file, tostring(kerr))) end
+  ctx.stdout:write(("sent SIGHUP to loom (pid %d): scripts reload\n"):format(pid))
   return 0
 end
 

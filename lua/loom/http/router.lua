@@ -15,6 +15,7 @@
 local setmetatable, type, error, pairs, ipairs, tostring = setmetatable, type, error, pairs, ipairs, tostring
 local string_find, string_sub, string_match = string.find, string.sub, string.match
 local table_sort, table_concat = table.sort, table.concat
+local table_remove, next = table.remove, next
 local errors = require "loom.http.errors"
 local percent_decode = require("loom.http.request").percent_decode
 
@@ -78,6 +79,31 @@ function methods.add(self, method, pattern, handler)
   node.methods[method] = route
   self.routes[#self.routes + 1] = route
   return route
+end
+
+--- router:remove(route) -> true when route (from router:add) was still
+-- routed; its path then no longer answers that method.
+function methods.remove(self, route)
+  local found = false
+  for i, r in ipairs(self.routes) do
+    if r == route then
+      table_remove(self.routes, i)
+      found = true
+      break
+    end
+  end
+  if not found then return false end
+  local node = self.root
+  local segs = split(route.pattern)
+  for i = 2, #segs do
+    if string_match(segs[i], "^{([%w_]+)}$") then node = node.param else node = node.lit[segs[i]] end
+    if not node then return true end
+  end
+  if node.methods and node.methods[route.method] == route then
+    node.methods[route.method] = nil
+    if next(node.methods) == nil then node.methods = nil end
+  end
+  return true
 end
 
 -- depth-first: literal before parameter; values collects parameter values

@@ -95,14 +95,14 @@ function methods:register(localpart, password, opts)
   return user_id
 end
 
---- The user's row: { user_id, admin, deactivated, displayname, avatar_url }
--- or nil when there is no such user.
+--- The user's row: { user_id, admin, deactivated, displayname, avatar_url,
+-- created_ts } or nil when there is no such user.
 function methods:user(user_id)
   local row = self.conn:first(
-    "SELECT user_id, admin, deactivated, displayname, avatar_url FROM users WHERE user_id = ?", user_id)
+    "SELECT user_id, admin, deactivated, displayname, avatar_url, created_ts FROM users WHERE user_id = ?", user_id)
   if not row then return nil end
   return { user_id = row[1], admin = row[2] == 1, deactivated = row[3] == 1, displayname = row[4],
-    avatar_url = row[5] }
+    avatar_url = row[5], created_ts = row[6] }
 end
 
 --- Set profile fields (displayname, avatar_url; json.null or nil clears).

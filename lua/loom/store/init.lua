@@ -162,6 +162,14 @@ function methods:room_id(nid)
   return id
 end
 
+--- The IDs of every room the store knows, oldest first. Raises when the
+-- database cannot be read.
+function methods:all_room_ids()
+  local ids, err = self.conn:column("SELECT room_id FROM rooms ORDER BY room_nid")
+  if not ids then error("cannot list rooms: " .. tostring(err), 2) end
+  return ids
+end
+
 -- Within a transaction: the room's NID, created on first sight.
 function methods:ensure_room_nid(room_id, room_version)
   local nid = self:room_nid(room_id)

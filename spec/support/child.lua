@@ -1,0 +1,92 @@
+-- A loom process as a child of the spec (bin/loom serve, examples/embed.lua):
+-- started with lua5.4, its output collected while the spec turns the luv
+-- loop, spoken to over HTTP on 127.0.0.1, stopped with SIGTERM.
+--
+--   local child = require "support.child"
+--   local c = child.start { "bin/loom", "serve", "--config", cfg }
+--   local port = assert(c:wait_for("http://127%.0%.0%.1:(%d+)"))
+--   local r = c:request("GET", "/_matrix/client/versions")    -- { status, json, body }
+--   local code = c:stop()
+local uv = require "luv"
+local json = require("loom.core").json
+
+local _M = {}
+local C = {}
+C.__index = C
+
+--- Turn the loop until pred() is true or ms pass; returns pred().
+function _M.turn_until(pred, ms)
+  local deadline = uv.now() + (ms or 10000)
+  local timer = uv.new_timer()
+  timer:start(10, 10, function() end)
+  while not pred() and uv.now() < deadline do uv.run("once"); uv.update_time() end
+  timer:stop(); timer:close()
+  return pred()
+end
+
+--- Start lua5.4 with args (an array) and this process's environment (the
+-- Lua paths, and the sanitizer preload of the test suite's second pass).
+function _M.start(args)
+  local c = setmetatable({ out = "", err = "" }, C)
+  c.stdout, c.stderr = uv.new_pipe(false), uv.new_pipe(false)
+  c.handle = uv.spawn("lua5.4", { args = args, stdio = { nil, c.stdout, c.stderr } },
+    function(code, signal) c.exit_code, c.exit_signal = code, signal end)
+  assert(c.handle, "could not start lua5.4")
+  c.pid = c.handle:get_pid()
+  c.stdout:read_start(function(_, data) if data then c.out = c.out .. data end end)
+  c.stderr:read_start(function(_, data) if data then c.err = c.err .. data end end)
+  return c
+end
+
+--- The first capture of pattern in the child's standard output, once it
+-- appears (nil, stderr when the child ends first or ms pass).
+function C:wait_for(pattern, ms)
+  _M.turn_until(function() return self.out:match(pattern) or self.exit_code end, ms or 15000)
+  local m = self.out:match(pattern)
+  if m then
+    if pattern:find("(%d+)", 1, true) then self.port = tonumber(m) end
+    return m
+  end
+  return nil, "child output: " .. self.out .. "\nstderr: " .. self.err
+end
+
+--- One HTTP request to the child (on self.port): { status, json, body }.
+function C:request(method, path, body, token)
+  local text = ""
+  if type(body) == "table" then text = assert(json.encode(body)) elseif type(body) == "string" then text = body end
+  local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: localhost", "Connection: close",
+    "Content-Length: " .. #text }
+  if #text > 0 then lines[#lines + 1] = "Content-Type: application/json" end
+  if token then lines[#lines + 1] = "Authorization: Bearer " .. token end
+  local tcp = uv.new_tcp()
+  local response, done, cerr = "", false, nil
+  tcp:connect("127.0.0.1", self.port, function(e)
+    if e then cerr, done = e, true; return end
+    tcp:read_start(function(_, data)
+      if data then response = response .. data else done = true end
+    end)
+    tcp:write(table.concat(lines, "\r\n") .. "\r\n\r\n" .. text)
+  end)
+  _M.turn_until(function() return done end, 10000)
+  tcp:close()
+  assert(not cerr, cerr)
+  local head_end = response:find("\r\n\r\n", 1, true)
+  assert(head_end, "no response from the child: " .. response .. "\nstderr: " .. self.err)
+  local b = response:sub(head_end + 4)
+  return { status = tonumber(response:match("^HTTP/1%.1 (%d%d%d)")), body = b, json = json.decode(b) }
+end
+
+--- SIGTERM, then wait for the exit: exit code, signal.
+function C:stop()
+  if not self.exit_code then
+    self.handle:kill("sigterm")
+    _M.turn_until(function() return self.exit_code ~= nil end, 15000)
+  end
+  if not self.exit_code then self.handle:kill("sigkill"); _M.turn_until(function() return self.exit_code end, 5000) end
+  self.stdout:close(); self.stderr:close()
+  if not self.handle:is_closing() then self.handle:close() end
+  for _ = 1, 3 do uv.run("nowait") end
+  return self.exit_code, self.exit_signal
+end
+
+return _M
