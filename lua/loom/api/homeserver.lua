@@ -52,6 +52,7 @@ function _M.new(server, opts)
     rooms = room_mod.new(store, { server_name = name, key = key,
       default_version = config.default_room_version }),
   }, mt)
+  if server.instrument then server:instrument(self) end
   return self
 end
 

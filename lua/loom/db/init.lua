@@ -89,9 +89,12 @@ function methods:prepare(sql)
   return stmt
 end
 
+-- conn.time_statement, when set, runs every statement: it is called as
+-- conn.time_statement(f, ...) and returns f(...)'s results (metrics time it).
 local function call(self, method, sql, ...)
   local stmt, err, code = self:prepare(sql)
   if not stmt then return nil, err, code end
+  if self.time_statement then return self.time_statement(stmt[method], stmt, ...) end
   return stmt[method](stmt, ...)
 end
 
@@ -105,6 +108,7 @@ function methods:all(sql, ...) return call(self, "all", sql, ...) end
 function methods:records(sql, shape, ...)
   local stmt, err, code = self:prepare(sql)
   if not stmt then return nil, err, code end
+  if self.time_statement then return self.time_statement(stmt.records, stmt, shape, ...) end
   return stmt:records(shape, ...)
 end
 --- The first column of every row.

@@ -14,7 +14,7 @@ local methods = {}
 local mt = { __name = "loom.sync.Notifier", __index = methods }
 
 function _M.new(store)
-  local self = setmetatable({ by_room = {}, by_user = {}, waiting = 0 }, mt)
+  local self = setmetatable({ by_room = {}, by_user = {}, waiting = 0, woken_data = 0, woken_timeout = 0 }, mt)
   self.unsubscribe = store:subscribe(function(note) self:notify(note) end)
   return self
 end
@@ -55,7 +55,8 @@ end
 
 --- Wait (inside a request handler) until an event in one of room_ids or a
 -- membership change of user_id is committed, or timeout_ms pass. Returns
--- true when woken by data, false on timeout.
+-- true when woken by data, false on timeout. n.waiting counts the waits in
+-- progress, n.woken_data and n.woken_timeout those ended (for metrics).
 function methods:wait(user_id, room_ids, timeout_ms)
   local w = {}
   local timer
@@ -71,6 +72,7 @@ function methods:wait(user_id, room_ids, timeout_ms)
   remove(self.by_user, user_id, w)
   for _, r in ipairs(room_ids) do remove(self.by_room, r, w) end
   self.waiting = self.waiting - 1
+  if result then self.woken_data = self.woken_data + 1 else self.woken_timeout = self.woken_timeout + 1 end
   return result
 end
 
