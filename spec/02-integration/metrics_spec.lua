@@ -4,6 +4,7 @@
 local uv = require "luv"
 local tesths = require "support.hs"
 local core = require "loom.core"
+local app = require "loom.http.app"
 
 local json = core.json
 local enc = tesths.enc
@@ -411,12 +412,12 @@ describe("JSON logs", function()
     local mport = tonumber(out:match("metrics at http://[%d.]+:(%d+)"))
     assert.is_number(port, errtext)
     assert.is_number(mport, errtext)
-    local function get(p, path)
+    local function get(p, path, method)
       local tcp, resp, done = uv.new_tcp(), "", false
       tcp:connect("127.0.0.1", p, function(cerr)
         assert.is_nil(cerr)
         tcp:read_start(function(_, data) if data then resp = resp .. data else done = true end end)
-        tcp:write("GET " .. path .. " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        tcp:write((method or "GET") .. " " .. path .. " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
       end)
       turn_until(function() return done end, 5000)
       tcp:close()
@@ -424,6 +425,9 @@ describe("JSON logs", function()
     end
     assert.matches("^HTTP/1%.1 200", get(port, "/_matrix/client/versions"))
     assert.matches("^HTTP/1%.1 404", get(port, "/quote%22and%0Anewline"))
+    local head = get(mport, "/metrics", "HEAD")
+    assert.matches("^HTTP/1%.1 200", head)
+    assert.matches("\r\n\r\n$", head)
     local scraped = get(mport, "/metrics")
     assert.matches("^HTTP/1%.1 200", scraped)
     assert.matches('loom_http_requests_total{route="/_matrix/client/versions",method="GET",code="200"} 1',
@@ -456,5 +460,25 @@ describe("JSON logs", function()
       { requests[1].method, requests[1].path, requests[1].status, requests[1].remote })
     assert.is_number(requests[1].ms)
     assert.equal(404, requests[2].status)
+  end)
+end)
+
+describe("JSON log lines", function()
+  it("are one object per line with ts, level, msg and fields", function()
+    local line = app.json_line("warn", 'said "hi"\nthen\tleft\0', { path = "/x", status = 200, ms = 1.5 },
+      1796083200123)
+    assert.is_nil(line:find("\n", 1, true))
+    local obj = json.decode(line)
+    assert.same({ ts = "2026-12-01T00:00:00.123Z", level = "warn", msg = 'said "hi"\nthen\tleft\0',
+      path = "/x", status = 200, ms = 1.5 }, obj)
+    -- fields never overwrite ts, level or msg
+    obj = json.decode(app.json_line("info", "m", { msg = "x", level = "y", ts = "z" }, 5))
+    assert.same({ "1970-01-01T00:00:00.005Z", "info", "m" }, { obj.ts, obj.level, obj.msg })
+  end)
+
+  it("keep a line when the message is not UTF-8", function()
+    local obj = json.decode(app.json_line("info", "bad \255 byte", { path = "/\200" }, 0))
+    assert.equal("bad ? byte", obj.msg)
+    assert.equal("/?", obj.path)
   end)
 end)
