@@ -78,14 +78,14 @@ end
 local metric_methods = {}
 local metric_mt = { __name = "loom.Metric", __index = metric_methods }
 
--- The series for the label values ..., created on first use.
-local function series(m, level, ...)
+-- The series for label values that are new to m's lookup tree: found or
+-- made by their text (200 and "200" are the same series).
+local function new_series(m, level, ...)
   local n = select("#", ...)
   local labels = m.labels
   if n ~= #labels then
     error(string_format("metric %s takes %d label values, got %d", m.name, #labels, n), level + 1)
   end
-  if n == 0 then return m.only end
   local values = { ... }
   for i = 1, n do
     local v = values[i]
@@ -93,8 +93,7 @@ local function series(m, level, ...)
       if type(v) ~= "number" then
         error(string_format("metric %s: label %s must be a string or number", m.name, labels[i]), level + 1)
       end
-      v = tostring(v)
-      values[i] = v
+      values[i] = tostring(v)
     end
   end
   local key = table_concat(values, "\0")
@@ -107,7 +106,31 @@ local function series(m, level, ...)
     m.series[key] = s
     m.order[#m.order + 1] = key
   end
+  -- remember it in the tree under the values as given
+  local node = m.tree
+  for i = 1, n - 1 do
+    local v = (select(i, ...))
+    local child = node[v]
+    if not child then child = {}; node[v] = child end
+    node = child
+  end
+  node[(select(n, ...))] = s
   return s
+end
+
+-- The series for the label values ... (a walk down m.tree: no allocation
+-- once a series exists).
+local function series(m, level, ...)
+  local n = select("#", ...)
+  if n ~= m.nlabels then return new_series(m, level + 1, ...) end   -- raises
+  if n == 0 then return m.only end
+  local node = m.tree
+  for i = 1, n do
+    local v = (select(i, ...))
+    node = v ~= nil and node[v]
+    if not node then return new_series(m, level + 1, ...) end
+  end
+  return node
 end
 
 local function check_number(m, v, level)
@@ -225,7 +248,7 @@ local function define(self, kind, name, help, labels, buckets)
     labels[i] = l
   end
   local m = setmetatable({ kind = kind, name = name, help = help, labels = labels,
-    series = {}, order = {} }, metric_mt)
+    series = {}, order = {}, tree = {}, nlabels = #labels }, metric_mt)
   if kind == "histogram" then
     local b = {}
     for i, v in ipairs(buckets or metrics.default_buckets) do
