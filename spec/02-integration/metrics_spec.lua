@@ -468,6 +468,7 @@ describe("JSON log lines", function()
     local line = app.json_line("warn", 'said "hi"\nthen\tleft\0', { path = "/x", status = 200, ms = 1.5 },
       1796083200123)
     assert.is_nil(line:find("\n", 1, true))
+    assert.equal('{"ts":"2026-12-01T00:00:00.123Z","level":"warn","msg":', line:sub(1, 54))
     local obj = json.decode(line)
     assert.same({ ts = "2026-12-01T00:00:00.123Z", level = "warn", msg = 'said "hi"\nthen\tleft\0',
       path = "/x", status = 200, ms = 1.5 }, obj)

@@ -100,25 +100,34 @@ local function default_logger(level, message)
   stderr:write(os_date("!%Y-%m-%dT%H:%M:%SZ"), " ", level, " ", message, "\n")
 end
 
+-- bytes that are not UTF-8 become "?", so a line is always written
+local function utf8_safe(v)
+  if type(v) == "string" then return (string_gsub(v, "[\128-\255]", "?")) end
+  return v
+end
+
 --- server.json_line(level, message, [fields], [now_ms]) -> one log line as a
--- JSON object (no newline): ts (ISO 8601 UTC with milliseconds), level, msg,
--- then fields. Control characters are escaped, so a line never breaks.
+-- JSON object (no newline): ts (ISO 8601 UTC with milliseconds), level and
+-- msg first, then fields (strings and numbers; ts, level and msg among them
+-- are left out). Control characters are escaped, so a line never breaks.
 function server.json_line(level, message, fields, now_ms)
   local ms = now_ms or core.now_ms()
-  local obj = {}
-  if fields then for k, v in pairs(fields) do obj[k] = v end end
-  obj.ts = os_date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. string_format(".%03dZ", ms % 1000)
-  obj.level, obj.msg = level, message
-  local line = json.encode(obj, { floats = true })
-  if not line then
-    -- a message or field that is not UTF-8: keep the line, mark the bytes
-    obj.msg = string_gsub(message, "[\128-\255]", "?")
-    for k, v in pairs(fields or {}) do
-      if type(v) == "string" then obj[k] = string_gsub(v, "[\128-\255]", "?") end
+  local ts = os_date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. string_format(".%03dZ", ms % 1000)
+  local msg = json.encode(message) or json.encode(utf8_safe(message))
+  local rest = "}"
+  if fields then
+    local obj = {}
+    for k, v in pairs(fields) do
+      if k ~= "ts" and k ~= "level" and k ~= "msg" then obj[k] = v end
     end
-    line = json.encode(obj, { floats = true })
+    local text = json.encode(obj, { floats = true })
+    if not text then
+      for k, v in pairs(obj) do obj[k] = utf8_safe(v) end
+      text = json.encode(obj, { floats = true }) or "{}"
+    end
+    if text ~= "{}" then rest = "," .. text:sub(2) end
   end
-  return line
+  return '{"ts":"' .. ts .. '","level":' .. (json.encode(utf8_safe(level)) or '"?"') .. ',"msg":' .. msg .. rest
 end
 local json_line = server.json_line
 
@@ -414,7 +423,7 @@ function server.register_metrics(self)
   reg:on_collect(function()
     m.connections:set(self.http:connections())
     m.memory:set(math_floor(collectgarbage("count") * 1024))
-    local n = self.sync_notifier_source and self.sync_notifier_source.sync_notifier
+    local n = self.instrumented_hs and self.instrumented_hs.sync_notifier
     if n then
       m.sync_waiting:set(n.waiting or 0)
       m.sync_woken:set(n.woken_data or 0, "data")
@@ -429,8 +438,8 @@ end
 -- in its database statements, and its /sync notifier (hs.sync_notifier, read
 -- at scrape time). Once per server.
 function methods.instrument(self, hs)
-  if self.sync_notifier_source then return end
-  self.sync_notifier_source = hs
+  if self.instrumented_hs then return end
+  self.instrumented_hs = hs
   local m = self.builtin_metrics
   local store = hs.store
   store:subscribe(function(note) m.events:inc(note.events or 0) end)
