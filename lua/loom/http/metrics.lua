@@ -90,10 +90,10 @@ local function new_series(m, level, ...)
   for i = 1, n do
     local v = values[i]
     if type(v) ~= "string" then
-      if type(v) ~= "number" then
+      if type(v) ~= "number" or v ~= v then
         error(string_format("metric %s: label %s must be a string or number", m.name, labels[i]), level + 1)
       end
-      values[i] = tostring(v)
+      values[i] = format_value(v)     -- 200 and 200.0 are one table key, and one label
     end
   end
   local key = table_concat(values, "\0")
@@ -187,7 +187,10 @@ function metric_methods.value(m, ...)
   local s
   if #m.labels == 0 then s = m.only else
     local values = { ... }
-    for i = 1, select("#", ...) do values[i] = tostring(values[i]) end
+    for i = 1, select("#", ...) do
+      local v = values[i]
+      values[i] = type(v) == "number" and format_value(v) or tostring(v)
+    end
     s = m.series[table_concat(values, "\0")]
   end
   if not s then return nil end
