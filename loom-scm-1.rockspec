@@ -58,6 +58,7 @@ build = {
       ["loom.db.migrate"] = "lua/loom/db/migrate.lua",
       ["loom.http.app"] = "lua/loom/http/app.lua",
       ["loom.http.errors"] = "lua/loom/http/errors.lua",
+      ["loom.http.metrics"] = "lua/loom/http/metrics.lua",
       ["loom.http.request"] = "lua/loom/http/request.lua",
       ["loom.http.response"] = "lua/loom/http/response.lua",
       ["loom.http.router"] = "lua/loom/http/router.lua",

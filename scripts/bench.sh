@@ -11,3 +11,4 @@ echo "== B1-http";   lua5.4 bench/b1_http.lua "$n"
 echo "== B4-state";  lua5.4 bench/b4_state.lua
 echo "== B6-stateres"; lua5.4 bench/b6_stateres.lua
 echo "== B7-scripts"; lua5.4 bench/b7_scripts.lua
+echo "== metrics"; lua5.4 bench/metrics.lua

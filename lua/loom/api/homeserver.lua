@@ -57,6 +57,7 @@ function _M.new(server, opts)
     local n = self.notifier:close()
     if n > 0 then server:log("debug", "stopping: woke %d waiting /sync requests", n) end
   end)
+  if server.instrument then server:instrument(self) end
   return self
 end
 

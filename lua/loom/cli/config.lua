@@ -27,6 +27,8 @@ config.defaults = {
   public_baseurl = nil,                -- the URL clients use; default http://host:port
   database = { path = "var/loom.db" }, -- the SQLite database (relative to the working directory)
   log_level = "info",                  -- debug | info | warn | error
+  log_format = "text",                 -- text | json (one JSON object per line)
+  metrics = nil,                       -- { host = "127.0.0.1", port = 9108 }: serve /metrics (docs/metrics.md)
   default_room_version = "11",         -- room version of new rooms
   password_iterations = 100000,        -- PBKDF2-SHA256 rounds for new password hashes
   enable_registration = true,          -- open /register (false: 403; bin/loom register-user still works)
@@ -71,6 +73,13 @@ config.checks = {
     if type(v) ~= "table" or type(v.path) ~= "string" then return "a table with a path string" end
   end,
   log_level = one_of("debug", "info", "warn", "error"),
+  log_format = one_of("text", "json"),
+  metrics = function(v)
+    if type(v) ~= "table" or math_type(v.port) ~= "integer" or v.port < 0 or v.port > 65535
+        or (v.host ~= nil and type(v.host) ~= "string") then
+      return "a table with a port (an integer 0..65535) and an optional host string"
+    end
+  end,
   default_room_version = one_of("10", "11", "12"),
   password_iterations = integer(1000, 100000000),
   enable_registration = function(v) if type(v) ~= "boolean" then return "true or false" end end,

@@ -113,6 +113,10 @@ function commands.serve(ctx, args)
       tostring(perr), "\n")
   end
   ctx.stdout:write(("loom %s serving %s at %s\n"):format(loom._VERSION, cfg.server_name, server:base_url()))
+  if server:metrics_port() then
+    ctx.stdout:write(("metrics at http://%s:%d/metrics\n"):format(cfg.metrics.host or "127.0.0.1",
+      server:metrics_port()))
+  end
   ctx.stdout:flush()
   server:run()
   if pf then

@@ -126,8 +126,11 @@ local function checked(sql, res, err, code, ...)
   return res, err, code, ...
 end
 
+-- conn.time_statement, when set, runs every statement: it is called as
+-- conn.time_statement(f, ...) and returns f(...)'s results (metrics time it).
 local function call(self, method, sql, ...)
   local stmt = self:prepare(sql)
+  if self.time_statement then return checked(sql, self.time_statement(stmt[method], stmt, ...)) end
   return checked(sql, stmt[method](stmt, ...))
 end
 
@@ -140,6 +143,7 @@ function methods:all(sql, ...) return call(self, "all", sql, ...) end
 --- Every row as a table keyed by field name (see stmt:records for shape).
 function methods:records(sql, shape, ...)
   local stmt = self:prepare(sql)
+  if self.time_statement then return checked(sql, self.time_statement(stmt.records, stmt, shape, ...)) end
   return checked(sql, stmt:records(shape, ...))
 end
 --- The first column of every row.

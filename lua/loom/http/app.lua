@@ -15,15 +15,18 @@ local setmetatable, pairs, ipairs, type, tostring, error, xpcall, select, requir
 local traceback = debug.traceback
 local string_format, string_find = string.format, string.find
 local table_insert, table_pack, table_unpack = table.insert, table.pack, table.unpack
-local stderr, os_date = io.stderr, os.date
+local stderr, os_date, io_open, tonumber = io.stderr, os.date, io.open, tonumber
+local string_gsub, math_floor, collectgarbage = string.gsub, math.floor, collectgarbage
 local uv = require "luv"
-local json = require("loom.core").json
+local core = require "loom.core"
+local json = core.json
 local async = require "loom.async"
 local http = require "loom.http.server"
 local router_mod = require "loom.http.router"
 local request = require "loom.http.request"
 local response = require "loom.http.response"
 local errors = require "loom.http.errors"
+local metrics = require "loom.http.metrics"
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -31,6 +34,10 @@ local server = {}
 
 local levels = { debug = 1, info = 2, warn = 3, error = 4 }
 server.levels = levels
+
+-- request methods counted under their own name in metrics; others are "other"
+local known_methods = { GET = "GET", HEAD = "HEAD", POST = "POST", PUT = "PUT", DELETE = "DELETE",
+                        OPTIONS = "OPTIONS", PATCH = "PATCH" }
 
 --- The configuration keys loom.new understands, with their defaults.
 server.defaults = {
@@ -40,7 +47,9 @@ server.defaults = {
   public_baseurl = nil,       -- the URL clients use; default http://host:port
   database = { path = "var/loom.db" },   -- passed to loom.open_store by server:store()
   log_level = "info",         -- debug | info | warn | error
-  logger = nil,               -- function(level, message); default: standard error
+  log_format = "text",        -- text | json (one JSON object per line on standard error)
+  logger = nil,               -- function(level, message, fields); default: standard error
+  metrics = nil,              -- { host = "127.0.0.1", port = 9108 }: serve /metrics there
   versions = {},              -- GET /_matrix/client/versions "versions"
   unstable_features = {},     -- ... and its "unstable_features"
   well_known_client = nil,    -- body of /.well-known/matrix/client; default m.homeserver
@@ -74,6 +83,8 @@ local function check_config(config)
   want("public_baseurl", "string")
   want("database", "table")
   want("log_level", "string")
+  want("log_format", "string")
+  want("metrics", "table")
   want("logger", "function")
   want("versions", "table")
   want("unstable_features", "table")
@@ -82,11 +93,54 @@ local function check_config(config)
   want("timeouts", "table")
   if not levels[c.log_level] then error("config.log_level must be debug, info, warn or error", 3) end
   if c.port % 1 ~= 0 or c.port < 0 or c.port > 65535 then error("config.port must be 0..65535", 3) end
+  if c.log_format ~= "text" and c.log_format ~= "json" then error("config.log_format must be text or json", 3) end
+  local m = c.metrics
+  if m then
+    if m.host ~= nil and type(m.host) ~= "string" then error("config.metrics.host must be a string", 3) end
+    if type(m.port) ~= "number" or m.port % 1 ~= 0 or m.port < 0 or m.port > 65535 then
+      error("config.metrics.port must be 0..65535", 3)
+    end
+  end
   return c
 end
 
 local function default_logger(level, message)
   stderr:write(os_date("!%Y-%m-%dT%H:%M:%SZ"), " ", level, " ", message, "\n")
+end
+
+-- bytes that are not UTF-8 become "?", so a line is always written
+local function utf8_safe(v)
+  if type(v) == "string" then return (string_gsub(v, "[\128-\255]", "?")) end
+  return v
+end
+
+--- server.json_line(level, message, [fields], [now_ms]) -> one log line as a
+-- JSON object (no newline): ts (ISO 8601 UTC with milliseconds), level and
+-- msg first, then fields (strings and numbers; ts, level and msg among them
+-- are left out). Control characters are escaped, so a line never breaks.
+function server.json_line(level, message, fields, now_ms)
+  local ms = now_ms or core.now_ms()
+  local ts = os_date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. string_format(".%03dZ", ms % 1000)
+  local msg = json.encode(message) or json.encode(utf8_safe(message))
+  local rest = "}"
+  if fields then
+    local obj = {}
+    for k, v in pairs(fields) do
+      if k ~= "ts" and k ~= "level" and k ~= "msg" then obj[k] = v end
+    end
+    local text = json.encode(obj, { floats = true })
+    if not text then
+      for k, v in pairs(obj) do obj[k] = utf8_safe(v) end
+      text = json.encode(obj, { floats = true }) or "{}"
+    end
+    if text ~= "{}" then rest = "," .. text:sub(2) end
+  end
+  return '{"ts":"' .. ts .. '","level":' .. (json.encode(utf8_safe(level)) or '"?"') .. ',"msg":' .. msg .. rest
+end
+local json_line = server.json_line
+
+local function json_logger(level, message, fields)
+  stderr:write(json_line(level, message, fields), "\n")
 end
 
 --- server.new(config) -> Server (loom.new). Raises on a bad config.
@@ -98,7 +152,8 @@ function server.new(config)
     router = router_mod.new(),
     hooks = {},
     min_level = levels[c.log_level],
-    logger = c.logger or default_logger,
+    logger = c.logger or (c.log_format == "json" and json_logger or default_logger),
+    metrics = metrics.new(),
   }, mt)
   self.http = http.new {
     host = c.host,
@@ -109,17 +164,32 @@ function server.new(config)
     handler = function(raw) return self:dispatch(raw) end,
   }
   server.register_builtin(self)
+  server.register_metrics(self)
+  if c.metrics then
+    self.metrics_http = metrics.listener(self.metrics, {
+      host = c.metrics.host or "127.0.0.1",
+      port = c.metrics.port,
+      log = function(level, message) self:log(level, "metrics: %s", message) end,
+    })
+  end
   return self
+end
+
+--- server:log_fields(level, fields, fmt, ...): a line to the logger when
+-- level is at or above config.log_level, with fields (a table of strings
+-- and numbers, or nil) that JSON logs carry beside the message.
+function methods.log_fields(self, level, fields, fmt, ...)
+  local n = levels[level] or levels.error
+  if n < self.min_level then return end
+  local message = select("#", ...) > 0 and string_format(fmt, ...) or fmt
+  local ok, err = xpcall(self.logger, traceback, level, message, fields)
+  if not ok then default_logger("error", "logger failed: " .. tostring(err) .. "; " .. message) end
 end
 
 --- server:log(level, fmt, ...): a line to the logger when level is at or
 -- above config.log_level.
 function methods.log(self, level, fmt, ...)
-  local n = levels[level] or levels.error
-  if n < self.min_level then return end
-  local message = select("#", ...) > 0 and string_format(fmt, ...) or fmt
-  local ok, err = xpcall(self.logger, traceback, level, message)
-  if not ok then default_logger("error", "logger failed: " .. tostring(err) .. "; " .. message) end
+  return methods.log_fields(self, level, nil, fmt, ...)
 end
 
 -- ---- routes -----------------------------------------------------------------
@@ -321,8 +391,16 @@ function methods.dispatch(self, raw)
     end
   end
   self:fire("http/response", req, resp)
-  self:log("debug", "%s %s %d %.1fms", req.method, req.path, resp.status,
-           (uv.hrtime() - started) / 1e6)
+  local elapsed = (uv.hrtime() - started) / 1e9
+  local route, method = req.route or "unmatched", known_methods[req.method] or "other"
+  local m = self.builtin_metrics
+  m.requests:inc(1, route, method, resp.status)
+  m.duration:observe(elapsed, route, method)
+  if self.min_level <= levels.debug then
+    local ms = math_floor(elapsed * 1e4 + 0.5) / 10
+    self:log_fields("debug", { method = req.method, path = req.path, status = resp.status, ms = ms,
+      remote = req.peer and req.peer.ip }, "%s %s %d %.1fms", req.method, req.path, resp.status, ms)
+  end
   return resp
 end
 
@@ -352,13 +430,98 @@ function server.register_builtin(self)
   end)
 end
 
+-- ---- metrics ----------------------------------------------------------------
+
+-- When this process started (seconds since the epoch): from /proc on Linux,
+-- else now.
+local function process_start_time()
+  local now = core.now_ms() / 1000
+  local f = io_open("/proc/self/stat", "r")
+  local stat = f and f:read("a")
+  if f then f:close() end
+  f = io_open("/proc/stat", "r")
+  local sys = f and f:read("a")
+  if f then f:close() end
+  local ticks = stat and tonumber((stat:match("%) (.*)") or ""):match("^" .. ("%S+ "):rep(19) .. "(%d+)"))
+  local btime = sys and tonumber(sys:match("\nbtime (%d+)"))
+  if not ticks or not btime then return now end
+  local t = btime + ticks / 100          -- /proc counts in USER_HZ, 100 on Linux
+  if t > now + 1 then return now end
+  return t
+end
+
+--- The metrics every server has (docs/metrics.md), in self.metrics; the
+-- ones loom updates itself are in self.builtin_metrics.
+function server.register_metrics(self)
+  local reg = self.metrics
+  local m = {}
+  m.requests = reg:counter("loom_http_requests_total",
+    "HTTP requests answered, by route pattern (unmatched: no route), method and status code.",
+    { "route", "method", "code" })
+  m.duration = reg:histogram("loom_http_request_duration_seconds",
+    "Time from a parsed request to its response, by route pattern and method.", { "route", "method" },
+    { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 })
+  m.connections = reg:gauge("loom_http_connections", "Open client connections.")
+  m.events = reg:counter("loom_events_persisted_total", "Events committed to the event store.")
+  m.db = reg:histogram("loom_db_statement_duration_seconds",
+    "Time spent executing database statements, one observation per statement.", nil,
+    { 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5 })
+  m.sync_waiting = reg:gauge("loom_sync_waiting", "Long-polling /sync requests waiting for data now.")
+  m.sync_woken = reg:counter("loom_sync_wakeups_total",
+    "Long-polling /sync waits that ended, by reason (data: woken by new data, timeout: none came).",
+    { "reason" })
+  m.memory = reg:gauge("loom_lua_memory_bytes", "Memory in use by the Lua heap.")
+  m.start = reg:gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.")
+  m.start:set(process_start_time())
+  m.sync_woken:inc(0, "data")
+  m.sync_woken:inc(0, "timeout")
+  reg:on_collect(function()
+    m.connections:set(self.http:connections())
+    m.memory:set(math_floor(collectgarbage("count") * 1024))
+    local n = self.instrumented_hs and self.instrumented_hs.notifier
+    if n then
+      m.sync_waiting:set(n.waiting or 0)
+      m.sync_woken:set(n.woken_data or 0, "data")
+      m.sync_woken:set(n.woken_timeout or 0, "timeout")
+    end
+  end)
+  self.builtin_metrics = m
+end
+
+--- server:instrument(hs): counts what the homeserver context hs (loom.api.
+-- homeserver) does in the server's metrics: events its store commits, time
+-- in its database statements, and its /sync notifier (hs.notifier, read
+-- at scrape time). Once per server.
+function methods.instrument(self, hs)
+  if self.instrumented_hs then return end
+  self.instrumented_hs = hs
+  local m = self.builtin_metrics
+  local store = hs.store
+  store:subscribe(function(note) m.events:inc(note.events or 0) end)
+  local function timed(started, ...)
+    m.db:observe((uv.hrtime() - started) / 1e9)
+    return ...
+  end
+  store:time_statements(function(f, ...)
+    local started = uv.hrtime()
+    return timed(started, f(...))
+  end)
+end
+
 -- ---- running ----------------------------------------------------------------
 
 --- server:start() -> true | nil, message, "io_error"
 -- Starts listening; the caller runs the luv loop.
 function methods.start(self)
+  if self.metrics_http then
+    local ok, msg, code = self.metrics_http:listen()
+    if not ok then return nil, msg, code end
+  end
   local ok, msg, code = self.http:listen()
-  if not ok then return nil, msg, code end
+  if not ok then
+    if self.metrics_http then self.metrics_http:stop() end
+    return nil, msg, code
+  end
   self:fire("server/started", self)
   return true
 end
@@ -368,6 +531,12 @@ function methods.port(self)
   return self.http:port()
 end
 
+--- server:metrics_port() -> the port /metrics is served on (after start),
+-- else nil (also when config.metrics is not set)
+function methods.metrics_port(self)
+  return self.metrics_http and self.metrics_http:port()
+end
+
 --- server:stop([on_stopped]): graceful shutdown; on_stopped() once all
 -- connections are closed.
 function methods.stop(self, on_stopped)
@@ -375,14 +544,19 @@ function methods.stop(self, on_stopped)
     self.stopping = true
     self:fire("server/stopping", self)
   end
-  self.http:stop(function()
+  local waiting = self.metrics_http and 2 or 1
+  local function one_stopped()
+    waiting = waiting - 1
+    if waiting > 0 then return end
     if self.signals then
       for _, s in ipairs(self.signals) do if not s:is_closing() then s:close() end end
       self.signals = nil
     end
     if self.running then uv.stop() end
     if on_stopped then on_stopped() end
-  end)
+  end
+  if self.metrics_http then self.metrics_http:stop(one_stopped) end
+  self.http:stop(one_stopped)
 end
 
 --- server:run(): start (raises when it cannot listen), stop gracefully on

@@ -111,6 +111,12 @@ function methods:transaction(fn, ...)
   return self.conn:transaction(fn, ...)
 end
 
+--- Time every database statement: wrap(f, ...) runs a statement and must
+-- return f(...)'s results (the server's metrics measure with it); nil stops.
+function methods:time_statements(wrap)
+  self.conn.time_statement = wrap
+end
+
 --- Run fn() once the outermost open transaction has committed (at once
 -- when none is open); what a transaction wrote is published from here.
 function methods:after_commit(fn)

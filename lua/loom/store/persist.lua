@@ -268,7 +268,7 @@ local function publish(self, changed)
   end
   local subs = self.subscribers
   if subs and #subs > 0 then
-    local note = { position = self.current_stream, rooms = {}, users = {} }
+    local note = { position = self.current_stream, rooms = {}, users = {}, events = #changed.rooms }
     for _, c in ipairs(changed.rooms) do if c[2] > 0 then note.rooms[c[1]] = c[2] end end
     for _, c in ipairs(changed.members) do if c[2] > 0 then note.users[c[1]] = c[2] end end
     for i = 1, #subs do
@@ -280,7 +280,8 @@ end
 
 --- Call fn(note) after every commit that added events, with note =
 -- { position = current stream position, rooms = { [room_id] = position },
--- users = { [user_id] = position } } (users: whose membership changed).
+-- users = { [user_id] = position }, events = number of events added }
+-- (users: whose membership changed).
 -- Errors in fn are caught (store.on_subscriber_error(err) sees them).
 -- Returns a function that unsubscribes.
 function methods:subscribe(fn)

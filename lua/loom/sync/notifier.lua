@@ -20,7 +20,8 @@ notifier.methods, notifier.mt = methods, mt
 
 --- notifier.new(store) -> Notifier, subscribed to the store's commits.
 function notifier.new(store)
-  local self = setmetatable({ by_room = {}, by_user = {}, all = {}, waiting = 0, closed = false }, mt)
+  local self = setmetatable({ by_room = {}, by_user = {}, all = {}, waiting = 0, closed = false,
+                              woken_data = 0, woken_timeout = 0 }, mt)
   self.unsubscribe = store:subscribe(function(note) self:notify(note) end)
   return self
 end
@@ -65,6 +66,8 @@ end
 -- Waits (inside a task) until an event in one of room_ids or a membership
 -- change of user_id is committed, or timeout_ms pass. Returns true when
 -- woken by data, false on timeout or when the notifier is (or gets) closed.
+-- n.waiting counts the waits in progress, n.woken_data and n.woken_timeout
+-- those ended (for metrics).
 function methods:wait(user_id, room_ids, timeout_ms)
   if type(timeout_ms) ~= "number" then error("notifier:wait: timeout_ms must be a number", 2) end
   if self.closed then return false end
@@ -84,6 +87,7 @@ function methods:wait(user_id, room_ids, timeout_ms)
   for _, r in ipairs(room_ids) do remove(self.by_room, r, w) end
   self.all[w] = nil
   self.waiting = self.waiting - 1
+  if result then self.woken_data = self.woken_data + 1 else self.woken_timeout = self.woken_timeout + 1 end
   return result
 end
 
