@@ -16,6 +16,9 @@ local room_mod = require "loom.room"
 local errors = require "loom.http.errors"
 
 local setmetatable, type = setmetatable, type
+local assert = assert
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

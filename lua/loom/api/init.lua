@@ -6,6 +6,9 @@
 --   local hs = require("loom.api").install(server)
 --   server:run()
 local homeserver = require "loom.api.homeserver"
+local ipairs, require = ipairs, require
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -14,6 +14,9 @@ local json = require("loom.core").json
 
 local ipairs, type = ipairs, type
 local array = json.array
+local error = error
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -16,6 +16,9 @@ local migrate = require "loom.db.migrate"
 local error, pcall, select, type, setmetatable = error, pcall, select, type, setmetatable
 
 local sqlite = core.sqlite
+local tostring, ipairs, pairs = tostring, ipairs, pairs
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -24,6 +24,9 @@ local statemap = require "loom.room.statemap"
 local json = core.json
 local ipairs, pairs, type, setmetatable, table_sort = ipairs, pairs, type, setmetatable, table.sort
 local table_concat, table_unpack = table.concat, table.unpack
+local math, tostring, table = math, tostring, table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

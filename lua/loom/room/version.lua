@@ -10,6 +10,9 @@
 -- flags turned off, listed here so that joining older rooms is a small step
 -- (they are marked supported = false until their differences are tested).
 local pairs, setmetatable = pairs, setmetatable
+local tostring = tostring
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -10,6 +10,9 @@ local core = require "loom.core"
 
 local json = core.json
 local ipairs, type, table_concat = ipairs, type, table.concat
+local tostring, math, table = tostring, math, table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

@@ -14,6 +14,9 @@ local db = require "loom.db"
 local changecache = require "loom.store.changecache"
 
 local setmetatable, pairs, type = setmetatable, pairs, type
+local ipairs, require = ipairs, require
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

@@ -17,6 +17,9 @@ local core = require "loom.core"
 local json = core.json
 
 local type, math_type, ipairs, pcall, error, tostring = type, math.type, ipairs, pcall, error, tostring
+local assert, table = assert, table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

@@ -15,6 +15,9 @@ local filter_mod = require "loom.store.filter"
 local token, bound = core.token, core.bound
 local type, ipairs, math_type, tostring = type, ipairs, math.type, tostring
 local table_concat = table.concat
+local getmetatable, table, select, pairs, math = getmetatable, table, select, pairs, math
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

@@ -8,6 +8,9 @@ local uv = require "luv"
 local async = require "loom.async"
 
 local pairs, ipairs, next = pairs, ipairs, next
+local setmetatable = setmetatable
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

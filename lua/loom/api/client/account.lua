@@ -13,6 +13,9 @@ local pushrules = require "loom.api.pushrules"
 
 local json = core.json
 local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error
+local table = table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

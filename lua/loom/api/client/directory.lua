@@ -13,6 +13,9 @@ local statemap = require "loom.room.statemap"
 local json = core.json
 local ipairs, pairs, type, tonumber, tostring = ipairs, pairs, type, tonumber, tostring
 local table_sort = table.sort
+local assert, math = assert, math
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

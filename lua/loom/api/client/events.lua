@@ -10,6 +10,9 @@ local redact = require "loom.room.redact"
 
 local json = core.json
 local ipairs, pairs, type, table_concat, table_unpack = ipairs, pairs, type, table.concat, table.unpack
+local math, table = math, table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -20,6 +20,9 @@ local sync_token = require "loom.sync.token"
 local json = core.json
 local ipairs, pairs, type, pcall, require = ipairs, pairs, type, pcall, require
 local table_sort = table.sort
+local next, error, assert = next, error, assert
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

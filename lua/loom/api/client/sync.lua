@@ -13,6 +13,9 @@ local notifier_mod = require "loom.sync.notifier"
 
 local json = core.json
 local ipairs, pairs, type = ipairs, pairs, type
+local assert, table = assert, table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 
