@@ -63,6 +63,7 @@ build = {
       ["loom.http.router"] = "lua/loom/http/router.lua",
       ["loom.http.server"] = "lua/loom/http/server.lua",
       ["loom"] = "lua/loom/init.lua",
+      ["loom.json"] = "lua/loom/json.lua",
       ["loom.room.auth"] = "lua/loom/room/auth.lua",
       ["loom.room.crypto"] = "lua/loom/room/crypto.lua",
       ["loom.room.event"] = "lua/loom/room/event.lua",

@@ -21,6 +21,7 @@ local crypto = require("loom.room.crypto")
 local redact_mod = require("loom.room.redact")
 local room_version = require("loom.room.version")
 local auth = require("loom.room.auth")
+local ljson = require "loom.json"
 
 local json = core.json
 local array_mt = json.array_mt
@@ -74,6 +75,14 @@ local function array_len(v)
   return n
 end
 
+-- ev in loom's JSON form (loom.json.import: an event another JSON library
+-- decoded is converted), or nil, message, "bad_event".
+local function import(ev)
+  local iev, msg = ljson.import(ev, "event")
+  if not iev then return bad("%s", msg) end
+  return iev
+end
+
 -- The PDU form of an in-memory event: a shallow copy without `event_id`.
 local function pdu(ev)
   local out = {}
@@ -96,6 +105,9 @@ end
 function event.compute_id(version, ev)
   check_version(version, 1, "compute_id")
   check_table(ev, 2, "compute_id")
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   return crypto.event_id(pdu(ev), version.id)
 end
 
@@ -105,6 +117,9 @@ end
 function event.room_id_for_create(version, create_ev)
   check_version(version, 1, "room_id_for_create")
   check_table(create_ev, 2, "room_id_for_create")
+  local iev, imsg, icode = import(create_ev)
+  if not iev then return nil, imsg, icode end
+  create_ev = iev
   if not is_create(create_ev) then return bad("not an m.room.create event") end
   if not version.room_id_is_create_hash then
     if type(create_ev.room_id) ~= "string" then return bad("m.room.create has no room_id") end
@@ -189,6 +204,9 @@ end
 function event.check_format(version, ev)
   check_version(version, 1, "check_format")
   if type(ev) ~= "table" then return bad("event is not an object") end
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   local ok, msg, code = check_format(version, ev)
   if not ok then return nil, msg, code end
   return true
@@ -208,6 +226,9 @@ function event.verify_signature(version, ev, server_name, keys)
   if type(keys) ~= "function" then
     error("bad argument #4 to 'verify_signature' (function expected, got " .. type(keys) .. ")", 2)
   end
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   local sigs = is_object(ev.signatures) and ev.signatures[server_name]
   if not is_object(sigs) or next(sigs) == nil then
     return nil, "no signature from " .. tostring(server_name), "bad_signature"
@@ -240,6 +261,9 @@ end
 function event.redact(version, ev, redaction_ev)
   check_version(version, 1, "redact")
   check_table(ev, 2, "redact")
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   local red = redact_mod.event(ev, version.id)
   if redaction_ev ~= nil then red.unsigned = { redacted_because = redaction_ev } end
   return red
@@ -258,6 +282,10 @@ function event.check(version, ev, opts)
     error("bad argument #3 to 'check' (table with a keys function expected)", 2)
   end
   if type(ev) ~= "table" then return bad("event is not an object") end
+  local given = ev
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   local text, msg, code = check_format(version, ev)
   if not text then return nil, msg, code end
 
@@ -273,7 +301,7 @@ function event.check(version, ev, opts)
   ok, msg = event.verify_signature(version, ev, server, opts.keys)
   if not ok then return nil, msg, "bad_signature" end
 
-  if ev.event_id == nil then ev.event_id = id end
+  if ev.event_id == nil then ev.event_id, given.event_id = id, id end
   if crypto.check_content_hash(pdu(ev)) then
     return { event = ev, redacted = false, event_id = id }
   end
@@ -296,6 +324,9 @@ function event.build(version, proto, room, key, opts)
   check_table(proto, 2, "build")
   check_table(room, 3, "build")
   check_table(key, 4, "build")
+  local iev, imsg, icode = import(proto)
+  if not iev then return nil, imsg, icode end
+  proto = iev
   opts = opts or {}
 
   local etype, sender, content, sk = proto.type, proto.sender, proto.content, proto.state_key
