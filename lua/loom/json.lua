@@ -43,16 +43,14 @@ end
 
 -- ---- import ----------------------------------------------------------------
 
--- True when v carries a mark of another JSON library: a table with a
--- metatable other than json.array_mt (dkjson marks objects and arrays so).
-local function marked(v, depth)
-  if type(v) ~= "table" or depth > MAX_DEPTH then return false end
+-- True when v carries the mark of another JSON library on its outer table:
+-- a metatable other than json.array_mt (dkjson marks objects and arrays so).
+-- Only the outer table is looked at, so that loom's own values (checked on
+-- every auth check and fetch) cost nothing.
+local function marked(v)
+  if type(v) ~= "table" then return false end
   local mt = getmetatable(v)
-  if mt ~= nil and mt ~= array_mt then return true end
-  for _, x in next, v do
-    if marked(x, depth + 1) then return true end
-  end
-  return false
+  return mt ~= nil and mt ~= array_mt
 end
 
 local function fail(path, msg, code)
@@ -148,10 +146,14 @@ local function import_event(ev)
   return out
 end
 
--- An event from a decoder that does not mark arrays (lua-cjson): its
--- prev_events or auth_events is a plain table.
+-- An event from a decoder that neither marks arrays nor keeps integers
+-- (lua-cjson): origin_server_ts is a float and prev_events or auth_events a
+-- plain table. (loom's decoder marks arrays; events built in Lua carry
+-- integer timestamps.)
 local function unmarked_event(ev)
-  if type(ev) ~= "table" or getmetatable(ev) ~= nil then return false end
+  if type(ev) ~= "table" or getmetatable(ev) ~= nil or math_type(ev.origin_server_ts) ~= "float" then
+    return false
+  end
   local p, a = ev.prev_events, ev.auth_events
   return type(p) == "table" and getmetatable(p) == nil or type(a) == "table" and getmetatable(a) == nil
 end
@@ -159,10 +161,11 @@ end
 --- ljson.import(value [, kind]) -> value | nil, message, code
 -- value in loom's form. A value without the marks of another library is
 -- taken as loom's and returned as it is (nothing copied, nothing checked:
--- loom's own checks judge it). Marks: a table with a metatable other than
--- json.array_mt (dkjson-style __jsontype = "object" | "array"); with kind
--- "event", prev_events or auth_events as a plain table (lua-cjson, which
--- also reads every number as a float). A marked value is converted into a
+-- loom's own checks judge it). The marks, looked for in O(1): a metatable
+-- other than json.array_mt on the outer table (dkjson-style __jsontype =
+-- "object" | "array"); with kind "event", a float origin_server_ts with a
+-- plain-table prev_events or auth_events (lua-cjson, which reads every
+-- number as a float and marks no array). A marked value is converted into a
 -- copy: integral floats become integers, plain sequences arrays, an empty
 -- plain prev_events/auth_events []. Codes: "json_range" (beyond
 -- +-(2^53-1)), "json_float" (NaN, inf), "json_type" (a metatable that marks
@@ -170,7 +173,7 @@ end
 -- "json_depth" (over 100 levels). A non-integral float stays a float, as
 -- loom's decoder gives it; event checks refuse it.
 function ljson.import(value, kind)
-  if not (kind == "event" and unmarked_event(value)) and not marked(value, 1) then return value end
+  if not (kind == "event" and unmarked_event(value)) and not marked(value) then return value end
   local ok, res = pcall(kind == "event" and import_event or convert, value, "value", 1)
   if ok then return res end
   if type(res) == "table" then return nil, res[1], res[2] end

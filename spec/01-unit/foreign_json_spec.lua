@@ -371,11 +371,15 @@ describe("foreign JSON, bad values", function()
   end)
 
   it("import converts: integral floats, plain sequences, dkjson marks, empty prev_events", function()
-    local out = assert(ljson.import(cjson.decode('{"a":1,"b":[1,2],"c":{},"prev_events":{},"d":[]}'), "event"))
+    local text = '{"a":1,"b":[1,2],"c":{},"prev_events":{},"d":[],"origin_server_ts":5}'
+    local out = assert(ljson.import(cjson.decode(text), "event"))
     assert.equals("integer", math.type(out.a))
     assert.is_true(json.is_array(out.b))
     assert.is_true(json.is_array(out.prev_events))
-    assert.equals('{"a":1,"b":[1,2],"c":{},"d":{},"prev_events":[]}', json.encode(out))
+    assert.equals('{"a":1,"b":[1,2],"c":{},"d":{},"origin_server_ts":5,"prev_events":[]}', json.encode(out))
+    -- without those marks a value is taken as loom's, as it is
+    local plain = { n = 2.0, prev_events = { "$x" }, origin_server_ts = 5 }
+    assert.equals(plain, ljson.import(plain, "event"))
     out = assert(ljson.import(dk_decode('{"a":[],"b":{},"c":[{"d":null}]}')))
     assert.equals('{"a":[],"b":{},"c":[{"d":null}]}', json.encode(out))
     assert.is_nil(getmetatable(out.b))
