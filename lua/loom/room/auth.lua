@@ -1,6 +1,6 @@
 -- loom.room.auth: the authorization rules of room versions 10, 11 and 12,
 -- and the auth events selection algorithm. Contracts and examples:
--- docs/room.md.
+-- docs/room-events-and-auth.md.
 --
 --   local auth = require "loom.room.auth"
 --   local ok, reason, rule = auth.check(v, ev, function(t, sk) return state[t .. "\0" .. sk] end)

@@ -1,6 +1,6 @@
 -- loom.room.event: building local events and checking received ones, per
 -- room version (v10, v11, v12: the "v4" event format with hash-based event
--- IDs). Contracts and examples: docs/room.md.
+-- IDs). Contracts and examples: docs/room-events-and-auth.md.
 --
 --   local event = require "loom.room.event"
 --   local ev = assert(event.build(v, { type = "m.room.message", sender = "@a:hs",
@@ -316,7 +316,7 @@ local function copy_object(t)
   return out
 end
 
---- Builds, hashes and signs a local event. See docs/room.md for `proto`,
+--- Builds, hashes and signs a local event. See docs/room-events-and-auth.md for `proto`,
 -- `room` and `opts`. Returns the event (event_id set), or nil, message,
 -- "bad_event" | "too_large".
 function event.build(version, proto, room, key, opts)

@@ -1,6 +1,6 @@
 -- loom.api.client.account: the account endpoints of the Client-Server API —
 -- capabilities, login, register (user-interactive, m.login.dummy), logout,
--- whoami, profile and push rules. See docs/api-account.md.
+-- whoami, profile and push rules. See docs/api-client-account.md.
 --
 --   require("loom.api.client.account").install(hs)
 --

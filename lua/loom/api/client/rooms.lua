@@ -7,7 +7,7 @@
 --   GET  /rooms/{roomId}/state[/{type}[/{stateKey}]], /members, /joined_members,
 --        /event/{eventId}, /joined_rooms
 -- and, through loom.api.client.directory, aliases and the room directory.
--- See docs/api-rooms.md.
+-- See docs/api-client-rooms.md.
 local core = require "loom.core"
 local errors = require "loom.http.errors"
 local auth = require "loom.room.auth"
