@@ -8,7 +8,9 @@
 --     return { user_id = req.user_id, device_id = req.device_id }
 --   end))
 --
--- Endpoint modules (lua/loom/api/client/*.lua) each export install(hs).
+-- Endpoint modules (lua/loom/api/client/*.lua) each export a route table
+-- that loom.api.install registers. hs:error(message, code) turns a
+-- lower-level nil, message, code into the Matrix error (docs/http.md).
 local core = require "loom.core"
 local crypto = require "loom.room.crypto"
 local accounts_mod = require "loom.store.accounts"

@@ -6,8 +6,8 @@
 --        /rooms/{roomId}/redact/{eventId}/{txnId}
 --   GET  /rooms/{roomId}/state[/{type}[/{stateKey}]], /members, /joined_members,
 --        /event/{eventId}, /joined_rooms
--- and, through loom.api.client.directory, aliases and the room directory.
--- See docs/api-client-rooms.md.
+-- (aliases and the room directory: loom.api.client.directory). _M.routes is
+-- installed by loom.api.install. See docs/api-client-rooms.md.
 local core = require "loom.core"
 local errors = require "loom.http.errors"
 local auth = require "loom.room.auth"
@@ -69,14 +69,9 @@ local function membership_of(ev)
   return ev and type(ev.content) == "table" and ev.content.membership or nil
 end
 
--- A send refused or failed: the Matrix error.
-local function send_error(hs, msg, code, rule)
-  return hs:error(msg, code, rule)
-end
-
 local function send(hs, room_id, proto)
   local ev, r, code, rule = hs.rooms:send(room_id, proto)
-  if not ev then return nil, send_error(hs, r, code, rule) end
+  if not ev then return nil, hs:error(r, code, rule) end
   return ev, r
 end
 
@@ -524,51 +519,54 @@ end
 
 ---------------------------------------------------------------------------
 
-function _M.install(hs)
-  local server = hs.server
-  local R = P .. "/rooms/{roomId}"
-  local function route(method, path, fn)
-    server:route(method, path, hs:authed(function(req) return fn(hs, req) end))
-  end
-
-  route("POST", P .. "/createRoom", create_room)
-  route("POST", P .. "/join/{roomIdOrAlias}", function(_, req) return join(hs, req, req.params.roomIdOrAlias) end)
-  route("POST", R .. "/join", function(_, req) return join(hs, req, req.params.roomId) end)
-  route("POST", R .. "/leave", function(_, req) return membership_change(hs, req, "leave", false) end)
-  route("POST", R .. "/invite", function(_, req) return membership_change(hs, req, "invite", true) end)
-  route("POST", R .. "/kick", function(_, req) return membership_change(hs, req, "leave", true) end)
-  route("POST", R .. "/ban", function(_, req) return membership_change(hs, req, "ban", true) end)
-  route("POST", R .. "/unban", function(_, req) return membership_change(hs, req, "leave", true) end)
-  route("POST", R .. "/forget", forget)
-
-  route("PUT", R .. "/send/{eventType}/{txnId}", function(_, req)
-    local room_id, t = req.params.roomId, req.params.eventType
-    local body = req:json()
-    return send_once(hs, req, "send:" .. room_id .. ":" .. t, room_id,
-      { type = t, sender = req.user_id, content = body })
-  end)
-  route("PUT", R .. "/redact/{eventId}/{txnId}", redact)
-
-  route("GET", R .. "/state", get_state)
-  route("GET", R .. "/state/{eventType}", get_state_event)
-  route("GET", R .. "/state/{eventType}/", get_state_event)
-  route("GET", R .. "/state/{eventType}/{stateKey}", get_state_event)
-  route("PUT", R .. "/state/{eventType}", put_state)
-  route("PUT", R .. "/state/{eventType}/", put_state)
-  route("PUT", R .. "/state/{eventType}/{stateKey}", put_state)
-
-  route("GET", R .. "/members", members)
-  route("GET", R .. "/joined_members", joined_members)
-  route("GET", R .. "/event/{eventId}", get_event)
-  server:route("GET", P .. "/joined_rooms", hs:authed(function(req)
-    local rooms = hs.store:rooms_for_user(req.user_id) or {}
-    local out = json.array {}
-    for i, r in ipairs(rooms) do out[i] = r end
-    return { joined_rooms = out }
-  end))
-
-  directory.install(hs)
-  return hs
+local function send_message(hs, req)
+  local room_id, t = req.params.roomId, req.params.eventType
+  local body = req:json()
+  return send_once(hs, req, "send:" .. room_id .. ":" .. t, room_id,
+    { type = t, sender = req.user_id, content = body })
 end
+
+local function joined_rooms(hs, req)
+  local rooms = hs.store:rooms_for_user(req.user_id) or {}
+  local out = json.array {}
+  for i, r in ipairs(rooms) do out[i] = r end
+  return { joined_rooms = out }
+end
+
+local function membership(kind, target_from_body)
+  return function(hs, req) return membership_change(hs, req, kind, target_from_body) end
+end
+
+--- The room endpoints: { method, path, handler(hs, req), auth = bool },
+-- installed by loom.api.install. Every one needs an access token.
+local R = P .. "/rooms/{roomId}"
+_M.routes = {
+  { "POST", P .. "/createRoom", create_room, auth = true },
+  { "POST", P .. "/join/{roomIdOrAlias}", function(hs, req) return join(hs, req, req.params.roomIdOrAlias) end,
+    auth = true },
+  { "POST", R .. "/join", function(hs, req) return join(hs, req, req.params.roomId) end, auth = true },
+  { "POST", R .. "/leave", membership("leave", false), auth = true },
+  { "POST", R .. "/invite", membership("invite", true), auth = true },
+  { "POST", R .. "/kick", membership("leave", true), auth = true },
+  { "POST", R .. "/ban", membership("ban", true), auth = true },
+  { "POST", R .. "/unban", membership("leave", true), auth = true },
+  { "POST", R .. "/forget", forget, auth = true },
+
+  { "PUT", R .. "/send/{eventType}/{txnId}", send_message, auth = true },
+  { "PUT", R .. "/redact/{eventId}/{txnId}", redact, auth = true },
+
+  { "GET", R .. "/state", get_state, auth = true },
+  { "GET", R .. "/state/{eventType}", get_state_event, auth = true },
+  { "GET", R .. "/state/{eventType}/", get_state_event, auth = true },
+  { "GET", R .. "/state/{eventType}/{stateKey}", get_state_event, auth = true },
+  { "PUT", R .. "/state/{eventType}", put_state, auth = true },
+  { "PUT", R .. "/state/{eventType}/", put_state, auth = true },
+  { "PUT", R .. "/state/{eventType}/{stateKey}", put_state, auth = true },
+
+  { "GET", R .. "/members", members, auth = true },
+  { "GET", R .. "/joined_members", joined_members, auth = true },
+  { "GET", R .. "/event/{eventId}", get_event, auth = true },
+  { "GET", P .. "/joined_rooms", joined_rooms, auth = true },
+}
 
 return _M
