@@ -35,19 +35,13 @@ local CREATE, MEMBER, POWER, JOIN_RULES, TPI =
 
 -- ---- helpers ---------------------------------------------------------------
 
-local function is_object(v)
-  return type(v) == "table" and getmetatable(v) == nil
-end
+local is_object = ljson.is_object
 
 local function is_int(v)
   return math_type(v) == "integer"
 end
 
-local function check_version(version, n, fname)
-  if type(version) ~= "table" or getmetatable(version) ~= room_version.mt then
-    error(string_format("bad argument #%d to '%s' (room version table expected)", n, fname), 3)
-  end
-end
+local check_version = room_version.check
 
 local function check_fn(f, n, fname)
   if type(f) ~= "function" then

@@ -49,9 +49,7 @@ local function check_string(value, n, fname)
   end
 end
 
-local function is_object(value)
-  return type(value) == "table" and getmetatable(value) == nil
-end
+local is_object = ljson.is_object
 
 -- Decodes unpadded base64 in either alphabet (peers are not consistent).
 local function decode_any(text)

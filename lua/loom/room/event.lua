@@ -36,11 +36,7 @@ local MAX_PREV_BUILD = 10
 
 -- ---- helpers ---------------------------------------------------------------
 
-local function check_version(version, n, fname)
-  if type(version) ~= "table" or getmetatable(version) ~= room_version.mt then
-    error(string_format("bad argument #%d to '%s' (room version table expected)", n, fname), 3)
-  end
-end
+local check_version = room_version.check
 
 local function check_table(v, n, fname)
   if type(v) ~= "table" then
@@ -54,7 +50,7 @@ end
 
 -- A JSON object: a plain table whose keys are all strings (empty is {}).
 local function is_object(v)
-  if type(v) ~= "table" or getmetatable(v) ~= nil then return false end
+  if not ljson.is_object(v) then return false end
   for k in pairs(v) do
     if type(k) ~= "string" then return false end
   end

@@ -13,7 +13,7 @@
 -- membership, and both orderings are total orders ending on the event ID.
 
 local type, ipairs, next, error, tostring, select = type, ipairs, next, error, tostring, select
-local getmetatable, setmetatable = getmetatable, setmetatable
+local setmetatable = setmetatable
 local string_pack, string_sub = string.pack, string.sub
 local table_sort = table.sort
 local math_type = math.type
@@ -40,7 +40,7 @@ end
 -- The version table, or nil, message, code for a version loom does not speak.
 local function get_version(version, fname)
   if type(version) == "string" then return room_version.get(version) end
-  if type(version) == "table" and getmetatable(version) == room_version.mt then
+  if room_version.is(version) then
     if not version.supported then
       return nil, "unsupported room version: " .. tostring(version.id), "unsupported_room_version"
     end

@@ -11,6 +11,7 @@ local core = require "loom.core"
 local errors = require "loom.http.errors"
 local version = require "loom.room.version"
 local pushrules = require "loom.api.pushrules"
+local ljson = require "loom.json"
 
 local json = core.json
 local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error
@@ -86,7 +87,7 @@ local function login_user(hs, body)
   local name
   local ident = body.identifier
   if ident ~= nil and ident ~= json.null then
-    if type(ident) ~= "table" or json.is_array(ident) then
+    if not ljson.is_object(ident) then
       error(errors.new("M_BAD_JSON", "identifier must be an object"))
     end
     if ident.type ~= "m.id.user" then
@@ -185,7 +186,7 @@ local function register(hs, req)
   -- user-interactive authentication: the only stage is m.login.dummy
   local auth = body.auth
   if auth == nil or auth == json.null then return uia_challenge(sessions) end
-  if type(auth) ~= "table" or json.is_array(auth) then return errors.new("M_BAD_JSON", "auth must be an object") end
+  if not ljson.is_object(auth) then return errors.new("M_BAD_JSON", "auth must be an object") end
   local session = auth.session
   if session ~= nil and type(session) ~= "string" then
     return errors.new("M_BAD_JSON", "auth.session must be a string")

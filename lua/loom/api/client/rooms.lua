@@ -16,11 +16,12 @@ local statemap = require "loom.room.statemap"
 local directory = require "loom.api.client.directory"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
+local ljson = require "loom.json"
 
 local json = core.json
 local ipairs, pairs, type, pcall, require = ipairs, pairs, type, pcall, require
 local table_sort = table.sort
-local next, error, assert = next, error, assert
+local error, assert = error, assert
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -42,13 +43,7 @@ end
 ---------------------------------------------------------------------------
 -- Helpers
 
-local function is_object(v)
-  return type(v) == "table" and not json.is_array(v) and (next(v) == nil or v[1] == nil)
-end
-
-local function is_array(v)
-  return type(v) == "table" and (json.is_array(v) or v[1] ~= nil)
-end
+local is_object, is_array = ljson.is_object, ljson.is_array
 
 --- An event in the client format (loom.api.client.events: unsigned, redactions
 -- applied), for one user's request.
@@ -221,7 +216,7 @@ local function check_create(hs, body)
     return bad("room_version must be a string")
   end
   local vid = body.room_version or hs.rooms.default_version
-  local version = version_mod.supported(vid) and version_mod.get(vid)
+  local version = version_mod.get(vid)
   if not version then
     return nil, errors.new("M_UNSUPPORTED_ROOM_VERSION", "Room version " .. vid .. " is not supported")
   end
