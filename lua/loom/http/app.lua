@@ -23,6 +23,7 @@ local router_mod = require "loom.http.router"
 local request = require "loom.http.request"
 local response = require "loom.http.response"
 local errors = require "loom.http.errors"
+local config_mod = require "loom.cli.config"
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -31,49 +32,19 @@ local server = {}
 local levels = { debug = 1, info = 2, warn = 3, error = 4 }
 server.levels = levels
 
---- The configuration keys loom.new understands, with their defaults.
-server.defaults = {
-  host = "127.0.0.1",         -- IP address to listen on (loopback by default)
-  port = 8008,                -- 0: any free port (see server:port())
-  server_name = "localhost",  -- the Matrix server name (user IDs @x:server_name)
-  public_baseurl = nil,       -- the URL clients use; default http://host:port
-  database = { path = "var/loom.db" },   -- passed to loom.open_store by server:store()
-  log_level = "info",         -- debug | info | warn | error
-  logger = nil,               -- function(level, message); default: standard error
-  versions = {},              -- GET /_matrix/client/versions "versions"
-  unstable_features = {},     -- ... and its "unstable_features"
-  well_known_client = nil,    -- body of /.well-known/matrix/client; default m.homeserver
-  limits = nil,               -- see loom.http.server defaults.limits
-  timeouts = nil,             -- see loom.http.server defaults.timeouts (milliseconds)
-}
+--- The configuration keys loom.new understands, with their defaults: the
+-- one list in loom.cli.config (docs/config.md).
+server.defaults = config_mod.defaults
 
 local methods = {}
 local mt = { __name = "loom.Server", __index = methods }
 server.methods, server.mt = methods, mt
 
+-- The config over the defaults (fresh copies), checked: raises naming the
+-- first bad key at loom.new's caller.
 local function check_config(config)
-  local c = {}
-  for k, v in pairs(server.defaults) do c[k] = v end
-  for k, v in pairs(config or {}) do c[k] = v end
-  local function want(key, ty)
-    if c[key] ~= nil and type(c[key]) ~= ty then
-      error(string_format("config.%s must be a %s, got %s", key, ty, type(c[key])), 4)
-    end
-  end
-  want("host", "string")
-  want("port", "number")
-  want("server_name", "string")
-  want("public_baseurl", "string")
-  want("database", "table")
-  want("log_level", "string")
-  want("logger", "function")
-  want("versions", "table")
-  want("unstable_features", "table")
-  want("well_known_client", "table")
-  want("limits", "table")
-  want("timeouts", "table")
-  if not levels[c.log_level] then error("config.log_level must be debug, info, warn or error", 3) end
-  if c.port % 1 ~= 0 or c.port < 0 or c.port > 65535 then error("config.port must be 0..65535", 3) end
+  local c, err = config_mod.from_table(config, "config")
+  if not c then error(err, 3) end
   return c
 end
 
