@@ -17,9 +17,10 @@ local directory = require "loom.api.client.directory"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
 local ljson = require "loom.json"
+local visibility = require "loom.room.visibility"
 
 local json = core.json
-local ipairs, pairs, type, pcall, require = ipairs, pairs, type, pcall, require
+local ipairs, pairs, type = ipairs, pairs, type
 local table_sort = table.sort
 local error, assert = error, assert
 
@@ -28,17 +29,6 @@ local _ENV = nil -- luacheck: ignore 211
 local _M = {}
 
 local P = "/_matrix/client/v3"
-
--- loom.room.visibility, when present: can_see(hs, user, room, event). Looked
--- up on first use; false when the module is absent.
-local visibility
-local function visibility_mod()
-  if visibility == nil then
-    local ok, mod = pcall(require, "loom.room.visibility")
-    visibility = ok and type(mod) == "table" and type(mod.can_see) == "function" and mod or false
-  end
-  return visibility
-end
 
 ---------------------------------------------------------------------------
 -- Helpers
@@ -466,18 +456,9 @@ local function joined_members(hs, req)
   return { joined = joined }
 end
 
--- May the user see `ev` (member-only fallback when loom.room.visibility is absent)?
-local function can_see(hs, user_id, room_id, ev, meta)
-  local vis = visibility_mod()
-  if vis then return vis.can_see(hs, user_id, room_id, ev) end
-  local m = member_event(hs, room_id, user_id)
-  local ms = membership_of(m)
-  if ms == "join" then return true end
-  if ms == "leave" or ms == "ban" then
-    local _, mmeta = hs.store:event(m.event_id)
-    return mmeta and meta.stream_ordering <= mmeta.stream_ordering or false
-  end
-  return false
+-- May the user see `ev` (history visibility, loom.room.visibility)?
+local function can_see(hs, user_id, room_id, ev)
+  return visibility.can_see(hs, user_id, room_id, ev)
 end
 
 local function get_event(hs, req)
