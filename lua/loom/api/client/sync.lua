@@ -10,9 +10,10 @@ local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
 local engine = require "loom.sync.engine"
 local notifier_mod = require "loom.sync.notifier"
+local ljson = require "loom.json"
 
 local json = core.json
-local ipairs, pairs, type = ipairs, pairs, type
+local ipairs, pairs = ipairs, pairs
 local assert, table = assert, table
 
 local _ENV = nil -- luacheck: ignore 211
@@ -41,7 +42,7 @@ local function room_event_filter(req)
   local param = req:arg("filter")
   if param == nil or param == "" then return {} end
   local def = json.decode(param)
-  if type(def) ~= "table" or def[1] ~= nil then return nil, invalid("filter must be a JSON object") end
+  if not ljson.is_object(def) then return nil, invalid("filter must be a JSON object") end
   local ok, err = store_filter.compile(def)
   if not ok then return nil, invalid(err) end
   return def
