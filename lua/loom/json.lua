@@ -158,6 +158,31 @@ local function unmarked_event(ev)
   return type(p) == "table" and getmetatable(p) == nil or type(a) == "table" and getmetatable(a) == nil
 end
 
+-- The path of the first empty table without metatable in v (a decoder that
+-- marks no arrays gives {} for both [] and {} there), or nil.
+local function first_empty(v, path, depth)
+  if type(v) ~= "table" or depth > MAX_DEPTH then return nil end
+  if getmetatable(v) == nil and next(v) == nil then return path end
+  for k, x in next, v do
+    local p = first_empty(x, join(path, k), depth + 1)
+    if p then return p end
+  end
+  return nil
+end
+
+--- ljson.ambiguous(object) -> path | nil: where an object (as another
+-- library decoded it; itself known to be an object) holds an empty table that
+-- may have been [] or {} in the JSON text (lua-cjson reads both as {}); nil
+-- when there is none. Used to explain a content hash that does not match.
+function ljson.ambiguous(object)
+  if type(object) ~= "table" then return nil end
+  for k, x in next, object do
+    local p = first_empty(x, join("value", k), 2)
+    if p then return p end
+  end
+  return nil
+end
+
 --- ljson.import(value [, kind]) -> value | nil, message, code
 -- value in loom's form. A value without the marks of another library is
 -- taken as loom's and returned as it is (nothing copied, nothing checked:

@@ -335,14 +335,26 @@ describe("foreign JSON, bad values", function()
     assert.equals("json_range", code, msg)
   end)
 
-  it("lua-cjson reads [] as {}: the content hash fails and the event counts as redacted", function()
+  it("lua-cjson reads [] as {}: the content hash mismatch is reported as that, not taken for a redaction", function()
     local proto = { type = "m.room.message", sender = BOB, content = { body = "x", list = json.array({}) } }
     local sent = r:send(proto)
     local theirs = cjson.decode(wire(sent))
     assert.is_nil(getmetatable(theirs.content.list))
-    local res = assert(event.check(v, theirs, { keys = keys }))
+    local res, msg, code = event.check(v, theirs, { keys = keys })
+    assert.is_nil(res)
+    assert.equals("bad_event", code)
+    assert.matches("content.list is an empty table", msg, 1, true)
+    local ok
+    ok, msg, code = crypto.check_content_hash(cjson.decode(wire(sent)))
+    assert.is_nil(ok)
+    assert.equals("bad_content_hash", code)
+    assert.matches("content.list is an empty table", msg, 1, true)
+    -- a redacted event (content {}) from lua-cjson still checks as redacted
+    local red = assert(event.redact(v, sent))
+    red.event_id, red.unsigned = nil, nil
+    res = assert(event.check(v, cjson.decode((assert(json.encode(red)))), { keys = keys }))
     assert.is_true(res.redacted)
-    assert.same({}, res.event.content)
+    assert.equals(sent.event_id, res.event_id)
     -- a decoder that marks arrays keeps them apart
     assert.equals(sent.event_id, (assert(event.check(v, dk_decode(wire(sent)), { keys = keys }))).event_id)
   end)

@@ -215,6 +215,7 @@ end
 -- message, "bad_content_hash" (or a JSON encoder code).
 function crypto.check_content_hash(event)
   check_table(event, 1, "check_content_hash")
+  local given = event
   local src, imsg, icode = import(event, "event")
   if not src then return nil, imsg, icode end
   event = src
@@ -230,6 +231,11 @@ function crypto.check_content_hash(event)
   local digest, msg, code = content_sha256(event)
   if not digest then return nil, msg, code end
   if not c.constant_time_equal(raw, digest) then
+    local where = given ~= event and ljson.ambiguous(given.content)
+    if where then
+      return nil, "content hash mismatch; content" .. string_sub(where, 6) .. " is an empty table, which the "
+        .. "JSON decoder used may have read from []", "bad_content_hash"
+    end
     return nil, "content hash mismatch", "bad_content_hash"
   end
   return true

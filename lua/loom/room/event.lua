@@ -301,6 +301,14 @@ function event.check(version, ev, opts)
   if crypto.check_content_hash(pdu(ev)) then
     return { event = ev, redacted = false, event_id = id }
   end
+  if ev ~= given and given.content ~= nil then
+    -- another decoder's event: a mismatch may be its reading of [] as {}
+    local where = ljson.ambiguous(given.content)
+    if where then
+      return bad("content hash mismatch; content%s is an empty table, which the JSON decoder used may have "
+        .. "read from [] (decode with loom.core.json or a decoder that marks arrays)", where:sub(6))
+    end
+  end
   return { event = event.redact(version, ev), redacted = true, event_id = id }
 end
 
