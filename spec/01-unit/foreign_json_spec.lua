@@ -213,6 +213,31 @@ for _, vid in ipairs({ "11", "12" }) do
       end)
     end
 
+    it("event.build takes a dkjson-style proto as loom's own", function()
+      local text = '{"type":"m.room.topic","state_key":"","sender":"' .. ALICE .. '","content":{"topic":"t",'
+        .. '"tags":[],"n":7}}'
+      local function build(proto)
+        local ev = assert(event.build(v, proto, r, key, { now = NOW }))
+        return wire(ev)
+      end
+      local mine = loom_decode(text)
+      mine.room_id = r.room_id
+      local theirs = dk_decode(text)
+      theirs.room_id = r.room_id
+      assert.equals(build(mine), build(theirs))
+      assert.matches('"tags":%[%]', build(theirs))
+    end)
+
+    it("auth.check names a value it cannot read", function()
+      local text = wire(r.events[#r.events])
+      local theirs = dk_decode(text)
+      theirs.content.odd = setmetatable({}, { __index = {} })
+      local ok, msg, code = auth.check(v, theirs, state_fn(r, loom_decode))
+      assert.is_nil(ok)
+      assert.equals("json_type", code)
+      assert.matches("content.odd", msg, 1, true)
+    end)
+
     it("a value in loom's form is returned as it is, nothing copied", function()
       local ev = r.events[#r.events]
       assert.equals(ev, ljson.import(ev, "event"))
