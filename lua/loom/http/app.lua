@@ -253,6 +253,12 @@ function methods.base_url(self)
   return string_format("http://%s:%d", host, self:port() or c.port)
 end
 
+--- server:well_known() -> the body of /.well-known/matrix/client (also the
+-- well_known of a login): config.well_known_client, or m.homeserver.base_url.
+function methods.well_known(self)
+  return self.config.well_known_client or { ["m.homeserver"] = { base_url = self:base_url() } }
+end
+
 --- The routes every loom server has, registered through server:route like
 -- any other: GET /_matrix/client/versions, GET /.well-known/matrix/client.
 function server.register_builtin(self)
@@ -263,9 +269,7 @@ function server.register_builtin(self)
     for k, v in pairs(self.config.unstable_features) do unstable[k] = v end
     return { versions = json.array(list), unstable_features = unstable }
   end)
-  self:route("GET", "/.well-known/matrix/client", function()
-    return self.config.well_known_client or { ["m.homeserver"] = { base_url = self:base_url() } }
-  end)
+  self:route("GET", "/.well-known/matrix/client", function() return self:well_known() end)
 end
 
 -- ---- running ----------------------------------------------------------------

@@ -77,10 +77,6 @@ end
 ---------------------------------------------------------------------------
 -- login
 
-local function well_known(hs)
-  return hs.config.well_known_client or { ["m.homeserver"] = { base_url = hs.server:base_url() } }
-end
-
 -- The user ID a login names: identifier {type = "m.id.user", user} or the
 -- legacy top-level user. Returns the user ID or raises an error value.
 local function login_user(hs, body)
@@ -133,7 +129,7 @@ local function login(hs, req)
     access_token = r.access_token,
     device_id = r.device_id,
     home_server = hs.server_name,
-    well_known = well_known(hs),
+    well_known = hs.server:well_known(),
   }
 end
 
