@@ -64,6 +64,7 @@ build = {
       ["loom.http.router"] = "lua/loom/http/router.lua",
       ["loom.http.server"] = "lua/loom/http/server.lua",
       ["loom"] = "lua/loom/init.lua",
+      ["loom.json"] = "lua/loom/json.lua",
       ["loom.modules"] = "lua/loom/modules.lua",
       ["loom.room.auth"] = "lua/loom/room/auth.lua",
       ["loom.room.crypto"] = "lua/loom/room/crypto.lua",

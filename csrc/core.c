@@ -31,6 +31,21 @@ int loom_opt_bool(lua_State *L, int t, const char *k, int def)
     return r;
 }
 
+void loom_new_type(lua_State *L, const char *name, const luaL_Reg *methods,
+                   const luaL_Reg *metamethods)
+{
+    luaL_checkstack(L, 3, name);
+    luaL_newmetatable(L, name);
+    if (metamethods != NULL)
+        luaL_setfuncs(L, metamethods, 0);
+    if (methods != NULL) {
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+}
+
 /* core.listdir(path) -> sorted array of the names in a directory (without
  * "." and ".."), or nil, message, "io_error". */
 static int l_listdir(lua_State *L)

@@ -386,11 +386,7 @@ static const luaL_Reg crypto_funcs[] = {
 
 void loom_open_crypto(lua_State *L)
 {
-    luaL_newmetatable(L, SIGNER_MT);
-    luaL_setfuncs(L, signer_meta, 0);
-    luaL_newlib(L, signer_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    loom_new_type(L, SIGNER_MT, signer_methods, signer_meta);
     luaL_newlib(L, crypto_funcs);
     lua_setfield(L, -2, "crypto");
 }

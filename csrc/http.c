@@ -602,12 +602,7 @@ static const luaL_Reg funcs[] = {
 void loom_open_http(lua_State *L)
 {
     unsigned long v = http_parser_version();
-    luaL_newmetatable(L, PARSER_MT); /* sets __name */
-    luaL_setfuncs(L, parser_meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, parser_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    loom_new_type(L, PARSER_MT, parser_methods, parser_meta);
     luaL_newlib(L, funcs);
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, DEF_REQUEST_LINE);

@@ -1186,6 +1186,11 @@ static const luaL_Reg json_funcs[] = {
     {NULL, NULL}
 };
 
+static const luaL_Reg array_meta[] = {
+    {"__tostring", array_tostring},
+    {NULL, NULL}
+};
+
 static const luaL_Reg encoder_meta[] = {
     {"__gc", encoder_gc},
     {"__tostring", encoder_tostring},
@@ -1199,13 +1204,9 @@ void loom_open_json(lua_State *L)
     luaL_setfuncs(L, json_funcs, 0);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
-    if (luaL_newmetatable(L, ARRAY_MT)) {
-        lua_pushcfunction(L, array_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
+    loom_new_type(L, ARRAY_MT, NULL, array_meta);
+    luaL_getmetatable(L, ARRAY_MT);
     lua_setfield(L, -2, "array_mt");
-    if (luaL_newmetatable(L, ENCODER_MT))
-        luaL_setfuncs(L, encoder_meta, 0);
-    lua_pop(L, 1);
+    loom_new_type(L, ENCODER_MT, NULL, encoder_meta);
     lua_setfield(L, -2, "json");
 }

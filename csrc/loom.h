@@ -25,6 +25,13 @@ int loom_fail(lua_State *L, const char *code, const char *fmt, ...);
  * raises when it is present and not a boolean. */
 int loom_opt_bool(lua_State *L, int t, const char *k, int def);
 
+/* Registers the C type `name` once for every type: a registry metatable
+ * named `name` (luaL_newmetatable sets __name) with the metamethods, and
+ * __index = a new table of the methods (no __index when methods is NULL).
+ * The stack is left as it was. */
+void loom_new_type(lua_State *L, const char *name, const luaL_Reg *methods,
+                   const luaL_Reg *metamethods);
+
 /* Sub-modules: each sets a field (a table) into the table at the top of the
  * stack and leaves the stack as it found it. */
 void loom_open_token(lua_State *L);   /* core.token, core.bound */

@@ -345,12 +345,7 @@ static const luaL_Reg funcs[] = {
 
 void loom_open_regex(lua_State *L)
 {
-    luaL_newmetatable(L, REGEX_MT); /* sets __name */
-    luaL_setfuncs(L, regex_meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, regex_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    loom_new_type(L, REGEX_MT, regex_methods, regex_meta);
     luaL_newlib(L, funcs);
     lua_setfield(L, -2, "regex");
 }

@@ -830,22 +830,11 @@ static const luaL_Reg funcs[] = {
     {NULL, NULL}
 };
 
-static void new_type(lua_State *L, const char *name, const luaL_Reg *meta,
-                     const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name); /* sets __name */
-    luaL_setfuncs(L, meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
 void loom_open_sqlite(lua_State *L)
 {
-    new_type(L, DB_MT, db_meta, db_methods);
-    new_type(L, STMT_MT, stmt_meta, stmt_methods);
-    new_type(L, BLOB_MT, blob_meta, blob_methods);
+    loom_new_type(L, DB_MT, db_methods, db_meta);
+    loom_new_type(L, STMT_MT, stmt_methods, stmt_meta);
+    loom_new_type(L, BLOB_MT, blob_methods, blob_meta);
     luaL_newlib(L, funcs);
     lua_setfield(L, -2, "sqlite");
 }

@@ -1223,12 +1223,7 @@ static const luaL_Reg funcs[] = {
 
 void loom_open_state(lua_State *L)
 {
-    luaL_newmetatable(L, STATE_MT); /* sets __name */
-    luaL_setfuncs(L, state_meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, state_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    loom_new_type(L, STATE_MT, state_methods, state_meta);
     luaL_newlib(L, funcs);
     lua_pushinteger(L, MAX_BLOCKS);
     lua_setfield(L, -2, "MAX_BLOCKS");

@@ -1432,11 +1432,7 @@ static const luaL_Reg stateres_funcs[] = {
 
 void loom_open_stateres(lua_State *L)
 {
-    luaL_newmetatable(L, GRAPH_MT);
-    luaL_setfuncs(L, graph_meta, 0);
-    luaL_newlib(L, graph_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    loom_new_type(L, GRAPH_MT, graph_methods, graph_meta);
 
     luaL_newlib(L, stateres_funcs);
     lua_setfield(L, -2, "stateres");

@@ -481,12 +481,11 @@ static const luaL_Reg bound_meta[] = {
 
 void loom_open_token(lua_State *L)
 {
-    luaL_newmetatable(L, TOKEN_MT);
-    luaL_setfuncs(L, token_meta, 0);
-    lua_pop(L, 1);
+    loom_new_type(L, TOKEN_MT, NULL, token_meta);
 
-    luaL_newmetatable(L, BOUND_MT);
-    luaL_setfuncs(L, bound_meta, 0);
+    /* a Bound's __index (in bound_meta) reads fields first, then mt.methods */
+    loom_new_type(L, BOUND_MT, NULL, bound_meta);
+    luaL_getmetatable(L, BOUND_MT);
     luaL_newlib(L, bound_methods);
     lua_setfield(L, -2, "methods");
     lua_pop(L, 1);

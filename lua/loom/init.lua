@@ -16,6 +16,8 @@
 -- and loom.new(config) makes a server (loom.http.app).
 local require, setmetatable, rawset = require, setmetatable, rawset
 
+local _ENV = nil -- luacheck: ignore 211
+
 local parts = {
   core = "loom.core",
   store = "loom.store",

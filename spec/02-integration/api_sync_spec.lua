@@ -382,6 +382,12 @@ describe("sync API", function()
       end
       r = t:request("GET", base .. "?dir=b&filter=" .. q('{"types":"x"}'), nil, alice.access_token)
       assert.equal(400, r.status)
+      -- a JSON array is not a filter object, empty or not
+      for _, f in ipairs { "[]", "[1]" } do
+        r = t:request("GET", base .. "?dir=b&filter=" .. q(f), nil, alice.access_token)
+        assert.equal(400, r.status)
+        assert.equal("M_INVALID_PARAM", r.json.errcode)
+      end
       r = t:request("GET", base .. "?dir=b", nil, bob.access_token)
       assert.equal(403, r.status)
       assert.equal("M_FORBIDDEN", r.json.errcode)

@@ -8,7 +8,9 @@
 --     return { user_id = req.user_id, device_id = req.device_id }
 --   end))
 --
--- Endpoint modules (lua/loom/api/client/*.lua) each export install(hs).
+-- Endpoint modules (lua/loom/api/client/*.lua) each export a route table
+-- that loom.api.install registers. hs:error(message, code) turns a
+-- lower-level nil, message, code into the Matrix error (docs/http.md).
 local core = require "loom.core"
 local crypto = require "loom.room.crypto"
 local room_mod = require "loom.room"
@@ -16,6 +18,8 @@ local notifier_mod = require "loom.sync.notifier"
 local errors = require "loom.http.errors"
 
 local setmetatable, type, tostring = setmetatable, type, tostring
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

@@ -1,18 +1,24 @@
 -- loom.api: the built-in Matrix endpoints. api.install(server) makes the
 -- homeserver context (loom.api.homeserver) and registers every module's routes
--- through server:route, like any other route.
+-- through server:route, like any other route. An endpoint module exports
+-- routes = { { method, path, handler, auth = true|false }, ... } with
+-- handler(hs, req); auth routes run behind hs:authed (req.user_id set).
 --
 --   local server = loom.new(config)
 --   local hs = require("loom.api").install(server)
 --   server:run()
 local homeserver = require "loom.api.homeserver"
+local ipairs, require, type, error, tostring = ipairs, require, type, error, tostring
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 
--- Client-Server API modules, each with install(hs).
+-- Client-Server API modules, each exporting a route table.
 _M.modules = {
   "loom.api.client.account",   -- versions, capabilities, login, register, logout, whoami, profile, pushrules
-  "loom.api.client.rooms",     -- createRoom, membership, send, state, members, event, redact, aliases
+  "loom.api.client.rooms",     -- createRoom, membership, send, state, members, event, redact
+  "loom.api.client.directory", -- room aliases, room directory, publicRooms
   "loom.api.client.sync",      -- sync, messages, context, filters
 }
 
@@ -29,9 +35,25 @@ function _M.install(server, opts)
     for i, v in ipairs(_M.VERSIONS) do versions[i] = v end
     server.config.versions = versions
   end
-  for _, name in ipairs(_M.modules) do require(name).install(hs) end
+  for _, name in ipairs(_M.modules) do _M.install_routes(hs, require(name).routes) end
   hs.scripts = require("loom.modules").install(hs)   -- config.scripts (docs/scripting.md)
   return hs
+end
+
+--- Registers routes ({ method, path, handler(hs, req), auth = bool }, ...)
+-- on hs.server; auth routes behind hs:authed. A route without an auth field
+-- is an error: every route says whether it needs a user.
+function _M.install_routes(hs, routes)
+  local server = hs.server
+  for _, r in ipairs(routes) do
+    local method, path, handler = r[1], r[2], r[3]
+    if type(handler) ~= "function" or type(r.auth) ~= "boolean" then
+      error("route " .. tostring(method) .. " " .. tostring(path) .. ": handler and auth = true|false expected", 2)
+    end
+    local fn = function(req) return handler(hs, req) end
+    if r.auth then fn = hs:authed(fn) end
+    server:route(method, path, fn)
+  end
 end
 
 return _M

@@ -12,8 +12,11 @@
 -- json.array_mt so they encode as [].
 local json = require("loom.core").json
 
-local ipairs, type = ipairs, type
+local type = type
 local array = json.array
+local error = error
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 
@@ -97,13 +100,6 @@ function _M.defaults(user_id)
     sender = array(),
     underride = array(underride),
   }
-end
-
---- The rule IDs of a kind, in order (for tests and tools).
-function _M.rule_ids(rules, kind)
-  local out = {}
-  for i, r in ipairs(rules[kind]) do out[i] = r.rule_id end
-  return out
 end
 
 return _M

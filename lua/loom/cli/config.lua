@@ -1,4 +1,6 @@
--- loom.config: the configuration file, loom.cfg.lua. It is a plain Lua file
+-- loom.config: the configuration keys (their defaults and checks, the one
+-- list of them: loom.new checks its config table with it too) and the
+-- configuration file, loom.cfg.lua. The file is a plain Lua file
 -- of `key = value` lines, run in an empty environment (as Prosody's
 -- prosody.cfg.lua is); the globals it sets are the configuration, merged over
 -- the documented defaults. Unknown keys are kept (scripts read them); a known
@@ -19,7 +21,8 @@ local _ENV = nil -- luacheck: ignore 211
 local config = {}
 
 --- The defaults of every documented key (docs/config.md). Tables are copied
--- by config.defaults_copy(), never shared with a loaded configuration.
+-- by config.defaults_copy(), never shared with a loaded configuration or
+-- between servers.
 config.defaults = {
   server_name = "localhost",           -- the Matrix server name: user IDs are @name:server_name
   host = "127.0.0.1",                  -- IP address to listen on
@@ -32,13 +35,14 @@ config.defaults = {
   default_room_version = "11",         -- room version of new rooms
   password_iterations = 100000,        -- PBKDF2-SHA256 rounds for new password hashes
   enable_registration = true,          -- open /register (false: 403; bin/loom register-user still works)
-  versions = nil,                      -- /versions list; default: what loom implements
-  unstable_features = nil,             -- /versions unstable_features
-  well_known_client = nil,             -- body of /.well-known/matrix/client
+  versions = {},                       -- /versions list; empty: what loom implements (loom.api)
+  unstable_features = {},              -- /versions unstable_features
+  well_known_client = nil,             -- body of /.well-known/matrix/client; default m.homeserver
   limits = nil,                        -- HTTP limits (docs/http.md)
   timeouts = nil,                      -- HTTP timeouts in ms (docs/http.md)
   scripts = nil,                       -- policy scripts, relative to the config file (docs/scripting.md)
   pid_file = nil,                      -- bin/loom serve's pid; default loom.pid beside the database
+  logger = nil,                        -- function(level, message) (loom.new only); default: standard error
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.

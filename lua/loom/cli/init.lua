@@ -11,6 +11,9 @@ local config_mod = require "loom.cli.config"
 local ipairs, tostring, require, type, pcall, xpcall = ipairs, tostring, require, type, pcall, xpcall
 local traceback = debug.traceback
 local io_open, os_getenv, os_remove, tonumber = io.open, os.getenv, os.remove, tonumber
+local io = io
+
+local _ENV = nil -- luacheck: ignore 211
 
 local cli = {}
 

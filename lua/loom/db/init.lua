@@ -20,6 +20,9 @@ local error, pcall, select, type, setmetatable, getmetatable = error, pcall, sel
 local tostring = tostring
 
 local sqlite = core.sqlite
+local ipairs, pairs = ipairs, pairs
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

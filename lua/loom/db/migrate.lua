@@ -4,6 +4,9 @@
 local core = require "loom.core"
 
 local io_open, tonumber, table_sort, os_time = io.open, tonumber, table.sort, os.time
+local debug, ipairs = debug, ipairs
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

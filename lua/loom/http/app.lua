@@ -27,6 +27,7 @@ local request = require "loom.http.request"
 local response = require "loom.http.response"
 local errors = require "loom.http.errors"
 local metrics = require "loom.http.metrics"
+local config_mod = require "loom.cli.config"
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -39,68 +40,19 @@ server.levels = levels
 local known_methods = { GET = "GET", HEAD = "HEAD", POST = "POST", PUT = "PUT", DELETE = "DELETE",
                         OPTIONS = "OPTIONS", PATCH = "PATCH" }
 
---- The configuration keys loom.new understands, with their defaults.
-server.defaults = {
-  host = "127.0.0.1",         -- IP address to listen on (loopback by default)
-  port = 8008,                -- 0: any free port (see server:port())
-  server_name = "localhost",  -- the Matrix server name (user IDs @x:server_name)
-  public_baseurl = nil,       -- the URL clients use; default http://host:port
-  database = { path = "var/loom.db" },   -- passed to loom.open_store by server:store()
-  log_level = "info",         -- debug | info | warn | error
-  log_format = "text",        -- text | json (one JSON object per line on standard error)
-  logger = nil,               -- function(level, message, fields); default: standard error
-  metrics = nil,              -- { host = "127.0.0.1", port = 9108 }: serve /metrics there
-  versions = {},              -- GET /_matrix/client/versions "versions"
-  unstable_features = {},     -- ... and its "unstable_features"
-  well_known_client = nil,    -- body of /.well-known/matrix/client; default m.homeserver
-  limits = nil,               -- see loom.http.server defaults.limits
-  timeouts = nil,             -- see loom.http.server defaults.timeouts (milliseconds)
-}
+--- The configuration keys loom.new understands, with their defaults: the
+-- one list in loom.cli.config (docs/config.md).
+server.defaults = config_mod.defaults
 
 local methods = {}
 local mt = { __name = "loom.Server", __index = methods }
 server.methods, server.mt = methods, mt
 
+-- The config over the defaults (fresh copies), checked: raises naming the
+-- first bad key at loom.new's caller.
 local function check_config(config)
-  local c = {}
-  for k, v in pairs(server.defaults) do
-    if type(v) == "table" then   -- a table default is the server's own, never shared
-      local t = {}
-      for tk, tv in pairs(v) do t[tk] = tv end
-      v = t
-    end
-    c[k] = v
-  end
-  for k, v in pairs(config or {}) do c[k] = v end
-  local function want(key, ty)
-    if c[key] ~= nil and type(c[key]) ~= ty then
-      error(string_format("config.%s must be a %s, got %s", key, ty, type(c[key])), 4)
-    end
-  end
-  want("host", "string")
-  want("port", "number")
-  want("server_name", "string")
-  want("public_baseurl", "string")
-  want("database", "table")
-  want("log_level", "string")
-  want("log_format", "string")
-  want("metrics", "table")
-  want("logger", "function")
-  want("versions", "table")
-  want("unstable_features", "table")
-  want("well_known_client", "table")
-  want("limits", "table")
-  want("timeouts", "table")
-  if not levels[c.log_level] then error("config.log_level must be debug, info, warn or error", 3) end
-  if c.port % 1 ~= 0 or c.port < 0 or c.port > 65535 then error("config.port must be 0..65535", 3) end
-  if c.log_format ~= "text" and c.log_format ~= "json" then error("config.log_format must be text or json", 3) end
-  local m = c.metrics
-  if m then
-    if m.host ~= nil and type(m.host) ~= "string" then error("config.metrics.host must be a string", 3) end
-    if type(m.port) ~= "number" or m.port % 1 ~= 0 or m.port < 0 or m.port > 65535 then
-      error("config.metrics.port must be 0..65535", 3)
-    end
-  end
+  local c, err = config_mod.from_table(config, "config")
+  if not c then error(err, 3) end
   return c
 end
 
@@ -415,6 +367,12 @@ function methods.base_url(self)
   return string_format("http://%s:%d", host, self:port() or c.port)
 end
 
+--- server:well_known() -> the body of /.well-known/matrix/client (also the
+-- well_known of a login): config.well_known_client, or m.homeserver.base_url.
+function methods.well_known(self)
+  return self.config.well_known_client or { ["m.homeserver"] = { base_url = self:base_url() } }
+end
+
 --- The routes every loom server has, registered through server:route like
 -- any other: GET /_matrix/client/versions, GET /.well-known/matrix/client.
 function server.register_builtin(self)
@@ -425,9 +383,7 @@ function server.register_builtin(self)
     for k, v in pairs(self.config.unstable_features) do unstable[k] = v end
     return { versions = json.array(list), unstable_features = unstable }
   end)
-  self:route("GET", "/.well-known/matrix/client", function()
-    return self.config.well_known_client or { ["m.homeserver"] = { base_url = self:base_url() } }
-  end)
+  self:route("GET", "/.well-known/matrix/client", function() return self:well_known() end)
 end
 
 -- ---- metrics ----------------------------------------------------------------

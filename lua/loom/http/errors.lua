@@ -31,6 +31,7 @@ local registry = {
   BAD_REQUEST = { "M_UNKNOWN", 400, "Bad request" },
   REQUEST_TIMEOUT = { "M_UNKNOWN", 408, "Request timed out" },
   TOO_MANY_CONNECTIONS = { "M_LIMIT_EXCEEDED", 503, "Too many connections; try again shortly" },
+  CONFLICT = { "M_UNKNOWN", 409, "Conflict" },
   M_UNAUTHORIZED = { "M_UNAUTHORIZED", 401, "Unauthorized" },
   M_USER_DEACTIVATED = { "M_USER_DEACTIVATED", 403, "This account has been deactivated" },
   M_USER_IN_USE = { "M_USER_IN_USE", 400, "User ID already taken" },

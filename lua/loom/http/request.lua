@@ -10,13 +10,14 @@
 --     local limit = req:arg("limit")       -- first "limit" in the query, decoded
 --     ...
 --   end)
-local setmetatable, rawget, rawset, type, tostring, error, require =
-  setmetatable, rawget, rawset, type, tostring, error, require
+local setmetatable, rawget, rawset, tostring, error, require =
+  setmetatable, rawget, rawset, tostring, error, require
 local string_gsub, string_find, string_sub, string_char, string_lower =
   string.gsub, string.find, string.sub, string.char, string.lower
 local tonumber, utf8_len = tonumber, utf8.len
 local json = require("loom.core").json
 local errors = require "loom.http.errors"
+local ljson = require "loom.json"
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -144,7 +145,7 @@ function methods.json(req, opts)
     local err = errors.from_code(code, "Invalid JSON: " .. tostring(msg))
     error(err, 0)
   end
-  if type(v) ~= "table" or json.is_array(v) then
+  if not ljson.is_object(v) then
     if not (opts and opts.any) then
       error(errors.new("M_BAD_JSON", "Request body must be a JSON object"), 0)
     end

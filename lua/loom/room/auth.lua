@@ -1,6 +1,6 @@
 -- loom.room.auth: the authorization rules of room versions 10, 11 and 12,
 -- and the auth events selection algorithm. Contracts and examples:
--- docs/room.md.
+-- docs/room-events-and-auth.md.
 --
 --   local auth = require "loom.room.auth"
 --   local ok, reason, rule = auth.check(v, ev, function(t, sk) return state[t .. "\0" .. sk] end)
@@ -19,6 +19,7 @@ local string_match, string_sub, string_format = string.match, string.sub, string
 local core = require("loom.core")
 local crypto = require("loom.room.crypto")
 local room_version = require("loom.room.version")
+local ljson = require("loom.json")
 
 local json = core.json
 local c = core.crypto
@@ -34,19 +35,13 @@ local CREATE, MEMBER, POWER, JOIN_RULES, TPI =
 
 -- ---- helpers ---------------------------------------------------------------
 
-local function is_object(v)
-  return type(v) == "table" and getmetatable(v) == nil
-end
+local is_object = ljson.is_object
 
 local function is_int(v)
   return math_type(v) == "integer"
 end
 
-local function check_version(version, n, fname)
-  if type(version) ~= "table" or getmetatable(version) ~= room_version.mt then
-    error(string_format("bad argument #%d to '%s' (room version table expected)", n, fname), 3)
-  end
-end
+local check_version = room_version.check
 
 local function check_fn(f, n, fname)
   if type(f) ~= "function" then
@@ -580,8 +575,20 @@ local function check_power_levels(version, ev, state, create)
   return true
 end
 
+-- state(t, sk) with its events in loom's JSON form (an event another JSON
+-- library decoded that cannot be read as JSON counts as absent).
+local function imported_state(state)
+  return function(t, sk)
+    local e = state(t, sk)
+    if e == nil then return nil end
+    return (ljson.import(e, "event"))
+  end
+end
+
 --- Checks `ev` against the authorization rules of `version`, consulting
--- `state(type, state_key)`. Returns true, or nil, reason, rule.
+-- `state(type, state_key)`. Returns true, or nil, reason, rule; or nil,
+-- message, code when ev is a value from another JSON library that loom.json
+-- cannot import (code "json_type", "json_range", ...).
 -- opts (optional): verify_signature(ev, server_name) -> bool for rule 4.2.1
 -- (without it the server's signature must merely be present);
 -- rejected(event_id) -> bool (v12 rule 2: the create event must be accepted).
@@ -591,6 +598,9 @@ function auth.check(version, ev, state, opts)
     error("bad argument #2 to 'check' (table expected, got " .. type(ev) .. ")", 2)
   end
   check_fn(state, 3, "check")
+  local iev, imsg, icode = ljson.import(ev, "event")
+  if not iev then return nil, imsg, icode end
+  ev, state = iev, imported_state(state)
 
   if ev.type == CREATE then return check_create(version, ev) end
 

@@ -11,6 +11,8 @@ local string_sub = string.sub
 
 local core = require("loom.core")
 local redact = require("loom.room.redact")
+local ljson = require("loom.json")
+local import = ljson.import
 
 local c = core.crypto
 local json = core.json
@@ -47,9 +49,7 @@ local function check_string(value, n, fname)
   end
 end
 
-local function is_object(value)
-  return type(value) == "table" and getmetatable(value) == nil
-end
+local is_object = ljson.is_object
 
 -- Decodes unpadded base64 in either alphabet (peers are not consistent).
 local function decode_any(text)
@@ -137,14 +137,18 @@ end
 function crypto.sign_json(obj, key)
   check_table(obj, 1, "sign_json")
   check_key(key, 2, "sign_json")
-  local sigs = obj.signatures
+  local src, msg, code = import(obj)
+  if not src then return nil, msg, code end
+  local sigs = src.signatures
   if sigs ~= nil and not is_object(sigs) then
     return nil, "signatures is not an object", "bad_signatures"
   end
-  local text, msg, code = json.encode(without(obj, "signatures", "unsigned"))
+  local text
+  text, msg, code = json.encode(without(src, "signatures", "unsigned"))
   if not text then return nil, msg, code end
   local sig = key.signer and key.signer:sign(text) or c.ed25519_sign(key.seed, text)
-  add_signature(obj, key, c.base64_encode(sig))
+  add_signature(src, key, c.base64_encode(sig))
+  if src ~= obj then obj.signatures = src.signatures end
   return obj
 end
 
@@ -156,6 +160,9 @@ function crypto.verify_json(obj, server_name, key_id, public_key)
   check_string(server_name, 2, "verify_json")
   check_string(key_id, 3, "verify_json")
   check_string(public_key, 4, "verify_json")
+  local src, imsg, icode = import(obj)
+  if not src then return nil, imsg, icode end
+  obj = src
   key_id = full_key_id(key_id)
   local sigs = obj.signatures
   local mine = is_object(sigs) and sigs[server_name]
@@ -186,6 +193,9 @@ end
 -- without `unsigned`, `signatures` and `hashes`; or nil, message, code.
 function crypto.content_hash(event)
   check_table(event, 1, "content_hash")
+  local src, imsg, icode = import(event, "event")
+  if not src then return nil, imsg, icode end
+  event = src
   local digest, msg, code = content_sha256(event)
   if not digest then return nil, msg, code end
   return c.base64_encode(digest)
@@ -205,6 +215,10 @@ end
 -- message, "bad_content_hash" (or a JSON encoder code).
 function crypto.check_content_hash(event)
   check_table(event, 1, "check_content_hash")
+  local given = event
+  local src, imsg, icode = import(event, "event")
+  if not src then return nil, imsg, icode end
+  event = src
   local hashes = event.hashes
   local claimed = is_object(hashes) and hashes.sha256
   if type(claimed) ~= "string" then
@@ -217,6 +231,11 @@ function crypto.check_content_hash(event)
   local digest, msg, code = content_sha256(event)
   if not digest then return nil, msg, code end
   if not c.constant_time_equal(raw, digest) then
+    local where = given ~= event and ljson.ambiguous(given.content)
+    if where then
+      return nil, "content hash mismatch; content" .. string_sub(where, 6) .. " is an empty table, which the "
+        .. "JSON decoder used may have read from []", "bad_content_hash"
+    end
     return nil, "content hash mismatch", "bad_content_hash"
   end
   return true
@@ -226,6 +245,9 @@ end
 -- `signatures` and `unsigned`; or nil, message, code.
 function crypto.reference_hash(event, room_version)
   check_table(event, 1, "reference_hash")
+  local src, imsg, icode = import(event, "event")
+  if not src then return nil, imsg, icode end
+  event = src
   local red, msg, code = redact.event(event, room_version)
   if not red then return nil, msg, code end
   red.signatures, red.unsigned, red.age_ts = nil, nil, nil
@@ -261,19 +283,22 @@ function crypto.sign_event(event, key, room_version)
   if not redact.supported(room_version) then
     return nil, "unsupported room version: " .. tostring(room_version), "unsupported_room_version"
   end
-  local hashes = event.hashes
+  local src, imsg, icode = import(event, "event")
+  if not src then return nil, imsg, icode end
+  local hashes = src.hashes
   if not (is_object(hashes) and type(hashes.sha256) == "string") then
-    local ok, msg, code = crypto.add_content_hash(event)
+    local ok, msg, code = crypto.add_content_hash(src)
     if not ok then return nil, msg, code end
   end
-  local sigs = event.signatures
+  local sigs = src.signatures
   if sigs ~= nil and not is_object(sigs) then
     return nil, "signatures is not an object", "bad_signatures"
   end
-  local red = redact.event(event, room_version)
+  local red = redact.event(src, room_version)
   local ok, msg, code = crypto.sign_json(red, key)
   if not ok then return nil, msg, code end
-  add_signature(event, key, red.signatures[key.server_name][key.key_id])
+  add_signature(src, key, red.signatures[key.server_name][key.key_id])
+  if src ~= event then event.hashes, event.signatures = src.hashes, src.signatures end
   return event
 end
 
@@ -282,6 +307,9 @@ end
 -- "unsupported_room_version").
 function crypto.verify_event_signature(event, server_name, key_id, public_key, room_version)
   check_table(event, 1, "verify_event_signature")
+  local src, imsg, icode = import(event, "event")
+  if not src then return nil, imsg, icode end
+  event = src
   local red, msg, code = redact.event(event, room_version)
   if not red then return nil, msg, code end
   return crypto.verify_json(red, server_name, key_id, public_key)

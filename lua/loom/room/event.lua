@@ -1,6 +1,6 @@
 -- loom.room.event: building local events and checking received ones, per
 -- room version (v10, v11, v12: the "v4" event format with hash-based event
--- IDs). Contracts and examples: docs/room.md.
+-- IDs). Contracts and examples: docs/room-events-and-auth.md.
 --
 --   local event = require "loom.room.event"
 --   local ev = assert(event.build(v, { type = "m.room.message", sender = "@a:hs",
@@ -21,6 +21,7 @@ local crypto = require("loom.room.crypto")
 local redact_mod = require("loom.room.redact")
 local room_version = require("loom.room.version")
 local auth = require("loom.room.auth")
+local ljson = require "loom.json"
 
 local json = core.json
 local array_mt = json.array_mt
@@ -35,11 +36,7 @@ local MAX_PREV_BUILD = 10
 
 -- ---- helpers ---------------------------------------------------------------
 
-local function check_version(version, n, fname)
-  if type(version) ~= "table" or getmetatable(version) ~= room_version.mt then
-    error(string_format("bad argument #%d to '%s' (room version table expected)", n, fname), 3)
-  end
-end
+local check_version = room_version.check
 
 local function check_table(v, n, fname)
   if type(v) ~= "table" then
@@ -53,7 +50,7 @@ end
 
 -- A JSON object: a plain table whose keys are all strings (empty is {}).
 local function is_object(v)
-  if type(v) ~= "table" or getmetatable(v) ~= nil then return false end
+  if not ljson.is_object(v) then return false end
   for k in pairs(v) do
     if type(k) ~= "string" then return false end
   end
@@ -72,6 +69,14 @@ local function array_len(v)
     if v[i] == nil then return nil end
   end
   return n
+end
+
+-- ev in loom's JSON form (loom.json.import: an event another JSON library
+-- decoded is converted), or nil, message, "bad_event".
+local function import(ev)
+  local iev, msg = ljson.import(ev, "event")
+  if not iev then return bad("%s", msg) end
+  return iev
 end
 
 -- The PDU form of an in-memory event: a shallow copy without `event_id`.
@@ -96,6 +101,9 @@ end
 function event.compute_id(version, ev)
   check_version(version, 1, "compute_id")
   check_table(ev, 2, "compute_id")
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   return crypto.event_id(pdu(ev), version.id)
 end
 
@@ -105,6 +113,9 @@ end
 function event.room_id_for_create(version, create_ev)
   check_version(version, 1, "room_id_for_create")
   check_table(create_ev, 2, "room_id_for_create")
+  local iev, imsg, icode = import(create_ev)
+  if not iev then return nil, imsg, icode end
+  create_ev = iev
   if not is_create(create_ev) then return bad("not an m.room.create event") end
   if not version.room_id_is_create_hash then
     if type(create_ev.room_id) ~= "string" then return bad("m.room.create has no room_id") end
@@ -189,6 +200,9 @@ end
 function event.check_format(version, ev)
   check_version(version, 1, "check_format")
   if type(ev) ~= "table" then return bad("event is not an object") end
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   local ok, msg, code = check_format(version, ev)
   if not ok then return nil, msg, code end
   return true
@@ -208,6 +222,9 @@ function event.verify_signature(version, ev, server_name, keys)
   if type(keys) ~= "function" then
     error("bad argument #4 to 'verify_signature' (function expected, got " .. type(keys) .. ")", 2)
   end
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   local sigs = is_object(ev.signatures) and ev.signatures[server_name]
   if not is_object(sigs) or next(sigs) == nil then
     return nil, "no signature from " .. tostring(server_name), "bad_signature"
@@ -240,6 +257,9 @@ end
 function event.redact(version, ev, redaction_ev)
   check_version(version, 1, "redact")
   check_table(ev, 2, "redact")
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   local red = redact_mod.event(ev, version.id)
   if redaction_ev ~= nil then red.unsigned = { redacted_because = redaction_ev } end
   return red
@@ -258,6 +278,10 @@ function event.check(version, ev, opts)
     error("bad argument #3 to 'check' (table with a keys function expected)", 2)
   end
   if type(ev) ~= "table" then return bad("event is not an object") end
+  local given = ev
+  local iev, imsg, icode = import(ev)
+  if not iev then return nil, imsg, icode end
+  ev = iev
   local text, msg, code = check_format(version, ev)
   if not text then return nil, msg, code end
 
@@ -273,9 +297,17 @@ function event.check(version, ev, opts)
   ok, msg = event.verify_signature(version, ev, server, opts.keys)
   if not ok then return nil, msg, "bad_signature" end
 
-  if ev.event_id == nil then ev.event_id = id end
+  if ev.event_id == nil then ev.event_id, given.event_id = id, id end
   if crypto.check_content_hash(pdu(ev)) then
     return { event = ev, redacted = false, event_id = id }
+  end
+  if ev ~= given and given.content ~= nil then
+    -- another decoder's event: a mismatch may be its reading of [] as {}
+    local where = ljson.ambiguous(given.content)
+    if where then
+      return bad("content hash mismatch; content%s is an empty table, which the JSON decoder used may have "
+        .. "read from [] (decode with loom.core.json or a decoder that marks arrays)", where:sub(6))
+    end
   end
   return { event = event.redact(version, ev), redacted = true, event_id = id }
 end
@@ -288,7 +320,7 @@ local function copy_object(t)
   return out
 end
 
---- Builds, hashes and signs a local event. See docs/room.md for `proto`,
+--- Builds, hashes and signs a local event. See docs/room-events-and-auth.md for `proto`,
 -- `room` and `opts`. Returns the event (event_id set), or nil, message,
 -- "bad_event" | "too_large".
 function event.build(version, proto, room, key, opts)
@@ -296,6 +328,9 @@ function event.build(version, proto, room, key, opts)
   check_table(proto, 2, "build")
   check_table(room, 3, "build")
   check_table(key, 4, "build")
+  local iev, imsg, icode = import(proto)
+  if not iev then return nil, imsg, icode end
+  proto = iev
   opts = opts or {}
 
   local etype, sender, content, sk = proto.type, proto.sender, proto.content, proto.state_key

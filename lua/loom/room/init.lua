@@ -31,6 +31,9 @@ local json = core.json
 local ipairs, pairs, type, setmetatable, table_sort = ipairs, pairs, type, setmetatable, table.sort
 local getmetatable, tostring = getmetatable, tostring
 local table_unpack = table.unpack
+local table = table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

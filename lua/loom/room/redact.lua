@@ -11,6 +11,7 @@ local getmetatable, setmetatable = getmetatable, setmetatable
 local string_match = string.match
 
 local core_json = require("loom.core").json
+local ljson = require("loom.json")
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -80,9 +81,7 @@ local function copy(value)
   return out
 end
 
-local function is_object(value)
-  return type(value) == "table" and getmetatable(value) == nil
-end
+local is_object = ljson.is_object
 
 --- Whether `room_version` is one this module knows the rules for ("1".."12").
 function redact.supported(room_version)

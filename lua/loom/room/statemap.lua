@@ -9,6 +9,9 @@
 -- characters in either part can make two pairs collide.
 local string_pack, string_unpack = string.pack, string.unpack
 local pairs = pairs
+local ipairs = ipairs
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -13,7 +13,7 @@
 -- membership, and both orderings are total orders ending on the event ID.
 
 local type, ipairs, next, error, tostring, select = type, ipairs, next, error, tostring, select
-local getmetatable, setmetatable = getmetatable, setmetatable
+local setmetatable = setmetatable
 local string_pack, string_sub = string.pack, string.sub
 local table_sort = table.sort
 local math_type = math.type
@@ -21,6 +21,7 @@ local math_type = math.type
 local core = require "loom.core"
 local auth = require "loom.room.auth"
 local room_version = require "loom.room.version"
+local ljson = require "loom.json"
 
 local new_graph, assemble, is_graph = core.stateres.graph, core.stateres.assemble, core.stateres.is_graph
 
@@ -39,7 +40,7 @@ end
 -- The version table, or nil, message, code for a version loom does not speak.
 local function get_version(version, fname)
   if type(version) == "string" then return room_version.get(version) end
-  if type(version) == "table" and getmetatable(version) == room_version.mt then
+  if room_version.is(version) then
     if not version.supported then
       return nil, "unsupported room version: " .. tostring(version.id), "unsupported_room_version"
     end
@@ -70,6 +71,28 @@ local function check_opts(opts, n, fname)
 end
 
 -- ---- events ----------------------------------------------------------------------
+
+-- fetch over events in loom's JSON form (loom.json.import: events another
+-- JSON library decoded are converted). finish(...) passes a call's results
+-- through, or nil, message, "bad_event" when some event could not be imported.
+local function importing(fetch)
+  local bad
+  local function get(id)
+    local ev, rej = fetch(id)
+    if type(ev) ~= "table" then return ev, rej end
+    local iev, msg = ljson.import(ev, "event")
+    if not iev then
+      bad = bad or ("event " .. tostring(id) .. ": " .. msg)
+      return nil
+    end
+    return iev, rej
+  end
+  local function finish(...)
+    if bad then return nil, bad, "bad_event" end
+    return ...
+  end
+  return get, finish
+end
 
 -- A memo over fetch: get(id) -> event or nil; rejected[id] == true for events
 -- fetch reported as rejected.
@@ -375,6 +398,36 @@ function stateres.auth_chain(event_ids, fetch, opts)
   chain, msg, code = g:chain(nodes)
   if not chain then return nil, msg, code end
   return g:ids(chain, true)
+end
+
+-- The public entry points read the events fetch returns through
+-- loom.json.import; the argument checks run here first so that their errors
+-- name the caller's line.
+local resolve, auth_difference, auth_chain = stateres.resolve, stateres.auth_difference, stateres.auth_chain
+
+function stateres.resolve(version, state_sets, fetch, opts)
+  get_version(version, "resolve")
+  check_sets(state_sets, 2, "resolve")
+  check_fetch(fetch, 3, "resolve")
+  check_opts(opts, 4, "resolve")
+  local get, finish = importing(fetch)
+  return finish(resolve(version, state_sets, get, opts))
+end
+
+function stateres.auth_difference(state_sets, fetch, opts)
+  check_sets(state_sets, 1, "auth_difference")
+  check_fetch(fetch, 2, "auth_difference")
+  check_opts(opts, 3, "auth_difference")
+  local get, finish = importing(fetch)
+  return finish(auth_difference(state_sets, get, opts))
+end
+
+function stateres.auth_chain(event_ids, fetch, opts)
+  if type(event_ids) ~= "table" then arg_error(1, "auth_chain", "array of event IDs expected") end
+  check_fetch(fetch, 2, "auth_chain")
+  check_opts(opts, 3, "auth_chain")
+  local get, finish = importing(fetch)
+  return finish(auth_chain(event_ids, get, opts))
 end
 
 --- A new, empty loom.StateGraph for opts.graph (one per room).

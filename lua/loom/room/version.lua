@@ -9,7 +9,10 @@
 -- Versions 10, 11 and 12 are supported; 6-9 are the same table with a few
 -- flags turned off, listed here so that joining older rooms is a small step
 -- (they are marked supported = false until their differences are tested).
-local pairs, setmetatable = pairs, setmetatable
+local pairs, setmetatable, getmetatable, error = pairs, setmetatable, getmetatable, error
+local tostring = tostring
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 
@@ -97,6 +100,21 @@ end
 --- Is this string a room version the spec defines (supported or not)?
 function _M.known(id)
   return defs[id] ~= nil or id == "1" or id == "2" or id == "3" or id == "4" or id == "5"
+end
+
+--- Is v a version table (what get returns)?
+function _M.is(v)
+  return getmetatable(v) == mt
+end
+
+--- version.check(v, n, fname) -> v: the argument check of every function
+-- that takes a version table; raises "bad argument #n to 'fname' (room
+-- version table expected)" at the caller of that function otherwise.
+function _M.check(v, n, fname)
+  if getmetatable(v) ~= mt then
+    error("bad argument #" .. n .. " to '" .. fname .. "' (room version table expected)", 3)
+  end
+  return v
 end
 
 _M.mt = mt

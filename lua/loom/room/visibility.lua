@@ -17,6 +17,8 @@
 -- before and after it applies. The default setting is "shared".
 local ipairs, type, assert = ipairs, type, assert
 
+local _ENV = nil -- luacheck: ignore 211
+
 local _M = {}
 
 local RANK = { world_readable = 4, shared = 3, invited = 2, joined = 1 }

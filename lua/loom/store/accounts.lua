@@ -15,6 +15,9 @@ local core = require "loom.core"
 
 local c = core.crypto
 local setmetatable, type, tostring, tonumber = setmetatable, type, tostring, tonumber
+local error = error
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

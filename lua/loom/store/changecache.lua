@@ -4,6 +4,9 @@
 -- The cache knows every change after `earliest`; asked about an older
 -- position it answers "maybe" (true / nil list), and the caller queries.
 local setmetatable, math_max = setmetatable, math.max
+local pairs = pairs
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

@@ -13,6 +13,8 @@ local sql = require "loom.store.sql"
 local json = core.json
 local ipairs, type, tostring, table_unpack = ipairs, type, tostring, table.unpack
 
+local _ENV = nil -- luacheck: ignore 211
+
 local _M = {}
 local methods = {}
 

@@ -12,6 +12,9 @@ local sql_mod = require "loom.store.sql"
 
 local type, ipairs, pairs, setmetatable, math_type = type, ipairs, pairs, setmetatable, math.type
 local string_format, table_concat = string.format, table.concat
+local next, table = next, table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

@@ -19,6 +19,9 @@ local accounts = require "loom.store.accounts"
 local sql = require "loom.store.sql"
 
 local setmetatable, pairs, type, error, pcall, ipairs = setmetatable, pairs, type, error, pcall, ipairs
+local require, tostring = require, tostring
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

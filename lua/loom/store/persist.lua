@@ -18,6 +18,9 @@ local sql_mod = require "loom.store.sql"
 local json = core.json
 
 local type, math_type, ipairs, pcall, error = type, math.type, ipairs, pcall, error
+local assert, table = assert, table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

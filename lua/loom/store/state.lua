@@ -32,6 +32,8 @@ local error, getmetatable, setmetatable, ipairs, type, pcall = error, getmetatab
 local math_type, table_concat, table_unpack, string_format = math.type, table.concat, table.unpack, string.format
 local tostring = tostring
 
+local _ENV = nil -- luacheck: ignore 211
+
 local _M = {}
 local methods = {}
 

@@ -16,6 +16,9 @@ local sql_mod = require "loom.store.sql"
 local token, bound = core.token, core.bound
 local type, ipairs, math_type, tostring = type, ipairs, math.type, tostring
 local table_concat = table.concat
+local getmetatable, table, select, pairs, math = getmetatable, table, select, pairs, math
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 local methods = {}

@@ -17,6 +17,9 @@ local sync_token = require "loom.sync.token"
 
 local json = core.json
 local ipairs, pairs, type, next = ipairs, pairs, type, next
+local assert = assert
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -6,6 +6,9 @@ local store_filter = require "loom.store.filter"
 local json = core.json
 local ipairs, pairs, type, tostring, tonumber = ipairs, pairs, type, tostring, tonumber
 local math_type = math.type
+local assert = assert
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -9,6 +9,9 @@ local core = require "loom.core"
 
 local tonumber, math_type, tostring = tonumber, math.type, tostring
 local store_token = core.token
+local type = type
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 

@@ -1,8 +1,9 @@
 -- loom.api.client.account: the account endpoints of the Client-Server API —
 -- capabilities, login, register (user-interactive, m.login.dummy), logout,
--- whoami, profile and push rules. See docs/api-account.md.
+-- whoami, profile and push rules. See docs/api-client-account.md.
 --
---   require("loom.api.client.account").install(hs)
+--   account.routes  --> { { "GET", "/_matrix/client/v3/capabilities", handler, auth = true }, ... }
+--   (loom.api.install registers them; a handler is function(hs, req))
 --
 -- Profile changes send a new m.room.member event to every room the user
 -- is joined to (hs.rooms:send).
@@ -10,9 +11,13 @@ local core = require "loom.core"
 local errors = require "loom.http.errors"
 local version = require "loom.room.version"
 local pushrules = require "loom.api.pushrules"
+local ljson = require "loom.json"
 
 local json = core.json
 local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error
+local table = table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 
@@ -55,28 +60,22 @@ end
 -- capabilities
 
 local function capabilities(hs)
-  return hs:authed(function()
-    return {
-      capabilities = {
-        ["m.room_versions"] = {
-          default = hs.config.default_room_version or version.DEFAULT,
-          available = version.available(),
-        },
-        ["m.change_password"] = { enabled = false },
-        ["m.set_displayname"] = { enabled = true },
-        ["m.set_avatar_url"] = { enabled = true },
-        ["m.3pid_changes"] = { enabled = false },
+  return {
+    capabilities = {
+      ["m.room_versions"] = {
+        default = hs.config.default_room_version or version.DEFAULT,
+        available = version.available(),
       },
-    }
-  end)
+      ["m.change_password"] = { enabled = false },
+      ["m.set_displayname"] = { enabled = true },
+      ["m.set_avatar_url"] = { enabled = true },
+      ["m.3pid_changes"] = { enabled = false },
+    },
+  }
 end
 
 ---------------------------------------------------------------------------
 -- login
-
-local function well_known(hs)
-  return hs.config.well_known_client or { ["m.homeserver"] = { base_url = hs.server:base_url() } }
-end
 
 -- The user ID a login names: identifier {type = "m.id.user", user} or the
 -- legacy top-level user. Returns the user ID or raises an error value.
@@ -84,7 +83,7 @@ local function login_user(hs, body)
   local name
   local ident = body.identifier
   if ident ~= nil and ident ~= json.null then
-    if type(ident) ~= "table" or json.is_array(ident) then
+    if not ljson.is_object(ident) then
       error(errors.new("M_BAD_JSON", "identifier must be an object"))
     end
     if ident.type ~= "m.id.user" then
@@ -113,35 +112,30 @@ local function login_user(hs, body)
   return user_id
 end
 
-local function login(hs)
-  return function(req)
-    local body = req:json()
-    local ltype = body.type
-    if ltype == nil then return errors.new("M_MISSING_PARAM", "type is required") end
-    if ltype ~= "m.login.password" then return errors.new("BAD_REQUEST", "Unknown login type") end
-    local user_id = login_user(hs, body)
-    local password = opt_string(body, "password")
-    if not password then return errors.new("M_MISSING_PARAM", "password is required") end
-    local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
-    local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
-    local ok, err, code = hs.accounts:verify_password(user_id, password)
-    if not ok then
-      if code == "forbidden" then return errors.new("M_FORBIDDEN", err) end
-      return hs:error(err, code)
-    end
-    local denied = hs:check("login/check", { user_id = user_id, device_id = device_id, type = ltype })
-    if denied then return denied end
-    local r
-    r, err, code = hs.accounts:issue_token(user_id, device_id, display)
-    if not r then return hs:error(err, code) end
-    return {
-      user_id = r.user_id,
-      access_token = r.access_token,
-      device_id = r.device_id,
-      home_server = hs.server_name,
-      well_known = well_known(hs),
-    }
-  end
+local function login(hs, req)
+  local body = req:json()
+  local ltype = body.type
+  if ltype == nil then return errors.new("M_MISSING_PARAM", "type is required") end
+  if ltype ~= "m.login.password" then return errors.new("BAD_REQUEST", "Unknown login type") end
+  local user_id = login_user(hs, body)
+  local password = opt_string(body, "password")
+  if not password then return errors.new("M_MISSING_PARAM", "password is required") end
+  local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
+  local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
+  local ok, err, code = hs.accounts:verify_password(user_id, password)
+  if not ok then return hs:error(err, code) end
+  local denied = hs:check("login/check", { user_id = user_id, device_id = device_id, type = ltype })
+  if denied then return denied end
+  local r
+  r, err, code = hs.accounts:issue_token(user_id, device_id, display)
+  if not r then return hs:error(err, code) end
+  return {
+    user_id = r.user_id,
+    access_token = r.access_token,
+    device_id = r.device_id,
+    home_server = hs.server_name,
+    well_known = hs.server:well_known(),
+  }
 end
 
 ---------------------------------------------------------------------------
@@ -161,96 +155,92 @@ local function uia_challenge(sessions, session, extra)
   return 401, body
 end
 
-local function register(hs)
-  local sessions = { map = {}, n = 0 }
-  return function(req)
-    if hs.config.enable_registration == false then
-      return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
-    end
-    local kind = req:arg("kind", "user")
-    if kind == "guest" then return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled") end
-    if kind ~= "user" then return errors.new("M_INVALID_PARAM", "kind must be user or guest") end
-    local body = req:json()
-    local username = opt_string(body, "username")
-    local password = opt_string(body, "password")
-    if password and #password > MAX_PASSWORD then
-      return errors.new("M_INVALID_PARAM", "password is longer than " .. MAX_PASSWORD .. " bytes")
-    end
-    local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
-    local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
-    local inhibit = body.inhibit_login
-    if inhibit ~= nil and inhibit ~= json.null and type(inhibit) ~= "boolean" then
-      return errors.new("M_BAD_JSON", "inhibit_login must be a boolean")
-    end
-    if username then
-      username = username:lower()
-      local ok, err, code = hs.accounts:available(username)
-      if not ok then return hs:error(err, code) end
-    end
-    -- user-interactive authentication: the only stage is m.login.dummy
-    local auth = body.auth
-    if auth == nil or auth == json.null then return uia_challenge(sessions) end
-    if type(auth) ~= "table" or json.is_array(auth) then return errors.new("M_BAD_JSON", "auth must be an object") end
-    local session = auth.session
-    if session ~= nil and type(session) ~= "string" then
-      return errors.new("M_BAD_JSON", "auth.session must be a string")
-    end
-    if auth.type ~= "m.login.dummy" then
-      return uia_challenge(sessions, session, { completed = json.array(),
-        errcode = "M_UNRECOGNIZED", error = "Unsupported authentication type" })
-    end
-    if session then sessions.map[session] = nil end
-    -- register
-    local localpart = username
-    if not localpart then
-      for _ = 1, 10 do
-        localpart = random_string(12)
-        if hs.accounts:available(localpart) then break end
-      end
-    end
-    local denied = hs:check("register/check", { user_id = hs.accounts:user_id(localpart), localpart = localpart,
-      kind = kind, device_id = device_id, initial_device_display_name = display })
-    if denied then return denied end
-    local user_id, err, code = hs.accounts:register(localpart, password)
-    if not user_id then return hs:error(err, code) end
-    hs.server:log("info", "registered %s", user_id)
-    if inhibit then return { user_id = user_id } end
-    local r
-    r, err, code = hs.accounts:issue_token(user_id, device_id, display)
-    if not r then return hs:error(err, code) end
-    return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
-      home_server = hs.server_name }
+local function register(hs, req)
+  local sessions = hs.register_sessions -- this homeserver's open UIA sessions
+  if sessions == nil then
+    sessions = { map = {}, n = 0 }
+    hs.register_sessions = sessions
   end
+  if hs.config.enable_registration == false then
+    return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
+  end
+  local kind = req:arg("kind", "user")
+  if kind == "guest" then return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled") end
+  if kind ~= "user" then return errors.new("M_INVALID_PARAM", "kind must be user or guest") end
+  local body = req:json()
+  local username = opt_string(body, "username")
+  local password = opt_string(body, "password")
+  if password and #password > MAX_PASSWORD then
+    return errors.new("M_INVALID_PARAM", "password is longer than " .. MAX_PASSWORD .. " bytes")
+  end
+  local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
+  local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
+  local inhibit = body.inhibit_login
+  if inhibit ~= nil and inhibit ~= json.null and type(inhibit) ~= "boolean" then
+    return errors.new("M_BAD_JSON", "inhibit_login must be a boolean")
+  end
+  if username then
+    username = username:lower()
+    local ok, err, code = hs.accounts:available(username)
+    if not ok then return hs:error(err, code) end
+  end
+  -- user-interactive authentication: the only stage is m.login.dummy
+  local auth = body.auth
+  if auth == nil or auth == json.null then return uia_challenge(sessions) end
+  if not ljson.is_object(auth) then return errors.new("M_BAD_JSON", "auth must be an object") end
+  local session = auth.session
+  if session ~= nil and type(session) ~= "string" then
+    return errors.new("M_BAD_JSON", "auth.session must be a string")
+  end
+  if auth.type ~= "m.login.dummy" then
+    return uia_challenge(sessions, session, { completed = json.array(),
+      errcode = "M_UNRECOGNIZED", error = "Unsupported authentication type" })
+  end
+  if session then sessions.map[session] = nil end
+  -- register
+  local localpart = username
+  if not localpart then
+    for _ = 1, 10 do
+      localpart = random_string(12)
+      if hs.accounts:available(localpart) then break end
+    end
+  end
+  local denied = hs:check("register/check", { user_id = hs.accounts:user_id(localpart), localpart = localpart,
+    kind = kind, device_id = device_id, initial_device_display_name = display })
+  if denied then return denied end
+  local user_id, err, code = hs.accounts:register(localpart, password)
+  if not user_id then return hs:error(err, code) end
+  hs.server:log("info", "registered %s", user_id)
+  if inhibit then return { user_id = user_id } end
+  local r
+  r, err, code = hs.accounts:issue_token(user_id, device_id, display)
+  if not r then return hs:error(err, code) end
+  return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
+    home_server = hs.server_name }
 end
 
-local function register_available(hs)
-  return function(req)
-    if hs.config.enable_registration == false then
-      return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
-    end
-    local username = req:arg("username")
-    if not username or username == "" then return errors.new("M_MISSING_PARAM", "username is required") end
-    local ok, err, code = hs.accounts:available(username:lower())
-    if not ok then return hs:error(err, code) end
-    return { available = true }
+local function register_available(hs, req)
+  if hs.config.enable_registration == false then
+    return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
   end
+  local username = req:arg("username")
+  if not username or username == "" then return errors.new("M_MISSING_PARAM", "username is required") end
+  local ok, err, code = hs.accounts:available(username:lower())
+  if not ok then return hs:error(err, code) end
+  return { available = true }
 end
 
 ---------------------------------------------------------------------------
 -- logout, whoami
 
-local function logout(hs, all)
-  return hs:authed(function(req)
-    local ok, err, code = hs.accounts:logout(req.access_token, all)
-    if not ok then return hs:error(err, code) end
-    return {}
-  end)
+local function logout(hs, req, all)
+  local ok, err, code = hs.accounts:logout(req.access_token, all)
+  if not ok then return hs:error(err, code) end
+  return {}
 end
 
-local function whoami(hs)
-  return hs:authed(function(req)
-    return { user_id = req.user_id, device_id = req.device_id, is_guest = false }
-  end)
+local function whoami(_, req)
+  return { user_id = req.user_id, device_id = req.device_id, is_guest = false }
 end
 
 ---------------------------------------------------------------------------
@@ -265,20 +255,16 @@ local function profile_of(hs, user_id)
   return u
 end
 
-local function get_profile(hs)
-  return function(req)
-    local u = profile_of(hs, req.params.userId)
-    if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
-    return { displayname = u.displayname, avatar_url = u.avatar_url }
-  end
+local function get_profile(hs, req)
+  local u = profile_of(hs, req.params.userId)
+  if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
+  return { displayname = u.displayname, avatar_url = u.avatar_url }
 end
 
-local function get_field(hs, field)
-  return function(req)
-    local u = profile_of(hs, req.params.userId)
-    if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
-    return { [field] = u[field] }
-  end
+local function get_field(hs, req, field)
+  local u = profile_of(hs, req.params.userId)
+  if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
+  return { [field] = u[field] }
 end
 
 -- A new m.room.member event in every room the user is joined to, with the
@@ -307,35 +293,33 @@ local function update_memberships(hs, user_id, profile)
   end
 end
 
-local function put_field(hs, field)
+local function put_field(hs, req, field)
   local max = PROFILE_FIELDS[field]
-  return hs:authed(function(req)
-    local user_id = req.params.userId
-    if user_id ~= req.user_id then
-      return errors.new("M_FORBIDDEN", "You cannot change another user's profile")
-    end
-    local body = req:json()
-    local value = body[field]
-    if value == nil then return errors.new("M_MISSING_PARAM", field .. " is required") end
-    if value ~= json.null and type(value) ~= "string" then
-      return errors.new("M_BAD_JSON", field .. " must be a string")
-    end
-    if type(value) == "string" and #value > max then
-      return errors.new("M_INVALID_PARAM", field .. " is longer than " .. max .. " bytes")
-    end
-    if value == "" and field == "avatar_url" then value = json.null end
-    local u = hs.accounts:user(user_id)
-    if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
-    local denied = hs:check("profile/check", { user_id = user_id, field = field,
-      value = type(value) == "string" and value or nil })
-    if denied then return denied end
-    local ok, err, code = hs.accounts:set_profile(user_id, field, value)
-    if not ok then return hs:error(err, code) end
-    if u[field] ~= (type(value) == "string" and value or nil) then
-      update_memberships(hs, user_id, hs.accounts:user(user_id))
-    end
-    return {}
-  end)
+  local user_id = req.params.userId
+  if user_id ~= req.user_id then
+    return errors.new("M_FORBIDDEN", "You cannot change another user's profile")
+  end
+  local body = req:json()
+  local value = body[field]
+  if value == nil then return errors.new("M_MISSING_PARAM", field .. " is required") end
+  if value ~= json.null and type(value) ~= "string" then
+    return errors.new("M_BAD_JSON", field .. " must be a string")
+  end
+  if type(value) == "string" and #value > max then
+    return errors.new("M_INVALID_PARAM", field .. " is longer than " .. max .. " bytes")
+  end
+  if value == "" and field == "avatar_url" then value = json.null end
+  local u = hs.accounts:user(user_id)
+  if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
+  local denied = hs:check("profile/check", { user_id = user_id, field = field,
+    value = type(value) == "string" and value or nil })
+  if denied then return denied end
+  local ok, err, code = hs.accounts:set_profile(user_id, field, value)
+  if not ok then return hs:error(err, code) end
+  if u[field] ~= (type(value) == "string" and value or nil) then
+    update_memberships(hs, user_id, hs.accounts:user(user_id))
+  end
+  return {}
 end
 
 ---------------------------------------------------------------------------
@@ -343,54 +327,58 @@ end
 
 local KINDS = { override = true, content = true, room = true, sender = true, underride = true }
 
-local function get_pushrules(hs, scope_only)
-  return hs:authed(function(req)
-    local rules = pushrules.defaults(req.user_id)
-    if scope_only then return rules end
-    return { global = rules }
-  end)
+local function get_pushrules(_, req, scope_only)
+  local rules = pushrules.defaults(req.user_id)
+  if scope_only then return rules end
+  return { global = rules }
 end
 
-local function get_pushrule(hs, what)
-  return hs:authed(function(req)
-    local p = req.params
-    if not KINDS[p.kind] then return errors.new("M_INVALID_PARAM", "Unknown push rule kind") end
-    for _, r in ipairs(pushrules.defaults(req.user_id)[p.kind]) do
-      if r.rule_id == p.ruleId then
-        if what == "enabled" then return { enabled = r.enabled } end
-        if what == "actions" then return { actions = r.actions } end
-        return r
-      end
+local function get_pushrule(_, req, what)
+  local p = req.params
+  if not KINDS[p.kind] then return errors.new("M_INVALID_PARAM", "Unknown push rule kind") end
+  for _, r in ipairs(pushrules.defaults(req.user_id)[p.kind]) do
+    if r.rule_id == p.ruleId then
+      if what == "enabled" then return { enabled = r.enabled } end
+      if what == "actions" then return { actions = r.actions } end
+      return r
     end
-    return errors.new("M_NOT_FOUND", "Unknown push rule")
-  end)
+  end
+  return errors.new("M_NOT_FOUND", "Unknown push rule")
 end
 
 ---------------------------------------------------------------------------
 
---- Register the account endpoints on hs.server.
-function _M.install(hs)
-  local s = hs.server
-  s:route("GET", V3 .. "/capabilities", capabilities(hs))
-  s:route("GET", V3 .. "/login", function() return { flows = json.array { { type = "m.login.password" } } } end)
-  s:route("POST", V3 .. "/login", login(hs))
-  s:route("POST", V3 .. "/register", register(hs))
-  s:route("GET", V3 .. "/register/available", register_available(hs))
-  s:route("POST", V3 .. "/logout", logout(hs, false))
-  s:route("POST", V3 .. "/logout/all", logout(hs, true))
-  s:route("GET", V3 .. "/account/whoami", whoami(hs))
-  s:route("GET", V3 .. "/profile/{userId}", get_profile(hs))
-  for field in pairs(PROFILE_FIELDS) do
-    s:route("GET", V3 .. "/profile/{userId}/" .. field, get_field(hs, field))
-    s:route("PUT", V3 .. "/profile/{userId}/" .. field, put_field(hs, field))
-  end
-  s:route("GET", V3 .. "/pushrules/", get_pushrules(hs, false))
-  s:route("GET", V3 .. "/pushrules", get_pushrules(hs, false))
-  s:route("GET", V3 .. "/pushrules/global/", get_pushrules(hs, true))
-  s:route("GET", V3 .. "/pushrules/global/{kind}/{ruleId}", get_pushrule(hs))
-  s:route("GET", V3 .. "/pushrules/global/{kind}/{ruleId}/enabled", get_pushrule(hs, "enabled"))
-  s:route("GET", V3 .. "/pushrules/global/{kind}/{ruleId}/actions", get_pushrule(hs, "actions"))
-  return hs
+--- The account endpoints: { method, path, handler(hs, req), auth = bool },
+-- installed by loom.api.install.
+local function login_flows()
+  return { flows = json.array { { type = "m.login.password" } } }
 end
+
+local routes = {
+  { "GET", V3 .. "/capabilities", capabilities, auth = true },
+  { "GET", V3 .. "/login", login_flows, auth = false },
+  { "POST", V3 .. "/login", login, auth = false },
+  { "POST", V3 .. "/register", register, auth = false },
+  { "GET", V3 .. "/register/available", register_available, auth = false },
+  { "POST", V3 .. "/logout", function(hs, req) return logout(hs, req, false) end, auth = true },
+  { "POST", V3 .. "/logout/all", function(hs, req) return logout(hs, req, true) end, auth = true },
+  { "GET", V3 .. "/account/whoami", whoami, auth = true },
+  { "GET", V3 .. "/profile/{userId}", get_profile, auth = false },
+  { "GET", V3 .. "/pushrules/", function(hs, req) return get_pushrules(hs, req, false) end, auth = true },
+  { "GET", V3 .. "/pushrules", function(hs, req) return get_pushrules(hs, req, false) end, auth = true },
+  { "GET", V3 .. "/pushrules/global/", function(hs, req) return get_pushrules(hs, req, true) end, auth = true },
+  { "GET", V3 .. "/pushrules/global/{kind}/{ruleId}", get_pushrule, auth = true },
+  { "GET", V3 .. "/pushrules/global/{kind}/{ruleId}/enabled",
+    function(hs, req) return get_pushrule(hs, req, "enabled") end, auth = true },
+  { "GET", V3 .. "/pushrules/global/{kind}/{ruleId}/actions",
+    function(hs, req) return get_pushrule(hs, req, "actions") end, auth = true },
+}
+for field in pairs(PROFILE_FIELDS) do
+  routes[#routes + 1] = { "GET", V3 .. "/profile/{userId}/" .. field,
+    function(hs, req) return get_field(hs, req, field) end, auth = false }
+  routes[#routes + 1] = { "PUT", V3 .. "/profile/{userId}/" .. field,
+    function(hs, req) return put_field(hs, req, field) end, auth = true }
+end
+_M.routes = routes
 
 return _M

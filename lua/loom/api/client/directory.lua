@@ -1,5 +1,5 @@
 -- loom.api.client.directory: room aliases, the room directory and
--- /publicRooms (Client-Server API). Installed by loom.api.client.rooms.
+-- /publicRooms (Client-Server API). _M.routes is installed by loom.api.install.
 --
 --   PUT/GET/DELETE /directory/room/{roomAlias}
 --   GET/PUT        /directory/list/room/{roomId}
@@ -13,6 +13,9 @@ local statemap = require "loom.room.statemap"
 local json = core.json
 local ipairs, pairs, type, tonumber, tostring = ipairs, pairs, type, tonumber, tostring
 local table_sort = table.sort
+local math = math
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 
@@ -140,88 +143,95 @@ local function public_rooms(hs, limit, since, term)
   return out
 end
 
-function _M.install(hs)
-  local server = hs.server
-  local store = hs.store
-
-  server:route("PUT", P .. "/directory/room/{roomAlias}", hs:authed(function(req)
-    local alias = req.params.roomAlias
-    local body = req:json()
-    if not _M.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
-    if alias:match(":(.+)$") ~= hs.server_name then
-      return errors.new("M_INVALID_PARAM", "Room alias must be on this server")
-    end
-    local room_id = body.room_id
-    if type(room_id) ~= "string" then return errors.new("M_INVALID_PARAM", "room_id is required") end
-    if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
-    local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, alias = alias })
-    if denied then return denied end
-    local ok = _M.add_alias(hs, alias, room_id, req.user_id)
-    if not ok then return 409, { errcode = "M_UNKNOWN", error = "Room alias " .. alias .. " already exists" } end
-    return {}
-  end))
-
-  server:route("GET", P .. "/directory/room/{roomAlias}", function(req)
-    local alias = req.params.roomAlias
-    if not _M.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
-    local room_id = _M.resolve(hs, alias)
-    if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
-    return { room_id = room_id, servers = json.array { hs.server_name } }
-  end)
-
-  server:route("DELETE", P .. "/directory/room/{roomAlias}", hs:authed(function(req)
-    local alias = req.params.roomAlias
-    local room_id, creator = store:alias_entry(alias)
-    if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. tostring(alias) .. " not found") end
-    if creator ~= req.user_id and not _M.room_admin(hs, room_id, req.user_id) then
-      return errors.new("M_FORBIDDEN", "You may not delete this alias")
-    end
-    store:delete_alias(alias)
-    return {}
-  end))
-
-  server:route("GET", P .. "/directory/list/room/{roomId}", function(req)
-    local room_id = req.params.roomId
-    if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
-    local v = store:room_visibility(room_id)
-    return { visibility = v or "private" }
-  end)
-
-  server:route("PUT", P .. "/directory/list/room/{roomId}", hs:authed(function(req)
-    local room_id = req.params.roomId
-    local body = req:json()
-    local vis = body.visibility
-    if vis == nil then vis = "public" end
-    if vis ~= "public" and vis ~= "private" then
-      return errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
-    end
-    if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
-    if not _M.room_admin(hs, room_id, req.user_id) then
-      return errors.new("M_FORBIDDEN", "You may not change this room's visibility")
-    end
-    local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, visibility = vis })
-    if denied then return denied end
-    _M.set_visibility(hs, room_id, vis)
-    return {}
-  end))
-
-  server:route("GET", P .. "/publicRooms", function(req)
-    local limit = req:arg("limit") and req:arg_integer("limit", nil, 0)
-    return public_rooms(hs, limit, req:arg("since"), nil)
-  end)
-
-  server:route("POST", P .. "/publicRooms", hs:authed(function(req)
-    local body = req:json()
-    local filter = body.filter
-    if filter ~= nil and type(filter) ~= "table" then return errors.new("M_BAD_JSON", "filter must be an object") end
-    local term = filter and filter.generic_search_term
-    if term ~= nil and type(term) ~= "string" then
-      return errors.new("M_BAD_JSON", "generic_search_term must be a string")
-    end
-    return public_rooms(hs, body.limit, body.since, term)
-  end))
-
-  return hs
+local function put_alias(hs, req)
+  local alias = req.params.roomAlias
+  local body = req:json()
+  if not _M.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
+  if alias:match(":(.+)$") ~= hs.server_name then
+    return errors.new("M_INVALID_PARAM", "Room alias must be on this server")
+  end
+  local room_id = body.room_id
+  if type(room_id) ~= "string" then return errors.new("M_INVALID_PARAM", "room_id is required") end
+  if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, alias = alias })
+  if denied then return denied end
+  local ok = _M.add_alias(hs, alias, room_id, req.user_id)
+  if not ok then return errors.new("CONFLICT", "Room alias " .. alias .. " already exists") end
+  return {}
 end
+
+local function get_alias(hs, req)
+  local alias = req.params.roomAlias
+  if not _M.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
+  local room_id = _M.resolve(hs, alias)
+  if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
+  return { room_id = room_id, servers = json.array { hs.server_name } }
+end
+
+local function delete_alias(hs, req)
+  local store = hs.store
+  local alias = req.params.roomAlias
+  local room_id, creator = store:alias_entry(alias)
+  if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. tostring(alias) .. " not found") end
+  if creator ~= req.user_id and not _M.room_admin(hs, room_id, req.user_id) then
+    return errors.new("M_FORBIDDEN", "You may not delete this alias")
+  end
+  store:delete_alias(alias)
+  return {}
+end
+
+local function get_visibility(hs, req)
+  local store = hs.store
+  local room_id = req.params.roomId
+  if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  local v = store:room_visibility(room_id)
+  return { visibility = v or "private" }
+end
+
+local function put_visibility(hs, req)
+  local room_id = req.params.roomId
+  local body = req:json()
+  local vis = body.visibility
+  if vis == nil then vis = "public" end
+  if vis ~= "public" and vis ~= "private" then
+    return errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+  end
+  if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  if not _M.room_admin(hs, room_id, req.user_id) then
+    return errors.new("M_FORBIDDEN", "You may not change this room's visibility")
+  end
+  local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, visibility = vis })
+  if denied then return denied end
+  _M.set_visibility(hs, room_id, vis)
+  return {}
+end
+
+local function get_public_rooms(hs, req)
+  local limit = req:arg("limit") and req:arg_integer("limit", nil, 0)
+  return public_rooms(hs, limit, req:arg("since"), nil)
+end
+
+local function post_public_rooms(hs, req)
+  local body = req:json()
+  local filter = body.filter
+  if filter ~= nil and type(filter) ~= "table" then return errors.new("M_BAD_JSON", "filter must be an object") end
+  local term = filter and filter.generic_search_term
+  if term ~= nil and type(term) ~= "string" then
+    return errors.new("M_BAD_JSON", "generic_search_term must be a string")
+  end
+  return public_rooms(hs, body.limit, body.since, term)
+end
+
+--- The directory endpoints: { method, path, handler(hs, req), auth = bool },
+-- installed by loom.api.install.
+_M.routes = {
+  { "PUT", P .. "/directory/room/{roomAlias}", put_alias, auth = true },
+  { "GET", P .. "/directory/room/{roomAlias}", get_alias, auth = false },
+  { "DELETE", P .. "/directory/room/{roomAlias}", delete_alias, auth = true },
+  { "GET", P .. "/directory/list/room/{roomId}", get_visibility, auth = false },
+  { "PUT", P .. "/directory/list/room/{roomId}", put_visibility, auth = true },
+  { "GET", P .. "/publicRooms", get_public_rooms, auth = false },
+  { "POST", P .. "/publicRooms", post_public_rooms, auth = true },
+}
 
 return _M

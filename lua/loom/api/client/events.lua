@@ -11,6 +11,8 @@ local redact = require "loom.room.redact"
 local json = core.json
 local ipairs, pairs, type = ipairs, pairs, type
 
+local _ENV = nil -- luacheck: ignore 211
+
 local _M = {}
 
 local FIELDS = { "event_id", "type", "sender", "content", "origin_server_ts", "room_id", "state_key", "redacts" }

@@ -6,8 +6,8 @@
 --        /rooms/{roomId}/redact/{eventId}/{txnId}
 --   GET  /rooms/{roomId}/state[/{type}[/{stateKey}]], /members, /joined_members,
 --        /event/{eventId}, /joined_rooms
--- and, through loom.api.client.directory, aliases and the room directory.
--- See docs/api-rooms.md.
+-- (aliases and the room directory: loom.api.client.directory). _M.routes is
+-- installed by loom.api.install. See docs/api-client-rooms.md.
 local core = require "loom.core"
 local errors = require "loom.http.errors"
 local auth = require "loom.room.auth"
@@ -16,36 +16,24 @@ local statemap = require "loom.room.statemap"
 local directory = require "loom.api.client.directory"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
+local ljson = require "loom.json"
+local visibility = require "loom.room.visibility"
 
 local json = core.json
-local ipairs, pairs, type, pcall, require = ipairs, pairs, type, pcall, require
+local ipairs, pairs, type = ipairs, pairs, type
 local table_sort = table.sort
+local error = error
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 
 local P = "/_matrix/client/v3"
 
--- loom.room.visibility, when present: can_see(hs, user, room, event). Looked
--- up on first use; false when the module is absent.
-local visibility
-local function visibility_mod()
-  if visibility == nil then
-    local ok, mod = pcall(require, "loom.room.visibility")
-    visibility = ok and type(mod) == "table" and type(mod.can_see) == "function" and mod or false
-  end
-  return visibility
-end
-
 ---------------------------------------------------------------------------
 -- Helpers
 
-local function is_object(v)
-  return type(v) == "table" and not json.is_array(v) and (next(v) == nil or v[1] == nil)
-end
-
-local function is_array(v)
-  return type(v) == "table" and (json.is_array(v) or v[1] ~= nil)
-end
+local is_object, is_array = ljson.is_object, ljson.is_array
 
 --- An event in the client format (loom.api.client.events: unsigned, redactions
 -- applied), for one user's request.
@@ -66,15 +54,10 @@ local function membership_of(ev)
   return ev and type(ev.content) == "table" and ev.content.membership or nil
 end
 
--- A send refused or failed: the Matrix error.
-local function send_error(hs, msg, code, rule)
-  return hs:error(msg, code, rule)
-end
-
 -- opts: the room/event/check context (user_id, device_id, txn_id, initial).
 local function send(hs, room_id, proto, opts)
   local ev, r, code, rule = hs.rooms:send(room_id, proto, opts)
-  if not ev then return nil, send_error(hs, r, code, rule) end
+  if not ev then return nil, hs:error(r, code, rule) end
   return ev, r
 end
 
@@ -216,7 +199,7 @@ local function check_create(hs, body)
     return bad("room_version must be a string")
   end
   local vid = body.room_version or hs.rooms.default_version
-  local version = version_mod.supported(vid) and version_mod.get(vid)
+  local version = version_mod.get(vid)
   if not version then
     return nil, errors.new("M_UNSUPPORTED_ROOM_VERSION", "Room version " .. vid .. " is not supported")
   end
@@ -494,18 +477,9 @@ local function joined_members(hs, req)
   return { joined = joined }
 end
 
--- May the user see `ev` (member-only fallback when loom.room.visibility is absent)?
-local function can_see(hs, user_id, room_id, ev, meta)
-  local vis = visibility_mod()
-  if vis then return vis.can_see(hs, user_id, room_id, ev) end
-  local m = member_event(hs, room_id, user_id)
-  local ms = membership_of(m)
-  if ms == "join" then return true end
-  if ms == "leave" or ms == "ban" then
-    local _, mmeta = hs.store:event(m.event_id)
-    return mmeta and meta.stream_ordering <= mmeta.stream_ordering or false
-  end
-  return false
+-- May the user see `ev` (history visibility, loom.room.visibility)?
+local function can_see(hs, user_id, room_id, ev)
+  return visibility.can_see(hs, user_id, room_id, ev)
 end
 
 local function get_event(hs, req)
@@ -542,51 +516,54 @@ end
 
 ---------------------------------------------------------------------------
 
-function _M.install(hs)
-  local server = hs.server
-  local R = P .. "/rooms/{roomId}"
-  local function route(method, path, fn)
-    server:route(method, path, hs:authed(function(req) return fn(hs, req) end))
-  end
-
-  route("POST", P .. "/createRoom", create_room)
-  route("POST", P .. "/join/{roomIdOrAlias}", function(_, req) return join(hs, req, req.params.roomIdOrAlias) end)
-  route("POST", R .. "/join", function(_, req) return join(hs, req, req.params.roomId) end)
-  route("POST", R .. "/leave", function(_, req) return membership_change(hs, req, "leave", false) end)
-  route("POST", R .. "/invite", function(_, req) return membership_change(hs, req, "invite", true) end)
-  route("POST", R .. "/kick", function(_, req) return membership_change(hs, req, "leave", true) end)
-  route("POST", R .. "/ban", function(_, req) return membership_change(hs, req, "ban", true) end)
-  route("POST", R .. "/unban", function(_, req) return membership_change(hs, req, "leave", true) end)
-  route("POST", R .. "/forget", forget)
-
-  route("PUT", R .. "/send/{eventType}/{txnId}", function(_, req)
-    local room_id, t = req.params.roomId, req.params.eventType
-    local body = req:json()
-    return send_once(hs, req, "send:" .. room_id .. ":" .. t, room_id,
-      { type = t, sender = req.user_id, content = body })
-  end)
-  route("PUT", R .. "/redact/{eventId}/{txnId}", redact)
-
-  route("GET", R .. "/state", get_state)
-  route("GET", R .. "/state/{eventType}", get_state_event)
-  route("GET", R .. "/state/{eventType}/", get_state_event)
-  route("GET", R .. "/state/{eventType}/{stateKey}", get_state_event)
-  route("PUT", R .. "/state/{eventType}", put_state)
-  route("PUT", R .. "/state/{eventType}/", put_state)
-  route("PUT", R .. "/state/{eventType}/{stateKey}", put_state)
-
-  route("GET", R .. "/members", members)
-  route("GET", R .. "/joined_members", joined_members)
-  route("GET", R .. "/event/{eventId}", get_event)
-  server:route("GET", P .. "/joined_rooms", hs:authed(function(req)
-    local rooms = hs.store:rooms_for_user(req.user_id)
-    local out = json.array {}
-    for i, r in ipairs(rooms) do out[i] = r end
-    return { joined_rooms = out }
-  end))
-
-  directory.install(hs)
-  return hs
+local function send_message(hs, req)
+  local room_id, t = req.params.roomId, req.params.eventType
+  local body = req:json()
+  return send_once(hs, req, "send:" .. room_id .. ":" .. t, room_id,
+    { type = t, sender = req.user_id, content = body })
 end
+
+local function joined_rooms(hs, req)
+  local rooms = hs.store:rooms_for_user(req.user_id)
+  local out = json.array {}
+  for i, r in ipairs(rooms) do out[i] = r end
+  return { joined_rooms = out }
+end
+
+local function membership(kind, target_from_body)
+  return function(hs, req) return membership_change(hs, req, kind, target_from_body) end
+end
+
+--- The room endpoints: { method, path, handler(hs, req), auth = bool },
+-- installed by loom.api.install. Every one needs an access token.
+local R = P .. "/rooms/{roomId}"
+_M.routes = {
+  { "POST", P .. "/createRoom", create_room, auth = true },
+  { "POST", P .. "/join/{roomIdOrAlias}", function(hs, req) return join(hs, req, req.params.roomIdOrAlias) end,
+    auth = true },
+  { "POST", R .. "/join", function(hs, req) return join(hs, req, req.params.roomId) end, auth = true },
+  { "POST", R .. "/leave", membership("leave", false), auth = true },
+  { "POST", R .. "/invite", membership("invite", true), auth = true },
+  { "POST", R .. "/kick", membership("leave", true), auth = true },
+  { "POST", R .. "/ban", membership("ban", true), auth = true },
+  { "POST", R .. "/unban", membership("leave", true), auth = true },
+  { "POST", R .. "/forget", forget, auth = true },
+
+  { "PUT", R .. "/send/{eventType}/{txnId}", send_message, auth = true },
+  { "PUT", R .. "/redact/{eventId}/{txnId}", redact, auth = true },
+
+  { "GET", R .. "/state", get_state, auth = true },
+  { "GET", R .. "/state/{eventType}", get_state_event, auth = true },
+  { "GET", R .. "/state/{eventType}/", get_state_event, auth = true },
+  { "GET", R .. "/state/{eventType}/{stateKey}", get_state_event, auth = true },
+  { "PUT", R .. "/state/{eventType}", put_state, auth = true },
+  { "PUT", R .. "/state/{eventType}/", put_state, auth = true },
+  { "PUT", R .. "/state/{eventType}/{stateKey}", put_state, auth = true },
+
+  { "GET", R .. "/members", members, auth = true },
+  { "GET", R .. "/joined_members", joined_members, auth = true },
+  { "GET", R .. "/event/{eventId}", get_event, auth = true },
+  { "GET", P .. "/joined_rooms", joined_rooms, auth = true },
+}
 
 return _M

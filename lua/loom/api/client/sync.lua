@@ -10,9 +10,13 @@ local filters = require "loom.sync.filters"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
 local engine = require "loom.sync.engine"
+local ljson = require "loom.json"
 
 local json = core.json
-local ipairs, pairs, type = ipairs, pairs, type
+local ipairs, pairs = ipairs, pairs
+local assert, table = assert, table
+
+local _ENV = nil -- luacheck: ignore 211
 
 local _M = {}
 
@@ -38,7 +42,7 @@ local function room_event_filter(req)
   local param = req:arg("filter")
   if param == nil or param == "" then return {} end
   local def = json.decode(param)
-  if type(def) ~= "table" or def[1] ~= nil then return nil, invalid("filter must be a JSON object") end
+  if not ljson.is_object(def) then return nil, invalid("filter must be a JSON object") end
   local ok, err = store_filter.compile(def)
   if not ok then return nil, invalid(err) end
   return def
@@ -85,7 +89,7 @@ local function messages(hs, req)
   local page, err, code = hs.store:paginate(room_id, from, { dir = dir, to = to, limit = limit, filter = def })
   if not page then
     if code == "bad_token" or code == "bad_param" or code == "bad_filter" then return invalid(err) end
-    return errors.from_code(code, err)
+    return hs:error(err, code)
   end
   local decoded = assert(sync_events.decode_records(hs.store, page.events))
   local shown = visibility.filter(hs, req.user_id, room_id, decoded)
@@ -118,7 +122,7 @@ local function context(hs, req)
   if not ctx then
     if code == "not_found" then return errors.new("M_NOT_FOUND", "Event not found") end
     if code == "bad_filter" or code == "bad_param" then return invalid(err) end
-    return errors.from_code(code, err)
+    return hs:error(err, code)
   end
   local before = visibility.filter(hs, req.user_id, room_id, assert(sync_events.decode_records(hs.store, ctx.before)))
   local after = visibility.filter(hs, req.user_id, room_id, assert(sync_events.decode_records(hs.store, ctx.after)))
@@ -193,33 +197,35 @@ local function sync_route(hs, req)
   return resp
 end
 
-function _M.install(hs)
-  local server = hs.server
-  server:route("GET", V3 .. "/sync", hs:authed(function(req) return sync_route(hs, req) end))
-  server:route("GET", V3 .. "/rooms/{roomId}/messages", hs:authed(function(req) return messages(hs, req) end))
-  server:route("GET", V3 .. "/rooms/{roomId}/context/{eventId}", hs:authed(function(req)
-    return context(hs, req)
-  end))
-  server:route("POST", V3 .. "/user/{userId}/filter", hs:authed(function(req)
-    if req.params.userId ~= req.user_id then
-      return errors.new("M_FORBIDDEN", "Cannot create filters for other users")
-    end
-    local def = req:json()
-    local ok, err = filters.validate(def)
-    if not ok then return errors.new("M_BAD_JSON", err) end
-    local id, ierr, code = filters.create(hs.store, req.user_id, def)
-    if not id then return errors.from_code(code, ierr) end
-    return { filter_id = id }
-  end))
-  server:route("GET", V3 .. "/user/{userId}/filter/{filterId}", hs:authed(function(req)
-    if req.params.userId ~= req.user_id then
-      return errors.new("M_FORBIDDEN", "Cannot read filters of other users")
-    end
-    local def = filters.get(hs.store, req.user_id, req.params.filterId)
-    if not def then return errors.new("M_NOT_FOUND", "Unknown filter") end
-    return def
-  end))
-  return hs
+local function post_filter(hs, req)
+  if req.params.userId ~= req.user_id then
+    return errors.new("M_FORBIDDEN", "Cannot create filters for other users")
+  end
+  local def = req:json()
+  local ok, err = filters.validate(def)
+  if not ok then return errors.new("M_BAD_JSON", err) end
+  local id, ierr, code = filters.create(hs.store, req.user_id, def)
+  if not id then return hs:error(ierr, code) end
+  return { filter_id = id }
 end
+
+local function get_filter(hs, req)
+  if req.params.userId ~= req.user_id then
+    return errors.new("M_FORBIDDEN", "Cannot read filters of other users")
+  end
+  local def = filters.get(hs.store, req.user_id, req.params.filterId)
+  if not def then return errors.new("M_NOT_FOUND", "Unknown filter") end
+  return def
+end
+
+--- The sync endpoints: { method, path, handler(hs, req), auth = bool },
+-- installed by loom.api.install.
+_M.routes = {
+  { "GET", V3 .. "/sync", sync_route, auth = true },
+  { "GET", V3 .. "/rooms/{roomId}/messages", messages, auth = true },
+  { "GET", V3 .. "/rooms/{roomId}/context/{eventId}", context, auth = true },
+  { "POST", V3 .. "/user/{userId}/filter", post_filter, auth = true },
+  { "GET", V3 .. "/user/{userId}/filter/{filterId}", get_filter, auth = true },
+}
 
 return _M
