@@ -39,7 +39,8 @@ end
 --- The homeserver context of a server: hs.server, hs.config, hs.store,
 -- hs.rooms (loom.room), hs.accounts (loom.accounts), hs.key, hs.notifier
 -- (loom.sync.notifier: long-polls waiting for commits; closed on the
--- server's "server/stopping" hook, so that they are answered at once).
+-- server's "server/stopping" hook, so that they are answered at once),
+-- hs.register_sessions (the open user-interactive /register sessions).
 function _M.new(server, opts)
   opts = opts or {}
   local config = server.config
@@ -56,6 +57,7 @@ function _M.new(server, opts)
     rooms = room_mod.new(store, { server_name = name, key = key,
       default_version = config.default_room_version, hooks = server }),
     notifier = notifier_mod.new(store),
+    register_sessions = { map = {}, n = 0 },   -- open user-interactive /register sessions
   }, mt)
   server:hook("server/stopping", function()
     local n = self.notifier:close()

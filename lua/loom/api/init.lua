@@ -12,10 +12,10 @@ local ipairs, require, type, error, tostring = ipairs, require, type, error, tos
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local api = {}
 
 -- Client-Server API modules, each exporting a route table.
-_M.modules = {
+api.modules = {
   "loom.api.client.account",   -- versions, capabilities, login, register, logout, whoami, profile, pushrules
   "loom.api.client.rooms",     -- createRoom, membership, send, state, members, event, redact
   "loom.api.client.directory", -- room aliases, room directory, publicRooms
@@ -23,19 +23,19 @@ _M.modules = {
 }
 
 -- The spec versions loom implements (/versions): only what is served.
-_M.VERSIONS = { "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6" }
+api.VERSIONS = { "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6" }
 
 --- Register the built-in endpoints on a server, then load its policy
 -- scripts (hs.scripts, loom.modules); returns the homeserver context
 -- (opts.store: use this store instead of opening config.database).
-function _M.install(server, opts)
+function api.install(server, opts)
   local hs = homeserver.new(server, opts)
   if #server.config.versions == 0 then
     local versions = {}
-    for i, v in ipairs(_M.VERSIONS) do versions[i] = v end
+    for i, v in ipairs(api.VERSIONS) do versions[i] = v end
     server.config.versions = versions
   end
-  for _, name in ipairs(_M.modules) do _M.install_routes(hs, require(name).routes) end
+  for _, name in ipairs(api.modules) do api.install_routes(hs, require(name).routes) end
   hs.scripts = require("loom.modules").install(hs)   -- config.scripts (docs/scripting.md)
   return hs
 end
@@ -43,7 +43,7 @@ end
 --- Registers routes ({ method, path, handler(hs, req), auth = bool }, ...)
 -- on hs.server; auth routes behind hs:authed. A route without an auth field
 -- is an error: every route says whether it needs a user.
-function _M.install_routes(hs, routes)
+function api.install_routes(hs, routes)
   local server = hs.server
   for _, r in ipairs(routes) do
     local method, path, handler = r[1], r[2], r[3]
@@ -56,4 +56,4 @@ function _M.install_routes(hs, routes)
   end
 end
 
-return _M
+return api

@@ -18,7 +18,7 @@ local error = error
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local pushrules = {}
 
 local function notify() return "notify" end
 local function sound(value) return { set_tweak = "sound", value = value or "default" } end
@@ -38,7 +38,7 @@ end
 
 --- The predefined rule set for a user: { override, content, room, sender,
 -- underride }, each an array in the spec's order.
-function _M.defaults(user_id)
+function pushrules.defaults(user_id)
   if type(user_id) ~= "string" then error("pushrules.defaults: user_id must be a string", 2) end
   local localpart = user_id:match("^@([^:]+):") or user_id:sub(2)
   local override = {
@@ -102,4 +102,4 @@ function _M.defaults(user_id)
   }
 end
 
-return _M
+return pushrules

@@ -8,7 +8,7 @@ local debug, ipairs = debug, ipairs
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local migrate = {}
 
 -- Where the migrations are: <root>/migrations in a source tree (beside
 -- lua/), or loom/migrations beside the installed modules (the rock installs
@@ -35,11 +35,11 @@ local function list(dir, engine)
 end
 
 --- The migrations found for an engine, in order: { {version, name, path}, ... }.
-function _M.list(engine, dir) return list(dir or default_dir(), engine) end
+function migrate.list(engine, dir) return list(dir or default_dir(), engine) end
 
 --- Apply, in order, every migration not yet recorded in schema_version.
 -- Returns the number applied, or nil, message, code.
-function _M.run(conn, dir)
+function migrate.run(conn, dir)
   local ok, err, code = conn:exec([[
     CREATE TABLE IF NOT EXISTS schema_version (
       version INTEGER PRIMARY KEY,
@@ -75,4 +75,4 @@ function _M.run(conn, dir)
   return applied
 end
 
-return _M
+return migrate

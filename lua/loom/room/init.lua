@@ -35,14 +35,14 @@ local table = table
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local room = {}
 local methods = {}
 local mt = { __name = "loom.room.Rooms", __index = methods }
 
 --- A room service over a store. opts: server_name, key (a loom.crypto
 -- signing key), default_version (default loom.room.version.DEFAULT), hooks
 -- (an object with fire and notify, usually the server; none: no hooks).
-function _M.new(store, opts)
+function room.new(store, opts)
   opts = opts or {}
   return setmetatable({
     store = store,
@@ -544,6 +544,6 @@ function methods:state_event(room_id, event_type, state_key)
   return lookup_fn(self, s:current_state(rn))(event_type, state_key or "")
 end
 
-_M.methods = methods
-_M.mt = mt
-return _M
+room.methods = methods
+room.mt = mt
+return room

@@ -13,33 +13,33 @@ local ipairs = ipairs
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local statemap = {}
 
 --- The map key for (type, state_key).
-function _M.key(event_type, state_key)
+function statemap.key(event_type, state_key)
   return string_pack(">s2", event_type) .. state_key
 end
 
 --- The (type, state_key) of a map key.
-function _M.split(k)
+function statemap.split(k)
   local t, pos = string_unpack(">s2", k)
   return t, k:sub(pos)
 end
 
 --- A state map from a list of events (tables with type, state_key, event_id).
-function _M.from_events(events)
+function statemap.from_events(events)
   local m = {}
   for _, ev in ipairs(events) do
-    if ev.state_key ~= nil then m[_M.key(ev.type, ev.state_key)] = ev.event_id end
+    if ev.state_key ~= nil then m[statemap.key(ev.type, ev.state_key)] = ev.event_id end
   end
   return m
 end
 
 --- Are two state maps equal?
-function _M.equal(a, b)
+function statemap.equal(a, b)
   for k, v in pairs(a) do if b[k] ~= v then return false end end
   for k in pairs(b) do if a[k] == nil then return false end end
   return true
 end
 
-return _M
+return statemap

@@ -14,10 +14,10 @@ local tostring = tostring
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local version = {}
 
 -- The default for new rooms (SPEC-NOTES: keep v11 for now; v12 available).
-_M.DEFAULT = "11"
+version.DEFAULT = "11"
 
 local base = {
   -- event format
@@ -74,7 +74,7 @@ end
 
 --- The version table for a version string, or nil, message,
 -- "unsupported_room_version" when loom does not speak it.
-function _M.get(id)
+function version.get(id)
   local v = defs[id]
   if not v or not v.supported then
     return nil, "unsupported room version: " .. tostring(id), "unsupported_room_version"
@@ -83,13 +83,13 @@ function _M.get(id)
 end
 
 --- Is the version string one loom can create and join rooms of?
-function _M.supported(id)
+function version.supported(id)
   local v = defs[id]
   return v ~= nil and v.supported
 end
 
 --- The supported version strings, for /capabilities: { ["10"] = "stable", ... }.
-function _M.available()
+function version.available()
   local out = {}
   for id, v in pairs(defs) do
     if v.supported then out[id] = "stable" end
@@ -98,24 +98,24 @@ function _M.available()
 end
 
 --- Is this string a room version the spec defines (supported or not)?
-function _M.known(id)
+function version.known(id)
   return defs[id] ~= nil or id == "1" or id == "2" or id == "3" or id == "4" or id == "5"
 end
 
 --- Is v a version table (what get returns)?
-function _M.is(v)
+function version.is(v)
   return getmetatable(v) == mt
 end
 
 --- version.check(v, n, fname) -> v: the argument check of every function
 -- that takes a version table; raises "bad argument #n to 'fname' (room
 -- version table expected)" at the caller of that function otherwise.
-function _M.check(v, n, fname)
+function version.check(v, n, fname)
   if getmetatable(v) ~= mt then
     error("bad argument #" .. n .. " to '" .. fname .. "' (room version table expected)", 3)
   end
   return v
 end
 
-_M.mt = mt
-return _M
+version.mt = mt
+return version

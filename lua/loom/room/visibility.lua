@@ -19,13 +19,13 @@ local ipairs, type, assert = ipairs, type, assert
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local visibility = {}
 
 local RANK = { world_readable = 4, shared = 3, invited = 2, joined = 1 }
 
 --- The user's membership history in a room (as seen by this server):
 -- whether the user ever had a membership event there.
-function _M.ever_member(hs, user_id, room_id)
+function visibility.ever_member(hs, user_id, room_id)
   local store = hs.store
   local rn = store:room_nid(room_id)
   if not rn then return false end
@@ -72,7 +72,7 @@ end
 -- are decoded events (tables with event_id, as hs.store:event returns).
 -- Events the store has no state for (outliers) are left out, except the
 -- user's own membership events.
-function _M.filter(hs, user_id, room_id, events)
+function visibility.filter(hs, user_id, room_id, events)
   local store = hs.store
   local out = {}
   if #events == 0 then return out end
@@ -106,20 +106,20 @@ end
 
 --- May the user see this event of the room? `event` is a decoded event
 -- (with event_id) or an event ID.
-function _M.can_see(hs, user_id, room_id, event)
+function visibility.can_see(hs, user_id, room_id, event)
   if type(event) == "string" then
     event = hs.store:event(event)
     if not event then return false end
   end
-  return #_M.filter(hs, user_id, room_id, { event }) == 1
+  return #visibility.filter(hs, user_id, room_id, { event }) == 1
 end
 
 --- The room's current history_visibility setting.
-function _M.current_setting(hs, room_id)
+function visibility.current_setting(hs, room_id)
   local ev = hs.rooms:state_event(room_id, "m.room.history_visibility", "")
   local v = ev and type(ev.content) == "table" and ev.content.history_visibility
   if type(v) == "string" and RANK[v] then return v end
   return "shared"
 end
 
-return _M
+return visibility

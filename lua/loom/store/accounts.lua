@@ -19,7 +19,7 @@ local error = error
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local accounts = {}
 local methods = {}
 local mt = { __name = "loom.Accounts", __index = methods }
 
@@ -28,7 +28,7 @@ local b64 = function(s) return c.base64_encode(s, true) end
 
 --- An accounts object over a loom.db connection. opts: server_name,
 -- iterations (PBKDF2 rounds, default 100000).
-function _M.new(conn, opts)
+function accounts.new(conn, opts)
   opts = opts or {}
   return setmetatable({
     conn = conn,
@@ -38,7 +38,7 @@ function _M.new(conn, opts)
 end
 
 --- Hash a password for storage.
-function _M.hash_password(password, iterations)
+function accounts.hash_password(password, iterations)
   iterations = iterations or ITERATIONS
   local salt = c.random_bytes(16)
   return ("pbkdf2-sha256$%d$%s$%s"):format(iterations, b64(salt),
@@ -46,7 +46,7 @@ function _M.hash_password(password, iterations)
 end
 
 --- Does the password match the stored hash? (constant-time compare)
-function _M.check_password(password, stored)
+function accounts.check_password(password, stored)
   if type(stored) ~= "string" then return false end
   local iter, salt, key = stored:match("^pbkdf2%-sha256%$(%d+)%$([%w%-_]+)%$([%w%-_]+)$")
   iter = tonumber(iter)
@@ -58,7 +58,7 @@ end
 
 --- Is this a valid localpart for a new user? (the spec's user ID grammar
 -- for new users: lowercase a-z, digits, ._=-/+)
-function _M.valid_localpart(localpart)
+function accounts.valid_localpart(localpart)
   return type(localpart) == "string" and #localpart > 0 and localpart:match("^[a-z0-9._=%-/+]+$") ~= nil
 end
 
@@ -74,7 +74,7 @@ local function now_ms() return core.now_ms() end
 --- Is the user ID (or localpart) free to register?
 function methods:available(name)
   local localpart = name:sub(1, 1) == "@" and name:match("^@([^:]+):") or name
-  if not _M.valid_localpart(localpart) then
+  if not accounts.valid_localpart(localpart) then
     return nil, "user ID may only contain a-z, 0-9, . _ = - / +", "invalid_username"
   end
   local user_id = self:user_id(localpart)
@@ -90,7 +90,7 @@ end
 function methods:register(localpart, password, opts)
   local user_id, err, code = self:available(localpart)
   if not user_id then return nil, err, code end
-  local hash = password and _M.hash_password(password, self.iterations) or nil
+  local hash = password and accounts.hash_password(password, self.iterations) or nil
   -- a database failure raises; a user ID taken meanwhile changes no row
   local n = self.conn:run("INSERT INTO users (user_id, password_hash, admin, created_ts) VALUES (?, ?, ?, ?)"
     .. " ON CONFLICT (user_id) DO NOTHING", user_id, hash, opts and opts.admin and 1 or 0, now_ms())
@@ -139,7 +139,7 @@ end
 -- "forbidden" (the same answer for an unknown user and a wrong password).
 function methods:verify_password(user_id, password)
   local row = self.conn:first("SELECT password_hash, deactivated FROM users WHERE user_id = ?", user_id)
-  if not row or row[2] == 1 or type(password) ~= "string" or not _M.check_password(password, row[1]) then
+  if not row or row[2] == 1 or type(password) ~= "string" or not accounts.check_password(password, row[1]) then
     return nil, "Invalid username or password", "forbidden"
   end
   return true
@@ -181,6 +181,6 @@ function methods:logout(token, all)
   end)
 end
 
-_M.methods = methods
-_M.mt = mt
-return _M
+accounts.methods = methods
+accounts.mt = mt
+return accounts

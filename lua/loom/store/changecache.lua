@@ -8,13 +8,13 @@ local pairs = pairs
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local changecache = {}
 local methods = {}
 local mt = { __name = "loom.store.ChangeCache", __index = methods }
 
 --- A cache that knows all changes after position `current`, keeping at most
 -- max_size entities (default 100000).
-function _M.new(current, max_size)
+function changecache.new(current, max_size)
   return setmetatable({
     earliest = current,
     latest = current,
@@ -91,6 +91,6 @@ function methods:all_changed(since)
   return out
 end
 
-_M.methods = methods
-_M.mt = mt
-return _M
+changecache.methods = methods
+changecache.mt = mt
+return changecache

@@ -6,7 +6,7 @@
 --   store:public_room_ids()                      -- { room_id, ... }
 --
 -- Mixed into the store. A database failure raises (loom.db.Error).
-local _M = {}
+local directory = {}
 local methods = {}
 local _ENV = nil -- luacheck: ignore 211
 
@@ -52,5 +52,5 @@ function methods:public_room_ids()
   return self.conn:column("SELECT room_id FROM room_directory WHERE visibility = 'public' ORDER BY room_id")
 end
 
-_M.methods = methods
-return _M
+directory.methods = methods
+return directory

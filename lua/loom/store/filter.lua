@@ -16,7 +16,7 @@ local next, table = next, table
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local filter = {}
 local methods = {}
 local mt = { __name = "loom.store.Filter", __index = methods }
 
@@ -57,7 +57,7 @@ end
 --- Validate a filter definition (a decoded JSON object, or nil for "match
 -- everything"). Unknown keys are ignored (the spec leaves room for
 -- extensions). Returns a Filter or nil, message, "bad_filter".
-function _M.compile(def)
+function filter.compile(def)
   if def == nil or def == json.null then def = {} end
   if type(def) ~= "table" or json.is_array(def) then
     return nil, "filter must be a JSON object", "bad_filter"
@@ -211,7 +211,7 @@ function methods:build_sql(resolver, cols)
   return table_concat(clauses, " AND "), params
 end
 
-_M.methods = methods
-_M.mt = mt
-_M.glob_to_pattern = glob_to_pattern
-return _M
+filter.methods = methods
+filter.mt = mt
+filter.glob_to_pattern = glob_to_pattern
+return filter

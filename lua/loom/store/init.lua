@@ -23,12 +23,12 @@ local require, tostring = require, tostring
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local store = {}
 local methods = {}
 local mt = { __name = "loom.store.Store", __index = methods }
 
 -- Condition selecting timeline events; it matches the partial indexes.
-_M.TIMELINE = sql.TIMELINE
+store.TIMELINE = sql.TIMELINE
 
 -- New event types get NIDs from here up; lower ones are well-known.
 local FIRST_DYNAMIC_TYPE_NID = 1000
@@ -55,7 +55,7 @@ end
 --- Open a store over a new connection (config as loom.db.open), or over an
 -- existing connection: store.open { conn = conn }. A database that cannot
 -- be opened or read returns nil, message, code.
-function _M.open(config)
+function store.open(config)
   local conn = config.conn
   if not conn then
     local err, code
@@ -265,8 +265,8 @@ function methods:cache_drop(room_nid)
   self.recent[room_nid] = nil
 end
 
-_M.methods = methods
-_M.mt = mt
+store.methods = methods
+store.mt = mt
 
 -- Mix in the method groups.
 for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.events", "loom.store.state",
@@ -281,4 +281,4 @@ for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.e
   end
 end
 
-return _M
+return store

@@ -8,7 +8,7 @@ local core = require "loom.core"
 
 local blob, now_ms = core.sqlite.blob, core.now_ms
 
-local _M = {}
+local keys = {}
 local methods = {}
 local _ENV = nil -- luacheck: ignore 211
 
@@ -27,5 +27,5 @@ function methods:add_signing_key(key_id, seed)
   return true
 end
 
-_M.methods = methods
-return _M
+keys.methods = methods
+return keys

@@ -22,7 +22,7 @@ local assert, table = assert, table
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local persist = {}
 local methods = {}
 
 local MAX_ID = 255
@@ -368,5 +368,5 @@ function methods:backward_extremities(room_id)
     "SELECT event_id FROM backward_extremities WHERE room_nid = ? ORDER BY event_id", nid)
 end
 
-_M.methods = methods
-return _M
+persist.methods = methods
+return persist

@@ -14,7 +14,7 @@ local sql = require "loom.store.sql"
 
 local ipairs, table_unpack = ipairs, table.unpack
 
-local _M = {}
+local rooms = {}
 local methods = {}
 local _ENV = nil -- luacheck: ignore 211
 
@@ -101,5 +101,5 @@ function methods:state_key_names(nids)
   return out
 end
 
-_M.methods = methods
-return _M
+rooms.methods = methods
+return rooms

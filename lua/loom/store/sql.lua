@@ -10,26 +10,26 @@
 -- condition and `IN (?, ?, ...)` lists once.
 local math_min, string_rep = math.min, string.rep
 
-local _M = {}
+local sql = {}
 local _ENV = nil -- luacheck: ignore 211
 
 --- The condition selecting timeline events (not outliers, rejected or
 -- soft-failed); it matches the partial indexes.
-_M.TIMELINE = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
+sql.TIMELINE = "outlier = 0 AND rejected = 0 AND soft_failed = 0"
 
 --- Keys bound per statement in an IN list: well below SQLite's limit on
 -- host parameters (32766; 999 before SQLite 3.32), leaving room for the
 -- statement's other parameters.
-_M.CHUNK = 500
+sql.CHUNK = 500
 
 --- The placeholders of an IN list of n values: "?,?,?" (n >= 1).
-function _M.marks(n) return string_rep("?,", n - 1) .. "?" end
+function sql.marks(n) return string_rep("?,", n - 1) .. "?" end
 
 --- Iterate over keys in chunks of at most size (default CHUNK): each step
 -- gives the placeholders for the chunk and the chunk itself (an array).
 -- An empty list gives no step.
-function _M.chunks(keys, size)
-  size = size or _M.CHUNK
+function sql.chunks(keys, size)
+  size = size or sql.CHUNK
   local i = 1
   return function()
     if i > #keys then return nil end
@@ -37,8 +37,8 @@ function _M.chunks(keys, size)
     local chunk = {}
     for k = i, j do chunk[k - i + 1] = keys[k] end
     i = j + 1
-    return _M.marks(#chunk), chunk
+    return sql.marks(#chunk), chunk
   end
 end
 
-return _M
+return sql

@@ -34,7 +34,7 @@ local tostring = tostring
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local state_mod = {}
 local methods = {}
 
 local SLOT_BITS = 6
@@ -51,13 +51,13 @@ local BATCH_ROWS = 16                   -- larger current-state changes go in on
 local EMPTY = cstate.new {}
 local STATE_MT = getmetatable(EMPTY)
 
-_M.EMPTY = EMPTY
-_M.SLOTS = SLOTS
+state_mod.EMPTY = EMPTY
+state_mod.SLOTS = SLOTS
 -- A hash bucket with more entries than this doubles the buckets.
-_M.BUCKET_MAX = 128
+state_mod.BUCKET_MAX = 128
 
 local function is_state(x) return getmetatable(x) == STATE_MT end
-_M.is_state = is_state
+state_mod.is_state = is_state
 
 ---------------------------------------------------------------------------
 -- Failures. Inside this module a database failure raises a Fail, which the
@@ -295,7 +295,7 @@ local function add_hash(s, c, st, nid)
   if not new then raise(count, code) end
   must(conn:run("INSERT OR REPLACE INTO state_snapshot_hashes (bucket, entries) VALUES (?, ?)",
     bucket, blob(new)))
-  if count > _M.BUCKET_MAX and bits < MAX_HASH_BITS then grow(s, c, bits) end
+  if count > state_mod.BUCKET_MAX and bits < MAX_HASH_BITS then grow(s, c, bits) end
 end
 
 -- The NID of a block with these bytes, stored if new.
@@ -553,16 +553,16 @@ function methods.state_cache_limits(s, snapshots, current)
   if current then check_nid(current, "cache limit", 0); c.current.limit = current end
 end
 
-_M.methods = methods
-_M.snapshot_for = methods.snapshot_for
-_M.snapshot_from_entries = methods.snapshot_from_entries
-_M.load = methods.load_state
-_M.set_event_state = methods.set_event_state
-_M.event_state = methods.event_state
-_M.set_current = methods.set_current_state
-_M.current = methods.current_state
-_M.stats = methods.state_stats
-_M.clear_cache = methods.state_clear_cache
-_M.cache_limits = methods.state_cache_limits
+state_mod.methods = methods
+state_mod.snapshot_for = methods.snapshot_for
+state_mod.snapshot_from_entries = methods.snapshot_from_entries
+state_mod.load = methods.load_state
+state_mod.set_event_state = methods.set_event_state
+state_mod.event_state = methods.event_state
+state_mod.set_current = methods.set_current_state
+state_mod.current = methods.current_state
+state_mod.stats = methods.state_stats
+state_mod.clear_cache = methods.state_clear_cache
+state_mod.cache_limits = methods.state_cache_limits
 
-return _M
+return state_mod

@@ -20,7 +20,7 @@ local getmetatable, table, select, pairs, math = getmetatable, table, select, pa
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local stream = {}
 local methods = {}
 
 local TL = sql_mod.TIMELINE
@@ -123,12 +123,16 @@ local function append(params, list)
   for i = 1, #list do params[#params + 1] = list[i] end
 end
 
--- The SQL of one part of a topological page, composed once per shape.
-local topo_sql_cache, topo_sql_count = {}, 0
-
-local function topo_sql(desc, part_sql, to_sql, fsql)
+-- The SQL of one part of a topological page, composed once per shape and
+-- kept by the store (at most 256 shapes, then the cache starts again).
+local function topo_sql(self, desc, part_sql, to_sql, fsql)
   local key = (desc and "d" or "a") .. "\0" .. (part_sql or "") .. "\0" .. (to_sql or "") .. "\0" .. (fsql or "")
-  local sql = topo_sql_cache[key]
+  local cache = self.topo_sql_cache
+  if not cache or cache.n >= 256 then
+    cache = { n = 0, sql = {} }
+    self.topo_sql_cache = cache
+  end
+  local sql = cache.sql[key]
   if sql then return sql end
   local parts = { "SELECT ", COLS, " FROM events INDEXED BY events_topological WHERE room_nid = ? AND ", TL }
   if part_sql then parts[#parts + 1] = " AND " .. part_sql end
@@ -137,9 +141,8 @@ local function topo_sql(desc, part_sql, to_sql, fsql)
   parts[#parts + 1] = desc and " ORDER BY depth DESC, stream_ordering DESC LIMIT ?"
     or " ORDER BY depth, stream_ordering LIMIT ?"
   sql = table_concat(parts)
-  if topo_sql_count >= 256 then topo_sql_cache, topo_sql_count = {}, 0 end
-  topo_sql_cache[key] = sql
-  topo_sql_count = topo_sql_count + 1
+  cache.sql[key] = sql
+  cache.n = cache.n + 1
   return sql
 end
 
@@ -157,7 +160,7 @@ local function topo_rows(self, room_nid, from_b, to_b, desc, fsql, fparams, n)
     if to_sql then append(params, to_params) end
     if fsql then append(params, fparams) end
     params[#params + 1] = need
-    local got = records(self, topo_sql(desc, part.sql, to_sql, fsql),
+    local got = records(self, topo_sql(self, desc, part.sql, to_sql, fsql),
       table.unpack(params, 1, #params))
     if #rows == 0 then rows = got
     else for i = 1, #got do rows[#rows + 1] = got[i] end end
@@ -526,9 +529,9 @@ function methods:appservice_stream(service, from, to, limit)
   return { events = out, next = "s" .. tostring(next_pos) }
 end
 
-_M.methods = methods
-_M.records = records
-_M.COLS = COLS
-_M.TL = TL
-_M.MAX_LIMIT = MAX_LIMIT
-return _M
+stream.methods = methods
+stream.records = records
+stream.COLS = COLS
+stream.TL = TL
+stream.MAX_LIMIT = MAX_LIMIT
+return stream

@@ -13,7 +13,7 @@ local sql = require "loom.store.sql"
 local ipairs, table_unpack = ipairs, table.unpack
 local now_ms = core.now_ms
 
-local _M = {}
+local txns = {}
 local methods = {}
 local _ENV = nil -- luacheck: ignore 211
 
@@ -43,5 +43,5 @@ function methods:txn_ids(user_id, device_id, event_ids)
   return out
 end
 
-_M.methods = methods
-return _M
+txns.methods = methods
+return txns

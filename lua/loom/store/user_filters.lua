@@ -5,7 +5,7 @@
 --   local text = store:filter_json(user_id, id)        -- or nil
 --
 -- Mixed into the store. A database failure raises (loom.db.Error).
-local _M = {}
+local user_filters = {}
 local methods = {}
 local _ENV = nil -- luacheck: ignore 211
 
@@ -25,5 +25,5 @@ function methods:filter_json(user_id, filter_id)
   return self.conn:value("SELECT json FROM filters WHERE user_id = ? AND filter_id = ?", user_id, filter_id)
 end
 
-_M.methods = methods
-return _M
+user_filters.methods = methods
+return user_filters

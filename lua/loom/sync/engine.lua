@@ -21,7 +21,7 @@ local assert = assert
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local engine = {}
 
 local DEFAULT_LIMIT = 10
 local INVITE_STATE_TYPES = { "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
@@ -169,7 +169,7 @@ local function room_allowed(room_filter, room_id)
 end
 
 --- Compute a sync response: body, has_data (something for the client).
-function _M.sync(hs, opts)
+function engine.sync(hs, opts)
   local store = hs.store
   local user_id = opts.user_id
   local to = store:current_position()
@@ -262,10 +262,10 @@ function _M.sync(hs, opts)
 end
 
 --- The rooms a waiting sync listens to: the user's joined rooms.
-function _M.watch_rooms(hs, user_id)
+function engine.watch_rooms(hs, user_id)
   return hs.store:rooms_for_user(user_id, "join")
 end
 
-_M.membership_at = membership_at
-_M.is_empty = function(t) return next(t) == nil end
-return _M
+engine.membership_at = membership_at
+engine.is_empty = function(t) return next(t) == nil end
+return engine

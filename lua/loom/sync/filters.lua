@@ -10,7 +10,7 @@ local assert = assert
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local filters = {}
 
 local function is_null(v) return v == nil or v == json.null end
 
@@ -50,7 +50,7 @@ local function check_event_filter(v, what)
 end
 
 --- Validate a Filter definition (decoded JSON): true or nil, message.
-function _M.validate(def)
+function filters.validate(def)
   if type(def) ~= "table" or def[1] ~= nil then return nil, "filter must be a JSON object" end
   local ok, err = check_strings(def.event_fields, "event_fields")
   if not ok then return nil, err end
@@ -81,13 +81,13 @@ function _M.validate(def)
 end
 
 --- Store a filter for a user: the new filter ID (a decimal string).
-function _M.create(store, user_id, def)
+function filters.create(store, user_id, def)
   local text = assert(json.encode(def))
   return tostring(store:save_filter(user_id, text))
 end
 
 --- A stored filter: the decoded definition, or nil.
-function _M.get(store, user_id, filter_id)
+function filters.get(store, user_id, filter_id)
   if type(filter_id) ~= "string" or not filter_id:find("^%d+$") or #filter_id > 18 then return nil end
   local text = store:filter_json(user_id, tonumber(filter_id))
   if not text then return nil end
@@ -96,7 +96,7 @@ end
 
 --- The `filter` query parameter: an ID or inline JSON ("{…"). Returns the
 -- definition ({} when absent) or nil, message.
-function _M.from_param(store, user_id, param)
+function filters.from_param(store, user_id, param)
   if param == nil or param == "" then return {} end
   local def
   if param:sub(1, 1) == "{" then
@@ -104,16 +104,16 @@ function _M.from_param(store, user_id, param)
     def, err = json.decode(param)
     if def == nil then return nil, "filter is not valid JSON: " .. tostring(err) end
   else
-    def = _M.get(store, user_id, param)
+    def = filters.get(store, user_id, param)
     if not def then return nil, "unknown filter " .. param end
   end
-  local ok, err = _M.validate(def)
+  local ok, err = filters.validate(def)
   if not ok then return nil, err end
   return def
 end
 
 --- Keep only the dot paths of event_fields in a client event (a new table).
-function _M.apply_event_fields(ev, fields)
+function filters.apply_event_fields(ev, fields)
   if is_null(fields) then return ev end
   local out = {}
   for _, path in ipairs(fields) do
@@ -135,4 +135,4 @@ function _M.apply_event_fields(ev, fields)
   return out
 end
 
-return _M
+return filters

@@ -13,7 +13,7 @@ local type = type
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local token = {}
 
 local INT = "(%-?%d+)"
 local FULL = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
@@ -27,7 +27,7 @@ local function int(s)
 end
 
 --- Parse a sync token: { stream, typing, receipts, to_device } or nil, message.
-function _M.parse(text)
+function token.parse(text)
   if type(text) ~= "string" or #text > 128 then return nil, "invalid sync token" end
   local a, b, c, d = text:match(FULL)
   if a then
@@ -43,20 +43,20 @@ function _M.parse(text)
 end
 
 --- Format a sync token from its parts (a table with stream, typing, …).
-function _M.format(t)
+function token.format(t)
   return ("s%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0)
 end
 
 --- A store token for /messages from a client token: a sync token becomes
 -- "s<stream>"; a store token (s<n>, t<d>-<n>) is returned as is. nil when
 -- neither parses.
-function _M.to_store(text)
+function token.to_store(text)
   if type(text) ~= "string" then return nil end
   local tok = store_token.parse(text)
   if tok then return tostring(tok) end
-  local t = _M.parse(text)
+  local t = token.parse(text)
   if t then return "s" .. tostring(t.stream) end
   return nil
 end
 
-return _M
+return token

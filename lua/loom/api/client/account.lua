@@ -19,7 +19,7 @@ local table = table
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local account_api = {}
 
 local V3 = "/_matrix/client/v3"
 
@@ -40,7 +40,7 @@ local function random_string(n)
   end
   return table.concat(out)
 end
-_M.random_string = random_string
+account_api.random_string = random_string
 
 -- A string field of a JSON body: the value, or nil when absent (json.null
 -- counts as absent), or raises M_BAD_JSON when it has another type.
@@ -157,10 +157,6 @@ end
 
 local function register(hs, req)
   local sessions = hs.register_sessions -- this homeserver's open UIA sessions
-  if sessions == nil then
-    sessions = { map = {}, n = 0 }
-    hs.register_sessions = sessions
-  end
   if hs.config.enable_registration == false then
     return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
   end
@@ -379,6 +375,6 @@ for field in pairs(PROFILE_FIELDS) do
   routes[#routes + 1] = { "PUT", V3 .. "/profile/{userId}/" .. field,
     function(hs, req) return put_field(hs, req, field) end, auth = true }
 end
-_M.routes = routes
+account_api.routes = routes
 
-return _M
+return account_api

@@ -1,5 +1,5 @@
 -- loom.api.client.directory: room aliases, the room directory and
--- /publicRooms (Client-Server API). _M.routes is installed by loom.api.install.
+-- /publicRooms (Client-Server API). directory_api.routes is installed by loom.api.install.
 --
 --   PUT/GET/DELETE /directory/room/{roomAlias}
 --   GET/PUT        /directory/list/room/{roomId}
@@ -17,12 +17,12 @@ local math = math
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local directory_api = {}
 
 local P = "/_matrix/client/v3"
 
 --- Is `alias` a well-formed room alias (#localpart:server, at most 255 bytes)?
-function _M.valid_alias(alias)
+function directory_api.valid_alias(alias)
   if type(alias) ~= "string" or #alias > 255 then return false end
   local localpart, server = alias:match("^#([^:]*):(.+)$")
   if not localpart or localpart == "" then return false end
@@ -31,18 +31,18 @@ function _M.valid_alias(alias)
 end
 
 --- The room ID of a local alias, or nil.
-function _M.resolve(hs, alias)
+function directory_api.resolve(hs, alias)
   return hs.store:alias_room(alias)
 end
 
 --- Add an alias: true, or nil and "taken".
-function _M.add_alias(hs, alias, room_id, creator)
+function directory_api.add_alias(hs, alias, room_id, creator)
   if not hs.store:add_alias(alias, room_id, creator) then return nil, "taken" end
   return true
 end
 
 --- Set a room's directory visibility ("public" or "private").
-function _M.set_visibility(hs, room_id, visibility)
+function directory_api.set_visibility(hs, room_id, visibility)
   hs.store:set_room_visibility(room_id, visibility)
 end
 
@@ -53,7 +53,7 @@ end
 
 --- May `user_id` administer the room's aliases and directory entry: a server
 -- admin, or a member with the power to send m.room.canonical_alias.
-function _M.room_admin(hs, room_id, user_id)
+function directory_api.room_admin(hs, room_id, user_id)
   local u = hs.accounts:user(user_id)
   if u and u.admin then return true end
   local vid = hs.store:room_version(room_id)
@@ -146,7 +146,7 @@ end
 local function put_alias(hs, req)
   local alias = req.params.roomAlias
   local body = req:json()
-  if not _M.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
+  if not directory_api.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
   if alias:match(":(.+)$") ~= hs.server_name then
     return errors.new("M_INVALID_PARAM", "Room alias must be on this server")
   end
@@ -155,15 +155,15 @@ local function put_alias(hs, req)
   if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
   local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, alias = alias })
   if denied then return denied end
-  local ok = _M.add_alias(hs, alias, room_id, req.user_id)
+  local ok = directory_api.add_alias(hs, alias, room_id, req.user_id)
   if not ok then return errors.new("CONFLICT", "Room alias " .. alias .. " already exists") end
   return {}
 end
 
 local function get_alias(hs, req)
   local alias = req.params.roomAlias
-  if not _M.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
-  local room_id = _M.resolve(hs, alias)
+  if not directory_api.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
+  local room_id = directory_api.resolve(hs, alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
   return { room_id = room_id, servers = json.array { hs.server_name } }
 end
@@ -173,7 +173,7 @@ local function delete_alias(hs, req)
   local alias = req.params.roomAlias
   local room_id, creator = store:alias_entry(alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. tostring(alias) .. " not found") end
-  if creator ~= req.user_id and not _M.room_admin(hs, room_id, req.user_id) then
+  if creator ~= req.user_id and not directory_api.room_admin(hs, room_id, req.user_id) then
     return errors.new("M_FORBIDDEN", "You may not delete this alias")
   end
   store:delete_alias(alias)
@@ -197,12 +197,12 @@ local function put_visibility(hs, req)
     return errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
   end
   if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
-  if not _M.room_admin(hs, room_id, req.user_id) then
+  if not directory_api.room_admin(hs, room_id, req.user_id) then
     return errors.new("M_FORBIDDEN", "You may not change this room's visibility")
   end
   local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, visibility = vis })
   if denied then return denied end
-  _M.set_visibility(hs, room_id, vis)
+  directory_api.set_visibility(hs, room_id, vis)
   return {}
 end
 
@@ -224,7 +224,7 @@ end
 
 --- The directory endpoints: { method, path, handler(hs, req), auth = bool },
 -- installed by loom.api.install.
-_M.routes = {
+directory_api.routes = {
   { "PUT", P .. "/directory/room/{roomAlias}", put_alias, auth = true },
   { "GET", P .. "/directory/room/{roomAlias}", get_alias, auth = false },
   { "DELETE", P .. "/directory/room/{roomAlias}", delete_alias, auth = true },
@@ -234,4 +234,4 @@ _M.routes = {
   { "POST", P .. "/publicRooms", post_public_rooms, auth = true },
 }
 
-return _M
+return directory_api

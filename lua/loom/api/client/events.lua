@@ -13,12 +13,12 @@ local ipairs, pairs, type = ipairs, pairs, type
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local client_events = {}
 
 local FIELDS = { "event_id", "type", "sender", "content", "origin_server_ts", "room_id", "state_key", "redacts" }
 
 --- Transaction IDs of events sent by this user's device: { [event_id] = txn_id }.
-function _M.txn_ids(store, user_id, device_id, events)
+function client_events.txn_ids(store, user_id, device_id, events)
   if not device_id then return {} end
   local ids = {}
   for _, ev in ipairs(events) do if ev.sender == user_id then ids[#ids + 1] = ev.event_id end end
@@ -28,7 +28,7 @@ end
 --- A client event from a decoded stored event (never modifies `ev`).
 -- opts: now (ms), room_id (for events without one), txn (transaction ID),
 -- fields (event_fields).
-function _M.client(ev, opts)
+function client_events.client(ev, opts)
   local out = {}
   for _, k in ipairs(FIELDS) do
     if ev[k] ~= nil then out[k] = ev[k] end
@@ -66,9 +66,9 @@ end
 --- Many client events (an array, json.array) for one room and user, with
 -- redactions applied (the redacted form, unsigned.redacted_because).
 -- ctx: { store, user_id, device_id, room_id, fields }.
-function _M.clients(ctx, events)
+function client_events.clients(ctx, events)
   local store = ctx.store
-  local txns = _M.txn_ids(store, ctx.user_id, ctx.device_id, events)
+  local txns = client_events.txn_ids(store, ctx.user_id, ctx.device_id, events)
   local redactions = redactions_for(store, events)
   local now = core.now_ms()
   local out = json.array {}
@@ -77,15 +77,16 @@ function _M.clients(ctx, events)
     if redaction then
       local room_id = ev.room_id or ctx.room_id
       ev = redact.event(ev, store:room_version(room_id) or "11")
-      ev.unsigned = { redacted_because = _M.client(redaction, { now = now, room_id = room_id }) }
+      ev.unsigned = { redacted_because = client_events.client(redaction, { now = now, room_id = room_id }) }
     end
-    out[i] = _M.client(ev, { now = now, room_id = ctx.room_id, txn = txns[ev.event_id], fields = ctx.fields })
+    out[i] = client_events.client(ev, { now = now, room_id = ctx.room_id, txn = txns[ev.event_id],
+                                        fields = ctx.fields })
   end
   return out
 end
 
 --- Decoded events for store records (event_nid fields), in order.
-function _M.decode_records(store, records)
+function client_events.decode_records(store, records)
   local nids = {}
   for i, r in ipairs(records) do nids[i] = r.event_nid end
   local loaded = store:events_by_nid(nids)
@@ -98,8 +99,8 @@ function _M.decode_records(store, records)
 end
 
 --- A stripped state event (invite_state).
-function _M.stripped(ev)
+function client_events.stripped(ev)
   return { type = ev.type, state_key = ev.state_key, sender = ev.sender, content = ev.content }
 end
 
-return _M
+return client_events

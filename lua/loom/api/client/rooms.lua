@@ -6,7 +6,7 @@
 --        /rooms/{roomId}/redact/{eventId}/{txnId}
 --   GET  /rooms/{roomId}/state[/{type}[/{stateKey}]], /members, /joined_members,
 --        /event/{eventId}, /joined_rooms
--- (aliases and the room directory: loom.api.client.directory). _M.routes is
+-- (aliases and the room directory: loom.api.client.directory). rooms_api.routes is
 -- installed by loom.api.install. See docs/api-client-rooms.md.
 local core = require "loom.core"
 local errors = require "loom.http.errors"
@@ -26,7 +26,7 @@ local error = error
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local rooms_api = {}
 
 local P = "/_matrix/client/v3"
 
@@ -37,7 +37,7 @@ local is_object, is_array = ljson.is_object, ljson.is_array
 
 --- An event in the client format (loom.api.client.events: unsigned, redactions
 -- applied), for one user's request.
-function _M.client_event(hs, req, ev, room_id)
+function rooms_api.client_event(hs, req, ev, room_id)
   return sync_events.clients({ store = hs.store, user_id = req.user_id, device_id = req.device_id,
     room_id = room_id }, { ev })[1]
 end
@@ -396,7 +396,7 @@ local function get_state(hs, req)
   if not st then return err end
   local out = json.array {}
   for _, e in ipairs(state_events(hs, st)) do
-    out[#out + 1] = _M.client_event(hs, req, e[1], req.params.roomId)
+    out[#out + 1] = rooms_api.client_event(hs, req, e[1], req.params.roomId)
   end
   return 200, out
 end
@@ -409,7 +409,7 @@ local function get_state_event(hs, req)
   local id = st[statemap.key(t, sk)]
   local ev = id and hs.store:event(id)
   if not ev then return errors.new("M_NOT_FOUND", "Event not found") end
-  if req:arg("format") == "event" then return _M.client_event(hs, req, ev, room_id) end
+  if req:arg("format") == "event" then return rooms_api.client_event(hs, req, ev, room_id) end
   return ev.content or {}
 end
 
@@ -454,7 +454,7 @@ local function members(hs, req)
   for _, e in ipairs(state_events(hs, st, function(t) return t == "m.room.member" end)) do
     local ms = membership_of(e[1])
     if (not want or ms == want) and (not not_want or ms ~= not_want) then
-      out[#out + 1] = _M.client_event(hs, req, e[1], req.params.roomId)
+      out[#out + 1] = rooms_api.client_event(hs, req, e[1], req.params.roomId)
     end
   end
   return { chunk = out }
@@ -492,7 +492,7 @@ local function get_event(hs, req)
     return errors.new("M_FORBIDDEN", "You are not a member of this room")
   end
   if not can_see(hs, req.user_id, room_id, ev, meta) then return errors.new("M_NOT_FOUND", "Event not found") end
-  return _M.client_event(hs, req, ev, room_id)
+  return rooms_api.client_event(hs, req, ev, room_id)
 end
 
 local function redact(hs, req)
@@ -537,7 +537,7 @@ end
 --- The room endpoints: { method, path, handler(hs, req), auth = bool },
 -- installed by loom.api.install. Every one needs an access token.
 local R = P .. "/rooms/{roomId}"
-_M.routes = {
+rooms_api.routes = {
   { "POST", P .. "/createRoom", create_room, auth = true },
   { "POST", P .. "/join/{roomIdOrAlias}", function(hs, req) return join(hs, req, req.params.roomIdOrAlias) end,
     auth = true },
@@ -566,4 +566,4 @@ _M.routes = {
   { "GET", P .. "/joined_rooms", joined_rooms, auth = true },
 }
 
-return _M
+return rooms_api

@@ -18,7 +18,7 @@ local assert, table = assert, table
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local sync_api = {}
 
 local V3 = "/_matrix/client/v3"
 local MAX_LIMIT = 1000
@@ -220,7 +220,7 @@ end
 
 --- The sync endpoints: { method, path, handler(hs, req), auth = bool },
 -- installed by loom.api.install.
-_M.routes = {
+sync_api.routes = {
   { "GET", V3 .. "/sync", sync_route, auth = true },
   { "GET", V3 .. "/rooms/{roomId}/messages", messages, auth = true },
   { "GET", V3 .. "/rooms/{roomId}/context/{eventId}", context, auth = true },
@@ -228,4 +228,4 @@ _M.routes = {
   { "GET", V3 .. "/user/{userId}/filter/{filterId}", get_filter, auth = true },
 }
 
-return _M
+return sync_api
