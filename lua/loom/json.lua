@@ -32,6 +32,11 @@ function ljson.is_object(v)
   return type(v) == "table" and getmetatable(v) == nil
 end
 
+--- True when v is absent or JSON null (an optional field left out).
+function ljson.is_null(v)
+  return v == nil or v == null
+end
+
 --- True when v is a JSON array in loom's form: a json.array_mt table, or a
 -- plain non-empty sequence (loom's encoder writes both as arrays).
 function ljson.is_array(v)

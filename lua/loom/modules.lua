@@ -28,7 +28,6 @@ local io_open = io.open
 local uv = require "luv"
 local async = require "loom.async"
 local errors = require "loom.http.errors"
-local statemap = require "loom.room.statemap"
 local config_mod = require "loom.cli.config"
 
 local G = _G
@@ -363,25 +362,7 @@ function mod_methods.members(self, room_id, membership)
     arg_error(self, "members", "membership must be a string")
   end
   membership = membership or "join"
-  local hs = self.loader.hs
-  if not hs.store:room_nid(room_id) then return {} end
-  local state, serr = hs.rooms:current_state(room_id)
-  if not state then error("cannot read the state of " .. room_id .. ": " .. tostring(serr), 2) end
-  local ids, users = {}, {}
-  for k, id in pairs(state) do
-    local t, sk = statemap.split(k)
-    if t == "m.room.member" then ids[#ids + 1] = id; users[id] = sk end
-  end
-  local loaded, lerr = hs.store:events(ids)
-  if not loaded then error("cannot load the members of " .. room_id .. ": " .. tostring(lerr), 2) end
-  local out = {}
-  for _, id in ipairs(ids) do
-    local e = loaded[id]
-    local content = e and e[1].content
-    if type(content) == "table" and content.membership == membership then out[#out + 1] = users[id] end
-  end
-  G.table.sort(out)
-  return out
+  return self.loader.hs.store:current_members(room_id, membership)
 end
 
 --- module:state(room_id, type, [state_key]) -> the current state event (a

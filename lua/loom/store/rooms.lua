@@ -8,6 +8,7 @@
 --   local nid, event_id, current = store:timeline_event_at(room_nid, pos)
 --   store:record_redaction(target_id, redaction_id)
 --   store:redactions_of({ event_id, ... })          -- { { event_id, redaction_id }, ... }
+--   store:current_members(room_id, "join")          -- { user_id, ... } sorted
 --
 -- Mixed into the store. A database failure raises (loom.db.Error).
 local sql = require "loom.store.sql"
@@ -19,6 +20,18 @@ local methods = {}
 local _ENV = nil -- luacheck: ignore 211
 
 local TIMELINE = sql.TIMELINE
+
+--- The users whose membership in the room's current state is `membership`,
+-- sorted; {} for an unknown room. One indexed query over current_state.
+function methods:current_members(room_id, membership)
+  local room_nid = self:room_nid(room_id)
+  local type_nid = self:type_nid("m.room.member")
+  if not room_nid or not type_nid then return {} end
+  return self.conn:column([[
+    SELECT m.user_id FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
+    WHERE c.room_nid = ? AND c.type_nid = ? AND m.membership = ? ORDER BY m.user_id]],
+    room_nid, type_nid, membership)
+end
 
 --- The user's membership in a room as of stream position pos (by the
 -- latest non-outlier membership event at or before it), or nil.

@@ -10,6 +10,7 @@
 -- full state at the start of their timeline; a limited timeline gets the
 -- state delta between `since` and its start.
 local core = require "loom.core"
+local ljson = require "loom.json"
 local store_filter = require "loom.store.filter"
 local visibility = require "loom.room.visibility"
 local sync_events = require "loom.api.client.events"
@@ -27,7 +28,7 @@ local DEFAULT_LIMIT = 10
 local INVITE_STATE_TYPES = { "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
   "m.room.canonical_alias", "m.room.encryption", "m.room.topic" }
 
-local function is_null(v) return v == nil or v == json.null end
+local is_null = ljson.is_null
 local function obj(v) return (not is_null(v) and type(v) == "table") and v or {} end
 
 -- The user's membership in a room as of stream position pos.

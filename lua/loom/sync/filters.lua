@@ -1,6 +1,7 @@
 -- loom.sync.filters: Matrix filters (the /sync Filter and its parts):
 -- validation, storage (table `filters`) and the `filter=` query parameter.
 local core = require "loom.core"
+local ljson = require "loom.json"
 local store_filter = require "loom.store.filter"
 
 local json = core.json
@@ -12,7 +13,7 @@ local _ENV = nil -- luacheck: ignore 211
 
 local filters = {}
 
-local function is_null(v) return v == nil or v == json.null end
+local is_null = ljson.is_null
 
 local function check_strings(v, what)
   if is_null(v) then return true end
