@@ -9,8 +9,12 @@ local loom = require "loom"
 local api = require "loom.api"
 
 local path, synchronous, grouping = arg[1], arg[2] or "FULL", arg[3]
+-- LOOM_BENCH_GC ("generational", "incremental") and LOOM_BENCH_CHECKPOINT
+-- (ms; 0 = SQLite's automatic checkpoints) set the housekeeping options.
 local server = loom.new { host = "127.0.0.1", port = 0, server_name = "crash.local", log_level = "warn",
   password_iterations = 1000,
+  housekeeping = { gc = os.getenv("LOOM_BENCH_GC"), checkpoint_interval = math.tointeger(
+    tonumber(os.getenv("LOOM_BENCH_CHECKPOINT") or "")) },
   database = { path = path, synchronous = synchronous, group_commit = grouping ~= "nogroup" } }
 local hs = api.install(server)
 assert(server:start())
@@ -19,6 +23,40 @@ local login = assert(hs.accounts:login("@alice:crash.local", "alice-password"))
 local room_id = assert(hs.rooms:create_room("@alice:crash.local"))
 assert(hs.rooms:send(room_id, { type = "m.room.member", state_key = "@alice:crash.local",
   sender = "@alice:crash.local", content = { membership = "join" } }))
+if os.getenv("LOOM_BENCH_STATS") then
+  -- every 30 s on standard error: the Lua heap, GC cycles completed, and the
+  -- loop's stalls (a 5 ms timer that fired more than 40 ms late)
+  local cycles = 0
+  local function sentinel() setmetatable({}, { __gc = function() cycles = cycles + 1; sentinel() end }) end
+  sentinel()
+  -- for each stall: how much of it this process spent on the CPU (the rest
+  -- it was not scheduled: the machine is shared), and whether the heap shrank
+  -- (a collection finished during it)
+  local function cpu()
+    local r = uv.getrusage()
+    return (r.utime.sec + r.stime.sec) * 1e3 + (r.utime.usec + r.stime.usec) / 1e3
+  end
+  local stalls, worst, stalled, stalled_cpu, gc_stalls = 0, 0, 0, 0, 0
+  local last, last_cpu, last_heap = uv.hrtime(), cpu(), collectgarbage("count")
+  local probe, every = uv.new_timer(), uv.new_timer()
+  probe:start(5, 5, function()
+    local now, c, heap = uv.hrtime(), cpu(), collectgarbage("count")
+    local late = (now - last) / 1e6 - 5
+    if late > 40 then
+      stalls = stalls + 1; stalled = stalled + late; stalled_cpu = stalled_cpu + (c - last_cpu)
+      if late > worst then worst = late end
+      if heap < last_heap then gc_stalls = gc_stalls + 1 end
+    end
+    last, last_cpu, last_heap = now, c, heap
+  end)
+  every:start(30000, 30000, function()
+    io.stderr:write(("server: heap %.0f KiB, %d GC cycles, %d stalls > 40 ms (worst %.0f ms, total %.0f ms, "
+      .. "on CPU %.0f ms, %d with the heap shrinking)\n")
+      :format(collectgarbage("count"), cycles, stalls, worst, stalled, stalled_cpu, gc_stalls))
+    stalls, worst, stalled, stalled_cpu, gc_stalls, cycles = 0, 0, 0, 0, 0, 0
+  end)
+  server:hook("server/stopping", function() probe:close(); every:close() end)
+end
 io.stdout:write(("ready %d %d %s %s\n"):format(server:port(), uv.os_getpid(), login.access_token, room_id))
 io.stdout:flush()
 server:run()

@@ -14,6 +14,7 @@ local crypto = require "loom.room.crypto"
 local accounts_mod = require "loom.store.accounts"
 local room_mod = require "loom.room"
 local errors = require "loom.http.errors"
+local housekeeping = require "loom.db.housekeeping"
 
 local setmetatable, type = setmetatable, type
 
@@ -52,6 +53,16 @@ function _M.new(server, opts)
     rooms = room_mod.new(store, { server_name = name, key = key,
       default_version = config.default_room_version }),
   }, mt)
+  -- WAL checkpoints and the collector's mode, off the request path, while
+  -- the server serves (config.housekeeping: see loom.db.housekeeping)
+  server:hook("server/started", function()
+    if not self.housekeeping then
+      self.housekeeping = housekeeping.start(store.conn, config.housekeeping)
+    end
+  end)
+  server:hook("server/stopping", function()
+    if self.housekeeping then self.housekeeping:stop(); self.housekeeping = nil end
+  end)
   return self
 end
 

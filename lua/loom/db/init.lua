@@ -336,6 +336,18 @@ function methods:transaction(fn, ...)
   return finish(self, pcall(fn, ...))
 end
 
+--- Copy committed pages from the WAL into the database file without
+-- waiting for readers or writers (PRAGMA wal_checkpoint(PASSIVE)). Returns
+-- the WAL's size and the frames copied, in pages; or false when a
+-- transaction or commit group is open (nothing is done then); or nil,
+-- message, code.
+function methods:checkpoint()
+  if self.depth > 0 or self.group then return false end
+  local row, err, code = self:first("PRAGMA wal_checkpoint(PASSIVE)")
+  if not row then return nil, err, code end
+  return row[2], row[3]
+end
+
 --- Commit the open commit group now (its members are woken on the next loop
 -- turn). Nothing to do when no group is open.
 function methods:flush()

@@ -14,7 +14,7 @@ local ipairs, type, table_concat = ipairs, type, table.concat
 local _M = {}
 local methods = {}
 
-local CACHE_MAX = 20000
+local CACHE_MAX = 4000  -- decoded events (~1.7 KB each): a bigger live heap lengthens every GC cycle
 local BATCH = 500
 local COLS = "event_nid, event_id, room_nid, depth, stream_ordering, outlier, rejected, soft_failed, json"
 
