@@ -35,6 +35,7 @@ config.defaults = {
   well_known_client = nil,             -- body of /.well-known/matrix/client
   limits = nil,                        -- HTTP limits (docs/http.md)
   timeouts = nil,                      -- HTTP timeouts in ms (docs/http.md)
+  housekeeping = nil,                  -- WAL checkpoints and GC mode while serving (docs/db.md)
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -67,6 +68,13 @@ config.checks = {
   end,
   database = function(v)
     if type(v) ~= "table" or type(v.path) ~= "string" then return "a table with a path string" end
+    local sync = v.synchronous
+    if sync ~= nil and (type(sync) ~= "string" or not ({ OFF = 1, NORMAL = 1, FULL = 1, EXTRA = 1 })[sync:upper()]) then
+      return "a table whose synchronous is FULL, NORMAL, EXTRA or OFF"
+    end
+    if v.group_commit ~= nil and type(v.group_commit) ~= "boolean" then
+      return "a table whose group_commit is true or false"
+    end
   end,
   log_level = one_of("debug", "info", "warn", "error"),
   default_room_version = one_of("10", "11", "12"),
@@ -77,6 +85,7 @@ config.checks = {
   well_known_client = of_type("table"),
   limits = of_type("table"),
   timeouts = of_type("table"),
+  housekeeping = of_type("table"),
   logger = of_type("function"),
 }
 
