@@ -55,7 +55,12 @@ if os.getenv("LOOM_BENCH_STATS") then
       :format(collectgarbage("count"), cycles, stalls, worst, stalled, stalled_cpu, gc_stalls))
     stalls, worst, stalled, stalled_cpu, gc_stalls, cycles = 0, 0, 0, 0, 0, 0
   end)
-  server:hook("server/stopping", function() probe:close(); every:close() end)
+  server:hook("server/stopping", function()
+    probe:close(); every:close()
+    local conn = hs.store.conn
+    io.stderr:write(("server: %d commit groups, %.2f members each\n"):format(conn.group_commits,
+      conn.group_members / math.max(1, conn.group_commits)))
+  end)
 end
 io.stdout:write(("ready %d %d %s %s\n"):format(server:port(), uv.os_getpid(), login.access_token, room_id))
 io.stdout:flush()

@@ -86,6 +86,7 @@ function _M.open(config)
     synchronous = synchronous,
     group_commit = config.group_commit ~= false,
     group = nil,       -- the open commit group: { members = {...}, timer = its COMMIT }
+    group_commits = 0, group_members = 0,  -- groups committed, and their members
     log = config.log,  -- log(level, message) for what has no caller to go to
   }, mt)
   if config.migrate ~= false then
@@ -252,8 +253,9 @@ local function flush(self, deferred)
   if not g.timer:is_closing() then g.timer:close() end
   local ok, err, code = self.handle:exec("COMMIT")
   if not ok then self.handle:exec("ROLLBACK") end
-  self.group_commits = (self.group_commits or 0) + 1
   local members = g.members
+  self.group_commits = self.group_commits + 1
+  self.group_members = self.group_members + #members
   if ok then
     for _, m in ipairs(members) do
       m.outcome = table_pack(true)
