@@ -22,7 +22,8 @@ os.execute("mkdir -p bench/data")
 for _, m in ipairs(modes) do
   local path = "bench/data/b7-sends.db"
   for _, sfx in ipairs { "", "-wal", "-shm" } do os.remove(path .. sfx) end
-  local child = assert(io.popen(("exec env LOOM_BENCH_STATS=1 %s spec/support/send_server.lua %s %s %s"):format(lua, path, m[2], m[3]), "r"))
+  local child = assert(io.popen(("exec env LOOM_BENCH_STATS=1 %s spec/support/send_server.lua %s %s %s")
+    :format(lua, path, m[2], m[3]), "r"))
   local port, pid, token, room = child:read("l"):match("^ready (%d+) (%d+) (%S+) (%S+)$")
   assert(port, "server did not start")
   local o = { port = tonumber(port), token = token, room = room, clients = CLIENTS }
