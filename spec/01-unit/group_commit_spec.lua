@@ -213,15 +213,26 @@ describe("loom.db group commit", function()
     assert(conn:exec("PRAGMA foreign_keys = ON"))
     local notes = {}
     s:subscribe(function(note) notes[#notes + 1] = note.position end)
-    local results = spawn_all(3, function(i)
+    local read
+    local results = spawn_all(4, function(i)
       if i == 3 then
         return table.pack(conn:transaction(function() return conn:run("INSERT INTO child (pid) VALUES (7)") end))
+      end
+      if i == 4 then
+        -- a reader outside any transaction sees the open group's rows (and
+        -- the store caches what it decoded)
+        local e, meta = s:event("$g1")
+        read = { e.event_id, meta.event_nid }
+        return table.pack(nil, "reader", "sqlite_constraint")
       end
       -- a new room (new room and type NIDs) and the existing one
       local room = i == 1 and "!new:test" or "!a:test"
       return table.pack(s:persist("$g" .. i, ev(room, i == 1 and 1 or 2, i == 1 and {} or { "$a1" })))
     end)
     for i = 1, 3 do assert.is_nil(results[i][1]); assert.equal("sqlite_constraint", results[i][3]) end
+    assert.equal("$g1", read[1])
+    -- what it decoded was forgotten with the rollback
+    assert.is_nil(s:event_by_nid(read[2]))
     assert.equal(max0, s.max_stream)
     assert.equal(cur0, s.current_stream)
     assert.is_nil(s:room_nid("!new:test"))
@@ -234,6 +245,7 @@ describe("loom.db group commit", function()
       return assert(s:persist("$g" .. i, ev(room, i == 1 and 1 or 2, i == 1 and {} or { "$a1" })))
     end)
     assert.equal(max0 + 1, again[1].stream_ordering)
+    assert.equal("$g2", (s:event_by_nid(again[2].event_nid)).event_id)
     assert.equal(max0 + 2, again[2].stream_ordering)
     assert.equal(max0 + 2, s.current_stream)
     assert.same({ max0 + 2, max0 + 2 }, notes)  -- one note per member, after the one COMMIT
