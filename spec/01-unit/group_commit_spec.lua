@@ -280,6 +280,38 @@ describe("loom.db group commit", function()
     conn:close()
   end)
 
+  it("makes a task wait while another task's transaction is open across a wait", function()
+    local conn = open(path)
+    local order = {}
+    spawn_all(2, function(i)
+      if i == 1 then
+        return table.pack(conn:transaction(function()
+          assert(conn:run("INSERT INTO t (k, v) VALUES ('slow', 1)"))
+          async.sleep(20)              -- task 2 comes in meanwhile
+          order[#order + 1] = "slow done"
+          return nil, "slow refused"   -- rolls back its own work only
+        end))
+      end
+      local r = assert(conn:transaction(function()
+        order[#order + 1] = "second runs"
+        return conn:run("INSERT INTO t (k, v) VALUES ('second', 2)")
+      end))
+      return r
+    end)
+    assert.same({ "slow done", "second runs" }, order)
+    assert.same({ "second" }, conn:column("SELECT k FROM t"))
+    -- outside any task the same situation is a misuse
+    local co = coroutine.create(function()
+      return conn:transaction(function() coroutine.yield(); return true end)
+    end)
+    assert(coroutine.resume(co))
+    assert.has_error(function() conn:transaction(function() return true end) end,
+      "loom.db: transaction while another coroutine's transaction is open")
+    assert(coroutine.resume(co))
+    assert.equal("dead", coroutine.status(co))
+    conn:close()
+  end)
+
   it("commits an open group on close", function()
     local conn = open(path)
     local acked = false

@@ -25,6 +25,7 @@ local uv = require "luv"
 local error, pcall, select, type, setmetatable = error, pcall, select, type, setmetatable
 local ipairs, pairs, tostring, string_upper = ipairs, pairs, tostring, string.upper
 local table_pack, table_unpack = table.pack, table.unpack
+local co_running = coroutine.running
 local stderr = io.stderr
 
 local sqlite = core.sqlite
@@ -189,7 +190,19 @@ local function finish(self, ok, ...)
   self.hooks[depth] = nil
   self.depth = depth - 1
   local member
-  if depth == 1 then member, self.member = self.member, nil end
+  if depth == 1 then
+    member, self.member, self.owner = self.member, nil, nil
+    local queued = self.queued
+    if queued then
+      -- tasks that waited for this transaction to end go on next turn
+      self.queued = nil
+      local t = uv.new_timer()
+      t:start(0, 0, function()
+        t:close()
+        for _, wake in ipairs(queued) do wake() end
+      end)
+    end
+  end
   local outer = depth == 1 and not member
   local failed = not ok or (select("#", ...) >= 1 and (...) == nil)
   if failed then
@@ -295,15 +308,18 @@ local function group_transaction(self, fn, ...)
     -- connection outlives it
     local timer = uv.new_timer()
     self.group = { members = {}, timer = timer }
-    timer:start(0, 0, function()
+    local function commit()
+      -- a member still inside its savepoint (waiting in a task): later
+      if self.depth > 0 then return timer:start(1, 0, commit) end
       local fok, ferr = pcall(flush, self)
       if not fok then log(self, "error", "group commit failed: " .. tostring(ferr)) end
-    end)
+    end
+    timer:start(0, 0, commit)
   end
   local ok, err, code = self.handle:exec("SAVEPOINT loom_sp1")
   if not ok then return nil, err, code end
   local member = {}
-  self.depth, self.member = 1, member
+  self.depth, self.member, self.owner = 1, member, co_running()
   local r = table_pack(finish(self, pcall(fn, ...)))
   if r.n >= 1 and r[1] == nil then return table_unpack(r, 1, r.n) end
   local group = self.group
@@ -325,6 +341,19 @@ end
 -- (nil, message, code for every member when that COMMIT fails). Outside a
 -- task it first commits an open group.
 function methods:transaction(fn, ...)
+  if self.depth > 0 and self.owner ~= co_running() then
+    -- another coroutine's transaction is open (its task waits inside it):
+    -- nesting into it would tie this work to that outcome
+    if not async.running() then
+      error("loom.db: transaction while another coroutine's transaction is open", 2)
+    end
+    async.wait(function(wake)
+      local q = self.queued
+      if not q then q = {}; self.queued = q end
+      q[#q + 1] = wake
+    end)
+    return self:transaction(fn, ...)
+  end
   local depth = self.depth + 1
   if depth == 1 then
     if self.group_commit and async.running() then return group_transaction(self, fn, ...) end
@@ -335,6 +364,7 @@ function methods:transaction(fn, ...)
   else ok, err, code = self.handle:exec("SAVEPOINT loom_sp" .. depth) end
   if not ok then return nil, err, code end
   self.depth = depth
+  if depth == 1 then self.owner = co_running() end
   return finish(self, pcall(fn, ...))
 end
 
@@ -351,9 +381,9 @@ function methods:checkpoint()
 end
 
 --- Commit the open commit group now (its members are woken on the next loop
--- turn). Nothing to do when no group is open.
+-- turn). Nothing to do when no group is open, or inside a transaction.
 function methods:flush()
-  if self.group then flush(self, true) end
+  if self.group and self.depth == 0 then flush(self, true) end
 end
 
 function methods:close()
