@@ -45,6 +45,34 @@ describe("loom.db.housekeeping", function()
     conn:close()
   end)
 
+  it("checkpoints under steady group-committed writes, losing none", function()
+    local conn = assert(db.open { path = path, migrate = false })
+    assert(conn:exec("CREATE TABLE t (v INTEGER)"))
+    local hk = housekeeping.start(conn, { checkpoint_interval = 5, gc = false })
+    local async = require "loom.async"
+    local n, acked = 0, 0
+    -- writes after every poll (as requests come in), every loop turn
+    local spin, writers = uv.new_idle(), uv.new_check()
+    spin:start(function() end)
+    writers:start(function()
+      for _ = 1, 3 do
+        n = n + 1
+        async.spawn(function(v)
+          assert(conn:transaction(function() return conn:run("INSERT INTO t (v) VALUES (?)", v) end))
+          acked = acked + 1
+        end, n)
+      end
+    end)
+    turn(80)
+    writers:close(); spin:close()
+    turn(5)
+    assert.is_true(hk.checkpoints > 0)
+    assert.equal(n, acked)
+    assert.equal(n, conn:value("SELECT count(*) FROM t"))
+    hk:stop()
+    conn:close()
+  end)
+
   it("leaves the collector alone with gc = false, checkpoints to SQLite with interval 0", function()
     local conn = assert(db.open { path = path, migrate = false })
     local mode = collectgarbage("incremental")

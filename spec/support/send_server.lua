@@ -18,6 +18,7 @@ local server = loom.new { host = "127.0.0.1", port = 0, server_name = "crash.loc
   database = { path = path, synchronous = synchronous, group_commit = grouping ~= "nogroup" } }
 local hs = api.install(server)
 assert(server:start())
+local housekeeper = hs.housekeeping  -- (gone from hs once the server stops)
 assert(hs.accounts:register("alice", "alice-password"))
 local login = assert(hs.accounts:login("@alice:crash.local", "alice-password"))
 local room_id = assert(hs.rooms:create_room("@alice:crash.local"))
@@ -58,8 +59,10 @@ if os.getenv("LOOM_BENCH_STATS") then
   server:hook("server/stopping", function()
     probe:close(); every:close()
     local conn = hs.store.conn
-    io.stderr:write(("server: %d commit groups, %.2f members each\n"):format(conn.group_commits,
-      conn.group_members / math.max(1, conn.group_commits)))
+    local hk = housekeeper
+    io.stderr:write(("server: %d commit groups, %.2f members each; %d checkpoints, longest %.1f ms\n"):format(
+      conn.group_commits, conn.group_members / math.max(1, conn.group_commits),
+      hk and hk.checkpoints or 0, hk and hk.checkpoint_max_ms or 0))
   end)
 end
 io.stdout:write(("ready %d %d %s %s\n"):format(server:port(), uv.os_getpid(), login.access_token, room_id))

@@ -9,7 +9,8 @@
 --   hk:stop()     -- automatic checkpoints and the previous collector mode again
 --
 -- The timers do not keep the loop alive; the loop's own turn is never blocked
--- on housekeeping longer than one PASSIVE checkpoint.
+-- on housekeeping longer than one PASSIVE checkpoint (hk.checkpoint_max_ms
+-- records the longest).
 local uv = require "luv"
 
 local setmetatable, type, tostring, pcall, error, collectgarbage = setmetatable, type, tostring, pcall, error,
@@ -48,14 +49,20 @@ function _M.start(conn, opts)
   if gc ~= false and gc ~= "generational" and gc ~= "incremental" then
     error("housekeeping: gc must be \"generational\", \"incremental\" or false", 2)
   end
-  local self = setmetatable({ conn = conn, log = opts.log, checkpoints = 0 }, mt)
+  local self = setmetatable({ conn = conn, log = opts.log, checkpoints = 0, checkpoint_max_ms = 0 }, mt)
   if gc then self.previous_gc = collectgarbage(gc) end
   if interval > 0 then
     local ok, err = conn:exec("PRAGMA wal_autocheckpoint = 0")
     if not ok then log(self, "warn", "cannot turn automatic checkpoints off: " .. tostring(err)) end
     local timer = uv.new_timer()
     timer:start(interval, interval, function()
-      local cok, res, cerr = pcall(conn.checkpoint, conn)
+      local t0 = uv.hrtime()
+      -- an open commit group would make the checkpoint a no-op: commit it
+      -- now (its members wake on the next turn)
+      local cok, res, cerr = pcall(conn.flush, conn)
+      if cok then cok, res, cerr = pcall(conn.checkpoint, conn) end
+      local ms = (uv.hrtime() - t0) / 1e6
+      if ms > self.checkpoint_max_ms then self.checkpoint_max_ms = ms end
       if not cok or res == nil then
         log(self, "warn", "WAL checkpoint failed: " .. tostring(cok and cerr or res))
       elseif res then
