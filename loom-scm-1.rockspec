@@ -54,6 +54,7 @@ build = {
       ["loom.async"] = "lua/loom/async.lua",
       ["loom.cli.config"] = "lua/loom/cli/config.lua",
       ["loom.cli"] = "lua/loom/cli/init.lua",
+      ["loom.db.housekeeping"] = "lua/loom/db/housekeeping.lua",
       ["loom.db"] = "lua/loom/db/init.lua",
       ["loom.db.migrate"] = "lua/loom/db/migrate.lua",
       ["loom.http.app"] = "lua/loom/http/app.lua",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs loom's benchmarks (long; not part of make test). LOOM_B1_EVENTS sets
 # the room size of the B1 benchmarks (default 1000000; their databases are
-# built once into bench/data/ and reused).
+# built once into bench/data/ and reused). LOOM_MIXED_SECONDS sets the length
+# of the mixed-load run (default 150).
 set -eu
 cd "$(dirname "$0")/.."
 export LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/release/?.so;;'
@@ -12,3 +13,5 @@ echo "== B4-state";  lua5.4 bench/b4_state.lua
 echo "== B6-stateres"; lua5.4 bench/b6_stateres.lua
 echo "== B7-scripts"; lua5.4 bench/b7_scripts.lua
 echo "== metrics"; lua5.4 bench/metrics.lua
+echo "== B7-sends (durable + group commit against NORMAL)"; lua5.4 bench/b7_sends.lua
+echo "== mixed load (200 sends/s, 50 syncs/s, 20 /messages/s)"; lua5.4 bench/mixed_load.lua "${LOOM_MIXED_SECONDS:-150}"

@@ -31,6 +31,11 @@ local async = {}
 -- What async.wait yields to the runner: this marker, then the register function.
 local WAIT = setmetatable({}, { __name = "loom.async.wait", __newindex = function() error("read-only", 2) end })
 
+-- The coroutines that are tasks (weak keys): async.running tells them from
+-- coroutines that other code (a test harness, say) resumes itself. It holds
+-- no server's state, so servers sharing the process still share nothing.
+local tasks = setmetatable({}, { __mode = "k" })
+
 local function stderr_log(level, message)
   stderr:write("loom.async ", level, ": ", message, "\n")
 end
@@ -101,6 +106,7 @@ function async.spawn(fn, arg, on_done, log)
   if on_done ~= nil and type(on_done) ~= "function" then error("async.spawn: on_done must be a function", 2) end
   local task = setmetatable({ co = co_create(fn), done = on_done, log = log or stderr_log,
                               status = "running" }, task_mt)
+  tasks[task.co] = true
   step(task, arg)
   return task
 end
@@ -110,8 +116,8 @@ function task_methods.state(self) return self.status end
 
 --- async.running() -> true inside a task's coroutine (where wait works)
 function async.running()
-  local _, main = co_running()
-  return not main
+  local co, main = co_running()
+  return not main and tasks[co] == true
 end
 
 --- async.wait(register) -> the values passed to wake

@@ -21,7 +21,7 @@ local setmetatable, type, tostring = setmetatable, type, tostring
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local homeserver = {}
 local methods = {}
 local mt = { __name = "loom.Homeserver", __index = methods }
 
@@ -41,7 +41,7 @@ end
 -- (loom.sync.notifier: long-polls waiting for commits; closed on the
 -- server's "server/stopping" hook, so that they are answered at once),
 -- hs.register_sessions (the open user-interactive /register sessions).
-function _M.new(server, opts)
+function homeserver.new(server, opts)
   opts = opts or {}
   local config = server.config
   local store = opts.store or server:store()
@@ -62,6 +62,16 @@ function _M.new(server, opts)
   server:hook("server/stopping", function()
     local n = self.notifier:close()
     if n > 0 then server:log("debug", "stopping: woke %d waiting /sync requests", n) end
+  end)
+  -- WAL checkpoints and the collector's mode, off the request path, while
+  -- the server serves (config.housekeeping: see loom.db.housekeeping)
+  server:hook("server/started", function()
+    if not self.housekeeping then
+      self.housekeeping = store:start_housekeeping(config.housekeeping)
+    end
+  end)
+  server:hook("server/stopping", function()
+    if self.housekeeping then self.housekeeping:stop(); self.housekeeping = nil end
   end)
   if server.instrument then server:instrument(self) end
   return self
@@ -118,6 +128,6 @@ function methods.error(self, message, code, rule)
   return err
 end
 
-_M.methods = methods
-_M.mt = mt
-return _M
+homeserver.methods = methods
+homeserver.mt = mt
+return homeserver

@@ -43,6 +43,7 @@ config.defaults = {
   scripts = nil,                       -- policy scripts, relative to the config file (docs/scripting.md)
   pid_file = nil,                      -- bin/loom serve's pid; default loom.pid beside the database
   logger = nil,                        -- function(level, message) (loom.new only); default: standard error
+  housekeeping = nil,                  -- WAL checkpoints and GC mode while serving (docs/db.md)
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -75,6 +76,13 @@ config.checks = {
   end,
   database = function(v)
     if type(v) ~= "table" or type(v.path) ~= "string" then return "a table with a path string" end
+    local sync = v.synchronous
+    if sync ~= nil and (type(sync) ~= "string" or not ({ OFF = 1, NORMAL = 1, FULL = 1, EXTRA = 1 })[sync:upper()]) then
+      return "a table whose synchronous is FULL, NORMAL, EXTRA or OFF"
+    end
+    if v.group_commit ~= nil and type(v.group_commit) ~= "boolean" then
+      return "a table whose group_commit is true or false"
+    end
   end,
   log_level = one_of("debug", "info", "warn", "error"),
   log_format = one_of("text", "json"),
@@ -92,6 +100,7 @@ config.checks = {
   well_known_client = of_type("table"),
   limits = of_type("table"),
   timeouts = of_type("table"),
+  housekeeping = of_type("table"),
   logger = of_type("function"),
   scripts = function(v)
     if type(v) ~= "table" then return "an array of file names" end

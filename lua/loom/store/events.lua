@@ -15,10 +15,10 @@ local ipairs, type, tostring, table_unpack = ipairs, type, tostring, table.unpac
 
 local _ENV = nil -- luacheck: ignore 211
 
-local _M = {}
+local events = {}
 local methods = {}
 
-local CACHE_MAX = 20000
+local CACHE_MAX = 4000  -- decoded events (~1.7 KB each): a bigger live heap lengthens every GC cycle
 local COLS = "event_nid, event_id, room_nid, depth, stream_ordering, outlier, rejected, soft_failed, json"
 
 local function cache(self)
@@ -110,5 +110,5 @@ function methods:room_version(room_id)
   return self.conn:value("SELECT room_version FROM rooms WHERE room_id = ?", room_id)
 end
 
-_M.methods = methods
-return _M
+events.methods = methods
+return events

@@ -114,6 +114,13 @@ function methods:transaction(fn, ...)
   return self.conn:transaction(fn, ...)
 end
 
+--- Start the database's housekeeping (loom.db.housekeeping: passive WAL
+-- checkpoints on a timer, the collector's mode) while a server serves;
+-- returns the handle whose :stop() ends it.
+function methods:start_housekeeping(opts)
+  return require("loom.db.housekeeping").start(self.conn, opts)
+end
+
 --- Time every database statement: wrap(f, ...) runs a statement and must
 -- return f(...)'s results (the server's metrics measure with it); nil stops.
 function methods:time_statements(wrap)

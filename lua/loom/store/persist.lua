@@ -232,6 +232,7 @@ local function persist_one(self, event_id, ev, opts, changed)
       soft_failed, ev.origin_server_ts, contains_url(ev) and 1 or 0, max_depth, text))
     nid = conn:last_insert_rowid()
   end
+  changed.nids[#changed.nids + 1] = nid
   if rejected == 1 then
     run(conn, "INSERT INTO event_rejections (event_nid, reason) VALUES (?, ?)",
       nid, type(opts.rejected) == "string" and opts.rejected or "rejected")
@@ -306,13 +307,16 @@ local function persist_batch(self, items)
   local ok, res, err, code = pcall(conn.transaction, conn, function()
     local saved_max, saved_min = self.max_stream, self.min_stream
     local pending = {}
+    local changed = { rooms = {}, members = {}, nids = {} }
     conn:on_rollback(function()
       for i = #pending, 1, -1 do pending[i][1][pending[i][2]] = nil end
       self.nid_version = self.nid_version + 1
       self.max_stream, self.min_stream = saved_max, saved_min
       self.room_max_depth, self.room_backfill_depth = {}, {}
+      -- a reader may have decoded the rows before the rollback (a commit
+      -- group's rows are visible on the connection until its COMMIT)
+      for _, nid in ipairs(changed.nids) do self:forget_event(nid) end
     end)
-    local changed = { rooms = {}, members = {} }
     local results = {}
     self.pending = pending
     for i, item in ipairs(items) do
