@@ -5,6 +5,7 @@
 -- HTTP, where the room service and the endpoints fire the hooks.
 local tesths = require "support.hs"
 local child = require "support.child"
+local tmp = require "support.tmpdb"
 local core = require "loom.core"
 local enc = tesths.enc
 
@@ -84,6 +85,50 @@ describe("examples", function()
       for _, sfx in ipairs { "", ".db", ".db-wal", ".db-shm" } do os.remove(db .. sfx) end
       assert(ok, err)
       assert.equal(0, code, c.err)
+    end)
+  end)
+
+  describe("timeline.lua", function()
+    it("builds a forked room in the database it is given and prints its timeline, pages and context", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      local path = dir .. "/tour/example.db"
+      local c = child.start { "examples/timeline.lua", path }
+      child.turn_until(function() return c.exit_code and c.out:find("database: ", 1, true) end, 30000)
+      local code = c:stop()
+      local out, err = c.out, c.err
+      local f = io.open(path, "rb")
+      local exists = f ~= nil
+      if f then f:close() end
+      tmp.remove(path)
+      os.remove(dir .. "/tour")
+      os.remove(dir)
+      assert.equal(0, code, err)
+      assert.is_true(exists, "no database at " .. path)
+      assert.equal("database: " .. path .. "\n", out:match("database: [^\n]*\n$"))
+      -- two extremities after the fork, one after the merge
+      assert.matches("forward extremities after the fork: %$[%w_-]+, %$[%w_-]+\n", out)
+      assert.matches("forward extremities after the merge: %$[%w_-]+\n", out)
+      -- /messages?dir=b in pages of 4: 9 events, newest first
+      assert.matches("page 1 %(from t8%-9, next t6%-5%)", out)
+      assert.matches("page 2 %(from t6%-5, next t2%-1%)", out)
+      assert.matches("page 3 %(from t2%-1, next nil%)", out)
+      local newest_first = {}
+      local row = "\n  t%d+%-%d+ +depth %d+ +stream %d+ +@%w+:example%.org +([^\n]*)"
+      for what in out:match("pages of 4.-\n\n"):gmatch(row) do
+        newest_first[#newest_first + 1] = what
+      end
+      assert.same({ "Hi Alice, I merged the fork.", "(sent at the same time)", "join", "and its stream ordering.",
+        "Each one is stored with its depth", "This room is a DAG of signed events.", "Hello, loom!", "join",
+        "m.room.create" }, newest_first)
+      -- the filter keeps the six messages, oldest first
+      local messages = out:match("Only messages.-\n\n")
+      local _, n = messages:gsub("\n  t%d", "")
+      assert.equal(6, n)
+      assert.matches("^[^\n]*\n  t3%-3 .-Hello, loom!", messages)
+      -- context: bob's join, the side event, the merge
+      assert.matches("Context around[^\n]*\n  t7%-7 [^\n]*join\n  t7%-8 [^\n]*%(sent at the same time%)\n"
+        .. "  t8%-9 [^\n]*merged the fork%.\nstart t7%-6, end t8%-9; current stream token s9\n", out)
     end)
   end)
 
