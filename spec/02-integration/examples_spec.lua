@@ -9,12 +9,6 @@ local tmp = require "support.tmpdb"
 local core = require "loom.core"
 local enc = tesths.enc
 
-local function logged(t, pattern)
-  for _, line in ipairs(t.logs) do
-    if line:find(pattern) then return line end
-  end
-end
-
 -- Inside t:run: poll pred every 10 ms for up to ms; returns pred().
 local function eventually(t, pred, ms)
   for _ = 1, (ms or 3000) // 10 do
@@ -27,12 +21,6 @@ end
 local function make_old(t, user_id, minutes)
   assert(t.hs.store.conn:run("UPDATE users SET created_ts = ? WHERE user_id = ?",
     core.now_ms() - minutes * 60000, user_id))
-end
-
-local function create_room(t, user, body)
-  local r = t:request("POST", "/_matrix/client/v3/createRoom", body or {}, user.access_token)
-  assert(r.status == 200, r.body)
-  return r.json.room_id
 end
 
 local txn = 0
@@ -90,8 +78,7 @@ describe("examples", function()
 
   describe("timeline.lua", function()
     it("builds a forked room in the database it is given and prints its timeline, pages and context", function()
-      local dir = os.tmpname()
-      os.remove(dir)
+      local dir = tmp.dir()
       local path = dir .. "/tour/example.db"
       local c = child.start { "examples/timeline.lua", path }
       child.turn_until(function() return c.exit_code and c.out:find("database: ", 1, true) end, 30000)
@@ -100,9 +87,7 @@ describe("examples", function()
       local f = io.open(path, "rb")
       local exists = f ~= nil
       if f then f:close() end
-      tmp.remove(path)
-      os.remove(dir .. "/tour")
-      os.remove(dir)
+      tmp.remove_dir(dir)
       assert.equal(0, code, err)
       assert.is_true(exists, "no database at " .. path)
       assert.equal("database: " .. path .. "\n", out:match("database: [^\n]*\n$"))
@@ -154,7 +139,7 @@ describe("examples", function()
       ok, reason = check(old, "four")
       assert.is_false(ok)
       assert.matches("too fast", reason)
-      assert.truthy(logged(t, "anti_spam: @old:test.local is sending too fast"))
+      assert.truthy(t:logged("anti_spam: @old:test.local is sending too fast"))
       -- received events are not its business
       assert.is_nil(check(old, "from afar", { origin = "federation" }))
       assert.is_nil(check(young, "http://x.example", { origin = "federation" }))
@@ -163,14 +148,14 @@ describe("examples", function()
     it("refuses bad options", function()
       t = tesths.start { scripts = { "examples/policy/anti_spam.lua" }, anti_spam = { flood_messages = 0 } }
       assert.is_nil(t.hs.scripts:get("anti_spam"))
-      assert.truthy(logged(t, "option anti_spam.flood_messages must be an integer in 1..10000, got 0"))
+      assert.truthy(t:logged("option anti_spam.flood_messages must be an integer in 1..10000, got 0"))
     end)
 
     it("clients get 403 M_FORBIDDEN with the reason (end to end)", function()
       t = tesths.start(config)
       local young, old = t:register("young"), t:register("old")
       make_old(t, old.user_id, 11)
-      local room = create_room(t, old, { preset = "public_chat" })
+      local room = t:create_room(old, { preset = "public_chat" })
       assert.equal(200, t:request("POST", "/_matrix/client/v3/join/" .. enc(room), {}, young.access_token).status)
       local r = send_text(t, young, room, "buy at https://spam.example")
       assert.equal(403, r.status, r.body)
@@ -206,7 +191,7 @@ describe("examples", function()
     it("refuses an empty list", function()
       t = tesths.start { scripts = { "examples/policy/room_rules.lua" }, room_rules = { allowed_domains = {} } }
       assert.is_nil(t.hs.scripts:get("room_rules"))
-      assert.truthy(logged(t, "option room_rules.allowed_domains must be an array with"))
+      assert.truthy(t:logged("option room_rules.allowed_domains must be an array with"))
     end)
 
     it("clients get 403 M_FORBIDDEN for createRoom and /invite to other domains (end to end)", function()
@@ -216,7 +201,7 @@ describe("examples", function()
         alice.access_token)
       assert.equal(403, r.status, r.body)
       assert.equal("M_FORBIDDEN", r.json.errcode)
-      local room = create_room(t, alice)
+      local room = t:create_room(alice)
       r = t:request("POST", "/_matrix/client/v3/rooms/" .. enc(room) .. "/invite", { user_id = "@e:evil.example" },
         alice.access_token)
       assert.equal(403, r.status, r.body)
@@ -234,7 +219,7 @@ describe("examples", function()
       t = tesths.start(config)
       local alice = t:register("alice")
       t:register("echo")
-      local room = create_room(t, alice, { invite = { "@echo:test.local" } })
+      local room = t:create_room(alice, { invite = { "@echo:test.local" } })
       local function persisted(ev)
         ev.room_id = room
         t.server:fire("room/event/persisted", ev, { origin = "local" })
@@ -253,7 +238,7 @@ describe("examples", function()
       t = tesths.start(config)
       local alice = t:register("alice")
       t:register("echo")
-      local room = create_room(t, alice)
+      local room = t:create_room(alice)
       local r = t:request("POST", "/_matrix/client/v3/rooms/" .. enc(room) .. "/invite",
         { user_id = "@echo:test.local" }, alice.access_token)
       assert.equal(200, r.status, r.body)
@@ -284,8 +269,8 @@ describe("examples", function()
       local admin_user = t:register("root")
       assert(t.hs.store.conn:run("UPDATE users SET admin = 1 WHERE user_id = ?", admin_user.user_id))
       local alice, bob = t:register("alice"), t:register("bob")
-      local room = create_room(t, alice, { name = "Lobby", invite = { bob.user_id } })
-      local empty = create_room(t, bob)
+      local room = t:create_room(alice, { name = "Lobby", invite = { bob.user_id } })
+      local empty = t:create_room(bob)
       local r = t:request("GET", "/_loom/admin/v1/rooms")
       assert.equal(401, r.status)
       r = t:request("GET", "/_loom/admin/v1/rooms", nil, alice.access_token)

@@ -14,11 +14,7 @@ local version_mod = require "loom.room.version"
 local enc = tesths.enc
 local V3 = "/_matrix/client/v3"
 
-local function create_room(t, who, body)
-  local r = t:request("POST", V3 .. "/createRoom", body or { preset = "public_chat" }, who.access_token)
-  assert.equal(200, r.status, r.body)
-  return r.json.room_id
-end
+local function create_room(t, who, body) return t:create_room(who, body or { preset = "public_chat" }) end
 
 local function member(t, room, user_id)
   local ev = t.hs.rooms:state_event(room, "m.room.member", user_id)

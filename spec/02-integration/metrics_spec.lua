@@ -4,6 +4,7 @@
 local uv = require "luv"
 local tesths = require "support.hs"
 local child = require "support.child"
+local tmp = require "support.tmpdb"
 local core = require "loom.core"
 local app = require "loom.http.app"
 
@@ -383,9 +384,7 @@ end)
 
 describe("JSON logs", function()
   it("writes one JSON object per line from loom serve, request lines with their status", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, 448))
+    local dir = tmp.dir()
     local cfg = dir .. "/loom.cfg.lua"
     local f = assert(io.open(cfg, "w"))
     f:write('server_name = "test.local"\nport = 0\nlog_level = "debug"\nlog_format = "json"\n',
@@ -410,10 +409,7 @@ describe("JSON logs", function()
         scraped, 1, true)
     end)
     local exit_code = c:stop()
-    for _, name in ipairs { "loom.db", "loom.db-wal", "loom.db-shm", "loom.cfg.lua" } do
-      os.remove(dir .. "/" .. name)
-    end
-    os.remove(dir)
+    tmp.remove_dir(dir)
     assert(ok, err)
     assert.equal(0, exit_code)
 
