@@ -2,7 +2,6 @@
 -- built or a received one stored, federation/check for another server's
 -- events, room/event/persisted once an event is committed — and the same
 -- service without a hooks object.
-local store_mod = require "loom.store"
 local room_mod = require "loom.room"
 local version_mod = require "loom.room.version"
 local event_mod = require "loom.room.event"
@@ -54,18 +53,14 @@ describe("room service hooks", function()
   end
 
   before_each(function()
-    path = tmp.path()
-    store = assert(store_mod.open { path = path })
+    store, path = tmp.open_store()
     key = key_for("a.test", 1)
     handlers = {}
     hooks = recorder()
     rooms = room_mod.new(store, { server_name = "a.test", key = key, default_version = "11", hooks = hooks })
   end)
 
-  after_each(function()
-    store:close()
-    tmp.remove(path)
-  end)
+  after_each(function() tmp.close_store(store, path) end)
 
   it("works without a hooks object", function()
     local plain = room_mod.new(store, { server_name = "a.test", key = key, default_version = "11" })

@@ -7,16 +7,10 @@ local store_mod = require "loom.store"
 local sql = require "loom.store.sql"
 local db = require "loom.db"
 local core = require "loom.core"
-local json = core.json
 
 local tmp = require "support.tmpdb"
 
-local function ev(room, depth, prevs, extra)
-  local e = { room_id = room, type = "m.room.message", sender = "@a:test", depth = depth,
-    origin_server_ts = 1000 + depth, prev_events = json.array(prevs or {}), content = { body = "x" } }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local ev = tmp.message
 
 local function member(room, depth, prevs, user, membership)
   return ev(room, depth, prevs, { type = "m.room.member", state_key = user, sender = user,
@@ -26,15 +20,8 @@ end
 describe("store methods", function()
   local path, s
 
-  before_each(function()
-    path = tmp.path()
-    s = assert(store_mod.open { path = path })
-  end)
-
-  after_each(function()
-    s:close()
-    tmp.remove(path)
-  end)
+  before_each(function() s, path = tmp.open_store() end)
+  after_each(function() tmp.close_store(s, path) end)
 
   describe("loom.store.sql", function()
     it("writes IN lists in chunks that cover every key once", function()

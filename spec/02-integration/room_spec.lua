@@ -1,7 +1,6 @@
 -- The room service on a real database: local events are built, authorised
 -- and stored with the state before and after each; received events go
 -- through the checks on receipt; forks resolve through state resolution.
-local store_mod = require "loom.store"
 local room_mod = require "loom.room"
 local statemap = require "loom.room.statemap"
 local stateres = require "loom.room.stateres"
@@ -47,16 +46,12 @@ for _, rv in ipairs { "10", "11", "12" } do
     local path, store, rooms, key
 
     before_each(function()
-      path = tmp.path()
-      store = assert(store_mod.open { path = path })
+      store, path = tmp.open_store()
       key = key_for("a.test", 1)
       rooms = room_mod.new(store, { server_name = "a.test", key = key, default_version = rv })
     end)
 
-    after_each(function()
-      store:close()
-      tmp.remove(path)
-    end)
+    after_each(function() tmp.close_store(store, path) end)
 
     local function send(room_id, proto)
       local ev, r, _, rule = rooms:send(room_id, proto)
