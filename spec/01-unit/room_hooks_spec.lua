@@ -8,13 +8,12 @@ local event_mod = require "loom.room.event"
 local crypto = require "loom.room.crypto"
 local core = require "loom.core"
 local tmp = require "support.tmpdb"
+local support_remote = require "support.remote"
 
 local json = core.json
 local ALICE, CAROL = "@alice:a.test", "@carol:b.test"
 
-local function key_for(server, seed_byte)
-  return crypto.signing_key(string.rep(string.char(seed_byte), 32), "ed25519:k", server)
-end
+local key_for = support_remote.key
 
 describe("room service hooks", function()
   local path, store, key, hooks, rooms, handlers
@@ -200,17 +199,7 @@ describe("room service hooks", function()
     -- arrives over the wire.
     local function built(room_id, proto, by)
       proto.room_id = room_id
-      local ctx = {
-        forward_extremities = function()
-          local out = {}
-          for _, id in ipairs(store:forward_extremities(room_id)) do
-            local _, meta = store:event(id)
-            out[#out + 1] = { event_id = id, depth = meta.depth }
-          end
-          return out
-        end,
-        state = function(_, t, k) return rooms:state_event(room_id, t, k) end,
-      }
+      local ctx = support_remote.room(store, rooms, room_id)
       return json.decode(json.encode(assert(event_mod.build(assert(version_mod.get("11")), proto, ctx, by))))
     end
     local function remote(room_id, proto) return built(room_id, proto, other) end
