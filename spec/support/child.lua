@@ -8,6 +8,7 @@
 --   local r = c:request("GET", "/_matrix/client/versions")    -- { status, json, body }
 --   local code = c:stop()
 local uv = require "luv"
+local loop = require "support.loop"
 local json = require("loom.core").json
 
 local _M = {}
@@ -15,14 +16,7 @@ local C = {}
 C.__index = C
 
 --- Turn the loop until pred() is true or ms pass; returns pred().
-function _M.turn_until(pred, ms)
-  local deadline = uv.now() + (ms or 10000)
-  local timer = uv.new_timer()
-  timer:start(10, 10, function() end)
-  while not pred() and uv.now() < deadline do uv.run("once"); uv.update_time() end
-  timer:stop(); timer:close()
-  return pred()
-end
+_M.turn_until = loop.turn_until
 
 --- Start lua5.4 with args (an array) and this process's environment (the
 -- Lua paths, and the sanitizer preload of the test suite's second pass).
