@@ -45,6 +45,25 @@ describe("store methods", function()
       assert.same({ 2, 2, 1 }, sizes)
       assert.equal(sql.TIMELINE, store_mod.TIMELINE)
     end)
+
+    it("maps keys to values over chunked IN lists, the statement's own parameters first", function()
+      s.conn:exec("CREATE TABLE kv (owner TEXT, k INTEGER, v TEXT)")
+      local keys = {}
+      for i = 1, 1234 do
+        keys[i] = i
+        assert(s.conn:run("INSERT INTO kv VALUES (?, ?, ?)", i % 2 == 0 and "even" or "odd", i, "v" .. i))
+      end
+      local got = sql.map_in(s.conn, "SELECT k, v FROM kv WHERE owner = ? AND k IN (", keys, "even")
+      local n = 0
+      for k, v in pairs(got) do
+        n = n + 1
+        assert.equal(0, k % 2)
+        assert.equal("v" .. k, v)
+      end
+      assert.equal(617, n)
+      assert.same({ [3] = "v3" }, sql.map_in(s.conn, "SELECT k, v FROM kv WHERE k IN (", { 3, 5000 }))
+      assert.same({}, sql.map_in(s.conn, "SELECT k, v FROM kv WHERE k IN (", {}))
+    end)
   end)
 
   it("keeps aliases and directory visibility", function()
