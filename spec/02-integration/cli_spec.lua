@@ -91,6 +91,22 @@ describe("loom command line", function()
       assert.matches("unknown command", err)
     end)
 
+    it("checks the arguments before it reads the config file", function()
+      for _, case in ipairs {
+        { { "serve", "x" }, "serve takes no arguments" }, { { "reload", "x" }, "reload takes no arguments" },
+        { { "migrate", "x" }, "migrate takes no arguments" },
+        { { "register-user" }, "register%-user takes one USER" },
+        { { "register-user", "a", "--password", "x", "--password-file", "f" },
+          "give %-%-password or %-%-password%-file" },
+      } do
+        local args = case[1]
+        args[#args + 1] = "--config=/nonexistent.cfg.lua"
+        local code, _, err = run(args)
+        assert.equal(2, code, table.concat(args, " "))
+        assert.matches("^loom: " .. case[2], err)
+      end
+    end)
+
     it("a bad config file exits 1 naming the problem", function()
       local bad = write_config('port = "x"\n')
       local code, _, err = run({ "migrate", "--config", bad })
