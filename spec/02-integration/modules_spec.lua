@@ -8,11 +8,7 @@ local tmp = require "support.tmpdb"
 local cli = require "loom.cli"
 local enc = tesths.enc
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = require("support.files").write
 
 describe("policy scripts", function()
   local dir, t
