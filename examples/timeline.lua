@@ -7,7 +7,7 @@ local loom = require "loom"
 local json, token = loom.core.json, loom.core.token
 
 local path = arg and arg[1] or "var/example.db"
-os.execute("mkdir -p " .. (path:match("^(.*)/[^/]*$") or "."))
+os.execute("mkdir -p '" .. (path:match("^(.*)/[^/]*$") or ".") .. "'")
 for _, sfx in ipairs { "", "-wal", "-shm" } do os.remove(path .. sfx) end
 
 local store = assert(loom.open_store { path = path })

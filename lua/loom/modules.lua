@@ -222,30 +222,34 @@ local function range_text(min, max)
   return ""
 end
 
---- module:get_option_string(name, [default]) -> string | default
-function mod_methods.get_option_string(self, name, default)
-  local v, where = option(self, name)
-  if v == nil then return default end
-  if type(v) ~= "string" then bad_option(self, where, "a string", v) end
-  return v
+-- A get_option_<kind> method: the option's value through check(self, where,
+-- v, min, max), which raises on a bad value and returns the value to give;
+-- default when the option is not set. bounded: min and max are checked.
+local function getter(fname, bounded, check)
+  return function(self, name, default, min, max)
+    if bounded then check_bounds(self, fname, min, max) end
+    local v, where = option(self, name)
+    if v == nil then return default end
+    return check(self, where, v, min, max)
+  end
 end
 
+--- module:get_option_string(name, [default]) -> string | default
+mod_methods.get_option_string = getter("get_option_string", false, function(self, where, v)
+  if type(v) ~= "string" then bad_option(self, where, "a string", v) end
+  return v
+end)
+
 --- module:get_option_number(name, [default], [min], [max]) -> number | default
-function mod_methods.get_option_number(self, name, default, min, max)
-  check_bounds(self, "get_option_number", min, max)
-  local v, where = option(self, name)
-  if v == nil then return default end
+mod_methods.get_option_number = getter("get_option_number", true, function(self, where, v, min, max)
   if type(v) ~= "number" or v ~= v or (min and v < min) or (max and v > max) then
     bad_option(self, where, "a number" .. range_text(min, max), v)
   end
   return v
-end
+end)
 
 --- module:get_option_integer(name, [default], [min], [max]) -> integer | default
-function mod_methods.get_option_integer(self, name, default, min, max)
-  check_bounds(self, "get_option_integer", min, max)
-  local v, where = option(self, name)
-  if v == nil then return default end
+mod_methods.get_option_integer = getter("get_option_integer", true, function(self, where, v, min, max)
   if math_type(v) == "float" and v == v and v > -math_huge and v < math_huge and v % 1 == 0 then
     v = G.math.tointeger(v) or v
   end
@@ -253,22 +257,17 @@ function mod_methods.get_option_integer(self, name, default, min, max)
     bad_option(self, where, "an integer" .. range_text(min, max), v)
   end
   return v
-end
+end)
 
 --- module:get_option_boolean(name, [default]) -> boolean | default
-function mod_methods.get_option_boolean(self, name, default)
-  local v, where = option(self, name)
-  if v == nil then return default end
+mod_methods.get_option_boolean = getter("get_option_boolean", false, function(self, where, v)
   if type(v) ~= "boolean" then bad_option(self, where, "true or false", v) end
   return v
-end
+end)
 
 --- module:get_option_array(name, [default], [min], [max]) -> array (a copy) | default
 -- min/max bound the number of items.
-function mod_methods.get_option_array(self, name, default, min, max)
-  check_bounds(self, "get_option_array", min, max)
-  local v, where = option(self, name)
-  if v == nil then return default end
+mod_methods.get_option_array = getter("get_option_array", true, function(self, where, v, min, max)
   local want = (min or max) and ("an array with" .. range_text(min, max) .. " items") or "an array"
   if type(v) ~= "table" then bad_option(self, where, want, v) end
   local n = #v
@@ -279,7 +278,7 @@ function mod_methods.get_option_array(self, name, default, min, max)
   local out = {}
   for i = 1, n do out[i] = v[i] end
   return out
-end
+end)
 
 --- module:log(level, fmt, ...): a line in the server's log, prefixed with
 -- the script's name.

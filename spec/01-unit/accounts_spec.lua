@@ -1,5 +1,4 @@
 -- Accounts: registration, password hashing, login, tokens stored hashed.
-local store_mod = require "loom.store"
 local accounts = require "loom.store.accounts"
 local tmp = require "support.tmpdb"
 
@@ -7,15 +6,11 @@ describe("accounts", function()
   local path, store, acc
 
   before_each(function()
-    path = tmp.path()
-    store = assert(store_mod.open { path = path })
+    store, path = tmp.open_store()
     acc = accounts.new(store.conn, { server_name = "example.org", iterations = 1000 })
   end)
 
-  after_each(function()
-    store:close()
-    tmp.remove(path)
-  end)
+  after_each(function() tmp.close_store(store, path) end)
 
   it("registers users, refusing taken and invalid names", function()
     assert.equal("@alice:example.org", assert(acc:register("alice", "pw")))

@@ -2,16 +2,7 @@
 local uv = require "luv"
 local async = require "loom.async"
 
--- Turns the loop until pred() holds (at most limit ms); returns pred().
-local function turn_until(pred, limit)
-  local expired = false
-  local guard = uv.new_timer()
-  guard:start(limit or 2000, 0, function() expired = true end)
-  while not pred() and not expired do uv.run("once") end
-  guard:close()
-  uv.run("nowait")
-  return pred()
-end
+local turn_until = require("support.loop").turn_until
 
 -- A log that keeps its lines.
 local function capture()

@@ -2,12 +2,7 @@
 -- page listed in the index and linked from docs/http.md, every documented
 -- hook is fired, and the examples are valid Lua.
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("support.files").read
 
 local function lines_of(cmd)
   local p = assert(io.popen(cmd))

@@ -52,33 +52,27 @@ local function dk_decode(text)
   function value()
     skip()
     local c = text:sub(pos, pos)
-    if c == "{" then
-      local t = setmetatable({}, OBJ)
+    if c == "{" or c == "[" then
+      local is_obj = c == "{"
+      local close = is_obj and "}" or "]"
+      local t = setmetatable({}, is_obj and OBJ or ARR)
       pos = pos + 1
       skip()
-      if text:sub(pos, pos) == "}" then pos = pos + 1 return t end
+      if text:sub(pos, pos) == close then pos = pos + 1 return t end
       while true do
-        skip()
-        local k = str()
-        skip()
-        pos = pos + 1 -- ":"
-        t[k] = value()
+        if is_obj then
+          skip()
+          local k = str()
+          skip()
+          pos = pos + 1 -- ":"
+          t[k] = value()
+        else
+          t[#t + 1] = value()
+        end
         skip()
         c = text:sub(pos, pos)
         pos = pos + 1
-        if c == "}" then return t end
-      end
-    elseif c == "[" then
-      local t = setmetatable({}, ARR)
-      pos = pos + 1
-      skip()
-      if text:sub(pos, pos) == "]" then pos = pos + 1 return t end
-      while true do
-        t[#t + 1] = value()
-        skip()
-        c = text:sub(pos, pos)
-        pos = pos + 1
-        if c == "]" then return t end
+        if c == close then return t end
       end
     elseif c == '"' then
       return str()

@@ -81,18 +81,8 @@ function random_value(depth)
   return random_container(depth)
 end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local files = require "support.files"
+local slurp, spit = files.read, files.write
 
 describe("json against python3-canonicaljson", function()
   local docs, canonical, pretty

@@ -15,15 +15,7 @@ local function fake_store()
   return s
 end
 
-local function turn_until(pred, limit)
-  local expired = false
-  local guard = uv.new_timer()
-  guard:start(limit or 2000, 0, function() expired = true end)
-  while not pred() and not expired do uv.run("once") end
-  guard:close()
-  uv.run("nowait")
-  return pred()
-end
+local turn_until = require("support.loop").turn_until
 
 -- Starts a waiting task; returns a table that gets .result and .ms.
 local function waiter(n, user, rooms, timeout)

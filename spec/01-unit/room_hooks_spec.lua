@@ -2,20 +2,18 @@
 -- built or a received one stored, federation/check for another server's
 -- events, room/event/persisted once an event is committed — and the same
 -- service without a hooks object.
-local store_mod = require "loom.store"
 local room_mod = require "loom.room"
 local version_mod = require "loom.room.version"
 local event_mod = require "loom.room.event"
 local crypto = require "loom.room.crypto"
 local core = require "loom.core"
 local tmp = require "support.tmpdb"
+local support_remote = require "support.remote"
 
 local json = core.json
 local ALICE, CAROL = "@alice:a.test", "@carol:b.test"
 
-local function key_for(server, seed_byte)
-  return crypto.signing_key(string.rep(string.char(seed_byte), 32), "ed25519:k", server)
-end
+local key_for = support_remote.key
 
 describe("room service hooks", function()
   local path, store, key, hooks, rooms, handlers
@@ -54,18 +52,14 @@ describe("room service hooks", function()
   end
 
   before_each(function()
-    path = tmp.path()
-    store = assert(store_mod.open { path = path })
+    store, path = tmp.open_store()
     key = key_for("a.test", 1)
     handlers = {}
     hooks = recorder()
     rooms = room_mod.new(store, { server_name = "a.test", key = key, default_version = "11", hooks = hooks })
   end)
 
-  after_each(function()
-    store:close()
-    tmp.remove(path)
-  end)
+  after_each(function() tmp.close_store(store, path) end)
 
   it("works without a hooks object", function()
     local plain = room_mod.new(store, { server_name = "a.test", key = key, default_version = "11" })
@@ -205,17 +199,7 @@ describe("room service hooks", function()
     -- arrives over the wire.
     local function built(room_id, proto, by)
       proto.room_id = room_id
-      local ctx = {
-        forward_extremities = function()
-          local out = {}
-          for _, id in ipairs(store:forward_extremities(room_id)) do
-            local _, meta = store:event(id)
-            out[#out + 1] = { event_id = id, depth = meta.depth }
-          end
-          return out
-        end,
-        state = function(_, t, k) return rooms:state_event(room_id, t, k) end,
-      }
+      local ctx = support_remote.room(store, rooms, room_id)
       return json.decode(json.encode(assert(event_mod.build(assert(version_mod.get("11")), proto, ctx, by))))
     end
     local function remote(room_id, proto) return built(room_id, proto, other) end

@@ -107,22 +107,9 @@ local function deepcopy(v)
   return setmetatable(out, getmetatable(v))
 end
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(text))
-  assert(f:close())
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local files = require "support.files"
+local write_file, read_file = files.write, files.read
+local shell_quote = require("support.shell").quote
 
 -- Run once, on first use: generate, sign with loom, hand over to python.
 local run

@@ -46,15 +46,8 @@ describe("state store", function()
     s = assert(store_mod.open { path = path })
   end
 
-  before_each(function()
-    path = tmp.path()
-    s = assert(store_mod.open { path = path })
-  end)
-
-  after_each(function()
-    s:close()
-    tmp.remove(path)
-  end)
+  before_each(function() s, path = tmp.open_store() end)
+  after_each(function() tmp.close_store(s, path) end)
 
   it("stores random change sequences with forks; every snapshot loads as replayed", function()
     math.randomseed(2024)

@@ -96,12 +96,7 @@ local function violations(src)
   return out
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("support.files").read
 
 describe("store boundary", function()
   it("no module outside store/ and db/ uses a connection or holds SQL", function()

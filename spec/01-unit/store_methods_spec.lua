@@ -7,16 +7,10 @@ local store_mod = require "loom.store"
 local sql = require "loom.store.sql"
 local db = require "loom.db"
 local core = require "loom.core"
-local json = core.json
 
 local tmp = require "support.tmpdb"
 
-local function ev(room, depth, prevs, extra)
-  local e = { room_id = room, type = "m.room.message", sender = "@a:test", depth = depth,
-    origin_server_ts = 1000 + depth, prev_events = json.array(prevs or {}), content = { body = "x" } }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local ev = tmp.message
 
 local function member(room, depth, prevs, user, membership)
   return ev(room, depth, prevs, { type = "m.room.member", state_key = user, sender = user,
@@ -26,15 +20,8 @@ end
 describe("store methods", function()
   local path, s
 
-  before_each(function()
-    path = tmp.path()
-    s = assert(store_mod.open { path = path })
-  end)
-
-  after_each(function()
-    s:close()
-    tmp.remove(path)
-  end)
+  before_each(function() s, path = tmp.open_store() end)
+  after_each(function() tmp.close_store(s, path) end)
 
   describe("loom.store.sql", function()
     it("writes IN lists in chunks that cover every key once", function()
@@ -57,6 +44,25 @@ describe("store methods", function()
       for _, chunk in sql.chunks({ 1, 2, 3, 4, 5 }, 2) do sizes[#sizes + 1] = #chunk end
       assert.same({ 2, 2, 1 }, sizes)
       assert.equal(sql.TIMELINE, store_mod.TIMELINE)
+    end)
+
+    it("maps keys to values over chunked IN lists, the statement's own parameters first", function()
+      s.conn:exec("CREATE TABLE kv (owner TEXT, k INTEGER, v TEXT)")
+      local keys = {}
+      for i = 1, 1234 do
+        keys[i] = i
+        assert(s.conn:run("INSERT INTO kv VALUES (?, ?, ?)", i % 2 == 0 and "even" or "odd", i, "v" .. i))
+      end
+      local got = sql.map_in(s.conn, "SELECT k, v FROM kv WHERE owner = ? AND k IN (", keys, "even")
+      local n = 0
+      for k, v in pairs(got) do
+        n = n + 1
+        assert.equal(0, k % 2)
+        assert.equal("v" .. k, v)
+      end
+      assert.equal(617, n)
+      assert.same({ [3] = "v3" }, sql.map_in(s.conn, "SELECT k, v FROM kv WHERE k IN (", { 3, 5000 }))
+      assert.same({}, sql.map_in(s.conn, "SELECT k, v FROM kv WHERE k IN (", {}))
     end)
   end)
 

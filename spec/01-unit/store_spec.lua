@@ -16,12 +16,7 @@ local function ids_of(events)
   return out
 end
 
-local function msg(room, depth, prevs, extra)
-  local ev = { room_id = room, type = "m.room.message", sender = "@a:test", depth = depth,
-    origin_server_ts = 1000 + depth, prev_events = json.array(prevs or {}), content = { body = "x" } }
-  for k, v in pairs(extra or {}) do ev[k] = v end
-  return ev
-end
+local msg = tmp.message
 
 local function counts(s)
   local out = {}
@@ -35,15 +30,8 @@ end
 describe("store", function()
   local path, s
 
-  before_each(function()
-    path = tmpdb()
-    s = assert(store_mod.open { path = path })
-  end)
-
-  after_each(function()
-    s:close()
-    cleanup(path)
-  end)
+  before_each(function() s, path = tmp.open_store() end)
+  after_each(function() tmp.close_store(s, path) end)
 
   it("rejects bad events with nil, message, bad_event and changes nothing", function()
     assert(s:persist("$ok", msg("!r:t", 1)))

@@ -5,6 +5,7 @@ local cli = require "loom.cli"
 local tesths = require "support.hs"
 local tmp = require "support.tmpdb"
 local shell = require "support.shell"
+local child = require "support.child"
 
 local LUA = arg and arg[-1] or "lua5.4"
 
@@ -88,6 +89,22 @@ describe("loom command line", function()
       local code, _, err = loom("frobnicate")
       assert.equal(2, code)
       assert.matches("unknown command", err)
+    end)
+
+    it("checks the arguments before it reads the config file", function()
+      for _, case in ipairs {
+        { { "serve", "x" }, "serve takes no arguments" }, { { "reload", "x" }, "reload takes no arguments" },
+        { { "migrate", "x" }, "migrate takes no arguments" },
+        { { "register-user" }, "register%-user takes one USER" },
+        { { "register-user", "a", "--password", "x", "--password-file", "f" },
+          "give %-%-password or %-%-password%-file" },
+      } do
+        local args = case[1]
+        args[#args + 1] = "--config=/nonexistent.cfg.lua"
+        local code, _, err = run(args)
+        assert.equal(2, code, table.concat(args, " "))
+        assert.matches("^loom: " .. case[2], err)
+      end
     end)
 
     it("a bad config file exits 1 naming the problem", function()
@@ -184,50 +201,18 @@ describe("loom command line", function()
     end)
 
     it("answers /versions on its printed URL and stops on SIGTERM", function()
-      local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-      local out, errtext, exit_code, exit_signal = "", "", nil, nil
-      local handle = uv.spawn(LUA, { args = { "bin/loom", "serve", "--config", cfg },
-        stdio = { nil, stdout, stderr } }, function(code, signal)
-          exit_code, exit_signal = code, signal
-        end)
-      assert.truthy(handle)
-      stdout:read_start(function(_, data) if data then out = out .. data end end)
-      stderr:read_start(function(_, data) if data then errtext = errtext .. data end end)
-      local function turn_until(pred, ms)
-        local deadline = uv.now() + ms
-        local timer = uv.new_timer()
-        timer:start(10, 10, function() end)
-        while not pred() and uv.now() < deadline do uv.run("once"); uv.update_time() end
-        timer:stop(); timer:close()
-        return pred()
-      end
-      local ok = turn_until(function() return out:match("http://[%d.]+:%d+") or exit_code end, 10000)
-      assert.truthy(ok, "no URL printed; stderr: " .. errtext)
-      local host, port = out:match("http://([%d.]+):(%d+)")
-      assert.truthy(port, "exited early: " .. errtext)
-      assert.not_equal("0", port)
-
-      -- GET /_matrix/client/versions over TCP
-      local tcp = uv.new_tcp()
-      local response, done = "", false
-      tcp:connect(host, tonumber(port), function(cerr)
-        assert.is_nil(cerr)
-        tcp:read_start(function(_, data)
-          if data then response = response .. data else done = true end
-        end)
-        tcp:write("GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+      local c = child.start { "bin/loom", "serve", "--config", cfg }
+      local port = c:wait_for("http://127%.0%.0%.1:(%d+)")
+      local ok, err = pcall(function()
+        assert.truthy(port, "no URL printed; stderr: " .. c.err)
+        assert.not_equal("0", port)
+        local r = c:request("GET", "/_matrix/client/versions")
+        assert.equal(200, r.status)
+        assert.matches('"versions":%[', r.body)
       end)
-      turn_until(function() return done end, 5000)
-      tcp:close()
-      assert.matches("^HTTP/1%.1 200", response)
-      assert.matches('"versions":%[', response)
-
-      handle:kill("sigterm")
-      assert.truthy(turn_until(function() return exit_code ~= nil end, 15000), "did not stop on SIGTERM")
-      stdout:close(); stderr:close()
-      if not handle:is_closing() then handle:close() end
-      for _ = 1, 3 do uv.run("nowait") end
-      assert.equal(0, exit_code, errtext)
+      local exit_code, exit_signal = c:stop()
+      assert(ok, err)
+      assert.equal(0, exit_code, c.err)
       assert.equal(0, exit_signal)
     end)
   end)

@@ -5,14 +5,9 @@
 -- HTTP, where the room service and the endpoints fire the hooks.
 local tesths = require "support.hs"
 local child = require "support.child"
+local tmp = require "support.tmpdb"
 local core = require "loom.core"
 local enc = tesths.enc
-
-local function logged(t, pattern)
-  for _, line in ipairs(t.logs) do
-    if line:find(pattern) then return line end
-  end
-end
 
 -- Inside t:run: poll pred every 10 ms for up to ms; returns pred().
 local function eventually(t, pred, ms)
@@ -26,12 +21,6 @@ end
 local function make_old(t, user_id, minutes)
   assert(t.hs.store.conn:run("UPDATE users SET created_ts = ? WHERE user_id = ?",
     core.now_ms() - minutes * 60000, user_id))
-end
-
-local function create_room(t, user, body)
-  local r = t:request("POST", "/_matrix/client/v3/createRoom", body or {}, user.access_token)
-  assert(r.status == 200, r.body)
-  return r.json.room_id
 end
 
 local txn = 0
@@ -87,6 +76,47 @@ describe("examples", function()
     end)
   end)
 
+  describe("timeline.lua", function()
+    it("builds a forked room in the database it is given and prints its timeline, pages and context", function()
+      local dir = tmp.dir()
+      local path = dir .. "/tour/example.db"
+      local c = child.start { "examples/timeline.lua", path }
+      child.turn_until(function() return c.exit_code and c.out:find("database: ", 1, true) end, 30000)
+      local code = c:stop()
+      local out, err = c.out, c.err
+      local f = io.open(path, "rb")
+      local exists = f ~= nil
+      if f then f:close() end
+      tmp.remove_dir(dir)
+      assert.equal(0, code, err)
+      assert.is_true(exists, "no database at " .. path)
+      assert.equal("database: " .. path .. "\n", out:match("database: [^\n]*\n$"))
+      -- two extremities after the fork, one after the merge
+      assert.matches("forward extremities after the fork: %$[%w_-]+, %$[%w_-]+\n", out)
+      assert.matches("forward extremities after the merge: %$[%w_-]+\n", out)
+      -- /messages?dir=b in pages of 4: 9 events, newest first
+      assert.matches("page 1 %(from t8%-9, next t6%-5%)", out)
+      assert.matches("page 2 %(from t6%-5, next t2%-1%)", out)
+      assert.matches("page 3 %(from t2%-1, next nil%)", out)
+      local newest_first = {}
+      local row = "\n  t%d+%-%d+ +depth %d+ +stream %d+ +@%w+:example%.org +([^\n]*)"
+      for what in out:match("pages of 4.-\n\n"):gmatch(row) do
+        newest_first[#newest_first + 1] = what
+      end
+      assert.same({ "Hi Alice, I merged the fork.", "(sent at the same time)", "join", "and its stream ordering.",
+        "Each one is stored with its depth", "This room is a DAG of signed events.", "Hello, loom!", "join",
+        "m.room.create" }, newest_first)
+      -- the filter keeps the six messages, oldest first
+      local messages = out:match("Only messages.-\n\n")
+      local _, n = messages:gsub("\n  t%d", "")
+      assert.equal(6, n)
+      assert.matches("^[^\n]*\n  t3%-3 .-Hello, loom!", messages)
+      -- context: bob's join, the side event, the merge
+      assert.matches("Context around[^\n]*\n  t7%-7 [^\n]*join\n  t7%-8 [^\n]*%(sent at the same time%)\n"
+        .. "  t8%-9 [^\n]*merged the fork%.\nstart t7%-6, end t8%-9; current stream token s9\n", out)
+    end)
+  end)
+
   describe("policy/anti_spam.lua", function()
     local config = { scripts = { "examples/policy/anti_spam.lua" },
       anti_spam = { min_account_age_minutes = 10, flood_messages = 3, flood_seconds = 60 } }
@@ -109,7 +139,7 @@ describe("examples", function()
       ok, reason = check(old, "four")
       assert.is_false(ok)
       assert.matches("too fast", reason)
-      assert.truthy(logged(t, "anti_spam: @old:test.local is sending too fast"))
+      assert.truthy(t:logged("anti_spam: @old:test.local is sending too fast"))
       -- received events are not its business
       assert.is_nil(check(old, "from afar", { origin = "federation" }))
       assert.is_nil(check(young, "http://x.example", { origin = "federation" }))
@@ -118,14 +148,14 @@ describe("examples", function()
     it("refuses bad options", function()
       t = tesths.start { scripts = { "examples/policy/anti_spam.lua" }, anti_spam = { flood_messages = 0 } }
       assert.is_nil(t.hs.scripts:get("anti_spam"))
-      assert.truthy(logged(t, "option anti_spam.flood_messages must be an integer in 1..10000, got 0"))
+      assert.truthy(t:logged("option anti_spam.flood_messages must be an integer in 1..10000, got 0"))
     end)
 
     it("clients get 403 M_FORBIDDEN with the reason (end to end)", function()
       t = tesths.start(config)
       local young, old = t:register("young"), t:register("old")
       make_old(t, old.user_id, 11)
-      local room = create_room(t, old, { preset = "public_chat" })
+      local room = t:create_room(old, { preset = "public_chat" })
       assert.equal(200, t:request("POST", "/_matrix/client/v3/join/" .. enc(room), {}, young.access_token).status)
       local r = send_text(t, young, room, "buy at https://spam.example")
       assert.equal(403, r.status, r.body)
@@ -161,7 +191,7 @@ describe("examples", function()
     it("refuses an empty list", function()
       t = tesths.start { scripts = { "examples/policy/room_rules.lua" }, room_rules = { allowed_domains = {} } }
       assert.is_nil(t.hs.scripts:get("room_rules"))
-      assert.truthy(logged(t, "option room_rules.allowed_domains must be an array with"))
+      assert.truthy(t:logged("option room_rules.allowed_domains must be an array with"))
     end)
 
     it("clients get 403 M_FORBIDDEN for createRoom and /invite to other domains (end to end)", function()
@@ -171,7 +201,7 @@ describe("examples", function()
         alice.access_token)
       assert.equal(403, r.status, r.body)
       assert.equal("M_FORBIDDEN", r.json.errcode)
-      local room = create_room(t, alice)
+      local room = t:create_room(alice)
       r = t:request("POST", "/_matrix/client/v3/rooms/" .. enc(room) .. "/invite", { user_id = "@e:evil.example" },
         alice.access_token)
       assert.equal(403, r.status, r.body)
@@ -189,7 +219,7 @@ describe("examples", function()
       t = tesths.start(config)
       local alice = t:register("alice")
       t:register("echo")
-      local room = create_room(t, alice, { invite = { "@echo:test.local" } })
+      local room = t:create_room(alice, { invite = { "@echo:test.local" } })
       local function persisted(ev)
         ev.room_id = room
         t.server:fire("room/event/persisted", ev, { origin = "local" })
@@ -208,7 +238,7 @@ describe("examples", function()
       t = tesths.start(config)
       local alice = t:register("alice")
       t:register("echo")
-      local room = create_room(t, alice)
+      local room = t:create_room(alice)
       local r = t:request("POST", "/_matrix/client/v3/rooms/" .. enc(room) .. "/invite",
         { user_id = "@echo:test.local" }, alice.access_token)
       assert.equal(200, r.status, r.body)
@@ -239,8 +269,8 @@ describe("examples", function()
       local admin_user = t:register("root")
       assert(t.hs.store.conn:run("UPDATE users SET admin = 1 WHERE user_id = ?", admin_user.user_id))
       local alice, bob = t:register("alice"), t:register("bob")
-      local room = create_room(t, alice, { name = "Lobby", invite = { bob.user_id } })
-      local empty = create_room(t, bob)
+      local room = t:create_room(alice, { name = "Lobby", invite = { bob.user_id } })
+      local empty = t:create_room(bob)
       local r = t:request("GET", "/_loom/admin/v1/rooms")
       assert.equal(401, r.status)
       r = t:request("GET", "/_loom/admin/v1/rooms", nil, alice.access_token)

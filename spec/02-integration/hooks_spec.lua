@@ -5,6 +5,7 @@
 -- serving; room/event/check rewrites are signed and stored; observers
 -- (room/event/persisted, sync/response) neither delay nor break requests.
 local tesths = require "support.hs"
+local remote_room = require("support.remote").room
 local async = require "loom.async"
 local uv = require "luv"
 local crypto = require "loom.room.crypto"
@@ -14,11 +15,7 @@ local version_mod = require "loom.room.version"
 local enc = tesths.enc
 local V3 = "/_matrix/client/v3"
 
-local function create_room(t, who, body)
-  local r = t:request("POST", V3 .. "/createRoom", body or { preset = "public_chat" }, who.access_token)
-  assert.equal(200, r.status, r.body)
-  return r.json.room_id
-end
+local function create_room(t, who, body) return t:create_room(who, body or { preset = "public_chat" }) end
 
 local function member(t, room, user_id)
   local ev = t.hs.rooms:state_event(room, "m.room.member", user_id)
@@ -428,17 +425,8 @@ describe("hooks", function()
     end
     local function from_remote(proto)
       proto.room_id = room
-      local ev = assert(event_mod.build(assert(version_mod.get("11")), proto, {
-        forward_extremities = function()
-          local out = {}
-          for _, id in ipairs(t.hs.store:forward_extremities(room)) do
-            local _, meta = t.hs.store:event(id)
-            out[#out + 1] = { event_id = id, depth = meta.depth }
-          end
-          return out
-        end,
-        state = function(_, ty, k) return t.hs.rooms:state_event(room, ty, k) end,
-      }, remote))
+      local ev = assert(event_mod.build(assert(version_mod.get("11")), proto,
+        remote_room(t.hs.store, t.hs.rooms, room), remote))
       return event_mod.pdu(ev)
     end
     local carol = "@carol:remote.test"

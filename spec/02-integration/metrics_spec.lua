@@ -3,13 +3,14 @@
 -- scrape is read by a strict parser of the Prometheus text format 0.0.4.
 local uv = require "luv"
 local tesths = require "support.hs"
+local child = require "support.child"
+local tmp = require "support.tmpdb"
 local core = require "loom.core"
 local app = require "loom.http.app"
 
 local json = core.json
 local enc = tesths.enc
 local V3 = "/_matrix/client/v3"
-local LUA = os.getenv("LUA") or "lua5.4"
 
 -- ---- a strict reader of the text exposition format --------------------------
 
@@ -383,66 +384,36 @@ end)
 
 describe("JSON logs", function()
   it("writes one JSON object per line from loom serve, request lines with their status", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, 448))
+    local dir = tmp.dir()
     local cfg = dir .. "/loom.cfg.lua"
     local f = assert(io.open(cfg, "w"))
     f:write('server_name = "test.local"\nport = 0\nlog_level = "debug"\nlog_format = "json"\n',
       'password_iterations = 1000\ndatabase = { path = "', dir, '/loom.db" }\nmetrics = { port = 0 }\n')
     f:close()
-    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-    local out, errtext, exit_code = "", "", nil
-    local handle = uv.spawn(LUA, { args = { "bin/loom", "serve", "--config", cfg },
-      stdio = { nil, stdout, stderr } }, function(code) exit_code = code end)
-    assert.truthy(handle)
-    stdout:read_start(function(_, data) if data then out = out .. data end end)
-    stderr:read_start(function(_, data) if data then errtext = errtext .. data end end)
-    local function turn_until(pred, ms)
-      local deadline = uv.now() + ms
-      local timer = uv.new_timer()
-      timer:start(10, 10, function() end)
-      while not pred() and uv.now() < deadline do uv.run("once"); uv.update_time() end
-      timer:stop(); timer:close()
-      return pred()
-    end
-    assert.truthy(turn_until(function() return out:match("metrics at http://[%d.]+:%d+") or exit_code end,
-      10000), "no URLs printed; stderr: " .. errtext)
-    local port = tonumber(out:match("serving test%.local at http://[%d.]+:(%d+)"))
-    local mport = tonumber(out:match("metrics at http://[%d.]+:(%d+)"))
-    assert.is_number(port, errtext)
-    assert.is_number(mport, errtext)
-    local function get(p, path, method)
-      local tcp, resp, done = uv.new_tcp(), "", false
-      tcp:connect("127.0.0.1", p, function(cerr)
-        assert.is_nil(cerr)
-        tcp:read_start(function(_, data) if data then resp = resp .. data else done = true end end)
-        tcp:write((method or "GET") .. " " .. path .. " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-      end)
-      turn_until(function() return done end, 5000)
-      tcp:close()
-      return resp
-    end
-    assert.matches("^HTTP/1%.1 200", get(port, "/_matrix/client/versions"))
-    assert.matches("^HTTP/1%.1 404", get(port, "/quote%22and%0Anewline"))
-    local head = get(mport, "/metrics", "HEAD")
-    assert.matches("^HTTP/1%.1 200", head)
-    assert.matches("\r\n\r\n$", head)
-    local scraped = get(mport, "/metrics")
-    assert.matches("^HTTP/1%.1 200", scraped)
-    assert.matches('loom_http_requests_total{route="/_matrix/client/versions",method="GET",code="200"} 1',
-      scraped, 1, true)
-    handle:kill("sigterm")
-    assert.truthy(turn_until(function() return exit_code ~= nil end, 15000), "did not stop on SIGTERM")
-    stdout:close(); stderr:close()
-    if not handle:is_closing() then handle:close() end
-    for _ = 1, 3 do uv.run("nowait") end
-    for _, name in ipairs { "loom.db", "loom.db-wal", "loom.db-shm", "loom.cfg.lua" } do
-      os.remove(dir .. "/" .. name)
-    end
-    os.remove(dir)
+    local c = child.start { "bin/loom", "serve", "--config", cfg }
+    local ok, err = pcall(function()
+      assert.truthy(c:wait_for("metrics at http://[%d.]+:%d+"), "no URLs printed; stderr: " .. c.err)
+      local port = tonumber(c.out:match("serving test%.local at http://[%d.]+:(%d+)"))
+      local mport = tonumber(c.out:match("metrics at http://[%d.]+:(%d+)"))
+      assert.is_number(port, c.err)
+      assert.is_number(mport, c.err)
+      local function get(p, path, method) return c:request_at(p, method or "GET", path).raw end
+      assert.matches("^HTTP/1%.1 200", get(port, "/_matrix/client/versions"))
+      assert.matches("^HTTP/1%.1 404", get(port, "/quote%22and%0Anewline"))
+      local head = get(mport, "/metrics", "HEAD")
+      assert.matches("^HTTP/1%.1 200", head)
+      assert.matches("\r\n\r\n$", head)
+      local scraped = get(mport, "/metrics")
+      assert.matches("^HTTP/1%.1 200", scraped)
+      assert.matches('loom_http_requests_total{route="/_matrix/client/versions",method="GET",code="200"} 1',
+        scraped, 1, true)
+    end)
+    local exit_code = c:stop()
+    tmp.remove_dir(dir)
+    assert(ok, err)
     assert.equal(0, exit_code)
 
+    local errtext = c.err
     local lines, requests = 0, {}
     for line in errtext:gmatch("([^\n]*)\n") do
       lines = lines + 1

@@ -4,34 +4,18 @@
 local uv = require "luv"
 local tesths = require "support.hs"
 local child = require "support.child"
+local tmp = require "support.tmpdb"
 local cli = require "loom.cli"
 local enc = tesths.enc
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  return d
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function logged(t, pattern)
-  for _, line in ipairs(t.logs) do
-    if line:find(pattern) then return line end
-  end
-end
+local write = require("support.files").write
 
 describe("policy scripts", function()
   local dir, t
 
   -- Start a server with scripts (name -> source) listed in that order.
   local function start(scripts, order, config)
-    dir = tmpdir()
+    dir = tmp.dir()
     local list = {}
     for i, name in ipairs(order) do
       write(dir .. "/" .. name .. ".lua", scripts[name])
@@ -50,7 +34,7 @@ describe("policy scripts", function()
 
   after_each(function()
     if t then t:stop(); t = nil end
-    if dir then os.execute("rm -rf '" .. dir .. "'"); dir = nil end
+    if dir then tmp.remove_dir(dir); dir = nil end
   end)
 
   it("runs each listed script in its own environment with a module object", function()
@@ -101,7 +85,7 @@ describe("policy scripts", function()
     start({ h = [[module:hook("test/raise", function() error("hook boom") end)]] }, { "h" })
     local r = t.server:fire("test/raise")
     assert.equal("M_UNKNOWN", r.errcode)
-    assert.truthy(logged(t, "hook boom"))
+    assert.truthy(t:logged("hook boom"))
     assert.equal(200, t:request("GET", "/_matrix/client/versions").status)
   end)
 
@@ -128,7 +112,7 @@ describe("policy scripts", function()
     assert.equal(500, r.status)
     assert.equal("M_UNKNOWN", r.json.errcode)
     assert.not_matches("kaboom", r.body)
-    assert.truthy(logged(t, "route kaboom"))
+    assert.truthy(t:logged("route kaboom"))
     r = t:request("POST", "/_loom/t/forbid", {}, alice.access_token)
     assert.equal(403, r.status)
     assert.equal("not you", r.json.error)
@@ -144,7 +128,7 @@ describe("policy scripts", function()
       fine = [[module:route("GET", "/_loom/fine", function() return { ok = true } end, { auth = false })]],
     }, { "clash", "fine" })
     assert.is_nil(t.hs.scripts:get("clash"))
-    assert.truthy(logged(t, "clash.lua failed to load:.*is already a route"))
+    assert.truthy(t:logged("clash.lua failed to load:.*is already a route"))
     assert.is_nil(t.server:fire("test/clash"))
     assert.equal(200, t:request("GET", "/_loom/fine").status)
     assert.equal(401, t:request("GET", "/_matrix/client/v3/rooms/!x:test.local/state").status)
@@ -201,7 +185,7 @@ describe("policy scripts", function()
     start(scripts, order, config)
     for name, c in pairs(cases) do
       assert.is_nil(t.hs.scripts:get(name), name)
-      assert.truthy(logged(t, c[3]:gsub("[%.%-%(%)%[%]]", "%%%0")), c[3])
+      assert.truthy(t:logged(c[3]:gsub("[%.%-%(%)%[%]]", "%%%0")), c[3])
     end
     assert.is_true(env("good").ok)
   end)
@@ -234,7 +218,7 @@ describe("policy scripts", function()
 
   it("module:log writes to the server's log with the script's name", function()
     start({ logger = [[module:log("warn", "%d things", 3)]] }, { "logger" })
-    assert.truthy(logged(t, "^warn: logger: 3 things$"))
+    assert.truthy(t:logged("^warn: logger: 3 things$"))
   end)
 
   it("a script that raises while loading is logged with a traceback and leaves nothing behind", function()
@@ -248,8 +232,8 @@ describe("policy scripts", function()
       ]],
       good = [[module:hook("test/good", function() return "good" end)]],
     }, { "syntax", "raise", "good" })
-    assert.truthy(logged(t, "syntax.lua failed to load"))
-    local line = logged(t, "raise.lua failed to load")
+    assert.truthy(t:logged("syntax.lua failed to load"))
+    local line = t:logged("raise.lua failed to load")
     assert.truthy(line and line:find("broken at load", 1, true) and line:find("stack traceback", 1, true))
     assert.is_nil(t.hs.scripts:get("raise"))
     assert.is_nil(t.server:fire("test/raise_load"))
@@ -279,7 +263,7 @@ describe("policy scripts", function()
     assert.equal(3, e.count)
     assert.is_true(e.waited)
     assert.is_nil(e.never)
-    assert.truthy(logged(t, "timers: timer failed: .*timer oops"))
+    assert.truthy(t:logged("timers: timer failed: .*timer oops"))
     assert.is_true(e.forever > 3)
     e.forever_timer:stop()
     local n = e.forever
@@ -399,13 +383,13 @@ describe("policy scripts", function()
     write(dir .. "/a.lua", "error('half-written')")
     report = assert(t.hs.scripts:reload { scripts = { "a.lua", "c.lua" }, config_dir = dir })
     assert.same({ "a" }, report.failed)
-    assert.truthy(logged(t, "half%-written"))
+    assert.truthy(t:logged("half%-written"))
     assert.equal("a2", t.server:fire("test/v"))
     assert.equal(200, t:request("GET", "/_loom/a2").status)
   end)
 
   it("SIGHUP re-reads the config file and reloads", function()
-    dir = tmpdir()
+    dir = tmp.dir()
     local cfg_path = dir .. "/loom.cfg.lua"
     write(dir .. "/one.lua", [[module:hook("test/one", function() return 1 end)]])
     write(dir .. "/two.lua", [[module:hook("test/two", function() return 2 end)]])
@@ -499,7 +483,7 @@ describe("policy scripts", function()
     -- without its room option it refuses to load
     local report = assert(t.hs.scripts:reload { scripts = { "motd.lua" }, config_dir = dir })
     assert.same({ "motd" }, report.failed)
-    assert.truthy(logged(t, "motd: set motd.room"))
+    assert.truthy(t:logged("motd: set motd.room"))
     report = assert(t.hs.scripts:reload { scripts = { "motd.lua" }, config_dir = dir,
       motd = { room = room, poster = motd.user_id, every_hours = 1 } })
     assert.same({ "motd" }, report.loaded)
@@ -531,7 +515,7 @@ describe("policy scripts", function()
   end)
 
   it("bin/loom reload makes a running bin/loom serve reload its scripts", function()
-    dir = tmpdir()
+    dir = tmp.dir()
     local cfg = dir .. "/loom.cfg.lua"
     write(cfg, table.concat({
       'server_name = "test.local"', "port = 0", 'database = { path = "' .. dir .. '/loom.db" }',

@@ -1,31 +1,19 @@
 -- The room service on a real database: local events are built, authorised
 -- and stored with the state before and after each; received events go
 -- through the checks on receipt; forks resolve through state resolution.
-local store_mod = require "loom.store"
 local room_mod = require "loom.room"
 local statemap = require "loom.room.statemap"
 local stateres = require "loom.room.stateres"
 local version_mod = require "loom.room.version"
 local event_mod = require "loom.room.event"
-local crypto = require "loom.room.crypto"
 local core = require "loom.core"
 local tmp = require "support.tmpdb"
+local remote = require "support.remote"
 
 local json = core.json
 local ALICE, BOB, CAROL = "@alice:a.test", "@bob:a.test", "@carol:b.test"
 
-local function key_for(server, seed_byte)
-  return crypto.signing_key(string.rep(string.char(seed_byte), 32), "ed25519:k", server)
-end
-
-local function keys_of(...)
-  local by = {}
-  for _, k in ipairs { ... } do by[k.server_name] = k end
-  return function(server, key_id)
-    local k = by[server]
-    if k and key_id == k.key_id then return k.public_key end
-  end
-end
+local key_for, keys_of = remote.key, remote.keys_of
 
 -- Replay a linear history: the state after each event, by brute force.
 local function replay(events)
@@ -47,16 +35,12 @@ for _, rv in ipairs { "10", "11", "12" } do
     local path, store, rooms, key
 
     before_each(function()
-      path = tmp.path()
-      store = assert(store_mod.open { path = path })
+      store, path = tmp.open_store()
       key = key_for("a.test", 1)
       rooms = room_mod.new(store, { server_name = "a.test", key = key, default_version = rv })
     end)
 
-    after_each(function()
-      store:close()
-      tmp.remove(path)
-    end)
+    after_each(function() tmp.close_store(store, path) end)
 
     local function send(room_id, proto)
       local ev, r, _, rule = rooms:send(room_id, proto)
@@ -140,17 +124,7 @@ for _, rv in ipairs { "10", "11", "12" } do
       send(room_id, { type = "m.room.join_rules", state_key = "", sender = ALICE, content = { join_rule = "public" } })
       local version = assert(version_mod.get(rv))
       -- Carol's server builds her join against the room as it is now
-      local ctx = {
-        forward_extremities = function()
-          local out = {}
-          for _, id in ipairs(store:forward_extremities(room_id)) do
-            local _, meta = store:event(id)
-            out[#out + 1] = { event_id = id, depth = meta.depth }
-          end
-          return out
-        end,
-        state = function(_, t, k) return rooms:state_event(room_id, t, k) end,
-      }
+      local ctx = remote.room(store, rooms, room_id)
       local join = assert(event_mod.build(version, { room_id = room_id, type = "m.room.member", state_key = CAROL,
         sender = CAROL, content = { membership = "join" } }, ctx, other))
       local r = assert(rooms:receive(json.decode(json.encode(join)), { keys = keys }))
@@ -201,19 +175,7 @@ for _, rv in ipairs { "10", "11", "12" } do
       send(room_id, { type = "m.room.join_rules", state_key = "", sender = ALICE, content = { join_rule = "public" } })
       local version = assert(version_mod.get(rv))
       local fork_point = store:forward_extremities(room_id)
-      local function ctx_at(prevs)
-        return {
-          forward_extremities = function()
-            local out = {}
-            for _, id in ipairs(prevs) do
-              local _, meta = store:event(id)
-              out[#out + 1] = { event_id = id, depth = meta.depth }
-            end
-            return out
-          end,
-          state = function(_, t, k) return rooms:state_event(room_id, t, k) end,
-        }
-      end
+      local function ctx_at(prevs) return remote.room(store, rooms, room_id, prevs) end
       -- Carol joins (her server), while Alice sets a topic (local): two branches
       local join = assert(event_mod.build(version, { room_id = room_id, type = "m.room.member", state_key = CAROL,
         sender = CAROL, content = { membership = "join" } }, ctx_at(fork_point), other))

@@ -24,12 +24,6 @@ local function timeline_bodies(sync, room)
   return out
 end
 
-local function logged(t, pattern)
-  for _, line in ipairs(t.logs) do
-    if line:find(pattern) then return line end
-  end
-end
-
 describe("a failing database", function()
   local t, alice, room, path, garbage
 
@@ -95,10 +89,10 @@ describe("a failing database", function()
       assert.is_nil(resp.body:find("sqlite", 1, true), what)
       assert.is_nil(resp.body:find("traceback", 1, true), what)
     end
-    local line = logged(t, "^error: GET /_matrix/client/v3/sync failed: database error %(sqlite_notadb%)")
+    local line = t:logged("^error: GET /_matrix/client/v3/sync failed: database error %(sqlite_notadb%)")
     assert.is_string(line)
-    assert.is_string(logged(t, "^error: GET /_matrix/client/v3/rooms/[^ ]+/messages failed: database error"))
-    assert.is_string(logged(t, "^error: GET /_matrix/client/v3/rooms/[^ ]+/members failed: database error"))
+    assert.is_string(t:logged("^error: GET /_matrix/client/v3/rooms/[^ ]+/messages failed: database error"))
+    assert.is_string(t:logged("^error: GET /_matrix/client/v3/rooms/[^ ]+/members failed: database error"))
 
     -- the failure is gone: the same token gives what was sent since
     local again = t:request("GET", V3 .. "/sync?since=" .. enc(since), nil, alice.access_token)
@@ -156,7 +150,7 @@ describe("a failing database", function()
     other:close()
     assert.equal(500, blocked.status)
     assert.equal("M_UNKNOWN", blocked.json.errcode)
-    assert.is_string(logged(t, "^error: PUT /_matrix/client/v3/rooms/[^ ]+/send/"))
+    assert.is_string(t:logged("^error: PUT /_matrix/client/v3/rooms/[^ ]+/send/"))
     assert.equal(200, quiet.status)
     assert.same({}, timeline_bodies(quiet.json, room))
     assert.equal(since, quiet.json.next_batch)

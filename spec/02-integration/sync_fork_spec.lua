@@ -2,6 +2,7 @@
 -- is the room's current state then (both branches), so a limited timeline
 -- does not send again what the client already had.
 local tesths = require "support.hs"
+local remote = require "support.remote"
 local crypto = require "loom.room.crypto"
 local event_mod = require "loom.room.event"
 local version_mod = require "loom.room.version"
@@ -22,21 +23,11 @@ describe("sync after a fork", function()
     local topic = send { type = "m.room.topic", state_key = "", sender = A, content = { topic = "forked" } }
     local other = crypto.signing_key(string.rep("\7", 32), "ed25519:o", "other.test")
     local version = assert(version_mod.get(hs.store:room_version(room)))
-    local ctx = {
-      forward_extremities = function()
-        local out = {}
-        for _, id in ipairs(fork) do
-          local _, meta = hs.store:event(id)
-          out[#out + 1] = { event_id = id, depth = meta.depth }
-        end
-        return out
-      end,
-      state = function(_, ty, sk)
-        local ev = hs.rooms:state_event(room, ty, sk)
-        if ev and ev.event_id == topic.event_id then return nil end   -- as of the fork point
-        return ev
-      end,
-    }
+    local ctx = remote.room(hs.store, hs.rooms, room, fork, function(_, ty, sk)
+      local ev = hs.rooms:state_event(room, ty, sk)
+      if ev and ev.event_id == topic.event_id then return nil end   -- as of the fork point
+      return ev
+    end)
     local carol = "@carol:other.test"
     local join = assert(event_mod.build(version, { room_id = room, type = "m.room.member", state_key = carol,
       sender = carol, content = { membership = "join" } }, ctx, other))

@@ -8,6 +8,7 @@
 --   local r = c:request("GET", "/_matrix/client/versions")    -- { status, json, body }
 --   local code = c:stop()
 local uv = require "luv"
+local loop = require "support.loop"
 local json = require("loom.core").json
 
 local _M = {}
@@ -15,14 +16,7 @@ local C = {}
 C.__index = C
 
 --- Turn the loop until pred() is true or ms pass; returns pred().
-function _M.turn_until(pred, ms)
-  local deadline = uv.now() + (ms or 10000)
-  local timer = uv.new_timer()
-  timer:start(10, 10, function() end)
-  while not pred() and uv.now() < deadline do uv.run("once"); uv.update_time() end
-  timer:stop(); timer:close()
-  return pred()
-end
+_M.turn_until = loop.turn_until
 
 --- Start lua5.4 with args (an array) and this process's environment (the
 -- Lua paths, and the sanitizer preload of the test suite's second pass).
@@ -50,8 +44,14 @@ function C:wait_for(pattern, ms)
   return nil, "child output: " .. self.out .. "\nstderr: " .. self.err
 end
 
---- One HTTP request to the child (on self.port): { status, json, body }.
+--- One HTTP request to the child (on self.port): { status, json, body, raw }
+-- (raw: the whole response, head and body).
 function C:request(method, path, body, token)
+  return self:request_at(self.port, method, path, body, token)
+end
+
+--- One HTTP request to another port of the child (a second listener).
+function C:request_at(port, method, path, body, token)
   local text = ""
   if type(body) == "table" then text = assert(json.encode(body)) elseif type(body) == "string" then text = body end
   local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: localhost", "Connection: close",
@@ -60,7 +60,7 @@ function C:request(method, path, body, token)
   if token then lines[#lines + 1] = "Authorization: Bearer " .. token end
   local tcp = uv.new_tcp()
   local response, done, cerr = "", false, nil
-  tcp:connect("127.0.0.1", self.port, function(e)
+  tcp:connect("127.0.0.1", port, function(e)
     if e then cerr, done = e, true; return end
     tcp:read_start(function(_, data)
       if data then response = response .. data else done = true end
@@ -73,7 +73,7 @@ function C:request(method, path, body, token)
   local head_end = response:find("\r\n\r\n", 1, true)
   assert(head_end, "no response from the child: " .. response .. "\nstderr: " .. self.err)
   local b = response:sub(head_end + 4)
-  return { status = tonumber(response:match("^HTTP/1%.1 (%d%d%d)")), body = b, json = json.decode(b) }
+  return { status = tonumber(response:match("^HTTP/1%.1 (%d%d%d)")), body = b, json = json.decode(b), raw = response }
 end
 
 --- SIGTERM, then wait for the exit: exit code, signal.

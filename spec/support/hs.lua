@@ -7,6 +7,8 @@
 --   local r = t:request("GET", "/_matrix/client/versions")      -- { status, json, headers, body }
 --   local alice = t:register("alice")                           -- { user_id, access_token, device_id }
 --   local r2 = t:request("GET", "/_matrix/client/v3/account/whoami", nil, alice.access_token)
+--   local room = t:create_room(alice, { preset = "public_chat" })     -- asserts 200
+--   assert(t:logged("^warn: "))                                 -- first log line matching
 --   t:run(function()                                            -- concurrent requests:
 --     local a = t:go(function() return t:call("GET", "/_matrix/client/v3/sync?timeout=5000", nil, tok) end)
 --     t:sleep(50)
@@ -182,6 +184,22 @@ function T:register(localpart, password)
   local login = assert(self.hs.accounts:login(user_id, password))
   login.password = password
   return login
+end
+
+--- POST /createRoom as `who` (body default {}); asserts a 200 and returns
+-- the room ID.
+function T:create_room(who, body)
+  local r = self:request("POST", "/_matrix/client/v3/createRoom", body or {}, who.access_token)
+  assert(r.status == 200, r.body)
+  return r.json.room_id
+end
+
+--- The first line the server logged ("level: message") that matches the
+-- Lua pattern, or nil.
+function T:logged(pattern)
+  for _, line in ipairs(self.logs) do
+    if line:find(pattern) then return line end
+  end
 end
 
 --- Stop the server and remove its database.

@@ -86,12 +86,27 @@ end
 
 local commands = {}
 
-function commands.serve(ctx, args)
-  local pos, opts = parse(args, 2, { config = "value" })
-  if not pos then return ctx.usage(opts) end
-  if #pos > 0 then return ctx.usage("serve takes no arguments") end
+-- The start every command shares: its options parsed (spec as for parse;
+-- --config is added), then its positional arguments counted (nargs of
+-- them, else the usage message `why`), then check(opts) (a usage message or
+-- nil), then the configuration loaded. Returns cfg, opts, pos; or nil and
+-- the exit code after telling the user.
+local function setup(ctx, args, spec, nargs, why, check)
+  spec = spec or {}
+  spec.config = "value"
+  local pos, opts = parse(args, 2, spec)
+  if not pos then return nil, ctx.usage(opts) end
+  if #pos ~= nargs then return nil, ctx.usage(why) end
+  local bad = check and check(opts)
+  if bad then return nil, ctx.usage(bad) end
   local cfg, err = cli.load_config(opts.config)
-  if not cfg then return ctx.fail(err) end
+  if not cfg then return nil, ctx.fail(err) end
+  return cfg, opts, pos
+end
+
+function commands.serve(ctx, args)
+  local cfg, code = setup(ctx, args, nil, 0, "serve takes no arguments")
+  if not cfg then return code end
   local loom = require "loom"
   local ok, server = pcall(loom.new, cfg)
   if not ok then return ctx.fail(tostring(server)) end
@@ -135,11 +150,8 @@ function commands.serve(ctx, args)
 end
 
 function commands.reload(ctx, args)
-  local pos, opts = parse(args, 2, { config = "value" })
-  if not pos then return ctx.usage(opts) end
-  if #pos > 0 then return ctx.usage("reload takes no arguments") end
-  local cfg, err = cli.load_config(opts.config)
-  if not cfg then return ctx.fail(err) end
+  local cfg, code = setup(ctx, args, nil, 0, "reload takes no arguments")
+  if not cfg then return code end
   local pid_file = config_mod.pid_file(cfg)
   local f, ferr = io_open(pid_file, "rb")
   if not f then return ctx.fail("no pid file (is loom serving with this config?): " .. tostring(ferr)) end
@@ -163,11 +175,8 @@ function commands.reload(ctx, args)
 end
 
 function commands.migrate(ctx, args)
-  local pos, opts = parse(args, 2, { config = "value" })
-  if not pos then return ctx.usage(opts) end
-  if #pos > 0 then return ctx.usage("migrate takes no arguments") end
-  local cfg, err = cli.load_config(opts.config)
-  if not cfg then return ctx.fail(err) end
+  local cfg, code = setup(ctx, args, nil, 0, "migrate takes no arguments")
+  if not cfg then return code end
   local store, derr = require("loom.store").open(cfg.database)
   if not store then return ctx.fail("cannot migrate " .. cfg.database.path .. ": " .. tostring(derr)) end
   local v = store:schema_version()
@@ -177,15 +186,11 @@ function commands.migrate(ctx, args)
 end
 
 commands["register-user"] = function(ctx, args)
-  local pos, opts = parse(args, 2, { config = "value", password = "value", ["password-file"] = "value",
-    admin = "flag" })
-  if not pos then return ctx.usage(opts) end
-  if #pos ~= 1 then return ctx.usage("register-user takes one USER") end
-  if opts.password and opts["password-file"] then
-    return ctx.usage("give --password or --password-file, not both")
-  end
-  local cfg, err = cli.load_config(opts.config)
-  if not cfg then return ctx.fail(err) end
+  local cfg, opts, pos = setup(ctx, args, { password = "value", ["password-file"] = "value", admin = "flag" }, 1,
+    "register-user takes one USER", function(o)
+      if o.password and o["password-file"] then return "give --password or --password-file, not both" end
+    end)
+  if not cfg then return opts end   -- the exit code
   local name = pos[1]
   if name:sub(1, 1) == "@" then
     local lp, server = name:match("^@([^:]+):(.+)$")

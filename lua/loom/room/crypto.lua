@@ -43,6 +43,16 @@ local function check_table(value, n, fname)
   end
 end
 
+-- Argument n of fname, a table (else raises), in loom's JSON form
+-- (loom.json.import; `kind` as there); or nil, message, code. `depth`: how
+-- many helpers stand between fname and this call (default 0).
+local function import_arg(value, n, fname, kind, depth)
+  if type(value) ~= "table" then
+    error(("bad argument #%d to '%s' (table expected, got %s)"):format(n, fname, type(value)), 3 + (depth or 0))
+  end
+  return import(value, kind)
+end
+
 local function check_string(value, n, fname)
   if type(value) ~= "string" then
     error(("bad argument #%d to '%s' (string expected, got %s)"):format(n, fname, type(value)), 3)
@@ -135,9 +145,8 @@ end
 -- the canonical JSON of obj without `signatures` and `unsigned`. Returns obj,
 -- or nil, message, code when obj does not encode as canonical JSON.
 function crypto.sign_json(obj, key)
-  check_table(obj, 1, "sign_json")
+  local src, msg, code = import_arg(obj, 1, "sign_json")
   check_key(key, 2, "sign_json")
-  local src, msg, code = import(obj)
   if not src then return nil, msg, code end
   local sigs = src.signatures
   if sigs ~= nil and not is_object(sigs) then
@@ -156,11 +165,10 @@ end
 -- bytes). Returns true, or nil, message, code with code "no_signature",
 -- "bad_base64", "bad_signature" or a JSON encoder code.
 function crypto.verify_json(obj, server_name, key_id, public_key)
-  check_table(obj, 1, "verify_json")
+  local src, imsg, icode = import_arg(obj, 1, "verify_json")
   check_string(server_name, 2, "verify_json")
   check_string(key_id, 3, "verify_json")
   check_string(public_key, 4, "verify_json")
-  local src, imsg, icode = import(obj)
   if not src then return nil, imsg, icode end
   obj = src
   key_id = full_key_id(key_id)
@@ -192,11 +200,10 @@ end
 --- Unpadded standard base64 of the sha256 of the event's canonical JSON
 -- without `unsigned`, `signatures` and `hashes`; or nil, message, code.
 function crypto.content_hash(event)
-  check_table(event, 1, "content_hash")
-  local src, imsg, icode = import(event, "event")
-  if not src then return nil, imsg, icode end
-  event = src
-  local digest, msg, code = content_sha256(event)
+  local src, msg, code = import_arg(event, 1, "content_hash", "event")
+  if not src then return nil, msg, code end
+  local digest
+  digest, msg, code = content_sha256(src)
   if not digest then return nil, msg, code end
   return c.base64_encode(digest)
 end
@@ -214,9 +221,8 @@ end
 --- True when event.hashes.sha256 matches the event's content; else nil,
 -- message, "bad_content_hash" (or a JSON encoder code).
 function crypto.check_content_hash(event)
-  check_table(event, 1, "check_content_hash")
   local given = event
-  local src, imsg, icode = import(event, "event")
+  local src, imsg, icode = import_arg(event, 1, "check_content_hash", "event")
   if not src then return nil, imsg, icode end
   event = src
   local hashes = event.hashes
@@ -241,14 +247,18 @@ function crypto.check_content_hash(event)
   return true
 end
 
+-- Argument 1 of fname, an event, imported and redacted for room_version;
+-- or nil, message, code.
+local function redacted_arg(event, fname, room_version)
+  local src, msg, code = import_arg(event, 1, fname, "event", 1)
+  if not src then return nil, msg, code end
+  return redact.event(src, room_version)
+end
+
 --- Raw sha256 of the canonical JSON of the redacted event without
 -- `signatures` and `unsigned`; or nil, message, code.
 function crypto.reference_hash(event, room_version)
-  check_table(event, 1, "reference_hash")
-  local src, imsg, icode = import(event, "event")
-  if not src then return nil, imsg, icode end
-  event = src
-  local red, msg, code = redact.event(event, room_version)
+  local red, msg, code = redacted_arg(event, "reference_hash", room_version)
   if not red then return nil, msg, code end
   red.signatures, red.unsigned, red.age_ts = nil, nil, nil
   local text
@@ -306,11 +316,7 @@ end
 -- Returns true, or nil, message, code (as verify_json, plus
 -- "unsupported_room_version").
 function crypto.verify_event_signature(event, server_name, key_id, public_key, room_version)
-  check_table(event, 1, "verify_event_signature")
-  local src, imsg, icode = import(event, "event")
-  if not src then return nil, imsg, icode end
-  event = src
-  local red, msg, code = redact.event(event, room_version)
+  local red, msg, code = redacted_arg(event, "verify_event_signature", room_version)
   if not red then return nil, msg, code end
   return crypto.verify_json(red, server_name, key_id, public_key)
 end

@@ -38,9 +38,11 @@ local MAX_PREV_BUILD = 10
 
 local check_version = room_version.check
 
-local function check_table(v, n, fname)
+-- Raises "bad argument" for fname's caller unless v is a table; `depth`:
+-- how many helpers stand between fname and this call (default 0).
+local function check_table(v, n, fname, depth)
   if type(v) ~= "table" then
-    error(string_format("bad argument #%d to '%s' (table expected, got %s)", n, fname, type(v)), 3)
+    error(string_format("bad argument #%d to '%s' (table expected, got %s)", n, fname, type(v)), 3 + (depth or 0))
   end
 end
 
@@ -79,6 +81,13 @@ local function import(ev)
   return iev
 end
 
+-- Argument n of fname, a table (else raises), in loom's JSON form; or nil,
+-- message, "bad_event".
+local function import_arg(ev, n, fname)
+  check_table(ev, n, fname, 1)
+  return import(ev)
+end
+
 -- The PDU form of an in-memory event: a shallow copy without `event_id`.
 local function pdu(ev)
   local out = {}
@@ -100,8 +109,7 @@ end
 -- message, code (a JSON encoder code).
 function event.compute_id(version, ev)
   check_version(version, 1, "compute_id")
-  check_table(ev, 2, "compute_id")
-  local iev, imsg, icode = import(ev)
+  local iev, imsg, icode = import_arg(ev, 2, "compute_id")
   if not iev then return nil, imsg, icode end
   ev = iev
   return crypto.event_id(pdu(ev), version.id)
@@ -112,8 +120,7 @@ end
 -- Returns the ID, or nil, message, "bad_event".
 function event.room_id_for_create(version, create_ev)
   check_version(version, 1, "room_id_for_create")
-  check_table(create_ev, 2, "room_id_for_create")
-  local iev, imsg, icode = import(create_ev)
+  local iev, imsg, icode = import_arg(create_ev, 2, "room_id_for_create")
   if not iev then return nil, imsg, icode end
   create_ev = iev
   if not is_create(create_ev) then return bad("not an m.room.create event") end
@@ -256,8 +263,7 @@ end
 -- unsigned.redacted_because = redaction_ev when given.
 function event.redact(version, ev, redaction_ev)
   check_version(version, 1, "redact")
-  check_table(ev, 2, "redact")
-  local iev, imsg, icode = import(ev)
+  local iev, imsg, icode = import_arg(ev, 2, "redact")
   if not iev then return nil, imsg, icode end
   ev = iev
   local red = redact_mod.event(ev, version.id)
@@ -325,10 +331,9 @@ end
 -- "bad_event" | "too_large".
 function event.build(version, proto, room, key, opts)
   check_version(version, 1, "build")
-  check_table(proto, 2, "build")
+  local iev, imsg, icode = import_arg(proto, 2, "build")
   check_table(room, 3, "build")
   check_table(key, 4, "build")
-  local iev, imsg, icode = import(proto)
   if not iev then return nil, imsg, icode end
   proto = iev
   opts = opts or {}

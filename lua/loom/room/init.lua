@@ -393,6 +393,18 @@ local function build_context(self, room_id)
   }
 end
 
+-- Inside a transaction: build a local event against ctx (event.build's
+-- room argument), persist it and announce it. Returns the event and the
+-- store's result, or nil, message, code[, rule].
+local function store_local(self, version, proto, ctx, opts)
+  local ev, berr, bcode = event_mod.build(version, proto, ctx, self.key, opts)
+  if not ev then return nil, berr, bcode end
+  local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
+  if not r then return nil, perr, pcode, rule end
+  announce(self, ev, ev.room_id or event_mod.room_id_for_create(version, ev), r, "local")
+  return ev, r
+end
+
 --- Build, sign, authorise and store a local event. proto: { type, sender,
 -- content, state_key?, redacts? } (room_id is the room's). opts: now, and
 -- for the room/event/check hook's context user_id, device_id, txn_id,
@@ -413,12 +425,7 @@ function methods:send(room_id, proto, opts)
     if not ok then return nil, err, code end
   end
   local results = table.pack(s:transaction(function()
-    local ev, berr, bcode = event_mod.build(version, p, build_context(self, room_id), self.key, opts)
-    if not ev then return nil, berr, bcode end
-    local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
-    if not r then return nil, perr, pcode, rule end
-    announce(self, ev, room_id, r, "local")
-    return ev, r
+    return store_local(self, version, p, build_context(self, room_id), opts)
   end))
   return table_unpack(results, 1, results.n)
 end
@@ -448,13 +455,9 @@ function methods:create_room(creator, opts)
   -- (both are called as methods: room:forward_extremities(), room:state(type, state_key))
   local s = self.store
   local results = table.pack(s:transaction(function()
-    local ev, berr, bcode = event_mod.build(version, proto, empty, self.key, opts)
-    if not ev then return nil, berr, bcode end
-    local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
-    if not r then return nil, perr, pcode, rule end
-    local rid = ev.room_id or event_mod.room_id_for_create(version, ev)
-    announce(self, ev, rid, r, "local")
-    return rid, ev
+    local ev, r, scode, rule = store_local(self, version, proto, empty, opts)
+    if not ev then return nil, r, scode, rule end
+    return ev.room_id or event_mod.room_id_for_create(version, ev), ev
   end))
   return table_unpack(results, 1, results.n)
 end

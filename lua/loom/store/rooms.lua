@@ -102,16 +102,11 @@ end
 --- The state keys of state key NIDs: { [nid] = state_key } (unknown NIDs
 -- are absent).
 function methods:state_key_names(nids)
-  local out, want, seen = {}, {}, {}
+  local want, seen = {}, {}
   for _, n in ipairs(nids) do
     if not seen[n] then seen[n] = true; want[#want + 1] = n end
   end
-  for marks, chunk in sql.chunks(want) do
-    local rows = self.conn:all("SELECT state_key_nid, state_key FROM state_keys WHERE state_key_nid IN ("
-      .. marks .. ")", table_unpack(chunk))
-    for _, r in ipairs(rows) do out[r[1]] = r[2] end
-  end
-  return out
+  return sql.map_in(self.conn, "SELECT state_key_nid, state_key FROM state_keys WHERE state_key_nid IN (", want)
 end
 
 rooms.methods = methods

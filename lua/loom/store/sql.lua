@@ -9,6 +9,7 @@
 -- Only the store builds SQL; this module is how it writes the timeline
 -- condition and `IN (?, ?, ...)` lists once.
 local math_min, string_rep = math.min, string.rep
+local ipairs, select, table_unpack = ipairs, select, table.unpack
 
 local sql = {}
 local _ENV = nil -- luacheck: ignore 211
@@ -39,6 +40,20 @@ function sql.chunks(keys, size)
     i = j + 1
     return sql.marks(#chunk), chunk
   end
+end
+
+--- { [first column] = second column } over the rows of the statement
+-- head .. "?,?,...)" run once per chunk of keys: head ends with "IN (", and
+-- the statement's other parameters (...) come before the chunk's keys.
+--
+--   sql.map_in(conn, "SELECT event_id, txn_id FROM txn_ids WHERE user_id = ? AND event_id IN (", ids, user_id)
+function sql.map_in(conn, head, keys, ...)
+  local out, n, args = {}, select("#", ...), { ... }
+  for marks, chunk in sql.chunks(keys) do
+    for i = 1, #chunk do args[n + i] = chunk[i] end
+    for _, r in ipairs(conn:all(head .. marks .. ")", table_unpack(args, 1, n + #chunk))) do out[r[1]] = r[2] end
+  end
+  return out
 end
 
 return sql

@@ -10,7 +10,6 @@
 local core = require "loom.core"
 local sql = require "loom.store.sql"
 
-local ipairs, table_unpack = ipairs, table.unpack
 local now_ms = core.now_ms
 
 local txns = {}
@@ -34,13 +33,8 @@ end
 --- Transaction IDs of some events sent by the user's device:
 -- { [event_id] = txn_id } (events sent otherwise are absent).
 function methods:txn_ids(user_id, device_id, event_ids)
-  local out = {}
-  for marks, chunk in sql.chunks(event_ids) do
-    local rows = self.conn:all("SELECT event_id, txn_id FROM txn_ids WHERE user_id = ? AND device_id = ?"
-      .. " AND event_id IN (" .. marks .. ")", user_id, device_id or "", table_unpack(chunk))
-    for _, r in ipairs(rows) do out[r[1]] = r[2] end
-  end
-  return out
+  return sql.map_in(self.conn, "SELECT event_id, txn_id FROM txn_ids WHERE user_id = ? AND device_id = ?"
+    .. " AND event_id IN (", event_ids, user_id, device_id or "")
 end
 
 txns.methods = methods

@@ -66,6 +66,19 @@ local function ectx(hs, req, room_id)
   return { store = hs.store, user_id = req.user_id, device_id = req.device_id, room_id = room_id }
 end
 
+-- What /messages and /context read a room's timeline with: the limit
+-- (capped at MAX_LIMIT) and the room event filter, once the user may read
+-- the room; or nil and the error response.
+local function timeline_args(hs, req, room_id)
+  local limit = req:arg_integer("limit", 10, 0)
+  if limit > MAX_LIMIT then limit = MAX_LIMIT end
+  local def, ferr = room_event_filter(req)
+  if not def then return nil, ferr end
+  local denied = check_room_access(hs, req.user_id, room_id)
+  if denied then return nil, denied end
+  return limit, def
+end
+
 local function messages(hs, req)
   local room_id = req.params.roomId
   local dir = req:arg("dir")
@@ -80,12 +93,8 @@ local function messages(hs, req)
     to = sync_token.to_store(to_param)
     if not to then return invalid("invalid to token") end
   end
-  local limit = req:arg_integer("limit", 10, 0)
-  if limit > MAX_LIMIT then limit = MAX_LIMIT end
-  local def, ferr = room_event_filter(req)
-  if not def then return ferr end
-  local denied = check_room_access(hs, req.user_id, room_id)
-  if denied then return denied end
+  local limit, def = timeline_args(hs, req, room_id)
+  if not limit then return def end
   local page, err, code = hs.store:paginate(room_id, from, { dir = dir, to = to, limit = limit, filter = def })
   if not page then
     if code == "bad_token" or code == "bad_param" or code == "bad_filter" then return invalid(err) end
@@ -106,12 +115,8 @@ end
 
 local function context(hs, req)
   local room_id, event_id = req.params.roomId, req.params.eventId
-  local limit = req:arg_integer("limit", 10, 0)
-  if limit > MAX_LIMIT then limit = MAX_LIMIT end
-  local def, ferr = room_event_filter(req)
-  if not def then return ferr end
-  local denied = check_room_access(hs, req.user_id, room_id)
-  if denied then return denied end
+  local limit, def = timeline_args(hs, req, room_id)
+  if not limit then return def end
   local ev, meta = hs.store:event(event_id)
   if not ev or meta.room_id ~= room_id or not visibility.can_see(hs, req.user_id, room_id, ev) then
     return errors.new("M_NOT_FOUND", "Event not found")
