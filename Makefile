@@ -10,7 +10,7 @@ LUA        ?= lua5.4
 CC         ?= gcc
 PKGS       := lua5.4 sqlite3 libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null || echo -I/usr/include/lua5.4)
-PKG_LIBS   := $(shell pkg-config --libs sqlite3 libcrypto 2>/dev/null || echo -lsqlite3 -lcrypto) -lhttp_parser
+PKG_LIBS   := $(shell pkg-config --libs sqlite3 libcrypto 2>/dev/null || echo -lsqlite3 -lcrypto) -lhttp_parser -pthread
 WARN       := -std=c99 -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes \
               -Wstrict-prototypes -Werror
 DEFS       := -D_POSIX_C_SOURCE=200809L

@@ -28,6 +28,7 @@ build = {
    modules = {
       ["loom.core"] = {
          sources = {
+            "csrc/checkpoint.c",
             "csrc/core.c",
             "csrc/crypto.c",
             "csrc/http.c",
@@ -39,7 +40,7 @@ build = {
             "csrc/token.c",
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
-         libraries = { "sqlite3", "crypto", "http_parser" },
+         libraries = { "sqlite3", "crypto", "http_parser", "pthread" },
          incdirs = { "$(SQLITE_INCDIR)", "$(OPENSSL_INCDIR)", "$(HTTP_PARSER_INCDIR)" },
          libdirs = { "$(SQLITE_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HTTP_PARSER_LIBDIR)" },
       },

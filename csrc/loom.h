@@ -38,6 +38,7 @@ void loom_open_token(lua_State *L);   /* core.token, core.bound */
 void loom_open_json(lua_State *L);    /* core.json   */
 void loom_open_crypto(lua_State *L);  /* core.crypto */
 void loom_open_sqlite(lua_State *L);  /* core.sqlite */
+void loom_open_checkpoint(lua_State *L); /* core.sqlite.checkpointer: WAL checkpoints on a thread */
 void loom_open_regex(lua_State *L);   /* core.regex  */
 void loom_open_state(lua_State *L);   /* core.state: state blocks and snapshots */
 void loom_open_stateres(lua_State *L); /* core.stateres: graph work of state resolution */

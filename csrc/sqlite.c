@@ -836,5 +836,6 @@ void loom_open_sqlite(lua_State *L)
     loom_new_type(L, STMT_MT, stmt_methods, stmt_meta);
     loom_new_type(L, BLOB_MT, blob_methods, blob_meta);
     luaL_newlib(L, funcs);
+    loom_open_checkpoint(L);
     lua_setfield(L, -2, "sqlite");
 }

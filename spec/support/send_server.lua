@@ -62,7 +62,7 @@ if os.getenv("LOOM_BENCH_STATS") then
     local hk = housekeeper
     io.stderr:write(("server: %d commit groups, %.2f members each; %d checkpoints, longest %.1f ms\n"):format(
       conn.group_commits, conn.group_members / math.max(1, conn.group_commits),
-      hk and hk.checkpoints or 0, hk and hk.checkpoint_max_ms or 0))
+      hk and hk:stats().checkpoints or 0, hk and hk:stats().max_ms or 0))
   end)
 end
 io.stdout:write(("ready %d %d %s %s\n"):format(server:port(), uv.os_getpid(), login.access_token, room_id))

@@ -8,10 +8,11 @@
 --   ...
 --   hk:stop()     -- automatic checkpoints and the previous collector mode again
 --
--- The timers do not keep the loop alive; the loop's own turn is never blocked
--- on housekeeping longer than one PASSIVE checkpoint (hk.checkpoint_max_ms
--- records the longest).
+-- Checkpoints run on a thread of their own (core.sqlite.checkpointer) with
+-- its own connection, so their fsync never stalls the loop; where that cannot
+-- be, on a timer that does not keep the loop alive. hk:stats() counts them.
 local uv = require "luv"
+local sqlite = require("loom.core").sqlite
 
 local setmetatable, type, tostring, pcall, error, collectgarbage = setmetatable, type, tostring, pcall, error,
   collectgarbage
@@ -33,9 +34,12 @@ end
 
 --- housekeeping.start(conn, [opts]) -> hk
 -- opts: checkpoint_interval (ms between PASSIVE checkpoints; 0 leaves
--- checkpoints to SQLite, default 1000), gc ("generational" (default),
--- "incremental", or false to leave the collector alone), log(level, message).
--- Bad options raise.
+-- checkpoints to SQLite, default 1000), checkpoint_thread (default true for
+-- a database file: the checkpoints run on a thread of their own with its own
+-- connection, core.sqlite.checkpointer, so their fsync never stalls the
+-- loop; false, or when the thread cannot start: from a timer on the loop),
+-- gc ("generational" (default), "incremental", or false to leave the
+-- collector alone), log(level, message). Bad options raise.
 function housekeeping.start(conn, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("housekeeping: opts must be a table", 2) end
@@ -49,11 +53,25 @@ function housekeeping.start(conn, opts)
   if gc ~= false and gc ~= "generational" and gc ~= "incremental" then
     error("housekeeping: gc must be \"generational\", \"incremental\" or false", 2)
   end
-  local self = setmetatable({ conn = conn, log = opts.log, checkpoints = 0, checkpoint_max_ms = 0 }, mt)
+  local threaded = opts.checkpoint_thread
+  if threaded ~= nil and type(threaded) ~= "boolean" then
+    error("housekeeping: checkpoint_thread must be a boolean", 2)
+  end
+  local self = setmetatable({ conn = conn, log = opts.log, runs = 0, failures = 0, max_ms = 0 }, mt)
   if gc then self.previous_gc = collectgarbage(gc) end
   if interval > 0 then
     local ok, err = conn:exec("PRAGMA wal_autocheckpoint = 0")
     if not ok then log(self, "warn", "cannot turn automatic checkpoints off: " .. tostring(err)) end
+    local path = conn.path
+    if threaded ~= false and type(path) == "string" and path ~= "" and path ~= ":memory:"
+       and not path:find("^file:") then
+      local cp, cerr = sqlite.checkpointer(path, interval)
+      if cp then
+        self.checkpointer = cp
+        return self
+      end
+      log(self, "warn", "checkpoints run on the loop: " .. tostring(cerr))
+    end
     local timer = uv.new_timer()
     timer:start(interval, interval, function()
       local t0 = uv.hrtime()
@@ -62,11 +80,11 @@ function housekeeping.start(conn, opts)
       local cok, res, cerr = pcall(conn.flush, conn)
       if cok then cok, res, cerr = pcall(conn.checkpoint, conn) end
       local ms = (uv.hrtime() - t0) / 1e6
-      if ms > self.checkpoint_max_ms then self.checkpoint_max_ms = ms end
+      if ms > self.max_ms then self.max_ms = ms end
+      self.runs = self.runs + 1
       if not cok or res == nil then
+        self.failures = self.failures + 1
         log(self, "warn", "WAL checkpoint failed: " .. tostring(cok and cerr or res))
-      elseif res then
-        self.checkpoints = self.checkpoints + 1
       end
     end)
     timer:unref()
@@ -75,9 +93,29 @@ function housekeeping.start(conn, opts)
   return self
 end
 
+--- hk:stats() -> { checkpoints = runs that checkpointed, failures,
+-- max_ms = the longest, thread = true when they run on their own thread }
+function methods:stats()
+  if self.final_stats then return self.final_stats end
+  local cp = self.checkpointer
+  if cp then
+    local st = cp:stats()
+    return { checkpoints = st.checkpoints or 0, failures = st.failures or 0, max_ms = st.max_ms or 0,
+             last_error = st.last_error, thread = true }
+  end
+  return { checkpoints = self.runs - self.failures, failures = self.failures, max_ms = self.max_ms,
+           thread = false }
+end
+
 --- hk:stop(): stop the timers; SQLite's automatic checkpoints and the
 -- collector's previous mode are back. Can be called more than once.
 function methods:stop()
+  if self.checkpointer then
+    self.checkpointer:stop()   -- joins the thread
+    self.final_stats = self:stats()
+    self.checkpointer = nil
+    pcall(self.conn.exec, self.conn, "PRAGMA wal_autocheckpoint = 1000")  -- fails once closed
+  end
   if self.timer then
     if not self.timer:is_closing() then self.timer:close() end
     self.timer = nil
