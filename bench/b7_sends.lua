@@ -16,7 +16,13 @@ local modes = {
   { "durable + group commit (FULL)", "FULL", "group" },
   { "baseline (NORMAL, no group commit)", "NORMAL", "nogroup" },
   { "durable, no group commit (FULL)", "FULL", "nogroup" },
+  { "not durable, group commit (NORMAL)", "NORMAL", "group" },
 }
+if os.getenv("B7_MODES") then       -- e.g. B7_MODES=1,4: only those rows
+  local keep = {}
+  for i in os.getenv("B7_MODES"):gmatch("%d+") do keep[#keep + 1] = modes[tonumber(i)] end
+  modes = keep
+end
 
 os.execute("mkdir -p bench/data")
 for _, m in ipairs(modes) do
