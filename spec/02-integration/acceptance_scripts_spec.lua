@@ -328,7 +328,7 @@ describe("acceptance: policy scripts", function()
     local r = t:request("GET", "/_acc/two")
     assert.equal("nil", r.json.g)
     assert.equal("nil", r.json.s)
-    assert.is_nil(string.marker)
+    assert.is_nil(rawget(string, "marker"))
   end)
 
   it("module:send from a timer posts as a local user; clients see it; the auth rules apply", function()
@@ -414,8 +414,7 @@ describe("acceptance: policy scripts", function()
     -- the room must exist before the script loads (it reads motd.room at load): make it first
     t = start(dir, {}, { password_iterations = 1000 })
     assert(t.hs.accounts:register("boss", "password-boss", { admin = true }))
-    local admin = t:register("boss2")
-    admin = assert(t.hs.accounts:login("@boss:test.local", "password-boss"))
+    local admin = assert(t.hs.accounts:login("@boss:test.local", "password-boss"))
     local user = t:register("user")
     local room = t:request("POST", "/_matrix/client/v3/createRoom", { preset = "public_chat" },
       admin.access_token).json.room_id
