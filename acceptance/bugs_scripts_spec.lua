@@ -75,3 +75,46 @@ describe("acceptance bug: a local redaction in room/event/check", function()
     assert.same(stored.content, seen.content)
   end)
 end)
+
+-- docs/scripting.md: "When fn returns a number, it runs again that many
+-- seconds later"; STYLE.md: a faulty script must not take the server down.
+-- A timer that returns 0 (or anything under a millisecond, 0.0001) is re-run
+-- by libuv within the same pass over its timers, for ever: the server answers
+-- nothing more and ignores SIGTERM (the process spins at 100% CPU until
+-- SIGKILL). A bad interval should be refused (an error, logged; the timer
+-- ends) or rounded up so that the loop gets to the clients.
+describe("acceptance bug: a timer that asks to run again after 0 seconds", function()
+  for _, again in ipairs { "0", "0.0001" } do
+    it("returning " .. again .. " leaves the server answering and stoppable", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+      write(dir .. "/loom.cfg.lua", ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n'
+        .. 'scripts = { "t.lua" }\n'):format(dir .. "/loom.db"))
+      write(dir .. "/t.lua", "module:timer(0.2, function() return " .. again .. " end)\n")
+      local c = child.start { "bin/loom", "serve", "--config", dir .. "/loom.cfg.lua" }
+      local port = tonumber(assert(c:wait_for("http://127%.0%.0%.1:(%d+)")))
+      child.turn_until(function() return false end, 400)     -- the timer has fired by now
+      local answered = false
+      local tcp = uv.new_tcp()
+      tcp:connect("127.0.0.1", port, function(e)
+        if e then return end
+        tcp:read_start(function(_, data) if data and data:find("^HTTP/1%.1 200") then answered = true end end)
+        tcp:write("GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      end)
+      child.turn_until(function() return answered end, 2000)
+      tcp:close()
+      c.handle:kill("sigterm")
+      child.turn_until(function() return c.exit_code ~= nil end, 3000)
+      local stopped = c.exit_code ~= nil
+      if not stopped then c.handle:kill("sigkill") end
+      c:stop()
+      for _, f in ipairs { "loom.cfg.lua", "t.lua", "loom.db", "loom.db-wal", "loom.db-shm", "loom.pid" } do
+        os.remove(dir .. "/" .. f)
+      end
+      uv.fs_rmdir(dir)
+      assert.is_true(answered, "no answer to /versions within 2 s")
+      assert.is_true(stopped, "SIGTERM did not stop the server within 3 s")
+    end)
+  end
+end)
