@@ -404,6 +404,52 @@ describe("acceptance: policy scripts", function()
     assert.truthy(logged(t, "observer bug"))
   end)
 
+  it("module:send answers nil, message, errcode as documented; hooks and auth rules apply to it", function()
+    write(dir .. "/policy/sender.lua", [[
+      module:hook("room/event/check", function(ev)
+        if type(ev.content.body) == "string" and ev.content.body == "veto" then return false, "vetoed by policy" end
+      end)
+      module:route("POST", "/_acc/send", function(req)
+        local b = req:json()
+        local id, err, code = module:send(req.user_id, b.room, b.type or "m.room.message", b.content, b.state_key)
+        return { id = id, err = err, code = code }
+      end)
+    ]])
+    t = start(dir, { "policy/sender.lua" })
+    local alice = t:register("alice")
+    local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
+    local function try(b) return t:request("POST", "/_acc/send", b, alice.access_token).json end
+    local r = try { room = "!nope:test.local", content = { body = "x" } }
+    assert.is_nil(r.id)
+    assert.equal("M_NOT_FOUND", r.code)
+    r = try { room = room, content = { body = "veto" } }
+    assert.equal("M_FORBIDDEN", r.code)
+    assert.equal("vetoed by policy", r.err)
+    r = try { room = room, type = "m.room.power_levels", state_key = "", content = { users = "bad" } }
+    assert.equal("M_FORBIDDEN", r.code)
+    r = try { room = room, type = "m.room.topic", state_key = "", content = { topic = "Set by a script" } }
+    assert.truthy(r.id)
+    local topic = t:request("GET", "/_matrix/client/v3/rooms/" .. enc(room) .. "/state/m.room.topic/", nil,
+      alice.access_token)
+    assert.equal("Set by a script", topic.json.topic)
+  end)
+
+  it("options that are NaN, or of another type, are refused at load", function()
+    write(dir .. "/policy/o.lua", [[
+      local n = module:get_option_number("n", 1)
+      module:route("GET", "/_acc/o", function() return { n = n } end, { auth = false })
+    ]])
+    for _, v in ipairs { 0 / 0, "5", true } do
+      t = start(dir, { "policy/o.lua" }, { n = v })
+      assert.equal(404, t:request("GET", "/_acc/o").status, tostring(v))
+      assert.truthy(logged(t, "option n must be a number"), table.concat(t.logs, "\n"))
+      t:stop()
+      t = nil
+    end
+    t = start(dir, { "policy/o.lua" }, { n = 2.5 })
+    assert.equal(2.5, t:request("GET", "/_acc/o").json.n)
+  end)
+
   it("the worked example of docs/scripting.md (motd.lua) runs as written", function()
     local f = assert(io.open("docs/scripting.md"))
     local doc = f:read("a")
