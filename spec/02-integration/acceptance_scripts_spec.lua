@@ -450,6 +450,47 @@ describe("acceptance: policy scripts", function()
     assert.equal(2.5, t:request("GET", "/_acc/o").json.n)
   end)
 
+  it("the same script in two servers of one process keeps two states, two logs and two sets of hooks", function()
+    write(dir .. "/policy/count.lua", [[
+      local errors = require "loom.http.errors"
+      errors.register("ACC_QUOTA", "ORG_EXAMPLE_QUOTA", 429, "Quota reached")
+      local n = 0
+      module:route("POST", "/_acc/count", function()
+        n = n + 1
+        module:log("warn", "count on %s is %d", module.server_name, n)
+        if n > 2 then return errors.new("ACC_QUOTA") end
+        return { n = n, server = module.server_name }
+      end, { auth = false })
+      module:hook("register/check", function(info)
+        if info.localpart == "only" .. module.server_name:sub(1, 1) then
+          return false, "not on " .. module.server_name
+        end
+      end)
+    ]])
+    t = start(dir, { "policy/count.lua" }, { server_name = "a.test" })
+    local t2 = start(dir, { "policy/count.lua" }, { server_name = "b.test" })
+    local ok, err = pcall(function()
+      assert.same({ n = 1, server = "a.test" }, t:request("POST", "/_acc/count", {}).json)
+      assert.same({ n = 2, server = "a.test" }, t:request("POST", "/_acc/count", {}).json)
+      assert.same({ n = 1, server = "b.test" }, t2:request("POST", "/_acc/count", {}).json)
+      local q = t:request("POST", "/_acc/count", {})
+      assert.equal(429, q.status)
+      assert.equal("ORG_EXAMPLE_QUOTA", q.json.errcode)
+      assert.equal(403, register(t, "onlya").status)
+      assert.equal(200, register(t2, "onlya").status)
+      assert.equal(403, register(t2, "onlyb").status)
+      assert.truthy(logged(t, "count on a.test is 3"))
+      assert.falsy((logged(t, "b.test")))
+      assert.truthy(logged(t2, "count on b.test is 1"))
+      assert.falsy((logged(t2, "a.test")))
+      t2.hs.scripts:unload("count")
+      assert.equal(404, t2:request("POST", "/_acc/count", {}).status)
+      assert.equal(429, t:request("POST", "/_acc/count", {}).status)
+    end)
+    t2:stop()
+    assert(ok, err)
+  end)
+
   it("the worked example of docs/scripting.md (motd.lua) runs as written", function()
     local f = assert(io.open("docs/scripting.md"))
     local doc = f:read("a")
