@@ -16,6 +16,13 @@ end
 
 local function exists(path) return uv.fs_stat(path) ~= nil end
 
+local function logged_line(t, pattern)
+  for _, line in ipairs(t.logs) do
+    if line:find(pattern, 1, true) then return line end
+  end
+  return false
+end
+
 -- An HTTP request that runs while the caller turns the loop:
 -- returns a state table; state.done, state.status, state.json once answered.
 local function begin_request(port, method, path, body, token)
@@ -352,5 +359,44 @@ describe("acceptance: metrics of a serving homeserver with a script", function()
     assert.is_true(said, "a script's server/stopping hook runs when the server stops")
     os.remove(dir .. "/s.lua")
     uv.fs_rmdir(dir)
+  end)
+end)
+
+describe("acceptance: a database another process holds locked", function()
+  it("writes answer a logged 500 M_UNKNOWN with nothing about the database; the retried txn then succeeds once",
+    function()
+    local db = require "loom.db"
+    local path = tmp.path()
+    local t = tesths.start { database = { path = path, busy_timeout = 100 } }
+    local alice = t:register("alice")
+    local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
+    local since = t:request("GET", "/_matrix/client/v3/sync", nil, alice.access_token).json.next_batch
+    local other = assert(db.open { path = path, migrate = false, busy_timeout = 0 })
+    other:exec("BEGIN EXCLUSIVE")
+    local send_path = "/_matrix/client/v3/rooms/" .. tesths.enc(room) .. "/send/m.room.message/locked1"
+    local r = t:request("PUT", send_path, { msgtype = "m.text", body = "while locked" }, alice.access_token)
+    local created = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token)
+    local s = t:request("GET", "/_matrix/client/v3/sync?timeout=0&since=" .. since, nil, alice.access_token)
+    other:exec("ROLLBACK")
+    other:close()
+    assert.equal(500, r.status)
+    assert.equal("M_UNKNOWN", r.json.errcode)
+    assert.falsy(r.body:lower():find("lock", 1, true))
+    assert.falsy(r.body:lower():find("sqlite", 1, true))
+    assert.equal(500, created.status)
+    assert.truthy(logged_line(t, "sqlite_busy"), table.concat(t.logs, "\n"))
+    -- the read during the lock is not an empty answer with an advanced token
+    assert.equal(200, s.status)
+    assert.equal(since, s.json.next_batch)
+    local again = t:request("PUT", send_path, { msgtype = "m.text", body = "while locked" }, alice.access_token)
+    assert.equal(200, again.status, again.body)
+    local msgs = t:request("GET", "/_matrix/client/v3/rooms/" .. tesths.enc(room) .. "/messages?dir=b&limit=20", nil,
+      alice.access_token).json.chunk
+    local n = 0
+    for _, e in ipairs(msgs) do if e.type == "m.room.message" then n = n + 1 end end
+    assert.equal(1, n)
+    assert.equal(1, #t:request("GET", "/_matrix/client/v3/joined_rooms", nil, alice.access_token).json.joined_rooms)
+    t:stop()
+    tmp.remove(path)
   end)
 end)
