@@ -541,7 +541,7 @@ describe("acceptance: bin/loom reload", function()
 
   it("edits, unlisting and a broken new version behave as docs/scripting.md says", function()
     dir = mkdir_tmp()
-    local db = tmp.path()
+    local db = dir .. "/loom.db"       -- the pid file goes beside it
     local cfg = dir .. "/loom.cfg.lua"
     local function config(scripts)
       write(cfg, ([[
@@ -590,6 +590,42 @@ scripts = { %s }
     local code = c:stop()
     c = nil
     assert.equal(0, code)
+    tmp.remove(db)
+  end)
+
+  it("the scripting example of README.md runs as written", function()
+    local f = assert(io.open("README.md"))
+    local readme = f:read("a")
+    f:close()
+    local block = readme:match("```lua\n(%-%- loom%.cfg%.lua\n.-)```")
+    assert.truthy(block, "no scripting example in README.md")
+    local cfg_text, script = block:match("^(.-)\n(%-%- policy/no_links%.lua.*)$")
+    assert.truthy(cfg_text and script)
+    dir = mkdir_tmp()
+    local db = dir .. "/loom.db"
+    write(dir .. "/loom.cfg.lua", cfg_text .. ("\nserver_name = \"acc.test\"\nport = 0\ndatabase = { path = %q }\n"
+      .. "password_iterations = 1000\n"):format(db))
+    write(dir .. "/policy/no_links.lua", script)
+    c = child.start { "bin/loom", "serve", "--config", dir .. "/loom.cfg.lua" }
+    assert(c:wait_for("http://127%.0%.0%.1:(%d+)"))
+    local reg = c:request("POST", "/_matrix/client/v3/register",
+      { username = "alice", password = "pw-alice-long", auth = { type = "m.login.dummy" } })
+    assert.equal(200, reg.status, reg.body)
+    local tok = reg.json.access_token
+    local me = c:request("GET", "/_loom/no_links", nil, tok)
+    assert.equal(200, me.status)
+    assert.equal("@alice:acc.test", me.json.you)
+    assert.equal(401, c:request("GET", "/_loom/no_links").status)
+    local room = c:request("POST", "/_matrix/client/v3/createRoom", {}, tok).json.room_id
+    local r = c:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/send/m.room.message/1",
+      { msgtype = "m.text", body = "see https://example.org" }, tok)
+    assert.equal(403, r.status)
+    assert.equal("M_FORBIDDEN", r.json.errcode)
+    assert.equal("No links here, please", r.json.error)
+    assert.equal(200, c:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/send/m.room.message/2",
+      { msgtype = "m.text", body = "no link" }, tok).status)
+    assert.equal(0, (c:stop()))
+    c = nil
     tmp.remove(db)
   end)
 
