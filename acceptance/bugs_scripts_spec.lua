@@ -118,3 +118,46 @@ describe("acceptance bug: a timer that asks to run again after 0 seconds", funct
     end)
   end
 end)
+
+-- docs/scripting.md: module:send "builds, signs and stores an event ... It
+-- returns the event ID, or nil, a message and an errcode". A script that
+-- posts a notice from inside a room/event/check handler and then vetoes the
+-- message (a natural "tell the room why" policy) gets an event ID back, but
+-- the notice runs inside the vetoed event's transaction and is rolled back
+-- with it: the ID names an event that is not stored, was never announced to
+-- room/event/persisted, and that no client sees. module:send must either
+-- store what it acknowledges or refuse (nil, message, errcode, or a loud
+-- error for the wrong phase).
+describe("acceptance bug: module:send inside a veto hook", function()
+  it("does not acknowledge an event that is then not stored", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    write(dir .. "/s.lua", [[
+      local sent = {}
+      module:hook("room/event/check", function(ev)
+        if ev.type == "m.room.message" and ev.content.body == "bad" then
+          sent.id = module:send(ev.sender, ev.room_id, "m.room.message",
+            { msgtype = "m.notice", body = "a message was refused" })
+          return false, "bad word"
+        end
+      end)
+      module:route("GET", "/_sent", function()
+        return { id = sent.id, stored = sent.id ~= nil and module:event(sent.id) ~= nil }
+      end, { auth = false })
+    ]])
+    local t = tesths.start { config_dir = dir, scripts = { "s.lua" } }
+    local alice = t:register("alice")
+    local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
+    local r = t:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/send/m.room.message/b1", { body = "bad" },
+      alice.access_token)
+    local sent = t:request("GET", "/_sent").json
+    t:stop()
+    os.remove(dir .. "/s.lua")
+    uv.fs_rmdir(dir)
+    assert.equal(403, r.status)
+    if sent.id then
+      assert.is_true(sent.stored, "module:send returned " .. sent.id .. " but that event is not stored")
+    end
+  end)
+end)
