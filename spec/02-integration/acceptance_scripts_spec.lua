@@ -491,6 +491,32 @@ describe("acceptance: policy scripts", function()
     assert(ok, err)
   end)
 
+  it("room/event/persisted announces a retried transaction once; a slow observer delays no answer", function()
+    write(dir .. "/policy/slow.lua", [[
+      local count = {}
+      module:hook("room/event/persisted", function(ev)
+        count[ev.event_id] = (count[ev.event_id] or 0) + 1
+        if ev.content.body == "slow" then require("loom.async").sleep(1500) end
+      end)
+      module:route("GET", "/_acc/count/{id}", function(req) return { n = count[req.params.id] or 0 } end,
+        { auth = false })
+    ]])
+    t = start(dir, { "policy/slow.lua" })
+    local alice = t:register("alice")
+    local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
+    local p = "/_matrix/client/v3/rooms/" .. enc(room) .. "/send/m.room.message/"
+    local t0 = uv.hrtime()
+    local slow = t:request("PUT", p .. "s1", { body = "slow" }, alice.access_token)
+    local r1 = t:request("PUT", p .. "d1", { body = "dup" }, alice.access_token)
+    local ms = (uv.hrtime() - t0) / 1e6
+    assert.equal(200, slow.status)
+    assert.truthy(ms < 1000, ("two sends took %.0f ms behind a sleeping observer"):format(ms))
+    local r2 = t:request("PUT", p .. "d1", { body = "dup" }, alice.access_token)
+    assert.equal(r1.json.event_id, r2.json.event_id)
+    t:run(function() t:sleep(100) end)
+    assert.equal(1, t:request("GET", "/_acc/count/" .. enc(r1.json.event_id)).json.n)
+  end)
+
   it("the worked example of docs/scripting.md (motd.lua) runs as written", function()
     local f = assert(io.open("docs/scripting.md"))
     local doc = f:read("a")
