@@ -283,7 +283,7 @@ end)
 
 describe("acceptance: past limits.max_connections", function()
   it("new connections get 503 M_LIMIT_EXCEEDED with Retry-After, and the log does not get a line each", function()
-    local t = tesths.start { limits = { max_connections = 2 }, log_level = "info" }
+    local t = tesths.start { limits = { max_connections = 2 }, log_level = "info", metrics = { port = 0 } }
     local idle = {}
     for i = 1, 2 do
       local tcp = uv.new_tcp()
@@ -308,6 +308,10 @@ describe("acceptance: past limits.max_connections", function()
       if line:find("connection", 1, true) then warn_lines = warn_lines + 1 end
     end
     assert.truthy(warn_lines >= 1 and warn_lines <= 2, table.concat(t.logs, "\n"))
+    -- the metrics listener still answers while the client listener is full
+    local scrape = finish(begin_request(t.server:metrics_port(), "GET", "/metrics"), 3000)
+    assert.equal(200, scrape.status)
+    assert.truthy(tonumber(scrape.body:match("\nloom_http_connections (%d+)")) >= 2)
     for _, tcp in ipairs(idle) do tcp:close() end
     child.turn_until(function() return false end, 100)
     -- once the idle ones are gone, clients are served again
