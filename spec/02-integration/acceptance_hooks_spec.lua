@@ -119,6 +119,57 @@ describe("acceptance: hook points", function()
     assert.equal(BOT, found.sender)
   end)
 
+  it("the example of docs/hooks/directory-publish-check.md: public listing only for named rooms", function()
+    t = tesths.start()
+    local hs, server = t.hs, t.server
+    server:hook("directory/publish/check", function(info)
+      if info.alias and info.alias:find("^#official") then
+        return false, "Aliases starting with #official are reserved"
+      end
+      if info.visibility == "public" then
+        local name = hs.rooms:state_event(info.room_id, "m.room.name", "")
+        if not name then return false, "Name the room before listing it" end
+      end
+    end)
+    local alice = t:register("alice")
+    local named = create_room(t, alice, { name = "Named", visibility = "public" })
+    local r = t:request("POST", "/_matrix/client/v3/createRoom", { visibility = "public" }, alice.access_token)
+    assert.equal(403, r.status)
+    assert.equal("Name the room before listing it", r.json.error)
+    assert.same({ named }, joined(t, alice))
+    local room = create_room(t, alice)
+    local list = "/_matrix/client/v3/directory/list/room/" .. enc(room)
+    assert.equal(403, t:request("PUT", list, { visibility = "public" }, alice.access_token).status)
+    t:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/state/m.room.name/", { name = "N" },
+      alice.access_token)
+    assert.equal(200, t:request("PUT", list, { visibility = "public" }, alice.access_token).status)
+    local listed = {}
+    for _, entry in ipairs(t:request("GET", "/_matrix/client/v3/publicRooms").json.chunk) do
+      listed[entry.room_id] = entry.name
+    end
+    assert.same({ [named] = "Named", [room] = "N" }, listed)
+  end)
+
+  it("the example of docs/hooks/room-create-check.md: public rooms only from admins", function()
+    t = tesths.start()
+    local hs, server = t.hs, t.server
+    server:hook("room/create/check", function(info)
+      if info.visibility == "public" or info.preset == "public_chat" then
+        local u = hs.accounts:user(info.user_id)
+        if not (u and u.admin) then return false, "Only admins create public rooms" end
+      end
+    end)
+    local alice = t:register("alice")
+    assert(hs.accounts:register("boss", "password-boss", { admin = true }))
+    local boss = assert(hs.accounts:login("@boss:test.local", "password-boss"))
+    local r = t:request("POST", "/_matrix/client/v3/createRoom", { preset = "public_chat" }, alice.access_token)
+    assert.equal(403, r.status)
+    assert.equal("Only admins create public rooms", r.json.error)
+    assert.equal(200, t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).status)
+    assert.equal(200, t:request("POST", "/_matrix/client/v3/createRoom", { preset = "public_chat" },
+      boss.access_token).status)
+  end)
+
   it("a higher priority runs first and true ends the chain", function()
     t = tesths.start()
     local order = {}
