@@ -161,3 +161,56 @@ describe("acceptance bug: module:send inside a veto hook", function()
     end
   end)
 end)
+
+-- Issue 7: "On shutdown, waiting long-polls get their (empty) response at
+-- once"; "observers are isolated from each other"; docs/scripting.md:
+-- "Stopping the server unloads every script" (running their on_unload).
+-- server/stopping is fired with server:fire, so the first handler that
+-- raises ends the chain: a script whose server/stopping handler has a bug
+-- (at a priority above the homeserver's own handler) leaves the sync
+-- notifier open — a waiting /sync gets no answer and is cut at the shutdown
+-- deadline — and at any priority it stops the other scripts' stopping
+-- handlers and every script's unload (on_unload never runs).
+describe("acceptance bug: a script's server/stopping handler that raises", function()
+  it("does not keep long-polls, other handlers or unloading from running at SIGTERM", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    write(dir .. "/loom.cfg.lua", ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n'
+      .. 'password_iterations = 1000\ntimeouts = { shutdown = 4000 }\nscripts = { "a.lua", "b.lua" }\n')
+      :format(dir .. "/loom.db"))
+    write(dir .. "/a.lua", 'module:hook("server/stopping", function() error("bug in a") end, 100)\n')
+    write(dir .. "/b.lua", 'module:on_unload(function() module:log("info", "b on_unload ran") end)\n'
+      .. 'module:hook("server/stopping", function() module:log("info", "b stopping ran") end)\n')
+    local c = child.start { "bin/loom", "serve", "--config", dir .. "/loom.cfg.lua" }
+    c.port = tonumber(assert(c:wait_for("http://127%.0%.0%.1:(%d+)")))
+    local reg = c:request("POST", "/_matrix/client/v3/register",
+      { username = "alice", password = "pw-alice-long", auth = { type = "m.login.dummy" } })
+    local tok = reg.json.access_token
+    local since = c:request("GET", "/_matrix/client/v3/sync", nil, tok).json.next_batch
+    local raw, done = "", false
+    local tcp = uv.new_tcp()
+    tcp:connect("127.0.0.1", c.port, function(e)
+      if e then done = true; return end
+      tcp:read_start(function(_, data) if data then raw = raw .. data else done = true end end)
+      tcp:write(("GET /_matrix/client/v3/sync?timeout=30000&since=%s HTTP/1.1\r\nHost: x\r\n"
+        .. "Authorization: Bearer %s\r\nConnection: close\r\n\r\n"):format(since, tok))
+    end)
+    child.turn_until(function() return false end, 300)
+    local t0 = uv.hrtime()
+    c.handle:kill("sigterm")
+    child.turn_until(function() return done end, 8000)
+    local ms = (uv.hrtime() - t0) / 1e6
+    tcp:close()
+    c:stop()
+    for _, f in ipairs { "loom.cfg.lua", "a.lua", "b.lua", "loom.db", "loom.db-wal", "loom.db-shm", "loom.pid" } do
+      os.remove(dir .. "/" .. f)
+    end
+    uv.fs_rmdir(dir)
+    assert.truthy(c.err:find("bug in a", 1, true))               -- logged
+    assert.truthy(raw:find("^HTTP/1%.1 200"), "the waiting /sync got no answer: " .. raw)
+    assert.truthy(ms < 2000, ("the waiting /sync was answered after %.0f ms"):format(ms))
+    assert.truthy(c.err:find("b stopping ran", 1, true), "b's server/stopping handler did not run")
+    assert.truthy(c.err:find("b on_unload ran", 1, true), "b was not unloaded at stop")
+  end)
+end)
