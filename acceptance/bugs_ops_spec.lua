@@ -18,7 +18,10 @@ local function serve_with(lines)
   assert(uv.fs_mkdir(dir, tonumber("755", 8)))
   local cfg = dir .. "/loom.cfg.lua"
   write(cfg, ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n%s\n'):format(dir .. "/loom.db", lines))
-  local h = io.popen("env -u LD_PRELOAD timeout 5 lua5.4 bin/loom serve --config " .. cfg .. " 2>&1; echo rc=$?")
+  local preload = os.getenv("LD_PRELOAD")
+  local lua = preload and ('LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
+  local h = io.popen("env -u LD_PRELOAD sh -c 'timeout 5 " .. lua .. " bin/loom serve --config " .. cfg
+    .. " 2>&1; echo rc=$?'")
   local out = h:read("a")
   h:close()
   for _, f in ipairs { "loom.cfg.lua", "loom.db", "loom.db-wal", "loom.db-shm", "loom.pid" } do

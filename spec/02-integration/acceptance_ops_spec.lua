@@ -58,7 +58,16 @@ local function request(port, method, path, body, token)
   return finish(begin_request(port, method, path, body, token))
 end
 
+-- lua5.4 for a shell command: the shell runs without the sanitizer preload of
+-- the test suite's second pass, the Lua child with it (its LUA_CPATH is the
+-- sanitized build).
+local function lua_cmd()
+  local preload = os.getenv("LD_PRELOAD")
+  return preload and ('LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
+end
+
 local function sh(cmd)
+  cmd = cmd:gsub("lua5%.4 ", function() return lua_cmd() .. " " end)
   local h = io.popen("env -u LD_PRELOAD sh -c '" .. cmd .. "' 2>&1; echo rc=$?")
   local out = h:read("a")
   h:close()

@@ -555,7 +555,10 @@ describe("acceptance: bin/loom reload", function()
   end)
 
   local function reload(cfg)
-    local h = io.popen("env -u LD_PRELOAD lua5.4 bin/loom reload --config " .. cfg .. " 2>&1; echo rc=$?")
+    local preload = os.getenv("LD_PRELOAD")
+    local lua = preload and ('LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
+    local h = io.popen("env -u LD_PRELOAD sh -c '" .. lua .. " bin/loom reload --config " .. cfg
+      .. " 2>&1; echo rc=$?'")
     local out = h:read("a")
     h:close()
     return out
