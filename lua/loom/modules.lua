@@ -242,8 +242,8 @@ end)
 
 --- module:get_option_number(name, [default], [min], [max]) -> number | default
 mod_methods.get_option_number = getter("get_option_number", true, function(self, where, v, min, max)
-  if type(v) ~= "number" or v ~= v or (min and v < min) or (max and v > max) then
-    bad_option(self, where, "a number" .. range_text(min, max), v)
+  if type(v) ~= "number" or v ~= v or v == math_huge or v == -math_huge or (min and v < min) or (max and v > max) then
+    bad_option(self, where, "a finite number" .. range_text(min, max), v)
   end
   return v
 end)
@@ -276,13 +276,19 @@ mod_methods.get_option_array = getter("get_option_array", true, function(self, w
   end
   if (min and n < min) or (max and n > max) then bad_option(self, where, want, v, n .. " items") end
   local out = {}
-  for i = 1, n do out[i] = v[i] end
+  for i = 1, n do
+    if v[i] == nil then bad_option(self, where, want, v, "an array with holes") end
+    out[i] = v[i]
+  end
   return out
 end)
 
 --- module:log(level, fmt, ...): a line in the server's log, prefixed with
 -- the script's name.
+local LEVELS = { debug = true, info = true, warn = true, error = true }
+
 function mod_methods.log(self, level, fmt, ...)
+  if not LEVELS[level] then arg_error(self, "log", "level must be debug, info, warn or error") end
   local message = select("#", ...) > 0 and string_format(fmt, ...) or tostring(fmt)
   self.loader.server:log(level, "%s: %s", self.name, message)
 end
@@ -305,10 +311,19 @@ local function check_seconds(self, what, s)
   if type(s) ~= "number" or s ~= s or s < 0 or s > 1e9 then arg_error(self, what, "seconds must be a number >= 0") end
 end
 
-local function arm(handle, seconds)
+local MIN_REPEAT_MS = 1   -- a repeat always waits for the next loop turn
+
+local function arm(handle, seconds, again)
   local mod = handle.module
-  uv.update_time()     -- seconds from now, not from the loop's last turn
-  handle.uv:start(seconds * 1000 // 1 | 0, 0, function()
+  local ms = seconds * 1000 // 1 | 0
+  if again then
+    -- from inside the timer's own callback: the loop's clock stays where the
+    -- turn began, so a due timer runs on a later turn, never in this one again
+    if ms < MIN_REPEAT_MS then ms = MIN_REPEAT_MS end
+  else
+    uv.update_time()     -- seconds from now, not from the loop's last turn
+  end
+  handle.uv:start(ms, 0, function()
     if handle.stopped then return end
     local sok, serr = pcall(async.spawn, handle.fn, handle, function(ok, res)
       if handle.stopped then return end
@@ -316,8 +331,11 @@ local function arm(handle, seconds)
         mod:log("error", "timer failed: %s", tostring(res))
         handle:stop()
       elseif type(res) == "number" and res >= 0 and res <= 1e9 then
-        arm(handle, res)
+        arm(handle, res, true)
       else
+        if type(res) == "number" then
+          mod:log("warn", "timer returned %s, not a number of seconds from 0 to 1e9: stopped", tostring(res))
+        end
         handle:stop()
       end
     end, function(level, message) mod:log(level, "%s", message) end)
@@ -419,6 +437,12 @@ function mod_methods.send(self, user_id, room_id, event_type, content, state_key
   if type(content) ~= "table" then arg_error(self, "send", "content must be a table") end
   if state_key ~= nil and type(state_key) ~= "string" then arg_error(self, "send", "state_key must be a string") end
   local hs = self.loader.hs
+  if hs.store:inside_transaction() then
+    -- a check hook runs inside the checked action's transaction: the event
+    -- would be rolled back with a veto, so it is refused instead
+    return nil, "module:send cannot run inside a check hook; send from room/event/persisted or a timer",
+      "M_FORBIDDEN"
+  end
   local account = string_match(user_id, "^@[^:]+:(.+)$") == hs.server_name and hs.accounts:user(user_id)
   if not account then return nil, user_id .. " is not a local user", "M_FORBIDDEN" end
   if account.deactivated then return nil, user_id .. " is deactivated", "M_FORBIDDEN" end

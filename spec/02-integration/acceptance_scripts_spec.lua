@@ -442,7 +442,7 @@ describe("acceptance: policy scripts", function()
     for _, v in ipairs { 0 / 0, "5", true } do
       t = start(dir, { "policy/o.lua" }, { n = v })
       assert.equal(404, t:request("GET", "/_acc/o").status, tostring(v))
-      assert.truthy(logged(t, "option n must be a number"), table.concat(t.logs, "\n"))
+      assert.truthy(logged(t, "option n must be a finite number"), table.concat(t.logs, "\n"))
       t:stop()
       t = nil
     end

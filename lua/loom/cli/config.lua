@@ -12,6 +12,7 @@
 --
 -- See docs/config.md for every key.
 local pairs, ipairs, type, load, tostring, setmetatable = pairs, ipairs, type, load, tostring, setmetatable
+local tonumber, select = tonumber, select
 local error, pcall = error, pcall
 local io_open, string_format, math_type = io.open, string.format, math.type
 local table_sort, table_concat = table.sort, table.concat
@@ -65,11 +66,25 @@ local function one_of(...)
   end
 end
 
+-- An IP address literal (what the listener binds: no host names).
+local function ip_address(v)
+  if type(v) ~= "string" then return false end
+  local a, b, c, d = v:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if a then
+    for _, part in ipairs { a, b, c, d } do
+      if #part > 3 or tonumber(part) > 255 then return false end
+    end
+    return true
+  end
+  local colons = select(2, v:gsub(":", ""))
+  return colons >= 2 and colons <= 7 and v:match("^[%x:%.]+$") ~= nil and #v <= 45
+end
+
 config.checks = {
   server_name = function(v)
     if type(v) ~= "string" or v == "" or v:find("[%s/@]") then return "a server name (host or host:port)" end
   end,
-  host = of_type("string"),
+  host = function(v) if not ip_address(v) then return "an IP address (such as 127.0.0.1 or ::1)" end end,
   port = integer(0, 65535),
   public_baseurl = function(v)
     if type(v) ~= "string" or not v:match("^https?://") then return "an http:// or https:// URL" end
@@ -88,8 +103,8 @@ config.checks = {
   log_format = one_of("text", "json"),
   metrics = function(v)
     if type(v) ~= "table" or math_type(v.port) ~= "integer" or v.port < 0 or v.port > 65535
-        or (v.host ~= nil and type(v.host) ~= "string") then
-      return "a table with a port (an integer 0..65535) and an optional host string"
+        or (v.host ~= nil and not ip_address(v.host)) then
+      return "a table with a port (an integer 0..65535) and an optional host (an IP address)"
     end
   end,
   default_room_version = one_of("10", "11", "12"),

@@ -109,7 +109,12 @@ function commands.serve(ctx, args)
   if not cfg then return code end
   local loom = require "loom"
   local ok, server = pcall(loom.new, cfg)
-  if not ok then return ctx.fail(tostring(server)) end
+  if not ok then
+    return ctx.fail((cfg.config_file and (cfg.config_file .. ": ") or "") .. tostring(server))
+  end
+  -- the database's folder (var/ for the default config) is made when missing
+  local dir = type(cfg.database.path) == "string" and cfg.database.path:match("^(.*)/[^/]+$")
+  if dir and dir ~= "" then require("luv").fs_mkdir(dir, 493) end   -- 0755; an existing folder is fine
   local store, serr = loom.open_store(cfg.database)
   if not store then
     return ctx.fail("cannot open the database " .. tostring(cfg.database.path) .. ": " .. tostring(serr))

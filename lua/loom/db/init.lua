@@ -187,6 +187,9 @@ function methods:exec(sql) return checked(sql, self.handle:exec(sql)) end
 function methods:last_insert_rowid() return self.handle:last_insert_rowid() end
 function methods:changes() return self.handle:changes() end
 function methods:in_transaction() return self.depth > 0 end
+--- True while the caller's own code runs inside a transaction it opened
+-- (another task's transaction, open across a wait, does not count).
+function methods:inside_transaction() return self.depth > 0 and self.owner == co_running() end
 
 -- Hooks registered inside a transaction, one list per nesting level.
 local function level_hooks(self)

@@ -131,7 +131,8 @@ end
 -- level is at or above config.log_level, with fields (a table of strings
 -- and numbers, or nil) that JSON logs carry beside the message.
 function methods.log_fields(self, level, fields, fmt, ...)
-  local n = levels[level] or levels.error
+  local n = levels[level]
+  if not n then level, n = "error", levels.error end   -- an unknown level is logged as an error
   if n < self.min_level then return end
   local message = select("#", ...) > 0 and string_format(fmt, ...) or fmt
   local ok, err = xpcall(self.logger, traceback, level, message, fields)
@@ -338,11 +339,11 @@ function methods.dispatch(self, raw)
       resp = error_response(self, resp, req)
     else
       self:log("error", "%s %s failed: %s", req.method, req.path, tostring(resp))
-      self:fire("http/error", req, resp)
+      self:observe("http/error", req, resp)
       resp = response.for_error("M_UNKNOWN")
     end
   end
-  self:fire("http/response", req, resp)
+  self:observe("http/response", req, resp)
   local elapsed = (uv.hrtime() - started) / 1e9
   local route, method = req.route or "unmatched", known_methods[req.method] or "other"
   local m = self.builtin_metrics
@@ -478,7 +479,7 @@ function methods.start(self)
     if self.metrics_http then self.metrics_http:stop() end
     return nil, msg, code
   end
-  self:fire("server/started", self)
+  self:observe("server/started", self)
   return true
 end
 
@@ -498,7 +499,7 @@ end
 function methods.stop(self, on_stopped)
   if not self.stopping then
     self.stopping = true
-    self:fire("server/stopping", self)
+    self:observe("server/stopping", self)
   end
   local waiting = self.metrics_http and 2 or 1
   local function one_stopped()

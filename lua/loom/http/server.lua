@@ -81,9 +81,9 @@ local function merge(defaults, given, what)
   local out = {}
   for k, v in pairs(defaults) do out[k] = v end
   for k, v in pairs(given or {}) do
-    if defaults[k] == nil then error("unknown " .. what .. " '" .. tostring(k) .. "'", 3) end
+    if defaults[k] == nil then error("unknown " .. what .. " '" .. tostring(k) .. "'", 0) end
     if type(v) ~= "number" or v < 0 or v % 1 ~= 0 then
-      error(what .. " '" .. k .. "' must be a non-negative integer", 3)
+      error(what .. " '" .. k .. "' must be a non-negative integer", 0)
     end
     out[k] = v
   end

@@ -84,8 +84,15 @@ end
 -- new event.content (event.build refuses one that is not a JSON object); or
 -- nil, message, code.
 local function check_local(self, version, p, opts)
+  local content = p.content
+  if type(p.redacts) == "string" and version.redacts_in_content and type(content) == "table"
+     and content.redacts == nil then
+    -- v11+: the stored redaction names its target in content.redacts
+    content = copy_json(content)
+    content.redacts = p.redacts
+  end
   local event = { type = p.type, sender = p.sender, room_id = p.room_id, state_key = p.state_key,
-    content = p.content }
+    content = content, redacts = p.redacts }
   local ok, reason, code = check_hook(self, "room/event/check", event, {
     origin = "local", room_version = version.id, user_id = opts.user_id or p.sender,
     device_id = opts.device_id, txn_id = opts.txn_id, initial = opts.initial or nil,

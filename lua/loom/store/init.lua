@@ -121,6 +121,12 @@ function methods:start_housekeeping(opts)
   return require("loom.db.housekeeping").start(self.conn, opts)
 end
 
+--- True while the caller runs inside a transaction of its own (whatever it
+-- writes now shares that transaction's outcome).
+function methods:inside_transaction()
+  return self.conn:inside_transaction()
+end
+
 --- Time every database statement: wrap(f, ...) runs a statement and must
 -- return f(...)'s results (the server's metrics measure with it); nil stops.
 function methods:time_statements(wrap)

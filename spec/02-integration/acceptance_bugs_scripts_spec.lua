@@ -1,8 +1,6 @@
 -- luacheck: std +busted
--- Acceptance findings about scripts and hooks that fail today (outside
--- spec/, so `make test` does not run them):
---   LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='build/release/?.so;;' \
---     lua5.4 /usr/bin/busted acceptance/
+-- Acceptance findings: bugs found by trying loom as operators and script
+-- authors do, from the docs and the issue text; each spec failed before its fix.
 local uv = require "luv"
 local json = require("loom.core").json
 local tesths = require "support.hs"
@@ -20,7 +18,7 @@ end
 -- levels", and log_level filters below it. A script that passes another level
 -- (a typo, "warning", "WARN") gets neither an error nor a filtered line: the
 -- JSON log carries "level":"loud" past log_level = "warn".
-describe("acceptance bug: module:log with a level that is not one of the four", function()
+describe("acceptance: module:log with a level that is not one of the four", function()
   it("never writes a JSON line whose level is not debug/info/warn/error", function()
     local dir = os.tmpname()
     os.remove(dir)
@@ -51,7 +49,7 @@ end)
 -- (`content.redacts`), and the stored redaction has it there; the hook gets
 -- the content without it, so a policy cannot tell which event is being
 -- redacted (e.g. "nobody redacts the moderators' notices").
-describe("acceptance bug: a local redaction in room/event/check", function()
+describe("acceptance: a local redaction in room/event/check", function()
   it("shows content.redacts in a v11 room, as the event is stored", function()
     local t = tesths.start()
     local seen
@@ -83,7 +81,7 @@ end)
 -- nothing more and ignores SIGTERM (the process spins at 100% CPU until
 -- SIGKILL). A bad interval should be refused (an error, logged; the timer
 -- ends) or rounded up so that the loop gets to the clients.
-describe("acceptance bug: a timer that asks to run again after 0 seconds", function()
+describe("acceptance: a timer that asks to run again after 0 seconds", function()
   for _, again in ipairs { "0", "0.0001" } do
     it("returning " .. again .. " leaves the server answering and stoppable", function()
       local dir = os.tmpname()
@@ -128,7 +126,7 @@ end)
 -- room/event/persisted, and that no client sees. module:send must either
 -- store what it acknowledges or refuse (nil, message, errcode, or a loud
 -- error for the wrong phase).
-describe("acceptance bug: module:send inside a veto hook", function()
+describe("acceptance: module:send inside a veto hook", function()
   it("does not acknowledge an event that is then not stored", function()
     local dir = os.tmpname()
     os.remove(dir)
@@ -171,7 +169,7 @@ end)
 -- notifier open — a waiting /sync gets no answer and is cut at the shutdown
 -- deadline — and at any priority it stops the other scripts' stopping
 -- handlers and every script's unload (on_unload never runs).
-describe("acceptance bug: a script's server/stopping handler that raises", function()
+describe("acceptance: a script's server/stopping handler that raises", function()
   it("does not keep long-polls, other handlers or unloading from running at SIGTERM", function()
     local dir = os.tmpname()
     os.remove(dir)

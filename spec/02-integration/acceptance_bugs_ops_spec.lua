@@ -1,8 +1,6 @@
 -- luacheck: std +busted
--- Acceptance findings that fail today (outside spec/, so `make test` does not
--- run them):
---   LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='build/release/?.so;;' \
---     lua5.4 /usr/bin/busted acceptance/
+-- Acceptance findings: bugs found by trying loom as operators and script
+-- authors do, from the docs and the issue text; each spec failed before its fix.
 local uv = require "luv"
 
 local function write(path, text)
@@ -19,7 +17,7 @@ local function serve_with(lines)
   local cfg = dir .. "/loom.cfg.lua"
   write(cfg, ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n%s\n'):format(dir .. "/loom.db", lines))
   local preload = os.getenv("LD_PRELOAD")
-  local lua = preload and ('LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
+  local lua = preload and ('env LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
   local h = io.popen("env -u LD_PRELOAD sh -c 'timeout 5 " .. lua .. " bin/loom serve --config " .. cfg
     .. " 2>&1; echo rc=$?'")
   local out = h:read("a")
@@ -35,7 +33,7 @@ end
 -- a message that names the file and the key"; docs/cli.md: exit 1 with
 -- `loom: <message>` on standard error (one line). `host` is documented as an
 -- IP address, not a name; a name is the operator's likeliest mistake.
-describe("acceptance bug: a host name where an IP address belongs", function()
+describe("acceptance: a host name where an IP address belongs", function()
   for _, case in ipairs {
     { 'host = "localhost"', "host" },
     { 'host = "999.1.1.1"', "host" },
@@ -55,7 +53,7 @@ describe("acceptance bug: a host name where an IP address belongs", function()
   end
 end)
 
-describe("acceptance bug: a bad limits or timeouts entry in a config file", function()
+describe("acceptance: a bad limits or timeouts entry in a config file", function()
   it("names the config file, not a line of loom's source", function()
     local out, cfg = serve_with("limits = { bogus = 1 }")
     assert.truthy(out:find("rc=1\n", 1, true), out)
