@@ -1,31 +1,17 @@
 -- luacheck: std +busted
 -- Acceptance findings: bugs found by trying loom as operators and script
 -- authors do, from the docs and the issue text; each spec failed before its fix.
-local uv = require "luv"
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local files = require "support.files"
+local child = require "support.child"
 
 -- Run bin/loom serve with a config; it must exit by itself within 5 s.
 local function serve_with(lines)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+  local dir = files.tmpdir()
   local cfg = dir .. "/loom.cfg.lua"
-  write(cfg, ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n%s\n'):format(dir .. "/loom.db", lines))
-  local preload = os.getenv("LD_PRELOAD")
-  local lua = preload and ('env LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
-  local h = io.popen("env -u LD_PRELOAD sh -c 'timeout 5 " .. lua .. " bin/loom serve --config " .. cfg
-    .. " 2>&1; echo rc=$?'")
-  local out = h:read("a")
-  h:close()
-  for _, f in ipairs { "loom.cfg.lua", "loom.db", "loom.db-wal", "loom.db-shm", "loom.pid" } do
-    os.remove(dir .. "/" .. f)
-  end
-  uv.fs_rmdir(dir)
+  files.write(cfg, ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n%s\n')
+    :format(dir .. "/loom.db", lines))
+  local out = child.sh("timeout 5 lua5.4 bin/loom serve --config " .. cfg)
+  files.remove_tree(dir)
   return out, cfg
 end
 

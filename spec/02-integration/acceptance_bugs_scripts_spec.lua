@@ -5,13 +5,9 @@ local uv = require "luv"
 local json = require("loom.core").json
 local tesths = require "support.hs"
 local child = require "support.child"
+local files = require "support.files"
 local enc = tesths.enc
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = files.write
 
 -- docs/scripting.md: module:log(level, ...) takes `debug`, `info`, `warn`,
 -- `error`; docs/http.md: every JSON log line's `level` is "one of the four
@@ -20,9 +16,7 @@ end
 -- JSON log carries "level":"loud" past log_level = "warn".
 describe("acceptance: module:log with a level that is not one of the four", function()
   it("never writes a JSON line whose level is not debug/info/warn/error", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    local dir = files.tmpdir()
     write(dir .. "/loom.cfg.lua", ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n'
       .. 'log_format = "json"\nlog_level = "warn"\nscripts = { "l.lua" }\n'):format(dir .. "/loom.db"))
     write(dir .. "/l.lua", 'pcall(module.log, module, "warning", "disk %s", "low")\n'
@@ -31,10 +25,7 @@ describe("acceptance: module:log with a level that is not one of the four", func
     assert(c:wait_for("http://127%.0%.0%.1:(%d+)"))
     child.turn_until(function() return c.err:find("done", 1, true) end, 3000)
     c:stop()
-    for _, f in ipairs { "loom.cfg.lua", "l.lua", "loom.db", "loom.db-wal", "loom.db-shm", "loom.pid" } do
-      os.remove(dir .. "/" .. f)
-    end
-    uv.fs_rmdir(dir)
+    files.remove_tree(dir)
     local levels = { debug = true, info = true, warn = true, error = true }
     for line in c.err:gmatch("[^\n]+") do
       local obj = json.decode(line)
@@ -84,9 +75,7 @@ end)
 describe("acceptance: a timer that asks to run again after 0 seconds", function()
   for _, again in ipairs { "0", "0.0001" } do
     it("returning " .. again .. " leaves the server answering and stoppable", function()
-      local dir = os.tmpname()
-      os.remove(dir)
-      assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+      local dir = files.tmpdir()
       write(dir .. "/loom.cfg.lua", ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n'
         .. 'scripts = { "t.lua" }\n'):format(dir .. "/loom.db"))
       write(dir .. "/t.lua", "module:timer(0.2, function() return " .. again .. " end)\n")
@@ -107,10 +96,7 @@ describe("acceptance: a timer that asks to run again after 0 seconds", function(
       local stopped = c.exit_code ~= nil
       if not stopped then c.handle:kill("sigkill") end
       c:stop()
-      for _, f in ipairs { "loom.cfg.lua", "t.lua", "loom.db", "loom.db-wal", "loom.db-shm", "loom.pid" } do
-        os.remove(dir .. "/" .. f)
-      end
-      uv.fs_rmdir(dir)
+      files.remove_tree(dir)
       assert.is_true(answered, "no answer to /versions within 2 s")
       assert.is_true(stopped, "SIGTERM did not stop the server within 3 s")
     end)
@@ -128,9 +114,7 @@ end)
 -- error for the wrong phase).
 describe("acceptance: module:send inside a veto hook", function()
   it("does not acknowledge an event that is then not stored", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    local dir = files.tmpdir()
     write(dir .. "/s.lua", [[
       local sent = {}
       module:hook("room/event/check", function(ev)
@@ -151,8 +135,7 @@ describe("acceptance: module:send inside a veto hook", function()
       alice.access_token)
     local sent = t:request("GET", "/_sent").json
     t:stop()
-    os.remove(dir .. "/s.lua")
-    uv.fs_rmdir(dir)
+    files.remove_tree(dir)
     assert.equal(403, r.status)
     if sent.id then
       assert.is_true(sent.stored, "module:send returned " .. sent.id .. " but that event is not stored")
@@ -171,9 +154,7 @@ end)
 -- handlers and every script's unload (on_unload never runs).
 describe("acceptance: a script's server/stopping handler that raises", function()
   it("does not keep long-polls, other handlers or unloading from running at SIGTERM", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    local dir = files.tmpdir()
     write(dir .. "/loom.cfg.lua", ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\n'
       .. 'password_iterations = 1000\ntimeouts = { shutdown = 4000 }\nscripts = { "a.lua", "b.lua" }\n')
       :format(dir .. "/loom.db"))
@@ -201,10 +182,7 @@ describe("acceptance: a script's server/stopping handler that raises", function(
     local ms = (uv.hrtime() - t0) / 1e6
     tcp:close()
     c:stop()
-    for _, f in ipairs { "loom.cfg.lua", "a.lua", "b.lua", "loom.db", "loom.db-wal", "loom.db-shm", "loom.pid" } do
-      os.remove(dir .. "/" .. f)
-    end
-    uv.fs_rmdir(dir)
+    files.remove_tree(dir)
     assert.truthy(c.err:find("bug in a", 1, true))               -- logged
     assert.truthy(raw:find("^HTTP/1%.1 200"), "the waiting /sync got no answer: " .. raw)
     assert.truthy(ms < 2000, ("the waiting /sync was answered after %.0f ms"):format(ms))

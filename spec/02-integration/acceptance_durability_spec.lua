@@ -3,57 +3,30 @@
 -- messages as fast as they are answered; the child gets SIGKILL in the middle
 -- of the burst; a fresh serve on the same database must return every event
 -- ID that was acknowledged, with its content.
-local uv = require "luv"
-local json = require("loom.core").json
 local child = require "support.child"
-local tmp = require "support.tmpdb"
+local files = require "support.files"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
--- One request on its own connection, callback style: done(status, decoded body).
+-- One request on its own connection, callback style: done(status, decoded
+-- body), done(nil) when the connection fails or ends before a response.
 local function request(port, method, path, body, token, done)
-  local text = body and assert(json.encode(body)) or ""
-  local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: localhost", "Connection: close",
-    "Content-Length: " .. #text }
-  if token then lines[#lines + 1] = "Authorization: Bearer " .. token end
-  local tcp, raw, finished = uv.new_tcp(), "", false
-  local function finish(status, obj)
-    if finished then return end
-    finished = true
-    if not tcp:is_closing() then tcp:close() end
-    done(status, obj)
-  end
-  tcp:connect("127.0.0.1", port, function(e)
-    if e then return finish(nil) end
-    tcp:read_start(function(err, data)
-      if data then raw = raw .. data; return end
-      if err or not raw:find("\r\n\r\n", 1, true) then return finish(nil) end
-      local head_end = raw:find("\r\n\r\n", 1, true)
-      finish(tonumber(raw:match("^HTTP/1%.1 (%d%d%d)")), json.decode(raw:sub(head_end + 4)))
-    end)
-    tcp:write(table.concat(lines, "\r\n") .. "\r\n\r\n" .. text)
+  child.begin_request(port, method, path, body, token, function(st)
+    if st.err or not st.body then return done(nil) end
+    done(st.status, st.json)
   end)
 end
 
 local function sync_request(port, method, path, body, token)
-  local st, obj, done
-  request(port, method, path, body, token, function(s, o) st, obj, done = s, o, true end)
-  child.turn_until(function() return done end, 10000)
-  return st, obj
+  local st = child.request(port, method, path, body, token)
+  if st.err or not st.body then return nil end
+  return st.status, st.json
 end
 
 describe("acceptance: kill -9 during a burst of sends", function()
   it("loses no acknowledged event", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    local dir = files.tmpdir()
     local db = dir .. "/loom.db"
     local cfg = dir .. "/loom.cfg.lua"
-    write(cfg, ('server_name = "crash.test"\nport = 0\ndatabase = { path = %q }\npassword_iterations = 1000\n'
+    files.write(cfg, ('server_name = "crash.test"\nport = 0\ndatabase = { path = %q }\npassword_iterations = 1000\n'
       .. 'log_level = "warn"\n'):format(db))
     local c = child.start { "bin/loom", "serve", "--config", cfg }
     local port = tonumber(assert(c:wait_for("http://127%.0%.0%.1:(%d+)")))
@@ -99,9 +72,7 @@ describe("acceptance: kill -9 during a burst of sends", function()
       if s ~= 200 or ev.content.body ~= a.body then missing[#missing + 1] = a.id end
     end
     assert.equal(0, c2:stop())
-    tmp.remove(db)
-    for _, f in ipairs { "loom.cfg.lua", "loom.pid" } do os.remove(dir .. "/" .. f) end
-    uv.fs_rmdir(dir)
+    files.remove_tree(dir)
     assert.same({}, missing)
   end)
 end)

@@ -3,59 +3,21 @@
 -- in the config by absolute path, their options in tables named after
 -- them), served by `bin/loom serve` as a child process on 127.0.0.1.
 local uv = require "luv"
-local json = require("loom.core").json
 local child = require "support.child"
-local tmp = require "support.tmpdb"
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
--- lua5.4 for a shell command: the shell runs without the sanitizer preload of
--- the test suite's second pass, the Lua child with it (its LUA_CPATH is the
--- sanitized build).
-local function lua_cmd()
-  local preload = os.getenv("LD_PRELOAD")
-  return preload and ('LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
-end
-
-local function sh(cmd)
-  cmd = cmd:gsub("lua5%.4 ", function() return lua_cmd() .. " " end)
-  local h = io.popen("env -u LD_PRELOAD sh -c '" .. cmd .. "' 2>&1; echo rc=$?")
-  local out = h:read("a")
-  h:close()
-  return out
-end
+local files = require "support.files"
+local enc = require("support.hs").enc
+local write, sh = files.write, child.sh
 
 local function request(port, method, path, body, token)
-  local text = body and assert(json.encode(body)) or ""
-  local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: localhost", "Connection: close",
-    "Content-Length: " .. #text }
-  if token then lines[#lines + 1] = "Authorization: Bearer " .. token end
-  local raw, done = "", false
-  local tcp = uv.new_tcp()
-  tcp:connect("127.0.0.1", port, function(e)
-    if e then done = true; return end
-    tcp:read_start(function(_, data) if data then raw = raw .. data else done = true end end)
-    tcp:write(table.concat(lines, "\r\n") .. "\r\n\r\n" .. text)
-  end)
-  child.turn_until(function() return done end, 10000)
-  tcp:close()
-  local head_end = assert(raw:find("\r\n\r\n", 1, true), "no answer")
-  return { status = tonumber(raw:match("^HTTP/1%.1 (%d%d%d)")), json = json.decode(raw:sub(head_end + 4)),
-    body = raw:sub(head_end + 4) }
+  local st = child.request(port, method, path, body, token)
+  assert(st.body, "no answer")
+  return st
 end
-
-local function enc(s) return (s:gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end)) end
 
 describe("acceptance: the example scripts as an operator installs them", function()
   it("bot, admin_rooms and room_rules from the examples directory", function()
     local cwd = assert(uv.cwd())
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    local dir = files.tmpdir()
     local db, cfg = dir .. "/loom.db", dir .. "/loom.cfg.lua"
     write(cfg, ([[
 server_name = "ex.test"
@@ -121,9 +83,6 @@ room_rules = { allowed_domains = { "ex.test" } }
     assert.equal(401, request(port, "GET", "/_loom/admin/v1/rooms").status)
 
     assert.equal(0, (c:stop()))
-    tmp.remove(db)
-    os.remove(cfg)
-    os.remove(dir .. "/loom.pid")
-    uv.fs_rmdir(dir)
+    files.remove_tree(dir)
   end)
 end)

@@ -4,25 +4,6 @@
 local tesths = require "support.hs"
 local enc = tesths.enc
 
-local txn = 0
-local function send(t, tok, room, content, etype)
-  txn = txn + 1
-  return t:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/send/" .. (etype or "m.room.message")
-    .. "/h" .. txn, content, tok)
-end
-
-local function logged(t, pattern)
-  for _, line in ipairs(t.logs) do
-    if line:find(pattern) then return line end
-  end
-end
-
-local function create_room(t, user, body)
-  local r = t:request("POST", "/_matrix/client/v3/createRoom", body or {}, user.access_token)
-  assert(r.status == 200, r.body)
-  return r.json.room_id
-end
-
 local function joined(t, user)
   return t:request("GET", "/_matrix/client/v3/joined_rooms", nil, user.access_token).json.joined_rooms
 end
@@ -74,11 +55,11 @@ describe("acceptance: hook points", function()
       end
     end, 10)
     local alice = t:register("alice")
-    local room = create_room(t, alice)
-    local r = send(t, alice.access_token, room, { msgtype = "m.text", body = "darn http://x.example" })
+    local room = t:create_room(alice)
+    local r = t:send(alice.access_token, room, { msgtype = "m.text", body = "darn http://x.example" })
     assert.equal(403, r.status, r.body)
     assert.equal("New members cannot post links yet", r.json.error)
-    r = send(t, alice.access_token, room, { msgtype = "m.text", body = "darn" })
+    r = t:send(alice.access_token, room, { msgtype = "m.text", body = "darn" })
     assert.equal(200, r.status, r.body)
     local ev = t:request("GET", "/_matrix/client/v3/rooms/" .. enc(room) .. "/event/" .. enc(r.json.event_id), nil,
       alice.access_token)
@@ -92,7 +73,7 @@ describe("acceptance: hook points", function()
     local alice = t:register("alice")
     local BOT = "@bot:test.local"
     local bot = t:register("bot")
-    local room = create_room(t, alice, { preset = "public_chat" })
+    local room = t:create_room(alice, { preset = "public_chat" })
     assert.equal(200, t:request("POST", "/_matrix/client/v3/join/" .. enc(room), {}, bot.access_token).status)
     server:hook("room/event/persisted", function(event)
       if event.type == "m.room.message" and event.sender ~= BOT
@@ -102,7 +83,7 @@ describe("acceptance: hook points", function()
           content = { msgtype = "m.notice", body = "pong" } })
       end
     end)
-    assert.equal(200, send(t, alice.access_token, room, { msgtype = "m.text", body = "!ping" }).status)
+    assert.equal(200, t:send(alice.access_token, room, { msgtype = "m.text", body = "!ping" }).status)
     local found
     t:run(function()
       for _ = 1, 150 do
@@ -132,12 +113,12 @@ describe("acceptance: hook points", function()
       end
     end)
     local alice = t:register("alice")
-    local named = create_room(t, alice, { name = "Named", visibility = "public" })
+    local named = t:create_room(alice, { name = "Named", visibility = "public" })
     local r = t:request("POST", "/_matrix/client/v3/createRoom", { visibility = "public" }, alice.access_token)
     assert.equal(403, r.status)
     assert.equal("Name the room before listing it", r.json.error)
     assert.same({ named }, joined(t, alice))
-    local room = create_room(t, alice)
+    local room = t:create_room(alice)
     local list = "/_matrix/client/v3/directory/list/room/" .. enc(room)
     assert.equal(403, t:request("PUT", list, { visibility = "public" }, alice.access_token).status)
     t:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/state/m.room.name/", { name = "N" },
@@ -201,7 +182,7 @@ describe("acceptance: hook points", function()
     t.server:hook("room/join/check", function(info) got = info; return false, "closed" end)
     local alice = t:register("alice")
     local bob = t:register("bob")
-    local room = create_room(t, alice, { preset = "public_chat" })
+    local room = t:create_room(alice, { preset = "public_chat" })
     local r = t:request("POST", "/_matrix/client/v3/rooms/" .. enc(room) .. "/join", {}, bob.access_token)
     assert.equal(403, r.status)
     assert.equal("closed", r.json.error)
@@ -222,7 +203,7 @@ describe("acceptance: hook points", function()
     assert.equal(403, r.status, r.body)
     assert.equal("Aliases starting with #official are reserved", r.json.error)
     assert.same({}, joined(t, alice))
-    local room = create_room(t, alice, { room_alias_name = "news", visibility = "public" })
+    local room = t:create_room(alice, { room_alias_name = "news", visibility = "public" })
     local r2 = t:request("GET", "/_matrix/client/v3/directory/room/" .. enc("#news:test.local"))
     assert.equal(room, r2.json.room_id)
     local r3 = t:request("PUT", "/_matrix/client/v3/directory/room/" .. enc("#official2:test.local"),
@@ -244,7 +225,7 @@ describe("acceptance: hook points", function()
     assert.equal(r.json.next_batch, seen.c.next_batch)
     assert.is_nil(seen.c.since)
     assert.is_false(seen.c.full_state)
-    assert.truthy(logged(t, "observer down"))
+    assert.truthy(t:logged("observer down"))
   end)
 
   it("login/check: a veto issues no token", function()
@@ -278,8 +259,8 @@ describe("acceptance: hook points", function()
       if ev.type == "m.room.redaction" then ctx = c; return false, "no redactions" end
     end)
     local alice = t:register("alice")
-    local room = create_room(t, alice)
-    local s = send(t, alice.access_token, room, { msgtype = "m.text", body = "keep me" })
+    local room = t:create_room(alice)
+    local s = t:send(alice.access_token, room, { msgtype = "m.text", body = "keep me" })
     local r = t:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/redact/" .. enc(s.json.event_id) .. "/rd1",
       {}, alice.access_token)
     assert.equal(403, r.status)
@@ -298,21 +279,21 @@ describe("acceptance: hook points", function()
       if ev.type == "m.room.message" then ev.content = next_content end
     end)
     local alice = t:register("alice")
-    local room = create_room(t, alice)
+    local room = t:create_room(alice)
     next_content = { body = "x", n = 1.5 }
-    local r = send(t, alice.access_token, room, { body = "x" })
+    local r = t:send(alice.access_token, room, { body = "x" })
     assert.equal(400, r.status)
     assert.equal("M_BAD_JSON", r.json.errcode)
     next_content = { body = print }
-    r = send(t, alice.access_token, room, { body = "x" })
+    r = t:send(alice.access_token, room, { body = "x" })
     assert.equal(400, r.status)
     assert.equal("M_BAD_JSON", r.json.errcode)
     next_content = { body = ("x"):rep(70000) }
-    r = send(t, alice.access_token, room, { body = "x" })
+    r = t:send(alice.access_token, room, { body = "x" })
     assert.equal(413, r.status)
     assert.equal("M_TOO_LARGE", r.json.errcode)
     next_content = {}
-    r = send(t, alice.access_token, room, { body = "x" })
+    r = t:send(alice.access_token, room, { body = "x" })
     assert.equal(200, r.status, r.body)
     local ev = t:request("GET", "/_matrix/client/v3/rooms/" .. enc(room) .. "/event/" .. enc(r.json.event_id), nil,
       alice.access_token)
@@ -326,10 +307,10 @@ describe("acceptance: hook points", function()
       if ev.type == "m.room.message" then return answer[1], answer[2] end
     end)
     local alice = t:register("alice")
-    local room = create_room(t, alice)
+    local room = t:create_room(alice)
     for _, a in ipairs { { false }, { false, { "x" } }, { false, 42 } } do
       answer = a
-      local r = send(t, alice.access_token, room, { body = "x" })
+      local r = t:send(alice.access_token, room, { body = "x" })
       assert.equal(403, r.status)
       assert.equal("M_FORBIDDEN", r.json.errcode)
       assert.equal("string", type(r.json.error))

@@ -6,73 +6,10 @@ local uv = require "luv"
 local json = require("loom.core").json
 local tesths = require "support.hs"
 local child = require "support.child"
+local files = require "support.files"
 local tmp = require "support.tmpdb"
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function exists(path) return uv.fs_stat(path) ~= nil end
-
-local function logged_line(t, pattern)
-  for _, line in ipairs(t.logs) do
-    if line:find(pattern, 1, true) then return line end
-  end
-  return false
-end
-
--- An HTTP request that runs while the caller turns the loop:
--- returns a state table; state.done, state.status, state.json once answered.
-local function begin_request(port, method, path, body, token)
-  local text = body and assert(json.encode(body)) or ""
-  local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: localhost", "Connection: close",
-    "Content-Length: " .. #text }
-  if token then lines[#lines + 1] = "Authorization: Bearer " .. token end
-  local st = { raw = "", done = false }
-  local tcp = uv.new_tcp()
-  st.tcp = tcp
-  tcp:connect("127.0.0.1", port, function(e)
-    if e then st.err, st.done = e, true; return end
-    tcp:read_start(function(_, data)
-      if data then st.raw = st.raw .. data else
-        st.done = true
-        st.status = tonumber(st.raw:match("^HTTP/1%.1 (%d%d%d)"))
-        local head_end = st.raw:find("\r\n\r\n", 1, true)
-        if head_end then st.body = st.raw:sub(head_end + 4); st.json = json.decode(st.body) end
-      end
-    end)
-    tcp:write(table.concat(lines, "\r\n") .. "\r\n\r\n" .. text)
-  end)
-  return st
-end
-
-local function finish(st, ms)
-  child.turn_until(function() return st.done end, ms or 10000)
-  if not st.tcp:is_closing() then st.tcp:close() end
-  return st
-end
-
-local function request(port, method, path, body, token)
-  return finish(begin_request(port, method, path, body, token))
-end
-
--- lua5.4 for a shell command: the shell runs without the sanitizer preload of
--- the test suite's second pass, the Lua child with it (its LUA_CPATH is the
--- sanitized build).
-local function lua_cmd()
-  local preload = os.getenv("LD_PRELOAD")
-  return preload and ('LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
-end
-
-local function sh(cmd)
-  cmd = cmd:gsub("lua5%.4 ", function() return lua_cmd() .. " " end)
-  local h = io.popen("env -u LD_PRELOAD sh -c '" .. cmd .. "' 2>&1; echo rc=$?")
-  local out = h:read("a")
-  h:close()
-  return out
-end
+local write, exists, sh = files.write, files.exists, child.sh
+local begin_request, finish, request = child.begin_request, child.finish, child.request
 
 -- Prometheus text format 0.0.4, line by line: every sample belongs to a
 -- metric with HELP and TYPE lines; returns { [name] = { type, samples = {line...} } }.
@@ -114,16 +51,12 @@ end
 describe("acceptance: bin/loom serve as an operator runs it", function()
   local dir, c, db
   before_each(function()
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    dir = files.tmpdir()
     db = dir .. "/loom.db"
   end)
   after_each(function()
     if c then c:stop(); c = nil end
-    tmp.remove(db)
-    for _, f in ipairs { "loom.cfg.lua", "loom.pid", "other.cfg.lua" } do os.remove(dir .. "/" .. f) end
-    uv.fs_rmdir(dir)
+    files.remove_tree(dir)
   end)
 
   local function config(extra)
@@ -248,9 +181,7 @@ end)
 
 describe("acceptance: JSON logs from bin/loom serve", function()
   it("each line parses; request lines have method, path without the query, status, ms, remote", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    local dir = files.tmpdir()
     local db = dir .. "/loom.db"
     local cfg = dir .. "/loom.cfg.lua"
     write(cfg, ('server_name = "ops.test"\nport = 0\ndatabase = { path = %q }\npassword_iterations = 1000\n'
@@ -283,10 +214,7 @@ describe("acceptance: JSON logs from bin/loom serve", function()
     assert.truthy(lines >= 3)
     assert.equal(2, request_lines)
     assert.falsy(c.err:find("secret-token-value", 1, true))
-    tmp.remove(db)
-    os.remove(cfg)
-    os.remove(dir .. "/loom.pid")
-    uv.fs_rmdir(dir)
+    files.remove_tree(dir)
   end)
 end)
 
@@ -332,9 +260,7 @@ end)
 
 describe("acceptance: metrics of a serving homeserver with a script", function()
   it("counts wakeups by reason, labels a script's route by its pattern, answers HEAD without a body", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(uv.fs_mkdir(dir, tonumber("755", 8)))
+    local dir = files.tmpdir()
     write(dir .. "/s.lua", [[
       module:route("GET", "/_s/{x}", function() return {} end, { auth = false })
       module:hook("server/stopping", function() module:log("info", "bye from the script") end)
@@ -370,8 +296,7 @@ describe("acceptance: metrics of a serving homeserver with a script", function()
     local said
     for _, line in ipairs(t.logs) do if line:find("bye from the script", 1, true) then said = true end end
     assert.is_true(said, "a script's server/stopping hook runs when the server stops")
-    os.remove(dir .. "/s.lua")
-    uv.fs_rmdir(dir)
+    files.remove_tree(dir)
   end)
 end)
 
@@ -397,7 +322,7 @@ describe("acceptance: a database another process holds locked", function()
     assert.falsy(r.body:lower():find("lock", 1, true))
     assert.falsy(r.body:lower():find("sqlite", 1, true))
     assert.equal(500, created.status)
-    assert.truthy(logged_line(t, "sqlite_busy"), table.concat(t.logs, "\n"))
+    assert.truthy(t:logged_text("sqlite_busy"), table.concat(t.logs, "\n"))
     -- the read during the lock is not an empty answer with an advanced token
     assert.equal(200, s.status)
     assert.equal(since, s.json.next_batch)

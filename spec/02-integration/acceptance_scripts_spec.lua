@@ -6,63 +6,15 @@ local uv = require "luv"
 local tesths = require "support.hs"
 local child = require "support.child"
 local tmp = require "support.tmpdb"
+local files = require "support.files"
 local enc = tesths.enc
-
-local function mkdir_tmp()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(uv.fs_mkdir(dir, tonumber("755", 8)))
-  assert(uv.fs_mkdir(dir .. "/policy", tonumber("755", 8)))
-  return dir
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function rm_tree(dir)
-  for _, p in ipairs { "policy" } do
-    local d = uv.fs_scandir(dir .. "/" .. p)
-    if d then
-      while true do
-        local name = uv.fs_scandir_next(d)
-        if not name then break end
-        os.remove(dir .. "/" .. p .. "/" .. name)
-      end
-      uv.fs_rmdir(dir .. "/" .. p)
-    end
-  end
-  local d = uv.fs_scandir(dir)
-  if d then
-    while true do
-      local name = uv.fs_scandir_next(d)
-      if not name then break end
-      os.remove(dir .. "/" .. name)
-    end
-  end
-  uv.fs_rmdir(dir)
-end
-
-local function logged(t, pattern)
-  for _, line in ipairs(t.logs) do
-    if line:find(pattern) then return line end
-  end
-end
+local write = files.write
 
 -- Register through the client API (m.login.dummy), as a client would.
 local function register(t, name)
   local r = t:request("POST", "/_matrix/client/v3/register",
     { username = name, password = "pw-" .. name .. "-long", auth = { type = "m.login.dummy" } })
   return r
-end
-
-local txn = 0
-local function send(t, tok, room, content, etype)
-  txn = txn + 1
-  return t:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/send/" .. (etype or "m.room.message")
-    .. "/a" .. txn, content, tok)
 end
 
 local function messages(t, tok, room)
@@ -83,10 +35,10 @@ end
 
 describe("acceptance: policy scripts", function()
   local dir, t
-  before_each(function() dir = mkdir_tmp() end)
+  before_each(function() dir = files.tmpdir("policy") end)
   after_each(function()
     if t then t:stop(); t = nil end
-    rm_tree(dir)
+    files.remove_tree(dir)
   end)
 
   it("a veto from room/event/check is 403 M_FORBIDDEN with the reason, and nothing is stored", function()
@@ -102,11 +54,11 @@ describe("acceptance: policy scripts", function()
     t = start(dir, { "policy/veto.lua" }, { veto = { word = "spam" } })
     local alice = t:register("alice")
     local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
-    local r = send(t, alice.access_token, room, { msgtype = "m.text", body = "buy spam now" })
+    local r = t:send(alice.access_token, room, { msgtype = "m.text", body = "buy spam now" })
     assert.equal(403, r.status)
     assert.equal("M_FORBIDDEN", r.json.errcode)
     assert.equal("messages with spam are refused", r.json.error)
-    assert.equal(200, send(t, alice.access_token, room, { msgtype = "m.text", body = "hello" }).status)
+    assert.equal(200, t:send(alice.access_token, room, { msgtype = "m.text", body = "hello" }).status)
     local msgs = messages(t, alice.access_token, room)
     assert.equal(1, #msgs)
     assert.equal("hello", msgs[1].content.body)
@@ -127,7 +79,7 @@ describe("acceptance: policy scripts", function()
     t = start(dir, { "policy/rewrite.lua" })
     local alice = t:register("alice")
     local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
-    local r = send(t, alice.access_token, room, { msgtype = "m.text", body = "darn it" })
+    local r = t:send(alice.access_token, room, { msgtype = "m.text", body = "darn it" })
     assert.equal(200, r.status, r.body)
     local ev = t:request("GET", "/_matrix/client/v3/rooms/" .. enc(room) .. "/event/" .. enc(r.json.event_id), nil,
       alice.access_token)
@@ -152,7 +104,7 @@ describe("acceptance: policy scripts", function()
     t = start(dir, { "policy/badrewrite.lua" })
     local alice = t:register("alice")
     local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
-    local r = send(t, alice.access_token, room, { msgtype = "m.text", body = "x" })
+    local r = t:send(alice.access_token, room, { msgtype = "m.text", body = "x" })
     assert.equal(400, r.status)
     assert.equal("M_BAD_JSON", r.json.errcode)
     assert.equal(0, #messages(t, alice.access_token, room))
@@ -171,16 +123,16 @@ describe("acceptance: policy scripts", function()
     t = start(dir, { "policy/buggy.lua" })
     local alice = t:register("alice")
     local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
-    local r = send(t, alice.access_token, room, { msgtype = "m.text", body = "crash" })
+    local r = t:send(alice.access_token, room, { msgtype = "m.text", body = "crash" })
     assert.equal(500, r.status)
     assert.equal("M_UNKNOWN", r.json.errcode)
     assert.falsy(r.body:find("traceback", 1, true))
     assert.falsy(r.body:find("buggy", 1, true))
-    local line = logged(t, "buggy")
+    local line = t:logged("buggy")
     assert.truthy(line, table.concat(t.logs, "\n"))
     assert.truthy(line:find("stack traceback", 1, true))
     assert.equal(0, #messages(t, alice.access_token, room))
-    assert.equal(200, send(t, alice.access_token, room, { msgtype = "m.text", body = "fine" }).status)
+    assert.equal(200, t:send(alice.access_token, room, { msgtype = "m.text", body = "fine" }).status)
   end)
 
   it("an error value returned by a veto hook is the client's answer", function()
@@ -267,7 +219,7 @@ describe("acceptance: policy scripts", function()
     assert.equal(500, r.status)
     assert.equal("M_UNKNOWN", r.json.errcode)
     assert.falsy(r.body:find("routes.lua", 1, true))
-    assert.truthy(logged(t, "stack traceback"))
+    assert.truthy(t:logged("stack traceback"))
     assert.equal(200, t:request("GET", "/_matrix/client/versions").status)
   end)
 
@@ -282,7 +234,7 @@ describe("acceptance: policy scripts", function()
     assert.truthy(#r.json.versions > 0)
     -- whatever it registered before raising is removed
     assert.equal(200, register(t, "bob").status)
-    assert.truthy(logged(t, "thief"))
+    assert.truthy(t:logged("thief"))
   end)
 
   it("a bad option stops the script at load with a message naming the option and the script", function()
@@ -292,7 +244,7 @@ describe("acceptance: policy scripts", function()
     ]])
     t = start(dir, { "policy/opt.lua" }, { opt = { flood_messages = 0 } })
     assert.equal(404, t:request("GET", "/_acc/opt").status)
-    local line = logged(t, "flood_messages")
+    local line = t:logged("flood_messages")
     assert.truthy(line, table.concat(t.logs, "\n"))
     assert.truthy(line:find("opt", 1, true))
     assert.equal(200, t:request("GET", "/_matrix/client/versions").status)
@@ -385,7 +337,7 @@ describe("acceptance: policy scripts", function()
     t = start(dir, { "policy/watch.lua" })
     local alice = t:register("alice")
     local room = t:request("POST", "/_matrix/client/v3/createRoom", {}, alice.access_token).json.room_id
-    local r = send(t, alice.access_token, room, { msgtype = "m.text", body = "observed" })
+    local r = t:send(alice.access_token, room, { msgtype = "m.text", body = "observed" })
     assert.equal(200, r.status)
     local seen
     t:run(function()
@@ -401,7 +353,7 @@ describe("acceptance: policy scripts", function()
     assert.equal("local", seen[1].origin)
     assert.equal("number", type(seen[1].pos))
     assert.is_true(seen[1].stored)
-    assert.truthy(logged(t, "observer bug"))
+    assert.truthy(t:logged("observer bug"))
   end)
 
   it("module:send answers nil, message, errcode as documented; hooks and auth rules apply to it", function()
@@ -442,7 +394,7 @@ describe("acceptance: policy scripts", function()
     for _, v in ipairs { 0 / 0, "5", true } do
       t = start(dir, { "policy/o.lua" }, { n = v })
       assert.equal(404, t:request("GET", "/_acc/o").status, tostring(v))
-      assert.truthy(logged(t, "option n must be a finite number"), table.concat(t.logs, "\n"))
+      assert.truthy(t:logged("option n must be a finite number"), table.concat(t.logs, "\n"))
       t:stop()
       t = nil
     end
@@ -479,10 +431,10 @@ describe("acceptance: policy scripts", function()
       assert.equal(403, register(t, "onlya").status)
       assert.equal(200, register(t2, "onlya").status)
       assert.equal(403, register(t2, "onlyb").status)
-      assert.truthy(logged(t, "count on a.test is 3"))
-      assert.falsy((logged(t, "b.test")))
-      assert.truthy(logged(t2, "count on b.test is 1"))
-      assert.falsy((logged(t2, "a.test")))
+      assert.truthy(t:logged("count on a.test is 3"))
+      assert.falsy((t:logged("b.test")))
+      assert.truthy(t2:logged("count on b.test is 1"))
+      assert.falsy((t2:logged("a.test")))
       t2.hs.scripts:unload("count")
       assert.equal(404, t2:request("POST", "/_acc/count", {}).status)
       assert.equal(429, t:request("POST", "/_acc/count", {}).status)
@@ -540,10 +492,10 @@ describe("acceptance: policy scripts", function()
     assert.equal(200, r.status, r.body)
     assert.equal("Welcome", t:request("GET", "/_matrix/client/v3/rooms/" .. enc(room) .. "/state/m.room.topic/",
       nil, user.access_token).json.topic)
-    r = send(t, user.access_token, room, { msgtype = "m.text", body = "see https://x.example" })
+    r = t:send(user.access_token, room, { msgtype = "m.text", body = "see https://x.example" })
     assert.equal(403, r.status)
     assert.equal("Only admins may post links here", r.json.error)
-    assert.equal(200, send(t, admin.access_token, room, { msgtype = "m.text", body = "see https://x.example" }).status)
+    assert.equal(200, t:send(admin.access_token, room, { msgtype = "m.text", body = "see https://x.example" }).status)
   end)
 end)
 
@@ -551,17 +503,11 @@ describe("acceptance: bin/loom reload", function()
   local dir, c
   after_each(function()
     if c then c:stop(); c = nil end
-    if dir then rm_tree(dir); dir = nil end
+    if dir then files.remove_tree(dir); dir = nil end
   end)
 
   local function reload(cfg)
-    local preload = os.getenv("LD_PRELOAD")
-    local lua = preload and ('LD_PRELOAD="' .. preload .. '" lua5.4') or "lua5.4"
-    local h = io.popen("env -u LD_PRELOAD sh -c '" .. lua .. " bin/loom reload --config " .. cfg
-      .. " 2>&1; echo rc=$?'")
-    local out = h:read("a")
-    h:close()
-    return out
+    return child.sh("lua5.4 bin/loom reload --config " .. cfg)
   end
 
   local function eventually(pred, ms)
@@ -569,7 +515,7 @@ describe("acceptance: bin/loom reload", function()
   end
 
   it("edits, unlisting and a broken new version behave as docs/scripting.md says", function()
-    dir = mkdir_tmp()
+    dir = files.tmpdir("policy")
     local db = dir .. "/loom.db"       -- the pid file goes beside it
     local cfg = dir .. "/loom.cfg.lua"
     local function config(scripts)
@@ -630,7 +576,7 @@ scripts = { %s }
     assert.truthy(block, "no scripting example in README.md")
     local cfg_text, script = block:match("^(.-)\n(%-%- policy/no_links%.lua.*)$")
     assert.truthy(cfg_text and script)
-    dir = mkdir_tmp()
+    dir = files.tmpdir("policy")
     local db = dir .. "/loom.db"
     write(dir .. "/loom.cfg.lua", cfg_text .. ("\nserver_name = \"acc.test\"\nport = 0\ndatabase = { path = %q }\n"
       .. "password_iterations = 1000\n"):format(db))
@@ -659,7 +605,7 @@ scripts = { %s }
   end)
 
   it("reload without a running server exits 1", function()
-    dir = mkdir_tmp()
+    dir = files.tmpdir("policy")
     local cfg = dir .. "/loom.cfg.lua"
     write(cfg, ("database = { path = %q }\n"):format(dir .. "/none.db"))
     local out = reload(cfg)

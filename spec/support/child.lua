@@ -7,8 +7,11 @@
 --   local port = assert(c:wait_for("http://127%.0%.0%.1:(%d+)"))
 --   local r = c:request("GET", "/_matrix/client/versions")    -- { status, json, body }
 --   local code = c:stop()
+--   local r2 = child.request(port, "GET", "/metrics")        -- any port: { status, json, body, raw }
+--   local out = child.sh("lua5.4 bin/loom frobnicate")       -- output, then "rc=N\n"
 local uv = require "luv"
 local loop = require "support.loop"
+local shell = require "support.shell"
 local json = require("loom.core").json
 
 local _M = {}
@@ -52,28 +55,75 @@ end
 
 --- One HTTP request to another port of the child (a second listener).
 function C:request_at(port, method, path, body, token)
+  local st = _M.request(port, method, path, body, token)
+  assert(st.body, (st.err or "") .. " no response from the child: " .. st.raw .. "\nstderr: " .. self.err)
+  return { status = st.status, body = st.body, json = st.json, raw = st.raw }
+end
+
+--- An HTTP request (Connection: close) to 127.0.0.1:port that runs while
+-- the caller turns the loop. Returns a state table: done, then status, body,
+-- json, raw (err when the connection failed or broke). on_done(state), when
+-- given, runs as it completes.
+function _M.begin_request(port, method, path, body, token, on_done)
   local text = ""
   if type(body) == "table" then text = assert(json.encode(body)) elseif type(body) == "string" then text = body end
   local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: localhost", "Connection: close",
     "Content-Length: " .. #text }
   if #text > 0 then lines[#lines + 1] = "Content-Type: application/json" end
   if token then lines[#lines + 1] = "Authorization: Bearer " .. token end
+  local st = { raw = "", done = false }
   local tcp = uv.new_tcp()
-  local response, done, cerr = "", false, nil
+  st.tcp = tcp
+  local function complete(err)
+    if st.done then return end
+    st.done, st.err = true, err
+    st.status = tonumber(st.raw:match("^HTTP/1%.1 (%d%d%d)"))
+    local head_end = st.raw:find("\r\n\r\n", 1, true)
+    if head_end then st.body = st.raw:sub(head_end + 4); st.json = json.decode(st.body) end
+    if not tcp:is_closing() then tcp:close() end
+    if on_done then on_done(st) end
+  end
   tcp:connect("127.0.0.1", port, function(e)
-    if e then cerr, done = e, true; return end
-    tcp:read_start(function(_, data)
-      if data then response = response .. data else done = true end
+    if e then return complete(e) end
+    tcp:read_start(function(err, data)
+      if data then st.raw = st.raw .. data else complete(err) end
     end)
     tcp:write(table.concat(lines, "\r\n") .. "\r\n\r\n" .. text)
   end)
-  _M.turn_until(function() return done end, 10000)
-  tcp:close()
-  assert(not cerr, cerr)
-  local head_end = response:find("\r\n\r\n", 1, true)
-  assert(head_end, "no response from the child: " .. response .. "\nstderr: " .. self.err)
-  local b = response:sub(head_end + 4)
-  return { status = tonumber(response:match("^HTTP/1%.1 (%d%d%d)")), body = b, json = json.decode(b), raw = response }
+  return st
+end
+
+--- Turn the loop until a begun request is answered (or ms pass); returns
+-- its state.
+function _M.finish(st, ms)
+  _M.turn_until(function() return st.done end, ms or 10000)
+  if not st.tcp:is_closing() then st.tcp:close() end
+  return st
+end
+
+--- One HTTP request to 127.0.0.1:port, the loop turned until it is
+-- answered: { status, json, body, raw }.
+function _M.request(port, method, path, body, token)
+  return _M.finish(_M.begin_request(port, method, path, body, token))
+end
+
+--- lua5.4 as a shell command: the shell itself runs without the sanitizer
+-- preload of the test suite's second pass, the Lua child with it (its
+-- LUA_CPATH is the sanitized build). An `env` form, so that it also works
+-- after `timeout`.
+function _M.lua_cmd()
+  local preload = os.getenv("LD_PRELOAD")
+  return preload and ("env LD_PRELOAD=" .. shell.quote(preload) .. " lua5.4") or "lua5.4"
+end
+
+--- Run a shell command (each "lua5.4 " in it becomes lua_cmd()); returns
+-- its standard output and error, then "rc=<exit status>\n".
+function _M.sh(cmd)
+  cmd = cmd:gsub("lua5%.4 ", function() return _M.lua_cmd() .. " " end)
+  local h = assert(io.popen("env -u LD_PRELOAD sh -c " .. shell.quote(cmd) .. " 2>&1; echo rc=$?"))
+  local out = h:read("a")
+  h:close()
+  return out
 end
 
 --- SIGTERM, then wait for the exit: exit code, signal.

@@ -194,11 +194,26 @@ function T:create_room(who, body)
   return r.json.room_id
 end
 
+--- PUT a message (or an event of etype) into room as the holder of token,
+-- with a fresh transaction ID; returns the response.
+function T:send(token, room, content, etype)
+  self.txn = (self.txn or 0) + 1
+  return self:request("PUT", "/_matrix/client/v3/rooms/" .. _M.enc(room) .. "/send/" .. (etype or "m.room.message")
+    .. "/t" .. self.txn, content, token)
+end
+
 --- The first line the server logged ("level: message") that matches the
 -- Lua pattern, or nil.
 function T:logged(pattern)
   for _, line in ipairs(self.logs) do
     if line:find(pattern) then return line end
+  end
+end
+
+--- The first line the server logged that contains text (as is), or nil.
+function T:logged_text(text)
+  for _, line in ipairs(self.logs) do
+    if line:find(text, 1, true) then return line end
   end
 end
 
