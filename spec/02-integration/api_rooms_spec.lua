@@ -305,6 +305,99 @@ describe("room endpoints", function()
     end)
   end)
 
+  describe("no-op and misdirected requests", function()
+    -- the room's events as a list of event IDs, to show nothing was stored
+    local function event_ids(room_id)
+      local out = {}
+      for i, e in ipairs(events(room_id)) do out[i] = e.event_id end
+      return out
+    end
+
+    it("kick only for a target who is joined, invited or knocking", function()
+      local room_id = create(alice, { preset = "public_chat" })
+      local R = "/rooms/" .. enc(room_id)
+      local dave = t:register("dave-kick")
+      ok(req("POST", R .. "/join", {}, bob))
+      ok(req("POST", R .. "/ban", { user_id = bob.user_id, reason = "spam" }, alice))
+      local before = event_ids(room_id)
+      -- a banned user: 403, the ban stays
+      err(req("POST", R .. "/kick", { user_id = bob.user_id }, alice), 403, "M_FORBIDDEN")
+      local m = ok(state(room_id, "m.room.member", bob.user_id))
+      assert.are.equal("ban", m.membership)
+      assert.are.equal("spam", m.reason)
+      -- never in the room
+      err(req("POST", R .. "/kick", { user_id = dave.user_id }, alice), 403, "M_FORBIDDEN")
+      err(req("POST", R .. "/kick", { user_id = "@ghost:test.local" }, alice), 403, "M_FORBIDDEN")
+      assert.are.same(before, event_ids(room_id))
+      -- already gone
+      ok(req("POST", R .. "/join", {}, carol))
+      ok(req("POST", R .. "/leave", {}, carol))
+      before = event_ids(room_id)
+      err(req("POST", R .. "/kick", { user_id = carol.user_id }, alice), 403, "M_FORBIDDEN")
+      assert.are.same(before, event_ids(room_id))
+      -- an invited user may be kicked (the invite is withdrawn)
+      ok(req("POST", R .. "/invite", { user_id = dave.user_id }, alice))
+      ok(req("POST", R .. "/kick", { user_id = dave.user_id }, alice))
+      assert.are.equal("leave", ok(state(room_id, "m.room.member", dave.user_id)).membership)
+      -- unban still turns a ban into leave
+      ok(req("POST", R .. "/unban", { user_id = bob.user_id }, alice))
+      assert.are.equal("leave", ok(state(room_id, "m.room.member", bob.user_id)).membership)
+    end)
+
+    it("a redaction naming an event of another room is 400 and stores nothing", function()
+      local room_id = create(alice)
+      local other = create(alice)
+      local R = "/rooms/" .. enc(room_id)
+      local elsewhere = ok(req("PUT", "/rooms/" .. enc(other) .. "/send/m.room.message/x", { body = "x" }, alice))
+      local before = event_ids(room_id)
+      err(req("PUT", R .. "/redact/" .. enc(elsewhere.event_id) .. "/x1", {}, alice), 400, "M_INVALID_PARAM")
+      assert.are.same(before, event_ids(room_id))
+      -- the txnId was not spent: a retry is refused again, not answered from the record
+      err(req("PUT", R .. "/redact/" .. enc(elsewhere.event_id) .. "/x1", {}, alice), 400, "M_INVALID_PARAM")
+      -- an unknown event ID is still allowed
+      ok(req("PUT", R .. "/redact/" .. enc("$unknown") .. "/x2", {}, alice))
+    end)
+
+    it("setting state to its current content returns the current event and stores nothing", function()
+      local room_id = create(alice, { preset = "public_chat", name = "same" })
+      local R = "/rooms/" .. enc(room_id)
+      local first = ok(req("PUT", R .. "/state/org.example.thing/k", { a = 1, b = { c = "d" } }, alice))
+      local before = event_ids(room_id)
+      local again = ok(req("PUT", R .. "/state/org.example.thing/k", { b = { c = "d" }, a = 1 }, alice))
+      assert.are.equal(first.event_id, again.event_id)
+      assert.are.same(before, event_ids(room_id))
+      local name = ok(req("GET", R .. "/state/m.room.name/?format=event", nil, alice))
+      assert.are.equal(name.event_id, ok(req("PUT", R .. "/state/m.room.name", { name = "same" }, alice)).event_id)
+      assert.are.same(before, event_ids(room_id))
+      -- other content, or another sender with the same content: a new event
+      local changed = ok(req("PUT", R .. "/state/org.example.thing/k", { a = 2, b = { c = "d" } }, alice))
+      assert.are_not.equal(first.event_id, changed.event_id)
+      ok(req("PUT", R .. "/state/m.room.power_levels", (function()
+        local pl = ok(req("GET", R .. "/state/m.room.power_levels", nil, alice))
+        pl.users[bob.user_id] = 100
+        return pl
+      end)(), alice))
+      ok(req("POST", R .. "/join", {}, bob))
+      local by_bob = ok(req("PUT", R .. "/state/org.example.thing/k", { a = 2, b = { c = "d" } }, bob))
+      assert.are_not.equal(changed.event_id, by_bob.event_id)
+      -- a non-member still gets 403, even with the current content
+      err(req("PUT", R .. "/state/m.room.name", { name = "same" }, carol), 403, "M_FORBIDDEN")
+    end)
+
+    it("joined_members gives display_name and avatar_url for everyone, null when unset", function()
+      local erin, fred = t:register("erin-jm"), t:register("fred-jm")
+      ok(req("PUT", "/profile/" .. enc(erin.user_id) .. "/displayname", { displayname = "Erin" }, erin))
+      local room_id = create(erin, { preset = "public_chat" })
+      local R = "/rooms/" .. enc(room_id)
+      ok(req("POST", R .. "/join", {}, fred))
+      local joined = ok(req("GET", R .. "/joined_members", nil, erin)).joined
+      assert.are.equal("Erin", joined[erin.user_id].display_name)
+      assert.are.equal(core.json.null, joined[erin.user_id].avatar_url)
+      assert.are.equal(core.json.null, joined[fred.user_id].display_name)
+      assert.are.equal(core.json.null, joined[fred.user_id].avatar_url)
+    end)
+  end)
+
   describe("directory", function()
     it("puts, gets and deletes aliases", function()
       local room_id = create(alice, { preset = "public_chat" })

@@ -354,7 +354,9 @@ local function join(hs, req, id)
 end
 
 -- invite / kick / ban / unban / leave: a member event about `target`.
-local function membership_change(hs, req, membership, target_from_body)
+-- only_from: the target's memberships this change applies to (kick: join,
+-- invite, knock); any other is 403 and nothing is sent.
+local function membership_change(hs, req, membership, target_from_body, only_from)
   local body = body_object(req)
   local reason = optional_string(body, "reason")
   local room_id = req.params.roomId
@@ -364,6 +366,9 @@ local function membership_change(hs, req, membership, target_from_body)
     target = body.user_id
     if target == nil then return errors.new("M_MISSING_PARAM", "user_id is required") end
     if not auth.valid_user_id(target) then return errors.new("M_INVALID_PARAM", "Invalid user_id") end
+  end
+  if only_from and not only_from[membership_of(member_event(hs, room_id, target))] then
+    return errors.new("M_FORBIDDEN", "The target user is not in the room")
   end
   local content = { membership = membership, reason = reason }
   if membership == "invite" then
@@ -413,10 +418,24 @@ local function get_state_event(hs, req)
   return ev.content or {}
 end
 
+-- The current state event (type, sk) when a joined `sender` sent it with
+-- exactly `content` (as canonical JSON), else nil: setting it again is a
+-- no-op, as in Synapse.
+local function unchanged_state(hs, room_id, t, sk, sender, content)
+  local cur = hs.rooms:state_event(room_id, t, sk)
+  if not cur or cur.sender ~= sender then return nil end
+  if membership_of(member_event(hs, room_id, sender)) ~= "join" then return nil end
+  local now, new = json.encode(cur.content), json.encode(content)
+  if now and now == new then return cur end
+  return nil
+end
+
 local function put_state(hs, req)
   local room_id = req.params.roomId
   local body = req:json()
   if not room_exists(hs, room_id) then return errors.new("M_FORBIDDEN", "You are not a member of this room") end
+  local same = unchanged_state(hs, room_id, req.params.eventType, req.params.stateKey or "", req.user_id, body)
+  if same then return { event_id = same.event_id } end
   local ev, e2 = send(hs, room_id, { type = req.params.eventType, state_key = req.params.stateKey or "",
     sender = req.user_id, content = body }, { user_id = req.user_id, device_id = req.device_id })
   if not ev then return e2 end
@@ -469,8 +488,8 @@ local function joined_members(hs, req)
     if membership_of(ev) == "join" then
       local c = ev.content
       joined[ev.state_key] = {
-        display_name = type(c.displayname) == "string" and c.displayname or nil,
-        avatar_url = type(c.avatar_url) == "string" and c.avatar_url or nil,
+        display_name = type(c.displayname) == "string" and c.displayname or json.null,
+        avatar_url = type(c.avatar_url) == "string" and c.avatar_url or json.null,
       }
     end
   end
@@ -504,6 +523,10 @@ local function redact(hs, req)
   local version = vid and version_mod.get(vid)
   if not version then return errors.new("M_NOT_FOUND", "Room not found") end
   local target, meta = hs.store:event(target_id)
+  -- an event of another room (Synapse: 400); a non-member gets the send's 403
+  if target and meta.room_id ~= room_id and membership_of(member_event(hs, room_id, req.user_id)) == "join" then
+    return errors.new("M_INVALID_PARAM", "Cannot redact an event of another room")
+  end
   if target and meta.room_id == room_id and target.sender ~= req.user_id then
     local st = function(t, sk) return hs.rooms:state_event(room_id, t, sk) end
     if auth.power_level(version, st, req.user_id) < auth.levels(version, st).redact then
@@ -530,8 +553,8 @@ local function joined_rooms(hs, req)
   return { joined_rooms = out }
 end
 
-local function membership(kind, target_from_body)
-  return function(hs, req) return membership_change(hs, req, kind, target_from_body) end
+local function membership(kind, target_from_body, only_from)
+  return function(hs, req) return membership_change(hs, req, kind, target_from_body, only_from) end
 end
 
 --- The room endpoints: { method, path, handler(hs, req), auth = bool },
@@ -544,7 +567,7 @@ rooms_api.routes = {
   { "POST", R .. "/join", function(hs, req) return join(hs, req, req.params.roomId) end, auth = true },
   { "POST", R .. "/leave", membership("leave", false), auth = true },
   { "POST", R .. "/invite", membership("invite", true), auth = true },
-  { "POST", R .. "/kick", membership("leave", true), auth = true },
+  { "POST", R .. "/kick", membership("leave", true, { join = true, invite = true, knock = true }), auth = true },
   { "POST", R .. "/ban", membership("ban", true), auth = true },
   { "POST", R .. "/unban", membership("leave", true), auth = true },
   { "POST", R .. "/forget", forget, auth = true },
