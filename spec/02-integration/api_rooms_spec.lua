@@ -382,6 +382,8 @@ describe("room endpoints", function()
       assert.are_not.equal(changed.event_id, by_bob.event_id)
       -- a non-member still gets 403, even with the current content
       err(req("PUT", R .. "/state/m.room.name", { name = "same" }, carol), 403, "M_FORBIDDEN")
+      ok(req("POST", R .. "/leave", {}, bob))
+      err(req("PUT", R .. "/state/org.example.thing/k", { a = 2, b = { c = "d" } }, bob), 403, "M_FORBIDDEN")
     end)
 
     it("joined_members gives display_name and avatar_url for everyone, null when unset", function()
