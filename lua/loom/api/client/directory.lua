@@ -76,6 +76,11 @@ local function points_to(hs, alias, room_id)
   return hs.store:alias_room(alias) == room_id
 end
 
+local function bad_alias(alias)
+  local name = type(alias) == "string" and alias or "(not a string)"
+  return errors.new("M_BAD_ALIAS", "Room alias " .. name .. " does not point to this room")
+end
+
 --- Check the content of an m.room.canonical_alias event a client sends:
 -- every alias it adds (`alias` when changed, `alt_aliases` not in the
 -- current event) must be a local alias of the room. Returns nil when the
@@ -87,7 +92,7 @@ function directory_api.check_canonical_alias(hs, room_id, state_key, content)
   local alias = content.alias
   -- an empty alias means none (as in Synapse)
   if not is_null(alias) and alias ~= "" and alias ~= old_content.alias and not points_to(hs, alias, room_id) then
-    return errors.new("M_BAD_ALIAS", "Room alias " .. tostring(alias) .. " does not point to the room")
+    return bad_alias(alias)
   end
   local alt = content.alt_aliases
   if is_null(alt) then return nil end
@@ -98,7 +103,7 @@ function directory_api.check_canonical_alias(hs, room_id, state_key, content)
   end
   for _, a in ipairs(alt) do
     if not present[a] and not points_to(hs, a, room_id) then
-      return errors.new("M_BAD_ALIAS", "Room alias " .. tostring(a) .. " does not point to the room")
+      return bad_alias(a)
     end
   end
   return nil
