@@ -37,6 +37,7 @@ local registry = {
   M_USER_IN_USE = { "M_USER_IN_USE", 400, "User ID already taken" },
   M_INVALID_USERNAME = { "M_INVALID_USERNAME", 400, "Invalid username" },
   M_ROOM_IN_USE = { "M_ROOM_IN_USE", 400, "Room alias already taken" },
+  M_BAD_ALIAS = { "M_BAD_ALIAS", 400, "Room alias does not point to the room" },
   M_INVALID_ROOM_STATE = { "M_INVALID_ROOM_STATE", 400, "Invalid initial room state" },
   M_UNSUPPORTED_ROOM_VERSION = { "M_UNSUPPORTED_ROOM_VERSION", 400, "Unsupported room version" },
   M_INCOMPATIBLE_ROOM_VERSION = { "M_INCOMPATIBLE_ROOM_VERSION", 400, "Incompatible room version" },

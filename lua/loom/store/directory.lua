@@ -2,6 +2,7 @@
 --
 --   assert(store:add_alias("#room:example.org", room_id, "@alice:example.org"))
 --   store:alias_room("#room:example.org")       -- room_id or nil
+--   store:room_aliases(room_id)                  -- { alias, ... }
 --   store:set_room_visibility(room_id, "public")
 --   store:public_room_ids()                      -- { room_id, ... }
 --
@@ -20,6 +21,11 @@ function methods:alias_entry(alias)
   local row = self.conn:first("SELECT room_id, creator FROM room_aliases WHERE alias = ?", alias)
   if not row then return nil end
   return row[1], row[2]
+end
+
+--- The local aliases of a room: { alias, ... } (sorted).
+function methods:room_aliases(room_id)
+  return self.conn:column("SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias", room_id)
 end
 
 --- Add an alias: true, or nil, message, "alias_taken" when it exists.

@@ -3,14 +3,17 @@
 --
 --   PUT/GET/DELETE /directory/room/{roomAlias}
 --   GET/PUT        /directory/list/room/{roomId}
+--   GET            /rooms/{roomId}/aliases
 --   GET/POST       /publicRooms
 local core = require "loom.core"
 local errors = require "loom.http.errors"
 local auth = require "loom.room.auth"
 local version_mod = require "loom.room.version"
 local statemap = require "loom.room.statemap"
+local ljson = require "loom.json"
 
 local json = core.json
+local is_null, is_array = ljson.is_null, ljson.is_array
 local ipairs, pairs, type, tonumber, tostring = ipairs, pairs, type, tonumber, tostring
 local table_sort = table.sort
 local math = math
@@ -63,6 +66,82 @@ function directory_api.room_admin(hs, room_id, user_id)
   local member = st("m.room.member", user_id)
   if not (member and member.content and member.content.membership == "join") then return false end
   return auth.power_level(version, st, user_id) >= auth.required_level(version, st, "m.room.canonical_alias", true)
+end
+
+-- Does `alias` name a local alias of room_id? Aliases of other servers
+-- cannot be resolved without federation, so they never do.
+local function points_to(hs, alias, room_id)
+  if not directory_api.valid_alias(alias) then return false end
+  if alias:match("^#[^:]*:(.+)$") ~= hs.server_name then return false end
+  return hs.store:alias_room(alias) == room_id
+end
+
+local function bad_alias(alias)
+  local name = type(alias) == "string" and alias or "(not a string)"
+  return errors.new("M_BAD_ALIAS", "Room alias " .. name .. " does not point to this room")
+end
+
+--- Check the content of an m.room.canonical_alias event a client sends:
+-- every alias it adds (`alias` when changed, `alt_aliases` not in the
+-- current event) must be a local alias of the room. Returns nil when the
+-- content is acceptable, else a Matrix error (400 M_BAD_ALIAS, or
+-- M_INVALID_PARAM when alt_aliases is not an array).
+function directory_api.check_canonical_alias(hs, room_id, state_key, content)
+  local old = hs.rooms:state_event(room_id, "m.room.canonical_alias", state_key)
+  local old_content = old and type(old.content) == "table" and old.content or {}
+  local alias = content.alias
+  -- an empty alias means none (as in Synapse)
+  if not is_null(alias) and alias ~= "" and alias ~= old_content.alias and not points_to(hs, alias, room_id) then
+    return bad_alias(alias)
+  end
+  local alt = content.alt_aliases
+  if is_null(alt) then return nil end
+  if not is_array(alt) then return errors.new("M_INVALID_PARAM", "alt_aliases must be an array") end
+  local present = {}
+  if is_array(old_content.alt_aliases) then
+    for _, a in ipairs(old_content.alt_aliases) do present[a] = true end
+  end
+  for _, a in ipairs(alt) do
+    if not present[a] and not points_to(hs, a, room_id) then
+      return bad_alias(a)
+    end
+  end
+  return nil
+end
+
+-- After `alias` left the directory: drop it from the room's canonical alias
+-- event (alias and alt_aliases) with a new event sent by `user_id`, as
+-- Synapse does. When that user may not send it, the event stays as it is.
+local function unlist_canonical(hs, room_id, alias, user_id)
+  local ev = hs.rooms:state_event(room_id, "m.room.canonical_alias", "")
+  if not (ev and type(ev.content) == "table") then return end
+  local content, changed = {}, false
+  for k, v in pairs(ev.content) do content[k] = v end
+  if content.alias == alias then content.alias = nil; changed = true end
+  if is_array(content.alt_aliases) then
+    local kept = json.array {}
+    for _, a in ipairs(content.alt_aliases) do
+      if a == alias then changed = true else kept[#kept + 1] = a end
+    end
+    content.alt_aliases = #kept > 0 and kept or nil
+  end
+  if not changed then return end
+  local ok, msg, code = hs.rooms:send(room_id, { type = "m.room.canonical_alias", state_key = "", sender = user_id,
+    content = content }, { user_id = user_id })
+  if not ok then
+    hs.server:log("info", "alias %s deleted; canonical alias of %s unchanged: %s (%s)", alias, room_id,
+      tostring(msg), tostring(code))
+  end
+end
+
+-- May user_id read the room's aliases: a joined member, or anyone when the
+-- room is world_readable.
+local function may_read_aliases(hs, room_id, user_id)
+  if not hs.store:room_version(room_id) then return false end
+  local member = hs.rooms:state_event(room_id, "m.room.member", user_id)
+  if member and type(member.content) == "table" and member.content.membership == "join" then return true end
+  local hv = hs.rooms:state_event(room_id, "m.room.history_visibility", "")
+  return hv ~= nil and type(hv.content) == "table" and hv.content.history_visibility == "world_readable"
 end
 
 local function content_field(hs, room_id, t, field)
@@ -177,7 +256,18 @@ local function delete_alias(hs, req)
     return errors.new("M_FORBIDDEN", "You may not delete this alias")
   end
   store:delete_alias(alias)
+  unlist_canonical(hs, room_id, alias, req.user_id)
   return {}
+end
+
+local function room_aliases(hs, req)
+  local room_id = req.params.roomId
+  if type(room_id) ~= "string" or not may_read_aliases(hs, room_id, req.user_id) then
+    return errors.new("M_FORBIDDEN", "You are not in the room and it is not world_readable")
+  end
+  local out = json.array {}
+  for i, a in ipairs(hs.store:room_aliases(room_id)) do out[i] = a end
+  return { aliases = out }
 end
 
 local function get_visibility(hs, req)
@@ -213,13 +303,21 @@ end
 
 local function post_public_rooms(hs, req)
   local body = req:json()
-  local filter = body.filter
-  if filter ~= nil and type(filter) ~= "table" then return errors.new("M_BAD_JSON", "filter must be an object") end
-  local term = filter and filter.generic_search_term
+  -- JSON null is the same as an absent field (as in Synapse)
+  local function field(t, k)
+    local v = t[k]
+    if is_null(v) then return nil end
+    return v
+  end
+  local filter = field(body, "filter")
+  if filter ~= nil and not ljson.is_object(filter) then
+    return errors.new("M_BAD_JSON", "filter must be an object")
+  end
+  local term = filter and field(filter, "generic_search_term")
   if term ~= nil and type(term) ~= "string" then
     return errors.new("M_BAD_JSON", "generic_search_term must be a string")
   end
-  return public_rooms(hs, body.limit, body.since, term)
+  return public_rooms(hs, field(body, "limit"), field(body, "since"), term)
 end
 
 --- The directory endpoints: { method, path, handler(hs, req), auth = bool },
@@ -230,6 +328,7 @@ directory_api.routes = {
   { "DELETE", P .. "/directory/room/{roomAlias}", delete_alias, auth = true },
   { "GET", P .. "/directory/list/room/{roomId}", get_visibility, auth = false },
   { "PUT", P .. "/directory/list/room/{roomId}", put_visibility, auth = true },
+  { "GET", P .. "/rooms/{roomId}/aliases", room_aliases, auth = true },
   { "GET", P .. "/publicRooms", get_public_rooms, auth = false },
   { "POST", P .. "/publicRooms", post_public_rooms, auth = true },
 }

@@ -436,6 +436,13 @@ local function put_state(hs, req)
   if not room_exists(hs, room_id) then return errors.new("M_FORBIDDEN", "You are not a member of this room") end
   local same = unchanged_state(hs, room_id, req.params.eventType, req.params.stateKey or "", req.user_id, body)
   if same then return { event_id = same.event_id } end
+  -- new aliases must be local aliases of this room (checked for members; the
+  -- send refuses the others)
+  if req.params.eventType == "m.room.canonical_alias"
+      and membership_of(member_event(hs, room_id, req.user_id)) == "join" then
+    local refused = directory.check_canonical_alias(hs, room_id, req.params.stateKey or "", body)
+    if refused then return refused end
+  end
   local ev, e2 = send(hs, room_id, { type = req.params.eventType, state_key = req.params.stateKey or "",
     sender = req.user_id, content = body }, { user_id = req.user_id, device_id = req.device_id })
   if not ev then return e2 end
