@@ -142,4 +142,82 @@ describe("sync cases", function()
       assert.equal(400, r.status)
     end)
   end)
+
+  describe("pagination at the ends", function()
+    local function messages(room, args)
+      local r = t:request("GET", V3 .. "/rooms/" .. enc(room) .. "/messages?" .. args, nil, alice.access_token)
+      assert.equal(200, r.status)
+      return r.json
+    end
+    local function ids(events)
+      local out = {}
+      for i, e in ipairs(events) do out[i] = e.event_id end
+      return out
+    end
+    local function say(room, body)
+      return t:send(alice.access_token, room, { msgtype = "m.text", body = body }).json.event_id
+    end
+
+    it("/messages?dir=f reaching the live end returns an end token for the next forward page", function()
+      local room = t:create_room(alice)
+      say(room, "a")
+      local page = messages(room, "dir=f&limit=100")
+      assert.is_string(page["end"])
+      local last = page.chunk[#page.chunk]
+      assert.equal("a", last.content.body)
+      -- nothing new yet: an empty page
+      local empty = messages(room, "dir=f&limit=100&from=" .. enc(page["end"]))
+      assert.same({}, empty.chunk)
+      local b, c = say(room, "b"), say(room, "c")
+      local nxt = messages(room, "dir=f&limit=100&from=" .. enc(page["end"]))
+      assert.same({ b, c }, ids(nxt.chunk))
+      assert.is_string(nxt["end"])
+      -- a full page that is not at the end pages on as before
+      local d = say(room, "d")
+      local e = say(room, "e")
+      local one = messages(room, "dir=f&limit=1&from=" .. enc(nxt["end"]))
+      assert.same({ d }, ids(one.chunk))
+      local two = messages(room, "dir=f&limit=5&from=" .. enc(one["end"]))
+      assert.same({ e }, ids(two.chunk))
+      assert.is_string(two["end"])
+      -- from a sync token too
+      local s = t:request("GET", V3 .. "/sync", nil, alice.access_token).json.next_batch
+      local f = say(room, "f")
+      local fwd = messages(room, "dir=f&limit=5&from=" .. enc(s))
+      assert.same({ f }, ids(fwd.chunk))
+      assert.is_string(fwd["end"])
+      -- and paging backwards to the start still ends without one
+      assert.is_nil(messages(room, "dir=b&limit=100")["end"])
+      -- a page up to `to` filled the gap: no end
+      assert.is_nil(messages(room, "dir=f&limit=100&to=" .. enc(s))["end"])
+    end)
+
+    it("an initial /sync holding the whole room has a prev_batch that pages back consistently", function()
+      local room = t:create_room(alice)
+      say(room, "hello")
+      local r = t:request("GET", V3 .. "/sync?filter=" .. enc('{"room":{"timeline":{"limit":100}}}'), nil,
+        alice.access_token)
+      local tl = r.json.rooms.join[room].timeline
+      assert.is_false(tl.limited)
+      assert.equal("m.room.create", tl.events[1].type)
+      assert.is_string(tl.prev_batch)
+      -- nothing before the timeline
+      local back = messages(room, "dir=b&limit=100&from=" .. enc(tl.prev_batch))
+      assert.same({}, back.chunk)
+      assert.is_nil(back["end"])
+      -- paging back from next_batch gives the timeline's events, newest first
+      local all = messages(room, "dir=b&limit=100&from=" .. enc(r.json.next_batch))
+      local want = ids(tl.events)
+      local got = ids(all.chunk)
+      assert.equal(#want, #got)
+      for i = 1, #want do assert.equal(want[i], got[#got + 1 - i]) end
+      -- a timeline of limit 0 pages back to the same events
+      r = t:request("GET", V3 .. "/sync?filter=" .. enc('{"room":{"timeline":{"limit":0}}}'), nil, alice.access_token)
+      tl = r.json.rooms.join[room].timeline
+      assert.same({}, tl.events)
+      got = ids(messages(room, "dir=b&limit=100&from=" .. enc(tl.prev_batch)).chunk)
+      assert.equal(#want, #got)
+      for i = 1, #want do assert.equal(want[i], got[#got + 1 - i]) end
+    end)
+  end)
 end)
