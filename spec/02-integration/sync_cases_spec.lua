@@ -130,9 +130,25 @@ describe("sync cases", function()
       r = t:request("GET", V3 .. "/sync?filter=" .. r.json.filter_id, nil, alice.access_token)
       assert.equal(200, r.status)
       assert.same({}, r.json.rooms.join[room].timeline.events)
-      r = t:request("GET", V3 .. "/sync?filter=" .. enc('{"room":{"timeline":{"limit":0}}}'), nil, alice.access_token)
+      local zero = enc('{"room":{"timeline":{"limit":0}}}')
+      r = t:request("GET", V3 .. "/sync?filter=" .. zero, nil, alice.access_token)
       assert.equal(200, r.status)
-      assert.same({}, r.json.rooms.join[room].timeline.events)
+      local tl = r.json.rooms.join[room].timeline
+      assert.same({}, tl.events)
+      assert.is_true(tl.limited)          -- the room has events that were left out
+      assert.is_string(tl.prev_batch)
+      -- incremental: the room that changed is listed, limited, with the state delta
+      local since = r.json.next_batch
+      assert.equal(200, t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/state/m.room.topic",
+        { topic = "new" }, alice.access_token).status)
+      t:send(alice.access_token, room, { msgtype = "m.text", body = "after" })
+      r = t:request("GET", V3 .. "/sync?filter=" .. zero .. "&since=" .. enc(since), nil, alice.access_token)
+      assert.equal(200, r.status)
+      local sec = r.json.rooms.join[room]
+      assert.same({}, sec.timeline.events)
+      assert.is_true(sec.timeline.limited)
+      assert.equal(1, #sec.state.events)
+      assert.equal("new", sec.state.events[1].content.topic)
       r = t:request("GET", V3 .. "/rooms/" .. enc(room) .. "/messages?dir=b&filter=" .. enc('{"limit":0}'), nil,
         alice.access_token)
       assert.equal(200, r.status)

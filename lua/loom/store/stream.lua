@@ -411,7 +411,7 @@ function methods:rooms_stream(room_ids, from, to, limit, filter)
   if filter ~= nil and not f then return nil, ferr, fcode end
   if f and f.limit and f.limit < limit then limit = f.limit end
   local out = {}
-  if from_pos >= to_pos or limit == 0 then return out end
+  if from_pos >= to_pos then return out end
   local changed = self.room_changes:changed_among(room_ids, from_pos)
   local nids = {}
   for _, r in ipairs(changed) do
