@@ -278,7 +278,7 @@ describe("room endpoints", function()
       local ev = ok(req("GET", R .. "/event/" .. enc(sent.event_id), nil, bob))
       assert.are.equal("x", ev.content.body)
       err(req("GET", R .. "/event/" .. enc("$nope"), nil, alice), 404, "M_NOT_FOUND")
-      err(req("GET", R .. "/event/" .. enc(sent.event_id), nil, carol), 403, "M_FORBIDDEN")
+      err(req("GET", R .. "/event/" .. enc(sent.event_id), nil, carol), 404, "M_NOT_FOUND")
       err(req("GET", "/rooms/" .. enc(other) .. "/event/" .. enc(sent.event_id), nil, alice), 404, "M_NOT_FOUND")
       err(req("GET", "/rooms/" .. enc(other) .. "/event/" .. enc(sent.event_id), nil, carol), 404, "M_NOT_FOUND")
       -- bob (power 0) may not redact alice's event; alice may

@@ -6,7 +6,9 @@
 --
 -- Event types may use `*` wildcards (any run of characters). An absent list
 -- means "no restriction"; an empty `types`/`senders`/`rooms` list matches
--- nothing. not_* lists win over their include lists.
+-- nothing. not_* lists win over their include lists. Entries of
+-- senders/not_senders must be user IDs and of rooms/not_rooms room IDs. A
+-- limit of 0 means "no events".
 local json = require("loom.core").json
 local sql_mod = require "loom.store.sql"
 
@@ -23,6 +25,17 @@ local mt = { __name = "loom.store.Filter", __index = methods }
 local MAX_LIST = 1000
 local MAX_LIMIT = 1000
 local LISTS = { "types", "not_types", "senders", "not_senders", "rooms", "not_rooms" }
+-- Lists whose entries are IDs: the syntax each entry must have.
+local ID_LISTS = { senders = "user", not_senders = "user", rooms = "room", not_rooms = "room" }
+
+-- Is s a user ID (@localpart:server) or a room ID (!opaque:server; from room
+-- v12, ! and the create event's URL-safe hash without a server)?
+local function is_id(kind, s)
+  if #s > 255 then return false end
+  if kind == "user" then return s:find("^@[^:]+:.") ~= nil end
+  return s:find("^![^:]+:.") ~= nil or s:find("^![%w_%-]+$") ~= nil
+end
+
 local function glob_to_pattern(glob)
   local parts = {}
   for i = 1, #glob do
@@ -79,6 +92,14 @@ function filter.compile(def)
       if n ~= #list then
         return nil, ("filter field '%s' must be an array of strings"):format(name), "bad_filter"
       end
+      local kind = ID_LISTS[name]
+      if kind then
+        for _, v in ipairs(list) do
+          if not is_id(kind, v) then
+            return nil, ("filter field '%s' holds %s, not a %s ID"):format(name, json.encode(v), kind), "bad_filter"
+          end
+        end
+      end
       if n > MAX_LIST then
         return nil, ("filter field '%s' has more than %d entries"):format(name, MAX_LIST), "bad_filter"
       end
@@ -87,8 +108,8 @@ function filter.compile(def)
   end
   local limit = def.limit
   if limit ~= nil and limit ~= json.null then
-    if math_type(limit) ~= "integer" or limit < 1 then
-      return nil, "filter limit must be a positive integer", "bad_filter"
+    if math_type(limit) ~= "integer" or limit < 0 then
+      return nil, "filter limit must be a non-negative integer", "bad_filter"
     end
     self.limit = limit > MAX_LIMIT and MAX_LIMIT or limit
   end
@@ -214,4 +235,5 @@ end
 filter.methods = methods
 filter.mt = mt
 filter.glob_to_pattern = glob_to_pattern
+filter.is_id = is_id
 return filter

@@ -173,7 +173,8 @@ end
 -- end (dir "b") / the start (dir "f"). opts: dir ("b"|"f", default "b"),
 -- to (token), limit (default 10, at most 1000), filter (definition or
 -- compiled). Returns { events = {...}, start = token string, next = token
--- string or nil when nothing is left }.
+-- string or nil when nothing is left, resume = token string after the last
+-- event when a forward page without `to` reached the live end }.
 function methods:paginate(room_id, from, opts)
   opts = opts or {}
   local dir = opts.dir or "b"
@@ -223,6 +224,9 @@ function methods:paginate(room_id, from, opts)
     else
       result.next = start          -- limit 0: nothing read, more to come
     end
+  elseif not desc and not to_tok and rows[1] then
+    -- forwards to the live end: where the next forward page starts once the room grows
+    result.resume = tostring(select(2, token.for_event(rows[#rows].depth, rows[#rows].stream_ordering)))
   end
   return result
 end
@@ -407,7 +411,7 @@ function methods:rooms_stream(room_ids, from, to, limit, filter)
   if filter ~= nil and not f then return nil, ferr, fcode end
   if f and f.limit and f.limit < limit then limit = f.limit end
   local out = {}
-  if from_pos >= to_pos or limit == 0 then return out end
+  if from_pos >= to_pos then return out end
   local changed = self.room_changes:changed_among(room_ids, from_pos)
   local nids = {}
   for _, r in ipairs(changed) do

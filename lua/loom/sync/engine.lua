@@ -100,7 +100,8 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
   local start_snap
   if st.events[1] then
     start_snap = store:event_state(st.events[1].event_nid)
-  elseif full and rn then
+  elseif (full or st.limited) and rn then
+    -- an empty timeline (limited: a limit of 0) starts at the end
     start_snap = snapshot_at(store, rn, end_pos)
   end
   if start_snap and (full or st.limited) then
@@ -128,7 +129,7 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
     timeline = {
       events = client_list(ctx, room_id, timeline),
       limited = st.limited and true or false,
-      prev_batch = st.prev_batch or ctx.next_batch,
+      prev_batch = st.prev_batch or sync_token.format { stream = end_pos },
     },
     state = { events = client_list(ctx, room_id, state) },
   }

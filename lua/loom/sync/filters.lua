@@ -69,6 +69,11 @@ function filters.validate(def)
     for _, k in ipairs { "rooms", "not_rooms" } do
       ok, err = check_strings(room[k], "room." .. k)
       if not ok then return nil, err end
+      if not is_null(room[k]) then
+        for _, id in ipairs(room[k]) do
+          if not store_filter.is_id("room", id) then return nil, "room." .. k .. " holds a non-room ID" end
+        end
+      end
     end
     if not is_null(room.include_leave) and type(room.include_leave) ~= "boolean" then
       return nil, "room.include_leave must be a boolean"

@@ -1,7 +1,8 @@
 -- loom.api.client.events: stored events in the Client-Server format.
 --
 -- A client event has event_id, type, sender, content, origin_server_ts,
--- room_id, state_key (state events), redacts (redactions) and unsigned
+-- room_id, state_key (state events), redacts (redactions; for room v11+,
+-- where it lives in content, copied to the top level too) and unsigned
 -- (age; transaction_id for the device that sent it; what the stored event's
 -- unsigned already carried, such as redacted_because or prev_content).
 local core = require "loom.core"
@@ -34,6 +35,11 @@ function client_events.client(ev, opts)
     if ev[k] ~= nil then out[k] = ev[k] end
   end
   out.room_id = out.room_id or opts.room_id
+  -- Room v11 moved `redacts` into content; clients still read the top level.
+  if out.redacts == nil and ev.type == "m.room.redaction" and type(ev.content) == "table"
+     and type(ev.content.redacts) == "string" then
+    out.redacts = ev.content.redacts
+  end
   local unsigned = {}
   if type(ev.unsigned) == "table" then
     for k, v in pairs(ev.unsigned) do unsigned[k] = v end

@@ -514,9 +514,7 @@ local function get_event(hs, req)
   if not ev or meta.room_id ~= room_id or meta.rejected or meta.soft_failed then
     return errors.new("M_NOT_FOUND", "Event not found")
   end
-  if not member_event(hs, room_id, req.user_id) and not can_see(hs, req.user_id, room_id, ev, meta) then
-    return errors.new("M_FORBIDDEN", "You are not a member of this room")
-  end
+  -- an event the user may not see answers as one that does not exist
   if not can_see(hs, req.user_id, room_id, ev, meta) then return errors.new("M_NOT_FOUND", "Event not found") end
   return rooms_api.client_event(hs, req, ev, room_id)
 end

@@ -105,7 +105,8 @@ local function messages(hs, req)
   local body = {
     chunk = sync_events.clients(ectx(hs, req, room_id), shown),
     start = from_param ~= nil and from_param ~= "" and from_param or page.start,
-    ["end"] = page.next,
+    -- a forward page at the live end still names where the next one starts
+    ["end"] = page.next or page.resume,
   }
   if def.lazy_load_members == true then
     body.state = sync_events.clients(ectx(hs, req, room_id), lazy_members(hs, req, room_id, shown))
@@ -216,7 +217,7 @@ end
 
 local function get_filter(hs, req)
   if req.params.userId ~= req.user_id then
-    return errors.new("M_FORBIDDEN", "Cannot read filters of other users")
+    return errors.new("M_NOT_FOUND", "Unknown filter")   -- never says whether it exists
   end
   local def = filters.get(hs.store, req.user_id, req.params.filterId)
   if not def then return errors.new("M_NOT_FOUND", "Unknown filter") end
