@@ -172,7 +172,9 @@ end
 -- from: token (string or Token; stream tokens are converted) or nil for the
 -- end (dir "b") / the start (dir "f"). opts: dir ("b"|"f", default "b"),
 -- to (token), limit (default 10, at most 1000), filter (definition or
--- compiled). Returns { events = {...}, start = token string, next = token
+-- compiled), until_event (an event ID of the room: the page never goes past
+-- it — backwards it starts at the event, included, when `from` is later or
+-- absent; forwards it stops there). Returns { events = {...}, start = token string, next = token
 -- string or nil when nothing is left, resume = token string after the last
 -- event when a forward page without `to` reached the live end }.
 function methods:paginate(room_id, from, opts)
@@ -192,13 +194,25 @@ function methods:paginate(room_id, from, opts)
 
   local room_nid = self:room_nid(room_id)
   local desc = dir == "b"
-  local start
-  if from_tok then start = tostring(from_tok)
-  elseif desc then
-    local d = room_nid and self:max_depth_at(room_nid, self.current_stream) or 1
-    start = tostring(token.topological(d < 1 and 1 or d, self.current_stream))
-  else
-    start = "t1-" .. tostring(self.min_stream - 1)
+  local start = from_tok and tostring(from_tok)
+  local cap = room_nid and opts.until_event ~= nil and self:event_end_token(room_nid, opts.until_event)
+  if cap then
+    if desc then
+      if not from_tok or cap < self:topological_for(room_nid, from_tok) then
+        from_tok = cap
+        start = start or tostring(cap)
+      end
+    elseif not to_tok or cap < self:topological_for(room_nid, to_tok) then
+      to_tok = cap
+    end
+  end
+  if not start then
+    if desc then
+      local d = room_nid and self:max_depth_at(room_nid, self.current_stream) or 1
+      start = tostring(token.topological(d < 1 and 1 or d, self.current_stream))
+    else
+      start = "t1-" .. tostring(self.min_stream - 1)
+    end
   end
   local result = { events = {}, start = start }
   if not room_nid or (f and not f:allows_room(room_id)) then return result end
@@ -231,11 +245,23 @@ function methods:paginate(room_id, from, opts)
   return result
 end
 
+--- The topological token just after an event of the room (the gap a
+-- backwards page starts from to include it), or nil when the event is not
+-- in the room's timeline.
+function methods:event_end_token(room_nid, event_id)
+  local row = self.conn:first("SELECT depth, stream_ordering FROM events WHERE event_id = ? AND +room_nid = ? AND "
+    .. TL, event_id, room_nid)
+  if not row then return nil end
+  return (select(2, token.for_event(row[1], row[2])))
+end
+
 --- Events around an event, for /context. Returns { event, before (nearest
 -- first), after (in order), start, ["end"], more_before, more_after } or
 -- nil, message, "not_found" when the event is not in the room's timeline.
 -- The filter applies to the surrounding events, not to the event itself.
-function methods:context(room_id, event_id, before_limit, after_limit, filter)
+-- until_event (optional): the events after never go past this event (see
+-- paginate).
+function methods:context(room_id, event_id, before_limit, after_limit, filter, until_event)
   local room_nid = self:room_nid(room_id)
   if not room_nid then return nil, "event not found", "not_found" end
   local found = records(self, "SELECT " .. COLS ..
@@ -245,7 +271,8 @@ function methods:context(room_id, event_id, before_limit, after_limit, filter)
   local before_tok, after_tok = token.for_event(ev.depth, ev.stream_ordering)
   local b, berr, bcode = self:paginate(room_id, before_tok, { dir = "b", limit = before_limit, filter = filter })
   if not b then return nil, berr, bcode end
-  local a, aerr, acode = self:paginate(room_id, after_tok, { dir = "f", limit = after_limit, filter = filter })
+  local a, aerr, acode = self:paginate(room_id, after_tok, { dir = "f", limit = after_limit, filter = filter,
+    until_event = until_event })
   if not a then return nil, aerr, acode end
   local start, stop = tostring(before_tok), tostring(after_tok)
   local lb, la = b.events[#b.events], a.events[#a.events]

@@ -13,8 +13,8 @@ local engine = require "loom.sync.engine"
 local ljson = require "loom.json"
 
 local json = core.json
-local ipairs, pairs = ipairs, pairs
-local assert, table = assert, table
+local ipairs, pairs, tostring = ipairs, pairs, tostring
+local assert, table, math_type = assert, table, math.type
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -79,6 +79,62 @@ local function timeline_args(hs, req, room_id)
   return limit, def
 end
 
+-- The event a departed user's view of the room ends at: their current
+-- leave or ban (nil while they are in the room, invited or knocking, and in
+-- a world_readable room, whose history anyone may read).
+local function departed_at(hs, user_id, room_id)
+  local ev = hs.rooms:state_event(room_id, "m.room.member", user_id)
+  local m = ev and ljson.is_object(ev.content) and ev.content.membership
+  if m ~= "leave" and m ~= "ban" then return nil end
+  if visibility.current_setting(hs, room_id) == "world_readable" then return nil end
+  return ev.event_id
+end
+
+-- At most this many events are read for one /messages page while history
+-- visibility hides them; the page then ends early with an `end` token.
+local SCAN_MAX = 2000
+-- Events read per round beyond what the page still needs.
+local SCAN_BATCH = 50
+
+local function record_of(records, event_id)
+  for _, rec in ipairs(records) do
+    if rec.event_id == event_id then return rec end
+  end
+  return nil
+end
+
+-- One /messages page of `limit` events the user may see: pages are read
+-- and filtered until enough are visible (or the room, or the scan budget,
+-- runs out), so hidden events never make a page come back short or empty
+-- while visible ones remain. Returns the events, the store's first page
+-- (for `start`) and the `end` token (nil when nothing is left), or nil,
+-- message, code from the store.
+local function visible_page(hs, req, room_id, from, opts, limit)
+  local shown, first, scanned = {}, nil, 0
+  while true do
+    local want = limit - #shown
+    local page, err, code = hs.store:paginate(room_id, from, { dir = opts.dir, to = opts.to, filter = opts.filter,
+      until_event = opts.until_event, limit = want > 0 and want + SCAN_BATCH or 0 })
+    if not page then return nil, err, code end
+    first = first or page
+    local decoded = assert(sync_events.decode_records(hs.store, page.events))
+    local seen = visibility.filter(hs, req.user_id, room_id, decoded)
+    if #seen > want then
+      -- more than the page needs: end at the last event kept
+      for i = 1, want do shown[#shown + 1] = seen[i] end
+      local rec = assert(record_of(page.events, seen[want].event_id))
+      local before, after = core.token.for_event(rec.depth, rec.stream_ordering)
+      return shown, first, tostring(opts.dir == "b" and before or after)
+    end
+    for _, e in ipairs(seen) do shown[#shown + 1] = e end
+    scanned = scanned + #page.events
+    if #shown >= limit or not page.next or scanned >= SCAN_MAX then
+      return shown, first, page.next or page.resume
+    end
+    from = page.next
+  end
+end
+
 local function messages(hs, req)
   local room_id = req.params.roomId
   local dir = req:arg("dir")
@@ -95,18 +151,19 @@ local function messages(hs, req)
   end
   local limit, def = timeline_args(hs, req, room_id)
   if not limit then return def end
-  local page, err, code = hs.store:paginate(room_id, from, { dir = dir, to = to, limit = limit, filter = def })
-  if not page then
+  if math_type(def.limit) == "integer" and def.limit >= 0 and def.limit < limit then limit = def.limit end
+  local shown, page, stop = visible_page(hs, req, room_id, from,
+    { dir = dir, to = to, filter = def, until_event = departed_at(hs, req.user_id, room_id) }, limit)
+  if not shown then
+    local err, code = page, stop
     if code == "bad_token" or code == "bad_param" or code == "bad_filter" then return invalid(err) end
     return hs:error(err, code)
   end
-  local decoded = assert(sync_events.decode_records(hs.store, page.events))
-  local shown = visibility.filter(hs, req.user_id, room_id, decoded)
   local body = {
     chunk = sync_events.clients(ectx(hs, req, room_id), shown),
     start = from_param ~= nil and from_param ~= "" and from_param or page.start,
     -- a forward page at the live end still names where the next one starts
-    ["end"] = page.next or page.resume,
+    ["end"] = stop,
   }
   if def.lazy_load_members == true then
     body.state = sync_events.clients(ectx(hs, req, room_id), lazy_members(hs, req, room_id, shown))
@@ -124,7 +181,8 @@ local function context(hs, req)
   end
   local before_n = limit // 2
   local after_n = limit - before_n
-  local ctx, err, code = hs.store:context(room_id, event_id, before_n, after_n, def)
+  local ctx, err, code = hs.store:context(room_id, event_id, before_n, after_n, def,
+    departed_at(hs, req.user_id, room_id))
   if not ctx then
     if code == "not_found" then return errors.new("M_NOT_FOUND", "Event not found") end
     if code == "bad_filter" or code == "bad_param" then return invalid(err) end
