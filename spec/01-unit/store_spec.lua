@@ -343,6 +343,33 @@ describe("store", function()
     assert.is_nil(r); assert.equal("bad_token", code)
   end)
 
+  it("never pages past until_event, either way", function()
+    for d = 1, 6 do assert(s:persist("$u" .. d, msg("!u:t", d, d > 1 and { "$u" .. (d - 1) } or nil))) end
+    assert.equal("t4-4", tostring(s:event_end_token(s:room_nid("!u:t"), "$u4")))
+    assert.is_nil(s:event_end_token(s:room_nid("!u:t"), "$missing"))
+    -- backwards from the end, or from a token after it: starts at the event
+    local page = assert(s:paginate("!u:t", nil, { dir = "b", limit = 2, until_event = "$u4" }))
+    assert.same({ "$u4", "$u3" }, ids_of(page.events))
+    assert.equal("t4-4", page.start)
+    page = assert(s:paginate("!u:t", "s6", { dir = "b", limit = 2, until_event = "$u4" }))
+    assert.same({ "$u4", "$u3" }, ids_of(page.events))
+    assert.equal("s6", page.start)
+    -- a from before it is kept
+    page = assert(s:paginate("!u:t", "t2-2", { dir = "b", limit = 5, until_event = "$u4" }))
+    assert.same({ "$u2", "$u1" }, ids_of(page.events))
+    -- forwards: up to and including it, then nothing left
+    page = assert(s:paginate("!u:t", nil, { dir = "f", limit = 10, until_event = "$u4" }))
+    assert.same({ "$u1", "$u2", "$u3", "$u4" }, ids_of(page.events))
+    assert.is_nil(page.next); assert.is_nil(page.resume)
+    -- an unknown event changes nothing
+    page = assert(s:paginate("!u:t", nil, { dir = "b", limit = 1, until_event = "$missing" }))
+    assert.same({ "$u6" }, ids_of(page.events))
+    -- context: the events after stop at it
+    local ctx = assert(s:context("!u:t", "$u2", 5, 5, nil, "$u4"))
+    assert.same({ "$u3", "$u4" }, ids_of(ctx.after))
+    assert.is_false(ctx.more_after)
+  end)
+
   it("keeps a compiled filter's SQL apart between stores", function()
     local path2 = tmpdb()
     local s2 = assert(store_mod.open { path = path2 })
