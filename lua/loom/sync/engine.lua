@@ -113,7 +113,13 @@ end
 -- Lazy loading: drop the member events this device was sent already (unless
 -- include_redundant_members), and record the member events it is sent now,
 -- in the state section and in the timeline.
+local function has_member(events)
+  for _, ev in ipairs(events) do if ev.type == "m.room.member" then return true end end
+  return false
+end
+
 local function lazy_dedupe(ctx, rn, state, timeline)
+  if not has_member(state) and not has_member(timeline) then return state end
   local store, device = ctx.store, ctx.device_id or ""
   local sent = store:lazy_members_sent(ctx.user_id, device, rn)
   local out, now = {}, {}
