@@ -81,6 +81,66 @@ local function state_section(ctx, room_id, nids, timeline)
   return out
 end
 
+-- Lazy loading: the timeline senders whose membership the client needs,
+-- i.e. each sender unless their member event came earlier in the timeline.
+local function lazy_senders(timeline)
+  local wanted, seen = {}, {}
+  for _, ev in ipairs(timeline) do
+    if not seen[ev.sender] then wanted[ev.sender] = true end
+    if ev.type == "m.room.member" and type(ev.state_key) == "string" then seen[ev.state_key] = true end
+  end
+  return wanted
+end
+
+-- Lazy loading: the state NIDs plus the member event, in the state at the
+-- start of the timeline, of every sender the client needs (the section's
+-- filter then drops the other members; what the device was sent already is
+-- dropped by lazy_dedupe).
+local function lazy_nids(ctx, nids, start_state, timeline)
+  if not start_state then return nids end
+  local member_nid = ctx.store:type_nid("m.room.member")
+  if not member_nid then return nids end
+  local out, have = {}, {}
+  for i, n in ipairs(nids) do out[i] = n; have[n] = true end
+  for sender in pairs(lazy_senders(timeline)) do
+    local sk = ctx.store:state_key_nid(sender)
+    local n = sk and start_state:get(member_nid, sk)
+    if n and not have[n] then out[#out + 1] = n; have[n] = true end
+  end
+  return out
+end
+
+-- Lazy loading: drop the member events this device was sent already (unless
+-- include_redundant_members), and record the member events it is sent now,
+-- in the state section and in the timeline.
+local function has_member(events)
+  for _, ev in ipairs(events) do if ev.type == "m.room.member" then return true end end
+  return false
+end
+
+local function lazy_dedupe(ctx, rn, state, timeline)
+  if not has_member(state) and not has_member(timeline) then return state end
+  local store, device = ctx.store, ctx.device_id or ""
+  local sent = store:lazy_members_sent(ctx.user_id, device, rn)
+  local out, now = {}, {}
+  for _, ev in ipairs(state) do
+    if ev.type ~= "m.room.member" then
+      out[#out + 1] = ev
+    elseif ctx.redundant_members or sent[ev.state_key] ~= ev.event_id then
+      out[#out + 1] = ev
+      now[ev.state_key] = ev.event_id
+    end
+  end
+  for _, ev in ipairs(timeline) do
+    if ev.type == "m.room.member" and type(ev.state_key) == "string" then now[ev.state_key] = ev.event_id end
+  end
+  for member, id in pairs(now) do
+    if sent[member] == id then now[member] = nil end
+  end
+  store:record_lazy_members_sent(ctx.user_id, device, rn, now)
+  return out
+end
+
 local function client_list(ctx, room_id, events)
   return sync_events.clients({ store = ctx.store, user_id = ctx.user_id, device_id = ctx.device_id,
     room_id = room_id, fields = ctx.fields }, events)
@@ -97,16 +157,18 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
   local decoded = sync_events.decode_records(store, st.events)
   local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded)
   local state_nids = {}
-  local start_snap
+  local start_snap, start_state
   if st.events[1] then
     start_snap = store:event_state(st.events[1].event_nid)
   elseif (full or st.limited) and rn then
     -- an empty timeline (limited: a limit of 0) starts at the end
     start_snap = snapshot_at(store, rn, end_pos)
   end
-  if start_snap and (full or st.limited) then
+  if start_snap and (full or st.limited or ctx.lazy_members) then
     -- a snapshot the database names is stored: failing to load it is an error
-    local start_state = assert(store:load_state(start_snap))
+    start_state = assert(store:load_state(start_snap))
+  end
+  if start_snap and (full or st.limited) then
     if start_state then
       if full or not since then
         local _, _, evs = start_state:entries()
@@ -124,7 +186,9 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
       end
     end
   end
+  if ctx.lazy_members then state_nids = lazy_nids(ctx, state_nids, start_state, timeline) end
   local state = state_section(ctx, room_id, state_nids, timeline)
+  if ctx.lazy_members and rn then state = lazy_dedupe(ctx, rn, state, timeline) end
   return {
     timeline = {
       events = client_list(ctx, room_id, timeline),
@@ -185,6 +249,7 @@ function engine.sync(hs, opts)
     hs = hs, store = store, user_id = user_id, device_id = opts.device_id,
     fields = not is_null(fdef.event_fields) and fdef.event_fields or nil,
     lazy_members = state_def.lazy_load_members == true,
+    redundant_members = state_def.include_redundant_members == true,
     next_batch = sync_token.format { stream = to },
   }
   local sf = store_filter.compile(state_def)
@@ -192,6 +257,8 @@ function engine.sync(hs, opts)
   local tl_filter = assert(store_filter.compile(tl_def))
   local limit = tl_filter.limit or DEFAULT_LIMIT
   local full_state = opts.full_state or not since
+  -- a sync that starts over: the device keeps none of the members it was sent
+  if ctx.lazy_members and not since then store:forget_lazy_members_sent(user_id, opts.device_id or "") end
 
   -- memberships: the last change per room in (since, to]
   local changes = assert(store:membership_changes(user_id, since, to))
