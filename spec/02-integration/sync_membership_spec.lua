@@ -70,6 +70,37 @@ describe("sync across membership transitions", function()
     assert.is_nil(sync(bob, body.next_batch).rooms.join[room])
   end)
 
+  it("a rejoin with a timeline limit of 1 still brings the joins made while away", function()
+    local room = public_room("joined")
+    membership(bob, room, "join")
+    local since = sync(bob).next_batch
+    membership(bob, room, "leave")
+    membership(carol, room, "join")
+    membership(bob, room, "join")
+    local sec = sync(bob, since, '{"room":{"timeline":{"limit":1}}}').rooms.join[room]
+    assert.equal(1, #sec.timeline.events)
+    assert.equal(bob.user_id, sec.timeline.events[1].state_key)
+    assert.is_true(sec.timeline.limited)
+    assert.equal("join", member_seen(sec, carol.user_id))
+    assert.is_table(find_state(sec, "m.room.create"))
+  end)
+
+  it("a user who left, came back and left again sees the joins made while away under leave", function()
+    local room = public_room("joined")
+    membership(bob, room, "join")
+    local since = sync(bob).next_batch
+    membership(bob, room, "leave")
+    membership(carol, room, "join")
+    membership(bob, room, "join")
+    membership(bob, room, "leave")
+    local body = sync(bob, since)
+    assert.is_nil(body.rooms.join[room])
+    local sec = body.rooms.leave[room]
+    assert.is_table(sec)
+    assert.equal("join", member_seen(sec, carol.user_id))
+    assert.equal("leave", member_seen(sec, bob.user_id))
+  end)
+
   it("a room joined and left between two syncs is under leave with its state and timeline", function()
     local room = public_room("shared")
     local since = sync(bob).next_batch
