@@ -6,9 +6,11 @@
 -- Joined rooms that changed come from one store:rooms_stream query over the
 -- user's rooms (the change cache drops the quiet ones); joins, invites and
 -- leaves come from store:membership_changes since the token. Rooms joined
--- since the token (and every room in an initial or full_state sync) get the
--- full state at the start of their timeline; a limited timeline gets the
--- state delta between `since` and its start.
+-- since the token (or joined again after a leave) are synced as in an
+-- initial sync: recent history from a second query, and (like every room in
+-- an initial or full_state sync) the full state at the start of their
+-- timeline; a limited timeline gets the state delta between `since` and its
+-- start.
 local core = require "loom.core"
 local ljson = require "loom.json"
 local store_filter = require "loom.store.filter"
@@ -146,6 +148,44 @@ local function client_list(ctx, room_id, events)
     room_id = room_id, fields = ctx.fields }, events)
 end
 
+-- The full state sent with a room that is new to the client: the state
+-- before the first timeline event the user may see, with each key whose
+-- value at the end of the timeline differs and is not in the visible
+-- timeline taken from the end instead. So what history visibility hides
+-- from the timeline (a join while the user was away) still reaches the
+-- client's member list. records: the timeline's store records; visible:
+-- { [event_nid] = true } of those the user may see.
+local function full_state_nids(store, rn, records, visible, end_pos)
+  local start_snap, end_snap
+  for _, r in ipairs(records) do
+    if visible[r.event_nid] then start_snap = store:event_state(r.event_nid); break end
+  end
+  if records[1] then
+    local _, after = store:event_state(records[#records].event_nid)
+    end_snap = after
+  elseif rn then
+    end_snap = snapshot_at(store, rn, end_pos)
+  end
+  start_snap = start_snap or end_snap
+  if not start_snap then return {} end
+  -- a snapshot the database names is stored: failing to load it is an error
+  local start_state = assert(store:load_state(start_snap))
+  local types, keys, nids = start_state:entries()
+  local out, at = {}, {}
+  for i, n in ipairs(nids) do out[i] = n; at[types[i] .. ":" .. keys[i]] = i end
+  if end_snap and end_snap ~= start_snap then
+    local _, added = start_state:diff(assert(store:load_state(end_snap)))
+    for _, t in ipairs(added) do
+      if not visible[t[3]] then
+        local k = t[1] .. ":" .. t[2]
+        local i = at[k] or #out + 1
+        out[i] = t[3]; at[k] = i
+      end
+    end
+  end
+  return out
+end
+
 -- One room's timeline and state. st: a rooms_stream result (or nil); full:
 -- send the full state at the start of the timeline; since: the stream
 -- position of the token (for the state delta); end_pos: the state at the
@@ -160,29 +200,34 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
   local start_snap, start_state
   if st.events[1] then
     start_snap = store:event_state(st.events[1].event_nid)
-  elseif (full or st.limited) and rn then
-    -- an empty timeline (limited: a limit of 0) starts at the end
+  elseif (st.limited or ctx.lazy_members) and rn then
+    -- an empty timeline (a limit of 0) starts at the end
     start_snap = snapshot_at(store, rn, end_pos)
   end
-  if start_snap and (full or st.limited or ctx.lazy_members) then
+  if start_snap and (st.limited or ctx.lazy_members) then
     -- a snapshot the database names is stored: failing to load it is an error
     start_state = assert(store:load_state(start_snap))
   end
-  if start_snap and (full or st.limited) then
+  if full or not since then
+    local shown, visible, nids = {}, {}, {}
+    for _, ev in ipairs(timeline) do shown[ev.event_id] = true end
+    for i, r in ipairs(st.events) do nids[i] = r.event_nid end
+    local loaded = store:events_by_nid(nids) -- cached by decode_records
+    for _, r in ipairs(st.events) do
+      local hit = loaded[r.event_nid]
+      if hit and shown[hit[1].event_id] then visible[r.event_nid] = true end
+    end
+    state_nids = full_state_nids(store, rn, st.events, visible, end_pos)
+  elseif st.limited then
     if start_state then
-      if full or not since then
+      local since_snap = snapshot_at(store, rn, since)
+      local since_state = since_snap and assert(store:load_state(since_snap))
+      if since_state then
+        local _, added = since_state:diff(start_state)
+        for i, t in ipairs(added) do state_nids[i] = t[3] end
+      else
         local _, _, evs = start_state:entries()
         state_nids = evs
-      else
-        local since_snap = snapshot_at(store, rn, since)
-        local since_state = since_snap and assert(store:load_state(since_snap))
-        if since_state then
-          local _, added = since_state:diff(start_state)
-          for i, t in ipairs(added) do state_nids[i] = t[3] end
-        else
-          local _, _, evs = start_state:entries()
-          state_nids = evs
-        end
       end
     end
   end
@@ -262,20 +307,33 @@ function engine.sync(hs, opts)
 
   -- memberships: the last change per room in (since, to]
   local changes = assert(store:membership_changes(user_id, since, to))
-  local last = {}
-  for _, c in ipairs(changes) do last[c.room_id] = c end
-  local newly, invited, left = {}, {}, {}
+  -- away: the user was not joined at some point in (since, to) (left and
+  -- came back); came: the user joined in (since, to]
+  local last, away, came = {}, {}, {}
+  for _, c in ipairs(changes) do
+    local prev = last[c.room_id]
+    if prev and prev.membership ~= "join" then away[c.room_id] = true end
+    if c.membership == "join" then came[c.room_id] = true end
+    last[c.room_id] = c
+  end
+  -- new to the client: joined since `since`, or joined back after leaving
+  local function is_new(room_id)
+    if not since or not came[room_id] then return false end
+    if away[room_id] then return true end
+    local rn = store:room_nid(room_id)
+    return not rn or membership_at(store, user_id, rn, since) ~= "join"
+  end
+  local newly, invited, left, fresh_left = {}, {}, {}, {}
   for room_id, c in pairs(last) do
     if room_allowed(room_filter, room_id) then
       if c.membership == "join" then
-        if since then
-          local rn = store:room_nid(room_id)
-          if not rn or membership_at(store, user_id, rn, since) ~= "join" then newly[room_id] = true end
-        end
+        if is_new(room_id) then newly[room_id] = true end
       elseif c.membership == "invite" then
         invited[room_id] = c
       elseif (c.membership == "leave" or c.membership == "ban") and (since or room_filter.include_leave == true) then
         left[room_id] = c
+        -- joined and left since `since`: new to the client as well
+        if is_new(room_id) then fresh_left[room_id] = true end
       end
     end
   end
@@ -296,9 +354,17 @@ function engine.sync(hs, opts)
   }
   local has_data = false
 
-  local streams = {}
-  if #joined > 0 then
-    streams = assert(store:rooms_stream(joined, since or 0, to, limit, tl_filter))
+  -- a room new to the client is synced as in an initial sync: recent
+  -- history up to the limit and the full state at its start
+  local streams, known, fresh = {}, {}, {}
+  for _, r in ipairs(joined) do
+    if newly[r] then fresh[#fresh + 1] = r else known[#known + 1] = r end
+  end
+  if #known > 0 then
+    streams = assert(store:rooms_stream(known, since or 0, to, limit, tl_filter))
+  end
+  if #fresh > 0 then
+    for r, st in pairs(assert(store:rooms_stream(fresh, 0, to, limit, tl_filter))) do streams[r] = st end
   end
   for _, room_id in ipairs(joined) do
     local st = streams[room_id]
@@ -320,8 +386,10 @@ function engine.sync(hs, opts)
   end
 
   for room_id, c in pairs(left) do
+    -- the timeline runs from `since` to the leave (Synapse's archived room);
+    -- a room joined since `since` gets the full state at its start
     local res = assert(store:rooms_stream({ room_id }, since or 0, c.stream_ordering, limit, tl_filter))
-    local sec = room_section(ctx, room_id, res[room_id], not since, since, c.stream_ordering)
+    local sec = room_section(ctx, room_id, res[room_id], not since or fresh_left[room_id], since, c.stream_ordering)
     sec.account_data = { events = json.array {} }
     body.rooms.leave[room_id] = sec
     has_data = true
