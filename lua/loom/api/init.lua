@@ -20,6 +20,7 @@ api.modules = {
   "loom.api.client.rooms",     -- createRoom, membership, send, state, members, event, redact
   "loom.api.client.directory", -- room aliases, room directory, publicRooms
   "loom.api.client.sync",      -- sync, messages, context, filters
+  "loom.api.client.account_data", -- account data, room tags
 }
 
 -- The spec versions loom implements (/versions): only what is served.

@@ -27,6 +27,7 @@ local registry = {
   M_LIMIT_EXCEEDED = { "M_LIMIT_EXCEEDED", 429, "Too many requests" },
   M_UNRECOGNIZED = { "M_UNRECOGNIZED", 404, "Unrecognized request" },
   METHOD_NOT_ALLOWED = { "M_UNRECOGNIZED", 405, "Method not allowed" },
+  ACCOUNT_DATA_SERVER_TYPE = { "M_BAD_JSON", 405, "This type of account data is controlled by the server" },
   M_UNKNOWN = { "M_UNKNOWN", 500, "Internal server error" },
   BAD_REQUEST = { "M_UNKNOWN", 400, "Bad request" },
   REQUEST_TIMEOUT = { "M_UNKNOWN", 408, "Request timed out" },

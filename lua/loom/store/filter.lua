@@ -36,6 +36,8 @@ local function is_id(kind, s)
   return s:find("^![^:]+:.") ~= nil or s:find("^![%w_%-]+$") ~= nil
 end
 
+filter.is_id = is_id
+
 local function glob_to_pattern(glob)
   local parts = {}
   for i = 1, #glob do

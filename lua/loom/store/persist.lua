@@ -275,17 +275,27 @@ local function publish(self, changed)
     local note = { position = self.current_stream, rooms = {}, users = {}, events = #changed.rooms }
     for _, c in ipairs(changed.rooms) do if c[2] > 0 then note.rooms[c[1]] = c[2] end end
     for _, c in ipairs(changed.members) do if c[2] > 0 then note.users[c[1]] = c[2] end end
-    for i = 1, #subs do
-      local ok, err = pcall(subs[i], note)
-      if not ok and self.on_subscriber_error then self.on_subscriber_error(err) end
-    end
+    self:notify_subscribers(note)
+  end
+end
+
+--- Give a committed change's note to every subscriber (see subscribe);
+-- errors in a subscriber are caught (store.on_subscriber_error(err)).
+function methods:notify_subscribers(note)
+  local subs = self.subscribers
+  if not subs then return end
+  for i = 1, #subs do
+    local ok, err = pcall(subs[i], note)
+    if not ok and self.on_subscriber_error then self.on_subscriber_error(err) end
   end
 end
 
 --- Call fn(note) after every commit that added events, with note =
 -- { position = current stream position, rooms = { [room_id] = position },
 -- users = { [user_id] = position }, events = number of events added }
--- (users: whose membership changed).
+-- (users: whose membership changed), and after every account-data change,
+-- with note = { position, rooms = {}, users = { [user_id] = account-data
+-- position }, events = 0, account_data = true }.
 -- Errors in fn are caught (store.on_subscriber_error(err) sees them).
 -- Returns a function that unsubscribes.
 function methods:subscribe(fn)

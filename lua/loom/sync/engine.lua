@@ -279,6 +279,39 @@ local function room_allowed(room_filter, room_id)
   return true
 end
 
+-- The user's account data changed in (since, to] (since nil: all of it) as
+-- events, through the filter's account_data (global) and
+-- room.account_data (per room): global events, { [room_id] = events }.
+local function account_data_events(store, user_id, since, to, fdef)
+  local global = json.array {}
+  local by_room = {}
+  if to <= (since or 0) then return global, by_room end
+  local gf = assert(store_filter.compile(obj(fdef.account_data)))
+  local room_filter = obj(fdef.room)
+  local rf = assert(store_filter.compile(obj(room_filter.account_data)))
+  for _, c in ipairs(store:account_data_changes(user_id, since, to)) do
+    local room_id, etype = c[1], c[2]
+    local content = json.decode(c[3])
+    if not room_id then
+      if gf:match { type = etype } then global[#global + 1] = { type = etype, content = content } end
+    elseif room_allowed(room_filter, room_id) and rf:match { type = etype, room_id = room_id } then
+      local list = by_room[room_id]
+      if not list then list = json.array {}; by_room[room_id] = list end
+      list[#list + 1] = { type = etype, content = content }
+    end
+  end
+  -- a limit keeps the latest changes
+  local function cut(list, limit)
+    if not limit or #list <= limit then return list end
+    local out = json.array {}
+    for i = #list - limit + 1, #list do out[#out + 1] = list[i] end
+    return out
+  end
+  global = cut(global, gf.limit)
+  for r, list in pairs(by_room) do by_room[r] = cut(list, rf.limit) end
+  return global, by_room
+end
+
 --- Compute a sync response: body, has_data (something for the client).
 function engine.sync(hs, opts)
   local store = hs.store
@@ -295,8 +328,12 @@ function engine.sync(hs, opts)
     fields = not is_null(fdef.event_fields) and fdef.event_fields or nil,
     lazy_members = state_def.lazy_load_members == true,
     redundant_members = state_def.include_redundant_members == true,
-    next_batch = sync_token.format { stream = to },
   }
+  -- account data: everything on an initial sync, the changes since `since` otherwise
+  local ad_to = store:account_data_position()
+  local ad_since = opts.since and opts.since.account_data or nil
+  if ad_since and ad_since > ad_to then ad_since = ad_to end
+  ctx.next_batch = sync_token.format { stream = to, account_data = ad_to }
   local sf = store_filter.compile(state_def)
   if sf and not sf:is_empty() then ctx.state_filter = sf end
   local tl_filter = assert(store_filter.compile(tl_def))
@@ -343,16 +380,17 @@ function engine.sync(hs, opts)
     if room_allowed(room_filter, r) then joined[#joined + 1] = r end
   end
 
+  local global_ad, room_ad = account_data_events(store, user_id, ad_since, ad_to, fdef)
   local body = {
     next_batch = ctx.next_batch,
     rooms = { join = {}, invite = {}, leave = {} },
-    account_data = { events = json.array {} },
+    account_data = { events = global_ad },
     presence = { events = json.array {} },
     to_device = { events = json.array {} },
     device_lists = { changed = json.array {}, left = json.array {} },
     device_one_time_keys_count = {},
   }
-  local has_data = false
+  local has_data = #global_ad > 0
 
   -- a room new to the client is synced as in an initial sync: recent
   -- history up to the limit and the full state at its start
@@ -369,10 +407,10 @@ function engine.sync(hs, opts)
   for _, room_id in ipairs(joined) do
     local st = streams[room_id]
     local full = full_state or newly[room_id]
-    if st or full then
+    if st or full or room_ad[room_id] then
       local sec = room_section(ctx, room_id, st, full, since, to)
       sec.ephemeral = { events = json.array {} }
-      sec.account_data = { events = json.array {} }
+      sec.account_data = { events = room_ad[room_id] or json.array {} }
       sec.unread_notifications = {}
       sec.summary = {}
       body.rooms.join[room_id] = sec
@@ -390,7 +428,7 @@ function engine.sync(hs, opts)
     -- a room joined since `since` gets the full state at its start
     local res = assert(store:rooms_stream({ room_id }, since or 0, c.stream_ordering, limit, tl_filter))
     local sec = room_section(ctx, room_id, res[room_id], not since or fresh_left[room_id], since, c.stream_ordering)
-    sec.account_data = { events = json.array {} }
+    sec.account_data = { events = room_ad[room_id] or json.array {} }
     body.rooms.leave[room_id] = sec
     has_data = true
   end

@@ -1,10 +1,12 @@
 -- loom.sync.token: the composite /sync token (opaque to clients).
 --
---   "s<stream>_<typing>_<receipts>_<to_device>"
+--   "s<stream>_<typing>_<receipts>_<to_device>_<account_data>"
 --
 -- The first part is the store's stream position (the timeline, membership
--- and state); the others are reserved for the ephemeral streams (0 until
--- they exist). A bare store token ("s<n>") is accepted too.
+-- and state); typing, receipts and to_device are reserved for the ephemeral
+-- streams (0 until they exist); account_data is the account-data stream
+-- position. The older four-part form and a bare store token ("s<n>") are
+-- accepted too (their account_data is 0: everything is new).
 local core = require "loom.core"
 
 local tonumber, math_type, tostring = tonumber, math.type, tostring
@@ -16,7 +18,8 @@ local _ENV = nil -- luacheck: ignore 211
 local token = {}
 
 local INT = "(%-?%d+)"
-local FULL = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
+local FOUR = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
+local FIVE = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
 
 local function int(s)
   if not s or #s > 19 then return nil end
@@ -26,25 +29,33 @@ local function int(s)
   return n
 end
 
---- Parse a sync token: { stream, typing, receipts, to_device } or nil, message.
+--- Parse a sync token: { stream, typing, receipts, to_device, account_data }
+-- or nil, message.
 function token.parse(text)
   if type(text) ~= "string" or #text > 128 then return nil, "invalid sync token" end
-  local a, b, c, d = text:match(FULL)
+  local a, b, c, d, e = text:match(FIVE)
+  if not a then
+    a, b, c, d = text:match(FOUR)
+    e = a and "0"
+  end
   if a then
-    local t = { stream = int(a), typing = int(b), receipts = int(c), to_device = int(d) }
-    if t.stream and t.typing and t.receipts and t.to_device then return t end
+    local t = { stream = int(a), typing = int(b), receipts = int(c), to_device = int(d), account_data = int(e) }
+    if t.stream and t.typing and t.receipts and t.to_device and t.account_data and t.account_data >= 0 then
+      return t
+    end
     return nil, "invalid sync token"
   end
   local tok = store_token.parse(text)
   if tok and not tok.topological then
-    return { stream = tok.stream, typing = 0, receipts = 0, to_device = 0 }
+    return { stream = tok.stream, typing = 0, receipts = 0, to_device = 0, account_data = 0 }
   end
   return nil, "invalid sync token"
 end
 
 --- Format a sync token from its parts (a table with stream, typing, …).
 function token.format(t)
-  return ("s%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0)
+  return ("s%d_%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0,
+    t.account_data or 0)
 end
 
 --- A store token for /messages from a client token: a sync token becomes
