@@ -27,6 +27,7 @@ local _ENV = nil -- luacheck: ignore 211
 local engine = {}
 
 local DEFAULT_LIMIT = 10
+local TO_DEVICE_LIMIT = 100   -- to-device messages per /sync; the rest come in the next one
 local INVITE_STATE_TYPES = { "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
   "m.room.canonical_alias", "m.room.encryption", "m.room.topic" }
 
@@ -333,7 +334,18 @@ function engine.sync(hs, opts)
   local ad_to = store:account_data_position()
   local ad_since = opts.since and opts.since.account_data or nil
   if ad_since and ad_since > ad_to then ad_since = ad_to end
-  ctx.next_batch = sync_token.format { stream = to, account_data = ad_to }
+  -- to-device: the messages the token acknowledges go; the next ones (at
+  -- most TO_DEVICE_LIMIT) are sent until a later token acknowledges them
+  local td_since = opts.since and opts.since.to_device or 0
+  if td_since < 0 then td_since = 0 end
+  local device = opts.device_id or ""
+  if td_since > 0 then store:ack_to_device(user_id, device, td_since) end
+  local td_events, td_to = {}, td_since
+  for _, m in ipairs(store:to_device_messages(user_id, device, td_since, TO_DEVICE_LIMIT)) do
+    td_events[#td_events + 1] = { type = m[3], sender = m[2], content = json.decode(m[4]) }
+    td_to = m[1]
+  end
+  ctx.next_batch = sync_token.format { stream = to, to_device = td_to, account_data = ad_to }
   local sf = store_filter.compile(state_def)
   if sf and not sf:is_empty() then ctx.state_filter = sf end
   local tl_filter = assert(store_filter.compile(tl_def))
@@ -386,11 +398,11 @@ function engine.sync(hs, opts)
     rooms = { join = {}, invite = {}, leave = {} },
     account_data = { events = global_ad },
     presence = { events = json.array {} },
-    to_device = { events = json.array {} },
+    to_device = { events = json.array(td_events) },
     device_lists = { changed = json.array {}, left = json.array {} },
     device_one_time_keys_count = {},
   }
-  local has_data = #global_ad > 0
+  local has_data = #global_ad > 0 or #td_events > 0
 
   -- a room new to the client is synced as in an initial sync: recent
   -- history up to the limit and the full state at its start
