@@ -120,6 +120,21 @@ describe("send-to-device", function()
     assert.same({ z = 3 }, evs[1].content)
   end)
 
+  it("a device's messages go with the device when it logs out", function()
+    local a, b = fresh(), fresh()
+    local b2 = second_device(b)
+    assert.equal(200, send(a, "org.example.o", { [b.user_id] = { ["*"] = { o = 1 } } }).status)
+    assert.equal(200, t:request("POST", V3 .. "/logout", {}, b2.access_token).status)
+    -- the same device ID logged in again starts with an empty inbox
+    local login = t:request("POST", V3 .. "/login", { type = "m.login.password",
+      identifier = { type = "m.id.user", user = b.user_id }, password = b.password, device_id = b2.device_id })
+    assert.equal(200, login.status)
+    assert.equal(b2.device_id, login.json.device_id)
+    assert.same({}, sync({ access_token = login.json.access_token }).to_device.events)
+    -- the other device still has its copy
+    assert.equal(1, #sync(b).to_device.events)
+  end)
+
   it("a message wakes the target device's waiting long-poll", function()
     local a, b = fresh(), fresh()
     local since = sync(b).next_batch

@@ -164,8 +164,8 @@ function methods:authenticate(token)
   return row[1], row[2]
 end
 
---- Log out one access token (and delete its device), or every device of
--- the user (all = true).
+--- Log out one access token (and delete its device, with the to-device
+-- messages waiting for it), or every device of the user (all = true).
 function methods:logout(token, all)
   local user_id, device_id = self:authenticate(token)
   if not user_id then return nil, device_id, "unknown_token" end
@@ -173,9 +173,11 @@ function methods:logout(token, all)
     if all then
       self.conn:run("DELETE FROM access_tokens WHERE user_id = ?", user_id)
       self.conn:run("DELETE FROM devices WHERE user_id = ?", user_id)
+      self.conn:run("DELETE FROM to_device_inbox WHERE user_id = ?", user_id)
     else
       self.conn:run("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", user_id, device_id)
       self.conn:run("DELETE FROM devices WHERE user_id = ? AND device_id = ?", user_id, device_id)
+      self.conn:run("DELETE FROM to_device_inbox WHERE user_id = ? AND device_id = ?", user_id, device_id)
     end
     return true
   end)
