@@ -50,6 +50,7 @@ build = {
       ["loom.api.client.rooms"] = "lua/loom/api/client/rooms.lua",
       ["loom.api.client.sync"] = "lua/loom/api/client/sync.lua",
       ["loom.api.client.account_data"] = "lua/loom/api/client/account_data.lua",
+      ["loom.api.client.typing"] = "lua/loom/api/client/typing.lua",
       ["loom.api.homeserver"] = "lua/loom/api/homeserver.lua",
       ["loom.api"] = "lua/loom/api/init.lua",
       ["loom.api.pushrules"] = "lua/loom/api/pushrules.lua",
@@ -98,6 +99,7 @@ build = {
       ["loom.sync.filters"] = "lua/loom/sync/filters.lua",
       ["loom.sync.notifier"] = "lua/loom/sync/notifier.lua",
       ["loom.sync.token"] = "lua/loom/sync/token.lua",
+      ["loom.sync.typing"] = "lua/loom/sync/typing.lua",
    },
    install = {
       bin = { loom = "bin/loom" },

@@ -21,6 +21,7 @@ api.modules = {
   "loom.api.client.directory", -- room aliases, room directory, publicRooms
   "loom.api.client.sync",      -- sync, messages, context, filters
   "loom.api.client.account_data", -- account data, room tags
+  "loom.api.client.typing",    -- typing notifications
 }
 
 -- The spec versions loom implements (/versions): only what is served.

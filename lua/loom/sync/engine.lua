@@ -312,6 +312,20 @@ local function account_data_events(store, user_id, since, to, fdef)
   return global, by_room
 end
 
+-- The room's ephemeral events: m.typing with the current typers when the
+-- set changed after `since` (initial syncs and rooms new to the client: when
+-- someone is typing), through the filter's room.ephemeral.
+local function typing_events(typing, room_id, since, new, eph_filter)
+  local out = json.array {}
+  if not typing or not eph_filter:match { type = "m.typing", room_id = room_id } then return out end
+  local users = typing:users(room_id)
+  local send
+  if since and not new then send = typing:changed_since(room_id, since) else send = #users > 0 end
+  if send then out[#out + 1] = { type = "m.typing", content = { user_ids = json.array(users) } } end
+  if eph_filter.limit and #out > eph_filter.limit then return json.array {} end
+  return out
+end
+
 --- Compute a sync response: body, has_data (something for the client).
 function engine.sync(hs, opts)
   local store = hs.store
@@ -333,7 +347,10 @@ function engine.sync(hs, opts)
   local ad_to = store:account_data_position()
   local ad_since = opts.since and opts.since.account_data or nil
   if ad_since and ad_since > ad_to then ad_since = ad_to end
-  ctx.next_batch = sync_token.format { stream = to, account_data = ad_to }
+  -- typing: the rooms whose typing set changed after the token's typing position
+  local typing = hs.typing
+  local typing_since = opts.since and opts.since.typing or nil
+  ctx.next_batch = sync_token.format { stream = to, account_data = ad_to, typing = typing and typing.position or 0 }
   local sf = store_filter.compile(state_def)
   if sf and not sf:is_empty() then ctx.state_filter = sf end
   local tl_filter = assert(store_filter.compile(tl_def))
@@ -404,12 +421,14 @@ function engine.sync(hs, opts)
   if #fresh > 0 then
     for r, st in pairs(assert(store:rooms_stream(fresh, 0, to, limit, tl_filter))) do streams[r] = st end
   end
+  local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
   for _, room_id in ipairs(joined) do
     local st = streams[room_id]
     local full = full_state or newly[room_id]
-    if st or full or room_ad[room_id] then
+    local ephemeral = typing_events(typing, room_id, typing_since, newly[room_id], eph_filter)
+    if st or full or room_ad[room_id] or #ephemeral > 0 then
       local sec = room_section(ctx, room_id, st, full, since, to)
-      sec.ephemeral = { events = json.array {} }
+      sec.ephemeral = { events = ephemeral }
       sec.account_data = { events = room_ad[room_id] or json.array {} }
       sec.unread_notifications = {}
       sec.summary = {}
