@@ -326,6 +326,37 @@ local function typing_events(typing, room_id, since, new, eph_filter)
   return out
 end
 
+-- The m.receipt event of each joined room whose receipts changed in
+-- (since, to] (all of them for an initial sync and for rooms new to the
+-- client): { [room_id] = event }. m.read.private only for its owner.
+local function receipt_events(store, user_id, joined, newly, since, to, eph_filter)
+  local out = {}
+  local old, new = {}, {}
+  for _, r in ipairs(joined) do
+    if eph_filter:match { type = "m.receipt", room_id = r } then
+      if since and not newly[r] then old[#old + 1] = r else new[#new + 1] = r end
+    end
+  end
+  local function add(list, from)
+    if #list == 0 or to <= (from or 0) then return end
+    for _, c in ipairs(store:receipts_changes(list, from, to)) do
+      local room_id, rtype, who, thread, event_id, ts = c[1], c[2], c[3], c[4], c[5], c[6]
+      if rtype ~= "m.read.private" or who == user_id then
+        local ev = out[room_id]
+        if not ev then ev = { type = "m.receipt", content = {} }; out[room_id] = ev end
+        local by_type = ev.content[event_id]
+        if not by_type then by_type = {}; ev.content[event_id] = by_type end
+        local users = by_type[rtype]
+        if not users then users = {}; by_type[rtype] = users end
+        users[who] = { ts = ts, thread_id = thread }
+      end
+    end
+  end
+  add(old, since)
+  add(new, nil)
+  return out
+end
+
 --- Compute a sync response: body, has_data (something for the client).
 function engine.sync(hs, opts)
   local store = hs.store
@@ -350,7 +381,13 @@ function engine.sync(hs, opts)
   -- typing: the rooms whose typing set changed after the token's typing position
   local typing = hs.typing
   local typing_since = opts.since and opts.since.typing or nil
-  ctx.next_batch = sync_token.format { stream = to, account_data = ad_to, typing = typing and typing.position or 0 }
+  -- receipts: all of the rooms' receipts on an initial sync, the changes
+  -- after the token's receipts position otherwise
+  local rc_to = store:receipts_position()
+  local rc_since = opts.since and opts.since.receipts or nil
+  if rc_since and rc_since > rc_to then rc_since = rc_to end
+  ctx.next_batch = sync_token.format { stream = to, account_data = ad_to, typing = typing and typing.position or 0,
+    receipts = rc_to }
   local sf = store_filter.compile(state_def)
   if sf and not sf:is_empty() then ctx.state_filter = sf end
   local tl_filter = assert(store_filter.compile(tl_def))
@@ -422,10 +459,12 @@ function engine.sync(hs, opts)
     for r, st in pairs(assert(store:rooms_stream(fresh, 0, to, limit, tl_filter))) do streams[r] = st end
   end
   local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
+  local receipt_evs = receipt_events(store, user_id, joined, newly, rc_since, rc_to, eph_filter)
   for _, room_id in ipairs(joined) do
     local st = streams[room_id]
     local full = full_state or newly[room_id]
     local ephemeral = typing_events(typing, room_id, typing_since, newly[room_id], eph_filter)
+    if receipt_evs[room_id] then ephemeral[#ephemeral + 1] = receipt_evs[room_id] end
     if st or full or room_ad[room_id] or #ephemeral > 0 then
       local sec = room_section(ctx, room_id, st, full, since, to)
       sec.ephemeral = { events = ephemeral }

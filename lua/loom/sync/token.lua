@@ -4,9 +4,10 @@
 --
 -- The first part is the store's stream position (the timeline, membership
 -- and state); typing is the typing position (loom.sync.typing); receipts
--- and to_device are reserved for the ephemeral streams (0 until they
--- exist); account_data is the account-data stream position. The older four-part form and a bare store token ("s<n>") are
--- accepted too (their account_data is 0: everything is new).
+-- the receipts position (loom.store.receipts); to_device is reserved (0
+-- until it exists); account_data is the account-data stream position. The
+-- older four-part form and a bare store token ("s<n>") are accepted too
+-- (their account_data is 0: everything is new).
 local core = require "loom.core"
 
 local tonumber, math_type, tostring = tonumber, math.type, tostring
