@@ -15,6 +15,7 @@ local core = require "loom.core"
 local crypto = require "loom.room.crypto"
 local room_mod = require "loom.room"
 local notifier_mod = require "loom.sync.notifier"
+local typing_mod = require "loom.sync.typing"
 local errors = require "loom.http.errors"
 
 local setmetatable, type, tostring = setmetatable, type, tostring
@@ -40,6 +41,7 @@ end
 -- hs.rooms (loom.room), hs.accounts (loom.accounts), hs.key, hs.notifier
 -- (loom.sync.notifier: long-polls waiting for commits; closed on the
 -- server's "server/stopping" hook, so that they are answered at once),
+-- hs.typing (loom.sync.typing: who is typing in which room, in memory),
 -- hs.register_sessions (the open user-interactive /register sessions).
 function homeserver.new(server, opts)
   opts = opts or {}
@@ -59,7 +61,9 @@ function homeserver.new(server, opts)
     notifier = notifier_mod.new(store),
     register_sessions = { map = {}, n = 0 },   -- open user-interactive /register sessions
   }, mt)
+  self.typing = typing_mod.new(self.notifier)   -- who is typing where (in memory, expiring)
   server:hook("server/stopping", function()
+    self.typing:close()
     local n = self.notifier:close()
     if n > 0 then server:log("debug", "stopping: woke %d waiting /sync requests", n) end
   end)

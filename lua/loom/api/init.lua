@@ -22,6 +22,8 @@ api.modules = {
   "loom.api.client.sync",      -- sync, messages, context, filters
   "loom.api.client.account_data", -- account data, room tags
   "loom.api.client.to_device", -- sendToDevice
+  "loom.api.client.typing",    -- typing notifications
+  "loom.api.client.receipts",  -- receipts, read markers
 }
 
 -- The spec versions loom implements (/versions): only what is served.

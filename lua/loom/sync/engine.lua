@@ -313,6 +313,51 @@ local function account_data_events(store, user_id, since, to, fdef)
   return global, by_room
 end
 
+-- The room's ephemeral events: m.typing with the current typers when the
+-- set changed after `since` (initial syncs and rooms new to the client: when
+-- someone is typing), through the filter's room.ephemeral.
+local function typing_events(typing, room_id, since, new, eph_filter)
+  local out = json.array {}
+  if not typing or not eph_filter:match { type = "m.typing", room_id = room_id } then return out end
+  local users = typing:users(room_id)
+  local send
+  if since and not new then send = typing:changed_since(room_id, since) else send = #users > 0 end
+  if send then out[#out + 1] = { type = "m.typing", content = { user_ids = json.array(users) } } end
+  if eph_filter.limit and #out > eph_filter.limit then return json.array {} end
+  return out
+end
+
+-- The m.receipt event of each joined room whose receipts changed in
+-- (since, to] (all of them for an initial sync and for rooms new to the
+-- client): { [room_id] = event }. m.read.private only for its owner.
+local function receipt_events(store, user_id, joined, newly, since, to, eph_filter)
+  local out = {}
+  local old, new = {}, {}
+  for _, r in ipairs(joined) do
+    if eph_filter:match { type = "m.receipt", room_id = r } then
+      if since and not newly[r] then old[#old + 1] = r else new[#new + 1] = r end
+    end
+  end
+  local function add(list, from)
+    if #list == 0 or to <= (from or 0) then return end
+    for _, c in ipairs(store:receipts_changes(list, from, to)) do
+      local room_id, rtype, who, thread, event_id, ts = c[1], c[2], c[3], c[4], c[5], c[6]
+      if rtype ~= "m.read.private" or who == user_id then
+        local ev = out[room_id]
+        if not ev then ev = { type = "m.receipt", content = {} }; out[room_id] = ev end
+        local by_type = ev.content[event_id]
+        if not by_type then by_type = {}; ev.content[event_id] = by_type end
+        local users = by_type[rtype]
+        if not users then users = {}; by_type[rtype] = users end
+        users[who] = { ts = ts, thread_id = thread }
+      end
+    end
+  end
+  add(old, since)
+  add(new, nil)
+  return out
+end
+
 --- Compute a sync response: body, has_data (something for the client).
 function engine.sync(hs, opts)
   local store = hs.store
@@ -345,7 +390,16 @@ function engine.sync(hs, opts)
     td_events[#td_events + 1] = { type = m[3], sender = m[2], content = json.decode(m[4]) }
     td_to = m[1]
   end
-  ctx.next_batch = sync_token.format { stream = to, to_device = td_to, account_data = ad_to }
+  -- typing: the rooms whose typing set changed after the token's typing position
+  local typing = hs.typing
+  local typing_since = opts.since and opts.since.typing or nil
+  -- receipts: all of the rooms' receipts on an initial sync, the changes
+  -- after the token's receipts position otherwise
+  local rc_to = store:receipts_position()
+  local rc_since = opts.since and opts.since.receipts or nil
+  if rc_since and rc_since > rc_to then rc_since = rc_to end
+  ctx.next_batch = sync_token.format { stream = to, to_device = td_to, account_data = ad_to,
+    typing = typing and typing.position or 0, receipts = rc_to }
   local sf = store_filter.compile(state_def)
   if sf and not sf:is_empty() then ctx.state_filter = sf end
   local tl_filter = assert(store_filter.compile(tl_def))
@@ -416,12 +470,16 @@ function engine.sync(hs, opts)
   if #fresh > 0 then
     for r, st in pairs(assert(store:rooms_stream(fresh, 0, to, limit, tl_filter))) do streams[r] = st end
   end
+  local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
+  local receipt_evs = receipt_events(store, user_id, joined, newly, rc_since, rc_to, eph_filter)
   for _, room_id in ipairs(joined) do
     local st = streams[room_id]
     local full = full_state or newly[room_id]
-    if st or full or room_ad[room_id] then
+    local ephemeral = typing_events(typing, room_id, typing_since, newly[room_id], eph_filter)
+    if receipt_evs[room_id] then ephemeral[#ephemeral + 1] = receipt_evs[room_id] end
+    if st or full or room_ad[room_id] or #ephemeral > 0 then
       local sec = room_section(ctx, room_id, st, full, since, to)
-      sec.ephemeral = { events = json.array {} }
+      sec.ephemeral = { events = ephemeral }
       sec.account_data = { events = room_ad[room_id] or json.array {} }
       sec.unread_notifications = {}
       sec.summary = {}

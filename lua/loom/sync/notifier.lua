@@ -50,11 +50,14 @@ local function fire(w, value)
 end
 
 --- n:notify(note): a commit happened; note = { position, rooms =
--- {[room_id]=pos}, users = {[user_id]=pos} }.
+-- {[room_id]=pos}, users = {[user_id]=pos}, receipts = {[room_id]=pos} }
+-- (receipts: the rooms whose receipts changed wake like rooms).
 function methods:notify(note)
-  for room_id in pairs(note.rooms or {}) do
-    local set = self.by_room[room_id]
-    if set then for w in pairs(set) do fire(w, true) end end
+  for _, rooms in ipairs { note.rooms or {}, note.receipts or {} } do
+    for room_id in pairs(rooms) do
+      local set = self.by_room[room_id]
+      if set then for w in pairs(set) do fire(w, true) end end
+    end
   end
   for user_id in pairs(note.users or {}) do
     local set = self.by_user[user_id]

@@ -3,10 +3,11 @@
 --   "s<stream>_<typing>_<receipts>_<to_device>_<account_data>"
 --
 -- The first part is the store's stream position (the timeline, membership
--- and state); typing, receipts and to_device are reserved for the ephemeral
--- streams (0 until they exist); account_data is the account-data stream
--- position. The older four-part form and a bare store token ("s<n>") are
--- accepted too (their account_data is 0: everything is new).
+-- and state); typing is the typing position (loom.sync.typing); receipts
+-- the receipts position (loom.store.receipts); to_device is reserved (0
+-- until it exists); account_data is the account-data stream position. The
+-- older four-part form and a bare store token ("s<n>") are accepted too
+-- (their account_data is 0: everything is new).
 local core = require "loom.core"
 
 local tonumber, math_type, tostring = tonumber, math.type, tostring
