@@ -7,20 +7,14 @@ local sync_token = require "loom.sync.token"
 local enc = tesths.enc
 local V3 = "/_matrix/client/v3"
 
-local function find(events, etype)
-  for _, ev in ipairs(events or {}) do if ev.type == etype then return ev end end
-end
+local find = tesths.find_type
 
 describe("account data", function()
   local t
   setup(function() t = tesths.start() end)
   teardown(function() t:stop() end)
 
-  local n = 0
-  local function fresh()
-    n = n + 1
-    return t:register("ad" .. n)
-  end
+  local function fresh() return t:fresh("ad") end
   local function gpath(u, etype) return V3 .. "/user/" .. enc(u.user_id) .. "/account_data/" .. enc(etype) end
   local function rpath(u, room, etype)
     return V3 .. "/user/" .. enc(u.user_id) .. "/rooms/" .. enc(room) .. "/account_data/" .. enc(etype)

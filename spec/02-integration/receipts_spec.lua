@@ -8,26 +8,18 @@ local uv = require "luv"
 local enc = tesths.enc
 local V3 = "/_matrix/client/v3"
 
-local function find(events, etype)
-  for _, ev in ipairs(events or {}) do if ev.type == etype then return ev end end
-end
+local find = tesths.find_type
 
 describe("receipts", function()
   local t
   setup(function() t = tesths.start() end)
   teardown(function() t:stop() end)
 
-  local n = 0
-  local function fresh()
-    n = n + 1
-    return t:register("rc" .. n)
-  end
+  local function fresh() return t:fresh("rc") end
   local function rpath(room, rtype, event_id)
     return V3 .. "/rooms/" .. enc(room) .. "/receipt/" .. enc(rtype) .. "/" .. enc(event_id)
   end
-  local function join(u, room)
-    assert.equal(200, t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/join", {}, u.access_token).status)
-  end
+  local function join(u, room) t:join(u, room) end
   local function send(u, room, body)
     local r = t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/send/m.room.message/" .. uv.hrtime(),
       { msgtype = "m.text", body = body }, u.access_token)

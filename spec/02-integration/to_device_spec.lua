@@ -13,11 +13,8 @@ describe("send-to-device", function()
   setup(function() t = tesths.start() end)
   teardown(function() t:stop() end)
 
-  local n, txn = 0, 0
-  local function fresh()
-    n = n + 1
-    return t:register("td" .. n)
-  end
+  local txn = 0
+  local function fresh() return t:fresh("td") end
   local function second_device(u)
     local login = assert(t.hs.accounts:login(u.user_id, u.password))
     return { user_id = u.user_id, access_token = login.access_token, device_id = login.device_id }

@@ -7,24 +7,16 @@ local uv = require "luv"
 local enc = tesths.enc
 local V3 = "/_matrix/client/v3"
 
-local function find(events, etype)
-  for _, ev in ipairs(events or {}) do if ev.type == etype then return ev end end
-end
+local find = tesths.find_type
 
 describe("typing", function()
   local t
   setup(function() t = tesths.start() end)
   teardown(function() t:stop() end)
 
-  local n = 0
-  local function fresh()
-    n = n + 1
-    return t:register("ty" .. n)
-  end
+  local function fresh() return t:fresh("ty") end
   local function tpath(room, u) return V3 .. "/rooms/" .. enc(room) .. "/typing/" .. enc(u.user_id) end
-  local function join(u, room)
-    assert.equal(200, t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/join", {}, u.access_token).status)
-  end
+  local function join(u, room) t:join(u, room) end
   local function typing_of(body, room)
     local sec = body.rooms and body.rooms.join and body.rooms.join[room]
     return sec and find(sec.ephemeral.events, "m.typing")

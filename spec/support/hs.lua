@@ -186,6 +186,18 @@ function T:register(localpart, password)
   return login
 end
 
+--- A user with a name not used before on this server (prefix .. n).
+function T:fresh(prefix)
+  self.fresh_n = (self.fresh_n or 0) + 1
+  return self:register((prefix or "u") .. self.fresh_n)
+end
+
+--- POST /rooms/{room}/join as `who`; asserts a 200.
+function T:join(who, room)
+  local r = self:request("POST", "/_matrix/client/v3/rooms/" .. _M.enc(room) .. "/join", {}, who.access_token)
+  assert(r.status == 200, r.body)
+end
+
 --- POST /createRoom as `who` (body default {}); asserts a 200 and returns
 -- the room ID.
 function T:create_room(who, body)
@@ -226,6 +238,11 @@ function T:stop()
   for _ = 1, 5 do uv.run("nowait") end      -- let closing handles finish
   if self.hs.store then self.hs.store:close() end
   tmp.remove(self.db_path)
+end
+
+--- The first event of type etype in a list of events (nil-safe), or nil.
+function _M.find_type(events, etype)
+  for _, ev in ipairs(events or {}) do if ev.type == etype then return ev end end
 end
 
 --- Percent-encode a path segment (room IDs, event IDs, user IDs).
