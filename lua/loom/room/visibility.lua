@@ -4,6 +4,7 @@
 --   local visibility = require "loom.room.visibility"
 --   if visibility.can_see(hs, user_id, room_id, event) then ... end
 --   local shown = visibility.filter(hs, user_id, room_id, events)
+--   local shown = visibility.filter(hs, user_id, room_id, events, hs.store:ignored_users(user_id))
 --
 -- The rules (Client-Server API, "History visibility"), in order:
 --   * a user always sees their own membership events;
@@ -71,8 +72,10 @@ end
 --- The events of a room that a user may see, in the given order. `events`
 -- are decoded events (tables with event_id, as hs.store:event returns).
 -- Events the store has no state for (outliers) are left out, except the
--- user's own membership events.
-function visibility.filter(hs, user_id, room_id, events)
+-- user's own membership events. ignored (optional): { [user_id] = true },
+-- the users the user ignores — their events are left out too, except state
+-- events (Client-Server API "Ignoring Users").
+function visibility.filter(hs, user_id, room_id, events, ignored)
   local store = hs.store
   local out = {}
   if #events == 0 then return out end
@@ -82,7 +85,9 @@ function visibility.filter(hs, user_id, room_id, events)
   local cache = {}
   for _, ev in ipairs(events) do
     local ok = false
-    if ev.type == "m.room.member" and ev.state_key == user_id then
+    if ignored and ignored[ev.sender] and ev.state_key == nil then
+      ok = false
+    elseif ev.type == "m.room.member" and ev.state_key == user_id then
       ok = true
     else
       local _, meta = store:event(ev.event_id)
@@ -105,13 +110,13 @@ function visibility.filter(hs, user_id, room_id, events)
 end
 
 --- May the user see this event of the room? `event` is a decoded event
--- (with event_id) or an event ID.
-function visibility.can_see(hs, user_id, room_id, event)
+-- (with event_id) or an event ID; ignored as in visibility.filter.
+function visibility.can_see(hs, user_id, room_id, event, ignored)
   if type(event) == "string" then
     event = hs.store:event(event)
     if not event then return false end
   end
-  return #visibility.filter(hs, user_id, room_id, { event }) == 1
+  return #visibility.filter(hs, user_id, room_id, { event }, ignored) == 1
 end
 
 --- The room's current history_visibility setting.

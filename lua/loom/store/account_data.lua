@@ -8,11 +8,15 @@
 --   local text = store:account_data(user_id, room_id_or_nil, type)       -- or nil
 --   local changes = store:account_data_changes(user_id, since, to)       -- { {room_id|nil, type, text}, ... }
 --   local now = store:account_data_position()
+--   local ignored = store:ignored_users(user_id)                          -- { [user_id] = true }
 --
 -- The position seen by readers moves only when the change commits; then the
 -- store's subscribers get a note for the user (wakes a waiting /sync).
 -- Mixed into the store. A database failure raises (loom.db.Error).
-local ipairs = ipairs
+local core = require "loom.core"
+
+local ipairs, pairs, lua_type = ipairs, pairs, type
+local json = core.json
 
 local account_data = {}
 local methods = {}
@@ -63,6 +67,23 @@ function methods:account_data_changes(user_id, since, to)
   for _, row in ipairs(self.conn:all([[SELECT room_id, type, content FROM account_data
       WHERE user_id = ? AND stream_id > ? AND stream_id <= ? ORDER BY stream_id]], user_id, since or 0, to)) do
     out[#out + 1] = { row[1] ~= "" and row[1] or nil, row[2], row[3] }
+  end
+  return out
+end
+
+--- The users a user ignores (Client-Server API "Ignoring Users"): the keys
+-- of `ignored_users` in their global m.ignored_user_list account data, as
+-- { [user_id] = true } (empty when there is none). The user never ignores
+-- themselves here, whatever an old list says.
+function methods:ignored_users(user_id)
+  local out = {}
+  local text = self:account_data(user_id, nil, "m.ignored_user_list")
+  local content = text and json.decode(text)
+  local list = lua_type(content) == "table" and content.ignored_users
+  if lua_type(list) == "table" then
+    for who in pairs(list) do
+      if lua_type(who) == "string" and who ~= user_id then out[who] = true end
+    end
   end
   return out
 end

@@ -9,6 +9,9 @@
 --   store:record_redaction(target_id, redaction_id)
 --   store:redactions_of({ event_id, ... })          -- { { event_id, redaction_id }, ... }
 --   store:current_members(room_id, "join")          -- { user_id, ... } sorted
+--   local joined, invited = store:member_counts(room_nid)
+--   store:heroes(room_nid, user_id, 5)              -- { { user_id, event_nid }, ... }
+--   store:summary_changed(room_nid, since, to)      -- true / false
 --
 -- Mixed into the store. A database failure raises (loom.db.Error).
 local sql = require "loom.store.sql"
@@ -31,6 +34,55 @@ function methods:current_members(room_id, membership)
     SELECT m.user_id FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
     WHERE c.room_nid = ? AND c.type_nid = ? AND m.membership = ? ORDER BY m.user_id]],
     room_nid, type_nid, membership)
+end
+
+--- The numbers of joined and invited members in the room's current state:
+-- joined, invited (one query; 0, 0 for an unknown room).
+function methods:member_counts(room_nid)
+  local type_nid = self:type_nid("m.room.member")
+  if not type_nid then return 0, 0 end
+  local row = self.conn:first([[
+    SELECT coalesce(sum(m.membership = 'join'), 0), coalesce(sum(m.membership = 'invite'), 0)
+    FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
+    WHERE c.room_nid = ? AND c.type_nid = ?]], room_nid, type_nid)
+  return row[1], row[2]
+end
+
+--- The room's heroes for user_id (Client-Server API /sync, `m.heroes`): the
+-- first `limit` members other than the user, by the stream ordering of
+-- their current membership event, who are joined or invited — or, when
+-- there are none, who left or were banned. { { user_id, event_nid }, ... }
+-- where event_nid is the member event in the current state.
+function methods:heroes(room_nid, user_id, limit)
+  local type_nid = self:type_nid("m.room.member")
+  if not type_nid then return {} end
+  local function pick(a, b)
+    local out = {}
+    for i, row in ipairs(self.conn:all([[
+        SELECT m.user_id, m.event_nid FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
+        WHERE c.room_nid = ? AND c.type_nid = ? AND m.membership IN (?, ?) AND m.user_id <> ?
+        ORDER BY m.stream_ordering, m.user_id LIMIT ?]], room_nid, type_nid, a, b, user_id, limit)) do
+      out[i] = { row[1], row[2] }
+    end
+    return out
+  end
+  local out = pick("join", "invite")
+  if #out == 0 then out = pick("leave", "ban") end
+  return out
+end
+
+-- What a room summary depends on: the members, the name, the canonical alias.
+local SUMMARY_TYPES = { "m.room.member", "m.room.name", "m.room.canonical_alias" }
+
+--- Did a state event that a room summary depends on (membership, name,
+-- canonical alias) reach the room's timeline in (since, to]?
+function methods:summary_changed(room_nid, since, to)
+  local nids = {}
+  for _, t in ipairs(SUMMARY_TYPES) do nids[#nids + 1] = self:type_nid(t) end
+  if #nids == 0 then return false end
+  return self.conn:value("SELECT 1 FROM events WHERE room_nid = ? AND stream_ordering > ? AND stream_ordering <= ?"
+    .. " AND type_nid IN (" .. sql.marks(#nids) .. ") AND state_key_nid IS NOT NULL AND " .. TIMELINE
+    .. " LIMIT 1", room_nid, since, to, table_unpack(nids)) ~= nil
 end
 
 --- The user's membership in a room as of stream position pos (by the

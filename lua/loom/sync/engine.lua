@@ -28,6 +28,7 @@ local engine = {}
 
 local DEFAULT_LIMIT = 10
 local TO_DEVICE_LIMIT = 100   -- to-device messages per /sync; the rest come in the next one
+local MAX_HEROES = 5          -- m.heroes in a room summary
 local INVITE_STATE_TYPES = { "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
   "m.room.canonical_alias", "m.room.encryption", "m.room.topic" }
 
@@ -187,16 +188,44 @@ local function full_state_nids(store, rn, records, visible, end_pos)
   return out
 end
 
+-- Lazy loading: the heroes' member events (event NIDs) join the state
+-- section unless the state or the timeline has the member already (those
+-- the device was sent go in lazy_dedupe).
+local function with_heroes(ctx, state, timeline, heroes)
+  local have = {}
+  for _, list in ipairs { state, timeline } do
+    for _, ev in ipairs(list) do
+      if ev.type == "m.room.member" and type(ev.state_key) == "string" then have[ev.state_key] = true end
+    end
+  end
+  for _, ev in ipairs(events_for_nids(ctx.store, heroes)) do
+    if not have[ev.state_key] then state[#state + 1] = ev; have[ev.state_key] = true end
+  end
+  return state
+end
+
+-- Were all of these events sent by users the syncing user ignores (so a
+-- section they emptied need not be sent)?
+local function all_ignored(ignored, events)
+  if not next(ignored) or not events[1] then return false end
+  for _, ev in ipairs(events) do
+    if not ignored[ev.sender] or ev.state_key ~= nil then return false end
+  end
+  return true
+end
+
 -- One room's timeline and state. st: a rooms_stream result (or nil); full:
 -- send the full state at the start of the timeline; since: the stream
 -- position of the token (for the state delta); end_pos: the state at the
--- end when the timeline is empty.
-local function room_section(ctx, room_id, st, full, since, end_pos)
+-- end when the timeline is empty; heroes: the heroes' member event NIDs
+-- (lazy loading sends them). Returns the section and whether every event of
+-- the timeline was left out for being from an ignored user.
+local function room_section(ctx, room_id, st, full, since, end_pos, heroes)
   local store = ctx.store
   st = st or { events = {}, limited = false }
   local rn = store:room_nid(room_id)
   local decoded = sync_events.decode_records(store, st.events)
-  local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded)
+  local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded, ctx.ignored)
   local state_nids = {}
   local start_snap, start_state
   if st.events[1] then
@@ -234,6 +263,7 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
   end
   if ctx.lazy_members then state_nids = lazy_nids(ctx, state_nids, start_state, timeline) end
   local state = state_section(ctx, room_id, state_nids, timeline)
+  if ctx.lazy_members and heroes then state = with_heroes(ctx, state, timeline, heroes) end
   if ctx.lazy_members and rn then state = lazy_dedupe(ctx, rn, state, timeline) end
   return {
     timeline = {
@@ -242,7 +272,36 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
       prev_batch = st.prev_batch or sync_token.format { stream = end_pos },
     },
     state = { events = client_list(ctx, room_id, state) },
-  }
+  }, all_ignored(ctx.ignored, decoded)
+end
+
+-- Does the room have a name or a canonical alias (non-empty)? Then clients
+-- need no heroes to name it.
+local function named(hs, room_id)
+  for t, field in pairs { ["m.room.name"] = "name", ["m.room.canonical_alias"] = "alias" } do
+    local ev = hs.rooms:state_event(room_id, t, "")
+    local v = ev and type(ev.content) == "table" and ev.content[field]
+    if type(v) == "string" and v ~= "" then return true end
+  end
+  return false
+end
+
+-- A joined room's summary: m.joined_member_count and m.invited_member_count
+-- (from one store query), and m.heroes when the room has neither a name nor
+-- a canonical alias. Sent when the room is new to the client (full) or when
+-- a membership, the name or the canonical alias changed in (since, to];
+-- else {}. Returns the summary and the heroes' member event NIDs.
+local function room_summary(ctx, room_id, full, since, to)
+  local store = ctx.store
+  local rn = store:room_nid(room_id)
+  if not rn or (not full and not store:summary_changed(rn, since, to)) then return {} end
+  local joined, invited = store:member_counts(rn)
+  local summary = { ["m.joined_member_count"] = joined, ["m.invited_member_count"] = invited }
+  if named(ctx.hs, room_id) then return summary end
+  local heroes, nids = json.array {}, {}
+  for i, h in ipairs(store:heroes(rn, ctx.user_id, MAX_HEROES)) do heroes[i] = h[1]; nids[i] = h[2] end
+  summary["m.heroes"] = heroes
+  return summary, nids
 end
 
 -- invite_state: stripped current state of the room plus the invite event.
@@ -374,6 +433,7 @@ function engine.sync(hs, opts)
     fields = not is_null(fdef.event_fields) and fdef.event_fields or nil,
     lazy_members = state_def.lazy_load_members == true,
     redundant_members = state_def.include_redundant_members == true,
+    ignored = store:ignored_users(user_id),   -- their events and invites are not sent
   }
   -- account data: everything on an initial sync, the changes since `since` otherwise
   local ad_to = store:account_data_position()
@@ -432,7 +492,7 @@ function engine.sync(hs, opts)
       if c.membership == "join" then
         if is_new(room_id) then newly[room_id] = true end
       elseif c.membership == "invite" then
-        invited[room_id] = c
+        if not ctx.ignored[c.sender] then invited[room_id] = c end
       elseif (c.membership == "leave" or c.membership == "ban") and (since or room_filter.include_leave == true) then
         left[room_id] = c
         -- joined and left since `since`: new to the client as well
@@ -478,13 +538,18 @@ function engine.sync(hs, opts)
     local ephemeral = typing_events(typing, room_id, typing_since, newly[room_id], eph_filter)
     if receipt_evs[room_id] then ephemeral[#ephemeral + 1] = receipt_evs[room_id] end
     if st or full or room_ad[room_id] or #ephemeral > 0 then
-      local sec = room_section(ctx, room_id, st, full, since, to)
-      sec.ephemeral = { events = ephemeral }
-      sec.account_data = { events = room_ad[room_id] or json.array {} }
-      sec.unread_notifications = {}
-      sec.summary = {}
-      body.rooms.join[room_id] = sec
-      has_data = true
+      local summary, heroes = room_summary(ctx, room_id, full, since, to)
+      local sec, ignored_only = room_section(ctx, room_id, st, full, since, to, heroes)
+      -- a room whose only news came from ignored users is left out
+      if not (ignored_only and not full and #sec.state.events == 0 and #ephemeral == 0
+          and not room_ad[room_id] and next(summary) == nil) then
+        sec.ephemeral = { events = ephemeral }
+        sec.account_data = { events = room_ad[room_id] or json.array {} }
+        sec.unread_notifications = {}
+        sec.summary = summary
+        body.rooms.join[room_id] = sec
+        has_data = true
+      end
     end
   end
 

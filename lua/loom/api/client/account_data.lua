@@ -45,6 +45,23 @@ end
 
 local function encode(v) return json.encode(v, { floats = true }) end
 
+-- The global m.ignored_user_list (Client-Server API "Ignoring Users"):
+-- `ignored_users` must be an object whose keys are user IDs, each mapped to
+-- an object (400 M_BAD_JSON otherwise); nobody may ignore themselves (400
+-- M_INVALID_PARAM, as Synapse). Returns an error or nil.
+local function check_ignored_list(user_id, content)
+  local list = content.ignored_users
+  if not ljson.is_object(list) then return errors.new("M_BAD_JSON", "ignored_users must be an object") end
+  for who, v in pairs(list) do
+    if type(who) ~= "string" or not store_filter.is_id("user", who) then
+      return errors.new("M_BAD_JSON", "ignored_users keys must be user IDs")
+    end
+    if not ljson.is_object(v) then return errors.new("M_BAD_JSON", "ignored_users values must be objects") end
+    if who == user_id then return errors.new("M_INVALID_PARAM", "You cannot ignore yourself") end
+  end
+  return nil
+end
+
 local function get(hs, req)
   local room_id, err = check_target(req)
   if room_id == nil then return err end
@@ -64,6 +81,10 @@ local function put(hs, req)
   local content = req:json()    -- M_NOT_JSON / M_BAD_JSON unless an object
   if SERVER_TYPES[t] then
     return errors.new("ACCOUNT_DATA_SERVER_TYPE", "Cannot set " .. t .. " through this API")
+  end
+  if t == "m.ignored_user_list" and not room_id then
+    local bad = check_ignored_list(req.user_id, content)
+    if bad then return bad end
   end
   local text, msg = encode(content)
   if not text then return errors.new("M_BAD_JSON", msg) end

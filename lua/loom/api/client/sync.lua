@@ -111,6 +111,7 @@ end
 -- message, code from the store.
 local function visible_page(hs, req, room_id, from, opts, limit)
   local shown, first, scanned = {}, nil, 0
+  local ignored = hs.store:ignored_users(req.user_id)
   while true do
     local want = limit - #shown
     local page, err, code = hs.store:paginate(room_id, from, { dir = opts.dir, to = opts.to, filter = opts.filter,
@@ -118,7 +119,7 @@ local function visible_page(hs, req, room_id, from, opts, limit)
     if not page then return nil, err, code end
     first = first or page
     local decoded = assert(sync_events.decode_records(hs.store, page.events))
-    local seen = visibility.filter(hs, req.user_id, room_id, decoded)
+    local seen = visibility.filter(hs, req.user_id, room_id, decoded, ignored)
     if #seen > want then
       -- more than the page needs: end at the last event kept
       for i = 1, want do shown[#shown + 1] = seen[i] end
@@ -176,7 +177,8 @@ local function context(hs, req)
   local limit, def = timeline_args(hs, req, room_id)
   if not limit then return def end
   local ev, meta = hs.store:event(event_id)
-  if not ev or meta.room_id ~= room_id or not visibility.can_see(hs, req.user_id, room_id, ev) then
+  local ignored = hs.store:ignored_users(req.user_id)
+  if not ev or meta.room_id ~= room_id or not visibility.can_see(hs, req.user_id, room_id, ev, ignored) then
     return errors.new("M_NOT_FOUND", "Event not found")
   end
   local before_n = limit // 2
@@ -188,8 +190,10 @@ local function context(hs, req)
     if code == "bad_filter" or code == "bad_param" then return invalid(err) end
     return hs:error(err, code)
   end
-  local before = visibility.filter(hs, req.user_id, room_id, assert(sync_events.decode_records(hs.store, ctx.before)))
-  local after = visibility.filter(hs, req.user_id, room_id, assert(sync_events.decode_records(hs.store, ctx.after)))
+  local before = visibility.filter(hs, req.user_id, room_id, assert(sync_events.decode_records(hs.store, ctx.before)),
+    ignored)
+  local after = visibility.filter(hs, req.user_id, room_id, assert(sync_events.decode_records(hs.store, ctx.after)),
+    ignored)
   local last = after[#after] or ev
   local state = {}
   local map = hs.rooms:state_at(last.event_id)

@@ -4,7 +4,9 @@
 -- for local users wait in each target device's inbox until its /sync
 -- acknowledges them (to_device section of /sync); a retry with the same
 -- txnId from the same device queues nothing again. Messages for users of
--- other servers are ignored (no federation of to-device messages yet).
+-- other servers are ignored (no federation of to-device messages yet), as
+-- are messages for users who ignore the sender (m.ignored_user_list): those
+-- are dropped here, so they never arrive, not even after un-ignoring.
 -- See docs/sync.md.
 local core = require "loom.core"
 local errors = require "loom.http.errors"
@@ -39,6 +41,8 @@ local function send(hs, req)
     end
     if not ljson.is_object(devices) then return bad("messages for " .. user_id .. " must be an object") end
     local ours = user_id:match("^@[^:]+:(.+)$") == hs.server_name
+    -- a user who ignores the sender gets nothing from them
+    local deliver = ours and not hs.store:ignored_users(user_id)[req.user_id]
     for device_id, content in pairs(devices) do
       if type(device_id) ~= "string" or #device_id == 0 or #device_id > MAX_DEVICE_ID then
         return bad("Invalid device ID in messages")
@@ -46,7 +50,7 @@ local function send(hs, req)
       if not ljson.is_object(content) then return bad("Message content must be an object") end
       local text, msg = json.encode(content, { floats = true })
       if not text then return bad(msg) end
-      if ours then targets[#targets + 1] = { user_id, device_id, text } end
+      if deliver then targets[#targets + 1] = { user_id, device_id, text } end
     end
   end
   hs.store:send_to_device(req.user_id, req.device_id, txn_id, etype, targets)
