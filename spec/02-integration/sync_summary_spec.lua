@@ -139,6 +139,18 @@ describe("room summary in /sync", function()
       summary(sync(a, s5.next_batch), room))
   end)
 
+  it("is sent when the members change even if the timeline filter leaves the member events out", function()
+    local a, b = t:fresh("fa"), t:fresh("fb")
+    local room = t:create_room(a, { preset = "public_chat" })
+    local only_messages = '{"room":{"timeline":{"types":["m.room.message"]}}}'
+    local s0 = sync(a, nil, only_messages)
+    t:join(b, room)
+    local s1 = sync(a, s0.next_batch, only_messages)
+    assert.same({}, s1.rooms.join[room].timeline.events)
+    assert.same({ ["m.joined_member_count"] = 2, ["m.invited_member_count"] = 0, ["m.heroes"] = { b.user_id } },
+      summary(s1, room))
+  end)
+
   it("is sent in full for a room joined since the token", function()
     local a, b = t:fresh("ja"), t:fresh("jb")
     local room = t:create_room(a, { preset = "public_chat" })

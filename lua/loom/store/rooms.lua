@@ -9,9 +9,9 @@
 --   store:record_redaction(target_id, redaction_id)
 --   store:redactions_of({ event_id, ... })          -- { { event_id, redaction_id }, ... }
 --   store:current_members(room_id, "join")          -- { user_id, ... } sorted
---   local joined, invited = store:member_counts(room_nid)
---   store:heroes(room_nid, user_id, 5)              -- { { user_id, event_nid }, ... }
---   store:summary_changed(room_nid, since, to)      -- true / false
+--   store:member_counts({ room_nid, ... })          -- { [room_nid] = { joined, invited } }
+--   store:heroes({ room_nid, ... }, user_id, 5)     -- { [room_nid] = { { user_id, event_nid }, ... } }
+--   store:summary_changed({ room_id, ... }, since, to)   -- { [room_id] = true }
 --
 -- Mixed into the store. A database failure raises (loom.db.Error).
 local sql = require "loom.store.sql"
@@ -36,53 +36,92 @@ function methods:current_members(room_id, membership)
     room_nid, type_nid, membership)
 end
 
---- The numbers of joined and invited members in the room's current state:
--- joined, invited (one query; 0, 0 for an unknown room).
-function methods:member_counts(room_nid)
+--- The numbers of joined and invited members in the current state of
+-- rooms (NIDs): { [room_nid] = { joined, invited } } (a room with no member
+-- is absent). One query per 500 rooms.
+function methods:member_counts(room_nids)
+  local out = {}
   local type_nid = self:type_nid("m.room.member")
-  if not type_nid then return 0, 0 end
-  local row = self.conn:first([[
-    SELECT coalesce(sum(m.membership = 'join'), 0), coalesce(sum(m.membership = 'invite'), 0)
-    FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
-    WHERE c.room_nid = ? AND c.type_nid = ?]], room_nid, type_nid)
-  return row[1], row[2]
+  if not type_nid then return out end
+  for marks, chunk in sql.chunks(room_nids) do
+    chunk[#chunk + 1] = type_nid
+    for _, row in ipairs(self.conn:all([[
+        SELECT c.room_nid, sum(m.membership = 'join'), sum(m.membership = 'invite')
+        FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
+        WHERE c.room_nid IN (]] .. marks .. [[) AND c.type_nid = ? GROUP BY c.room_nid]],
+        table_unpack(chunk))) do
+      out[row[1]] = { row[2], row[3] }
+    end
+  end
+  return out
 end
 
---- The room's heroes for user_id (Client-Server API /sync, `m.heroes`): the
--- first `limit` members other than the user, by the stream ordering of
--- their current membership event, who are joined or invited — or, when
--- there are none, who left or were banned. { { user_id, event_nid }, ... }
--- where event_nid is the member event in the current state.
-function methods:heroes(room_nid, user_id, limit)
-  local type_nid = self:type_nid("m.room.member")
-  if not type_nid then return {} end
-  local function pick(a, b)
-    local out = {}
-    for i, row in ipairs(self.conn:all([[
-        SELECT m.user_id, m.event_nid FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
-        WHERE c.room_nid = ? AND c.type_nid = ? AND m.membership IN (?, ?) AND m.user_id <> ?
-        ORDER BY m.stream_ordering, m.user_id LIMIT ?]], room_nid, type_nid, a, b, user_id, limit)) do
-      out[i] = { row[1], row[2] }
+-- Per room, the first `limit` members other than user_id whose current
+-- membership is a or b, by the stream ordering of that membership.
+local function first_members(self, type_nid, room_nids, user_id, limit, a, b, out)
+  for marks, chunk in sql.chunks(room_nids) do
+    local n = #chunk
+    chunk[n + 1], chunk[n + 2], chunk[n + 3], chunk[n + 4], chunk[n + 5] = type_nid, a, b, user_id, limit
+    for _, row in ipairs(self.conn:all([[
+        SELECT room_nid, user_id, event_nid FROM (
+          SELECT c.room_nid, m.user_id, m.event_nid, row_number() OVER (
+            PARTITION BY c.room_nid ORDER BY m.stream_ordering, m.user_id) AS rank
+          FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
+          WHERE c.room_nid IN (]] .. marks .. [[) AND c.type_nid = ? AND m.membership IN (?, ?)
+            AND m.user_id <> ?)
+        WHERE rank <= ? ORDER BY room_nid, rank]], table_unpack(chunk))) do
+      local list = out[row[1]]
+      if not list then list = {}; out[row[1]] = list end
+      list[#list + 1] = { row[2], row[3] }
     end
-    return out
   end
-  local out = pick("join", "invite")
-  if #out == 0 then out = pick("leave", "ban") end
+end
+
+--- The heroes of rooms (NIDs) for user_id (Client-Server API /sync,
+-- `m.heroes`): per room, the first `limit` members other than the user, by
+-- the stream ordering of their current membership event, who are joined or
+-- invited — or, when there are none, who left or were banned.
+-- { [room_nid] = { { user_id, event_nid }, ... } } (event_nid: the member
+-- event in the current state; a room with nobody else is absent).
+function methods:heroes(room_nids, user_id, limit)
+  local out = {}
+  local type_nid = self:type_nid("m.room.member")
+  if not type_nid then return out end
+  first_members(self, type_nid, room_nids, user_id, limit, "join", "invite", out)
+  local rest = {}
+  for _, rn in ipairs(room_nids) do if not out[rn] then rest[#rest + 1] = rn end end
+  first_members(self, type_nid, rest, user_id, limit, "leave", "ban", out)
   return out
 end
 
 -- What a room summary depends on: the members, the name, the canonical alias.
 local SUMMARY_TYPES = { "m.room.member", "m.room.name", "m.room.canonical_alias" }
 
---- Did a state event that a room summary depends on (membership, name,
--- canonical alias) reach the room's timeline in (since, to]?
-function methods:summary_changed(room_nid, since, to)
+--- The rooms (IDs) among room_ids in whose timeline a state event that a
+-- room summary depends on (membership, name, canonical alias) arrived in
+-- (since, to]: { [room_id] = true }. The change cache skips quiet rooms;
+-- one query per 500 of the others.
+function methods:summary_changed(room_ids, since, to)
+  local out = {}
+  local types = {}
+  for _, t in ipairs(SUMMARY_TYPES) do types[#types + 1] = self:type_nid(t) end
+  if #types == 0 or since >= to then return out end
   local nids = {}
-  for _, t in ipairs(SUMMARY_TYPES) do nids[#nids + 1] = self:type_nid(t) end
-  if #nids == 0 then return false end
-  return self.conn:value("SELECT 1 FROM events WHERE room_nid = ? AND stream_ordering > ? AND stream_ordering <= ?"
-    .. " AND type_nid IN (" .. sql.marks(#nids) .. ") AND state_key_nid IS NOT NULL AND " .. TIMELINE
-    .. " LIMIT 1", room_nid, since, to, table_unpack(nids)) ~= nil
+  for _, r in ipairs(self.room_changes:changed_among(room_ids, since)) do
+    local rn = self:room_nid(r)
+    if rn then nids[#nids + 1] = rn end
+  end
+  for marks, chunk in sql.chunks(nids) do
+    local n = #chunk
+    chunk[n + 1], chunk[n + 2] = since, to
+    for i, t in ipairs(types) do chunk[n + 2 + i] = t end
+    for _, rn in ipairs(self.conn:column("SELECT DISTINCT room_nid FROM events WHERE room_nid IN (" .. marks
+        .. ") AND stream_ordering > ? AND stream_ordering <= ? AND type_nid IN (" .. sql.marks(#types)
+        .. ") AND state_key_nid IS NOT NULL AND " .. TIMELINE, table_unpack(chunk))) do
+      out[self:room_id(rn)] = true
+    end
+  end
+  return out
 end
 
 --- The user's membership in a room as of stream position pos (by the

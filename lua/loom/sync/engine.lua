@@ -286,22 +286,46 @@ local function named(hs, room_id)
   return false
 end
 
--- A joined room's summary: m.joined_member_count and m.invited_member_count
--- (from one store query), and m.heroes when the room has neither a name nor
--- a canonical alias. Sent when the room is new to the client (full) or when
--- a membership, the name or the canonical alias changed in (since, to];
--- else {}. Returns the summary and the heroes' member event NIDs.
-local function room_summary(ctx, room_id, full, since, to)
+-- The summaries of joined rooms: m.joined_member_count and
+-- m.invited_member_count, and m.heroes when the room has neither a name nor
+-- a canonical alias. Sent for the rooms in `full` ({ [room_id] = true }: new
+-- to the client) and for the others in `rooms` whose membership, name or
+-- canonical alias changed in (since, to]. A handful of store queries for all
+-- rooms together. Returns { [room_id] = { summary, heroes' member event NIDs } }.
+local function room_summaries(ctx, rooms, full, since, to)
   local store = ctx.store
-  local rn = store:room_nid(room_id)
-  if not rn or (not full and not store:summary_changed(rn, since, to)) then return {} end
-  local joined, invited = store:member_counts(rn)
-  local summary = { ["m.joined_member_count"] = joined, ["m.invited_member_count"] = invited }
-  if named(ctx.hs, room_id) then return summary end
-  local heroes, nids = json.array {}, {}
-  for i, h in ipairs(store:heroes(rn, ctx.user_id, MAX_HEROES)) do heroes[i] = h[1]; nids[i] = h[2] end
-  summary["m.heroes"] = heroes
-  return summary, nids
+  local out, want, check = {}, {}, {}
+  for _, r in ipairs(rooms) do
+    if full[r] then want[#want + 1] = r elseif since then check[#check + 1] = r end
+  end
+  if check[1] then
+    for r in pairs(store:summary_changed(check, since, to)) do want[#want + 1] = r end
+  end
+  local nids, unnamed, is_unnamed = {}, {}, {}
+  for _, r in ipairs(want) do
+    local rn = store:room_nid(r)
+    if rn then
+      nids[#nids + 1] = rn
+      if not named(ctx.hs, r) then unnamed[#unnamed + 1] = rn; is_unnamed[rn] = true end
+    end
+  end
+  if not nids[1] then return out end
+  local counts = store:member_counts(nids)
+  local heroes = {}
+  if unnamed[1] then heroes = store:heroes(unnamed, ctx.user_id, MAX_HEROES) end
+  for _, rn in ipairs(nids) do
+    local c = counts[rn] or { 0, 0 }
+    local summary = { ["m.joined_member_count"] = c[1], ["m.invited_member_count"] = c[2] }
+    local member_nids
+    if is_unnamed[rn] then
+      local list = json.array {}
+      member_nids = {}
+      for i, h in ipairs(heroes[rn] or {}) do list[i] = h[1]; member_nids[i] = h[2] end
+      summary["m.heroes"] = list
+    end
+    out[store:room_id(rn)] = { summary, member_nids }
+  end
+  return out
 end
 
 -- invite_state: stripped current state of the room plus the invite event.
@@ -530,6 +554,9 @@ function engine.sync(hs, opts)
   if #fresh > 0 then
     for r, st in pairs(assert(store:rooms_stream(fresh, 0, to, limit, tl_filter))) do streams[r] = st end
   end
+  local full_rooms = {}
+  for _, r in ipairs(joined) do if full_state or newly[r] then full_rooms[r] = true end end
+  local summaries = room_summaries(ctx, joined, full_rooms, since, to)
   local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
   local receipt_evs = receipt_events(store, user_id, joined, newly, rc_since, rc_to, eph_filter)
   for _, room_id in ipairs(joined) do
@@ -537,9 +564,10 @@ function engine.sync(hs, opts)
     local full = full_state or newly[room_id]
     local ephemeral = typing_events(typing, room_id, typing_since, newly[room_id], eph_filter)
     if receipt_evs[room_id] then ephemeral[#ephemeral + 1] = receipt_evs[room_id] end
-    if st or full or room_ad[room_id] or #ephemeral > 0 then
-      local summary, heroes = room_summary(ctx, room_id, full, since, to)
-      local sec, ignored_only = room_section(ctx, room_id, st, full, since, to, heroes)
+    local sm = summaries[room_id] or {}
+    local summary = sm[1] or {}
+    if st or full or room_ad[room_id] or #ephemeral > 0 or sm[1] then
+      local sec, ignored_only = room_section(ctx, room_id, st, full, since, to, sm[2])
       -- a room whose only news came from ignored users is left out
       if not (ignored_only and not full and #sec.state.events == 0 and #ephemeral == 0
           and not room_ad[room_id] and next(summary) == nil) then
