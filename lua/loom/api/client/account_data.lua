@@ -48,7 +48,7 @@ local function encode(v) return json.encode(v, { floats = true }) end
 -- The global m.ignored_user_list (Client-Server API "Ignoring Users"):
 -- `ignored_users` must be an object whose keys are user IDs, each mapped to
 -- an object (400 M_BAD_JSON otherwise); nobody may ignore themselves (400
--- M_INVALID_PARAM, as Synapse). Returns an error or nil.
+-- M_INVALID_PARAM: Synapse 1.67 took it, and it hides their own events). Returns an error or nil.
 local function check_ignored_list(user_id, content)
   local list = content.ignored_users
   if not ljson.is_object(list) then return errors.new("M_BAD_JSON", "ignored_users must be an object") end
