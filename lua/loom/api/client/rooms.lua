@@ -503,9 +503,10 @@ local function joined_members(hs, req)
   return { joined = joined }
 end
 
--- May the user see `ev` (history visibility, loom.room.visibility)?
+-- May the user see `ev` (history visibility, loom.room.visibility; not a
+-- non-state event of a user they ignore)?
 local function can_see(hs, user_id, room_id, ev)
-  return visibility.can_see(hs, user_id, room_id, ev)
+  return visibility.can_see(hs, user_id, room_id, ev, hs.store:ignored_users(user_id))
 end
 
 local function get_event(hs, req)
