@@ -24,14 +24,7 @@ describe("ignoring users", function()
     local r = put_list(who, { ignored_users = list })
     assert.equal(200, r.status, r.body)
   end
-  local function sync(who, since, filter)
-    local q = {}
-    if since then q[#q + 1] = "since=" .. enc(since) end
-    if filter then q[#q + 1] = "filter=" .. enc(filter) end
-    local r = t:request("GET", V3 .. "/sync" .. (q[1] and "?" .. table.concat(q, "&") or ""), nil, who.access_token)
-    assert.equal(200, r.status, r.body)
-    return r.json
-  end
+  local function sync(who, since, filter) return t:sync(who, since, filter) end
   local function say(who, room, body)
     local r = t:send(who.access_token, room, { msgtype = "m.text", body = body })
     assert.equal(200, r.status, r.body)

@@ -25,14 +25,7 @@ describe("room summary in /sync", function()
   end
   local function leave(who, room) post(who, "/rooms/" .. enc(room) .. "/leave") end
 
-  local function sync(who, since, filter)
-    local q = {}
-    if since then q[#q + 1] = "since=" .. enc(since) end
-    if filter then q[#q + 1] = "filter=" .. enc(filter) end
-    local r = t:request("GET", V3 .. "/sync" .. (q[1] and "?" .. table.concat(q, "&") or ""), nil, who.access_token)
-    assert.equal(200, r.status, r.body)
-    return r.json
-  end
+  local function sync(who, since, filter) return t:sync(who, since, filter) end
   local function summary(body, room)
     local sec = body.rooms.join[room]
     return sec and sec.summary

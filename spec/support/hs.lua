@@ -8,6 +8,7 @@
 --   local alice = t:register("alice")                           -- { user_id, access_token, device_id }
 --   local r2 = t:request("GET", "/_matrix/client/v3/account/whoami", nil, alice.access_token)
 --   local room = t:create_room(alice, { preset = "public_chat" })     -- asserts 200
+--   local body = t:sync(alice, since, filter)                    -- GET /sync, asserts 200
 --   assert(t:logged("^warn: "))                                 -- first log line matching
 --   t:run(function()                                            -- concurrent requests:
 --     local a = t:go(function() return t:call("GET", "/_matrix/client/v3/sync?timeout=5000", nil, tok) end)
@@ -212,6 +213,18 @@ function T:send(token, room, content, etype)
   self.txn = (self.txn or 0) + 1
   return self:request("PUT", "/_matrix/client/v3/rooms/" .. _M.enc(room) .. "/send/" .. (etype or "m.room.message")
     .. "/t" .. self.txn, content, token)
+end
+
+--- GET /sync as `who` (since and filter optional: a token, a filter ID or
+-- inline JSON); asserts a 200 and returns the body.
+function T:sync(who, since, filter)
+  local q = {}
+  if since then q[#q + 1] = "since=" .. _M.enc(since) end
+  if filter then q[#q + 1] = "filter=" .. _M.enc(filter) end
+  local r = self:request("GET", "/_matrix/client/v3/sync" .. (q[1] and "?" .. table.concat(q, "&") or ""), nil,
+    who.access_token)
+  assert(r.status == 200, r.body)
+  return r.json
 end
 
 --- The first line the server logged ("level: message") that matches the
