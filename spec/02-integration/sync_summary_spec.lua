@@ -44,6 +44,9 @@ describe("room summary in /sync", function()
     local s = summary(sync(a), room)
     assert.same({ ["m.joined_member_count"] = 2, ["m.invited_member_count"] = 1,
       ["m.heroes"] = { b.user_id, c.user_id } }, s)
+    -- JSON integers (2, not 2.0)
+    assert.equal("integer", math.type(s["m.joined_member_count"]))
+    assert.equal("integer", math.type(s["m.invited_member_count"]))
     -- the invitee's view once joined: the creator came first
     t:join(c, room)
     assert.same({ ["m.joined_member_count"] = 3, ["m.invited_member_count"] = 0,
