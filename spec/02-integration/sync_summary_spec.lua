@@ -156,6 +156,38 @@ describe("room summary in /sync", function()
       summary(sync(b, s0.next_batch), room))
   end)
 
+  it("is the same when the store reads the rooms in several chunks", function()
+    local sql = require "loom.store.sql"
+    local a = t:fresh("ca")
+    local others, rooms = {}, {}
+    for i = 1, 5 do
+      others[i] = t:fresh("cb")
+      rooms[i] = t:create_room(a, { preset = "public_chat" })
+      -- room i has i others; room 5 has nobody joined but one who left
+      for j = 1, (i < 5 and i or 1) do t:join(others[j], rooms[i]) end
+    end
+    leave(others[1], rooms[5])
+    local function summaries()
+      local body = sync(a)
+      local out = {}
+      for i, r in ipairs(rooms) do out[i] = summary(body, r) end
+      return out
+    end
+    local whole = summaries()
+    local saved = sql.CHUNK
+    sql.CHUNK = 2
+    local ok, chunked = pcall(summaries)
+    sql.CHUNK = saved
+    assert(ok, chunked)
+    assert.same(whole, chunked)
+    for i = 1, 4 do
+      assert.equal(i + 1, whole[i]["m.joined_member_count"])
+      assert.equal(i, #whole[i]["m.heroes"])
+    end
+    assert.same({ ["m.joined_member_count"] = 1, ["m.invited_member_count"] = 0,
+      ["m.heroes"] = { others[1].user_id } }, whole[5])
+  end)
+
   describe("with lazy-loaded members", function()
     local LL = '{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":1}}}'
     local function members(body, room)
