@@ -1,0 +1,159 @@
+-- loom.store.search: the full-text index behind server-side search
+-- (Client-Server API "Server Side Search"). One SQLite FTS5 table
+-- (schema 14, event_search) holds the searchable key of each live timeline
+-- event: content.body of m.room.message, content.name of m.room.name,
+-- content.topic of m.room.topic. persist indexes an event in the
+-- transaction that stores it (never an outlier, a backfilled, rejected or
+-- soft-failed event); record_redaction takes it out again.
+--
+--   local words = store:search_words("Martians and men")   -- { "martians", "and", "men" }
+--   local rows = store:search_events { words = words, room_nids = { 3, 7 }, order = "recent",
+--                                      limit = 20, before = 1234 }
+--     -- { { event_nid, event_id, room_id, stream_ordering, rank }, ... }
+--   local n = store:search_count { words = words, room_nids = { 3, 7 } }
+--
+-- Search text comes from clients: it is never used as an FTS5 query
+-- expression. It is split into words, each word becomes a quoted prefix
+-- term ("word"*), and the terms are ANDed; FTS5 operators in the text
+-- (AND, OR, NOT, NEAR, quotes, parentheses, column filters) are words or
+-- separators like any other. Mixed into the store. A database failure
+-- raises (loom.db.Error).
+local sql = require "loom.store.sql"
+
+local type, ipairs, error, table_concat, table_unpack = type, ipairs, error, table.concat, table.unpack
+local string_gmatch, string_gsub, string_lower = string.gmatch, string.gsub, string.lower
+
+local _ENV = nil -- luacheck: ignore 211
+
+local search = {}
+local methods = {}
+
+--- The searchable key of each event type: { [type] = key }.
+search.KEYS = { ["m.room.message"] = "content.body", ["m.room.name"] = "content.name",
+  ["m.room.topic"] = "content.topic" }
+local FIELD = { ["content.body"] = "body", ["content.name"] = "name", ["content.topic"] = "topic" }
+
+--- At most this many words of a search term are used; longer words than
+-- MAX_WORD bytes are dropped (no indexed token is that long).
+search.MAX_WORDS = 32
+search.MAX_WORD = 200
+
+--- The words of a client's search text (lower-cased ASCII; UTF-8 kept):
+-- runs of bytes that are not ASCII space, punctuation or control
+-- characters. At most MAX_WORDS, each at most MAX_WORD bytes; duplicates
+-- dropped. A non-string gives {}.
+function methods.search_words(_, text)
+  local out, seen = {}, {}
+  if type(text) ~= "string" then return out end
+  for w in string_gmatch(text, "[^%s%p%c]+") do
+    if #w <= search.MAX_WORD then
+      w = string_lower(w)
+      if not seen[w] then
+        seen[w] = true
+        out[#out + 1] = w
+        if #out >= search.MAX_WORDS then break end
+      end
+    end
+  end
+  return out
+end
+
+-- The FTS5 expression for words: each a quoted prefix term, all required.
+local function match_expression(words)
+  local terms = {}
+  for i, w in ipairs(words) do terms[i] = '"' .. string_gsub(w, '"', '""') .. '"*' end
+  return table_concat(terms, " AND ")
+end
+
+--- Within the persisting transaction: index a live timeline event (NID
+-- event_nid) when it has a searchable key holding a string. Returns true.
+function methods:index_for_search(event_nid, event_id, ev)
+  local key = search.KEYS[ev.type]
+  local content = ev.content
+  if not key or type(content) ~= "table" then return true end
+  local value = content[FIELD[key]]
+  if type(value) ~= "string" or value == "" then return true end
+  -- an event redacted before it arrived stays out
+  if self.conn:value("SELECT 1 FROM redactions WHERE event_id = ? LIMIT 1", event_id) then return true end
+  self.conn:run("INSERT OR REPLACE INTO event_search (rowid, key, value) VALUES (?, ?, ?)", event_nid, key, value)
+  return true
+end
+
+--- Take an event out of the search index (it was redacted). Returns true.
+function methods:unindex_for_search(event_id)
+  self.conn:run("DELETE FROM event_search WHERE rowid = (SELECT event_nid FROM events WHERE event_id = ?)",
+    event_id)
+  return true
+end
+
+--- Is the event in the search index?
+function methods:is_search_indexed(event_id)
+  return self.conn:value([[SELECT 1 FROM event_search
+    WHERE rowid = (SELECT event_nid FROM events WHERE event_id = ?)]], event_id) ~= nil
+end
+
+local FILTER_COLS = { type = "e.type_nid", sender = "e.sender", url = "e.contains_url" }
+
+-- The FROM/WHERE part of a search and its parameters, or nil when nothing
+-- can match. q: words, room_nids, keys (default all), filter (a
+-- loom.store.filter Filter: types, senders, contains_url), max_stream,
+-- before (stream ordering, exclusive), sender (one sender only).
+local function where(self, q)
+  local words, rooms = q.words, q.room_nids
+  if not words or #words == 0 or not rooms or #rooms == 0 then return nil end
+  if #rooms > sql.CHUNK then error("search: at most " .. sql.CHUNK .. " rooms per query", 3) end
+  local keys = q.keys or { "content.body", "content.name", "content.topic" }
+  if #keys == 0 then return nil end
+  local params = { match_expression(words) }
+  local clauses = { "event_search MATCH ?" }
+  clauses[#clauses + 1] = "s.key IN (" .. sql.marks(#keys) .. ")"
+  for _, k in ipairs(keys) do params[#params + 1] = k end
+  clauses[#clauses + 1] = "e.room_nid IN (" .. sql.marks(#rooms) .. ")"
+  for _, r in ipairs(rooms) do params[#params + 1] = r end
+  if q.filter then
+    local fsql, fparams = q.filter:build_sql(self:resolver(), FILTER_COLS)
+    if fsql == false then return nil end
+    if fsql then
+      clauses[#clauses + 1] = fsql
+      for _, p in ipairs(fparams) do params[#params + 1] = p end
+    end
+  end
+  if q.sender then clauses[#clauses + 1] = "e.sender = ?"; params[#params + 1] = q.sender end
+  if q.max_stream then clauses[#clauses + 1] = "e.stream_ordering <= ?"; params[#params + 1] = q.max_stream end
+  if q.before then clauses[#clauses + 1] = "e.stream_ordering < ?"; params[#params + 1] = q.before end
+  return " FROM event_search s JOIN events e ON e.event_nid = s.rowid WHERE "
+    .. table_concat(clauses, " AND ") .. " AND e." .. sql.TIMELINE, params
+end
+
+--- Indexed events matching a search, best first: q as for search_count,
+-- plus order ("rank": best match first, ties newest first; "recent":
+-- newest first), limit and offset. Returns { { event_nid, event_id,
+-- room_id, stream_ordering, rank }, ... } where rank is higher for a
+-- closer match.
+function methods:search_events(q)
+  local body, params = where(self, q)
+  if not body then return {} end
+  local order = q.order == "recent" and " ORDER BY e.stream_ordering DESC"
+    or " ORDER BY s.rank, e.stream_ordering DESC"
+  params[#params + 1] = q.limit or 10
+  params[#params + 1] = q.offset or 0
+  local rows = self.conn:all("SELECT e.event_nid, e.event_id, e.room_nid, e.stream_ordering, -s.rank"
+    .. body .. order .. " LIMIT ? OFFSET ?", table_unpack(params))
+  local out = {}
+  for i, r in ipairs(rows) do
+    out[i] = { event_nid = r[1], event_id = r[2], room_id = self:room_id(r[3]), stream_ordering = r[4],
+      rank = r[5] }
+  end
+  return out
+end
+
+--- How many indexed events match a search. q: words (from search_words),
+-- room_nids (at most sql.CHUNK), keys, filter, sender, max_stream, before.
+function methods:search_count(q)
+  local body, params = where(self, q)
+  if not body then return 0 end
+  return self.conn:value("SELECT count(*)" .. body, table_unpack(params))
+end
+
+search.methods = methods
+return search
