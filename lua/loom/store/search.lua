@@ -19,8 +19,9 @@
 -- separators like any other. Mixed into the store. A database failure
 -- raises (loom.db.Error).
 local sql = require "loom.store.sql"
+local json = require("loom.core").json
 
-local type, ipairs, error, table_concat, table_unpack = type, ipairs, error, table.concat, table.unpack
+local type, ipairs, table_concat, table_unpack = type, ipairs, table.concat, table.unpack
 local string_gmatch, string_gsub, string_lower = string.gmatch, string.gsub, string.lower
 
 local _ENV = nil -- luacheck: ignore 211
@@ -101,15 +102,15 @@ local FILTER_COLS = { type = "e.type_nid", sender = "e.sender", url = "e.contain
 local function where(self, q)
   local words, rooms = q.words, q.room_nids
   if not words or #words == 0 or not rooms or #rooms == 0 then return nil end
-  if #rooms > sql.CHUNK then error("search: at most " .. sql.CHUNK .. " rooms per query", 3) end
   local keys = q.keys or { "content.body", "content.name", "content.topic" }
   if #keys == 0 then return nil end
   local params = { match_expression(words) }
   local clauses = { "event_search MATCH ?" }
   clauses[#clauses + 1] = "s.key IN (" .. sql.marks(#keys) .. ")"
   for _, k in ipairs(keys) do params[#params + 1] = k end
-  clauses[#clauses + 1] = "e.room_nid IN (" .. sql.marks(#rooms) .. ")"
-  for _, r in ipairs(rooms) do params[#params + 1] = r end
+  -- any number of rooms in one parameter
+  clauses[#clauses + 1] = "e.room_nid IN (SELECT value FROM json_each(?))"
+  params[#params + 1] = json.encode(json.array(rooms))
   if q.filter then
     local fsql, fparams = q.filter:build_sql(self:resolver(), FILTER_COLS)
     if fsql == false then return nil end
@@ -148,7 +149,7 @@ function methods:search_events(q)
 end
 
 --- How many indexed events match a search. q: words (from search_words),
--- room_nids (at most sql.CHUNK), keys, filter, sender, max_stream, before.
+-- room_nids (any number), keys, filter, sender, max_stream, before.
 function methods:search_count(q)
   local body, params = where(self, q)
   if not body then return 0 end
