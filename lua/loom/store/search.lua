@@ -8,9 +8,10 @@
 --
 --   local words = store:search_words("Martians and men")   -- { "martians", "and", "men" }
 --   local rows = store:search_events { words = words, room_nids = { 3, 7 }, order = "recent",
---                                      limit = 20, before = 1234 }
+--                                      limit = 20, before = 1234 }      -- NIDs below 1234
 --     -- { { event_nid, event_id, room_id, stream_ordering, rank }, ... }
 --   local n = store:search_count { words = words, room_nids = { 3, 7 } }
+--   store:room_history_visibilities(3)               -- { "joined", "shared" }
 --
 -- Search text comes from clients: it is never used as an FTS5 query
 -- expression. It is split into words, each word becomes a quoted prefix
@@ -67,15 +68,19 @@ local function match_expression(words)
 end
 
 --- Within the persisting transaction: index a live timeline event (NID
--- event_nid) when it has a searchable key holding a string. Returns true.
-function methods:index_for_search(event_nid, event_id, ev)
+-- event_nid) when it has a searchable key holding a string. stored_before:
+-- the event was stored already (an outlier joining the timeline), and may
+-- have been redacted meanwhile. Returns true.
+function methods:index_for_search(event_nid, event_id, ev, stored_before)
   local key = search.KEYS[ev.type]
   local content = ev.content
   if not key or type(content) ~= "table" then return true end
   local value = content[FIELD[key]]
   if type(value) ~= "string" or value == "" then return true end
-  -- an event redacted before it arrived stays out
-  if self.conn:value("SELECT 1 FROM redactions WHERE event_id = ? LIMIT 1", event_id) then return true end
+  -- an outlier redacted before it joined the timeline stays out
+  if stored_before and self.conn:value("SELECT 1 FROM redactions WHERE event_id = ? LIMIT 1", event_id) then
+    return true
+  end
   self.conn:run("INSERT OR REPLACE INTO event_search (rowid, key, value) VALUES (?, ?, ?)", event_nid, key, value)
   return true
 end
@@ -93,12 +98,30 @@ function methods:is_search_indexed(event_id)
     WHERE rowid = (SELECT event_nid FROM events WHERE event_id = ?)]], event_id) ~= nil
 end
 
+--- The history_visibility settings a room's timeline ever had: a sorted
+-- list of the distinct content.history_visibility values of its
+-- m.room.history_visibility events (strings only; {} when it never had
+-- one). Cached until the room changes.
+function methods:room_history_visibilities(room_nid)
+  local hit = self:cache_get(room_nid, "search_hv")
+  if hit then return hit end
+  local tn = self:type_nid("m.room.history_visibility")
+  local list = {}
+  if tn then
+    list = self.conn:column([[SELECT DISTINCT json_extract(json, '$.content.history_visibility') AS v
+      FROM events WHERE room_nid = ? AND type_nid = ? AND state_key_nid = 1 AND ]] .. sql.TIMELINE .. [[
+      AND json_type(json, '$.content.history_visibility') = 'text' ORDER BY v]], room_nid, tn)
+  end
+  self:cache_put(room_nid, "search_hv", list)
+  return list
+end
+
 local FILTER_COLS = { type = "e.type_nid", sender = "e.sender", url = "e.contains_url" }
 
 -- The FROM/WHERE part of a search and its parameters, or nil when nothing
 -- can match. q: words, room_nids, keys (default all), filter (a
 -- loom.store.filter Filter: types, senders, contains_url), max_stream,
--- before (stream ordering, exclusive), sender (one sender only).
+-- before (event NID, exclusive), sender (one sender only).
 local function where(self, q)
   local words, rooms = q.words, q.room_nids
   if not words or #words == 0 or not rooms or #rooms == 0 then return nil end
@@ -121,21 +144,24 @@ local function where(self, q)
   end
   if q.sender then clauses[#clauses + 1] = "e.sender = ?"; params[#params + 1] = q.sender end
   if q.max_stream then clauses[#clauses + 1] = "e.stream_ordering <= ?"; params[#params + 1] = q.max_stream end
-  if q.before then clauses[#clauses + 1] = "e.stream_ordering < ?"; params[#params + 1] = q.before end
+  if q.before then clauses[#clauses + 1] = "s.rowid < ?"; params[#params + 1] = q.before end
   return " FROM event_search s JOIN events e ON e.event_nid = s.rowid WHERE "
     .. table_concat(clauses, " AND ") .. " AND e." .. sql.TIMELINE, params
 end
 
 --- Indexed events matching a search, best first: q as for search_count,
 -- plus order ("rank": best match first, ties newest first; "recent":
--- newest first), limit and offset. Returns { { event_nid, event_id,
+-- newest first, by NID), limit and offset. Returns { { event_nid, event_id,
 -- room_id, stream_ordering, rank }, ... } where rank is higher for a
 -- closer match.
 function methods:search_events(q)
   local body, params = where(self, q)
   if not body then return {} end
-  local order = q.order == "recent" and " ORDER BY e.stream_ordering DESC"
-    or " ORDER BY s.rank, e.stream_ordering DESC"
+  -- recent: by NID, the order events were first stored (the stream order
+  -- but for outliers that joined the timeline later); FTS5 walks its rowids
+  -- backwards and stops at the limit
+  local order = q.order == "recent" and " ORDER BY s.rowid DESC"
+    or " ORDER BY s.rank, s.rowid DESC"
   params[#params + 1] = q.limit or 10
   params[#params + 1] = q.offset or 0
   local rows = self.conn:all("SELECT e.event_nid, e.event_id, e.room_nid, e.stream_ordering, -s.rank"

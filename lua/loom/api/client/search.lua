@@ -8,8 +8,8 @@
 -- (loom.store.search). Ordering: "rank" (closest match first, the default)
 -- or "recent" (newest first). next_batch is opaque: r<offset>_<position>
 -- for rank (the offset among the matches up to stream position
--- <position>, so later events do not shift the pages), t<position>_<max>
--- for recent (matches before <position>), each optionally followed by
+-- <position>, so later events do not shift the pages), t<nid>_<position>
+-- for recent (matches stored before event NID <nid>), each optionally followed by
 -- _R<hex room ID> or _S<hex sender> for a group's own pages.
 local errors = require "loom.http.errors"
 local ljson = require "loom.json"
@@ -173,22 +173,34 @@ end
 -- Searching.
 
 -- The rooms searched: those the user is, or was, joined to that the
--- filter's rooms/not_rooms allow: { room_nid, ... }, { [room_nid] = room_id }.
+-- filter's rooms/not_rooms allow: { room_nid, ... }, and the set of those
+-- the user is joined to now { [room_nid] = true }.
 local function searched_rooms(hs, user_id, f, only_room)
   local store = hs.store
-  local nids, ids = {}, {}
+  local nids, seen, joined = {}, {}, {}
   for _, m in ipairs { "join", "leave", "ban" } do
     for _, room_id in ipairs(store:rooms_for_user(user_id, m)) do
       local rn = store:room_nid(room_id)
-      if rn and not ids[rn] and f:allows_room(room_id) and (not only_room or only_room == room_id)
+      if rn and not seen[rn] and f:allows_room(room_id) and (not only_room or only_room == room_id)
           and (m == "join" or #store:join_positions(user_id, rn) > 0) then
         nids[#nids + 1] = rn
-        ids[rn] = room_id
+        seen[rn] = true
+        if m == "join" then joined[rn] = true end
       end
     end
   end
   table_sort(nids)
-  return nids, ids
+  return nids, joined
+end
+
+-- Does a joined user see every timeline event of the room? Yes when the
+-- room's history was only ever shared or world_readable: such an event is
+-- visible to anyone joined after it (the rules of loom.room.visibility).
+local function sees_all(hs, room_nid)
+  for _, v in ipairs(hs.store:room_history_visibilities(room_nid)) do
+    if v ~= "shared" and v ~= "world_readable" then return false end
+  end
+  return true
 end
 
 -- The rows (from store:search_events) the user may see, in order, with
@@ -224,7 +236,7 @@ end
 local function page(hs, user_id, c, q, tok)
   local store = hs.store
   local hits = {}
-  local pos = tok.pos                      -- rank: offset; recent: stream bound
+  local pos = tok.pos                      -- rank: offset; recent: NID bound (nil: from the newest)
   local scanned = 0
   while #hits < c.limit do
     local want = c.limit - #hits + SCAN_BATCH
@@ -239,7 +251,7 @@ local function page(hs, user_id, c, q, tok)
         k = k + 1
         hits[#hits + 1] = hit
       end
-      pos = c.order == "rank" and pos + 1 or r.stream_ordering
+      pos = c.order == "rank" and pos + 1 or r.event_nid
       if #hits >= c.limit then
         if i == #rows and #rows < want then return hits, nil end
         return hits, pos
@@ -252,18 +264,30 @@ local function page(hs, user_id, c, q, tok)
   return hits, pos
 end
 
--- How many matches the user may see: exact up to COUNT_EXACT matches,
--- scaled from the visible share of the first COUNT_EXACT beyond that.
-local function count(hs, user_id, q)
+-- How many matches the user may see. In rooms the user is joined to whose
+-- history was only ever shared or world_readable every match counts (one
+-- query); elsewhere each match is checked for visibility, exactly up to
+-- COUNT_EXACT matches, scaled from the visible share of those beyond.
+local function count(hs, user_id, q, joined)
   local store = hs.store
-  local total = store:search_count { words = q.words, room_nids = q.room_nids, keys = q.keys, filter = q.filter,
-    sender = q.sender, max_stream = q.max_stream }
-  if total == 0 then return 0 end
-  local rows = store:search_events { words = q.words, room_nids = q.room_nids, keys = q.keys, filter = q.filter,
-    sender = q.sender, max_stream = q.max_stream, order = "recent", limit = COUNT_EXACT }
-  local n = #visible(hs, user_id, rows)
-  if total <= #rows then return n end
-  return math_floor(n * total / #rows + 0.5)
+  local open, checked = {}, {}
+  for _, rn in ipairs(q.room_nids) do
+    if joined[rn] and sees_all(hs, rn) then open[#open + 1] = rn else checked[#checked + 1] = rn end
+  end
+  local function sub(room_nids, extra)
+    local s = { words = q.words, room_nids = room_nids, keys = q.keys, filter = q.filter, sender = q.sender,
+      max_stream = q.max_stream }
+    for k, v in pairs(extra or {}) do s[k] = v end
+    return s
+  end
+  local n = #open > 0 and store:search_count(sub(open)) or 0
+  if #checked == 0 then return n end
+  local total = store:search_count(sub(checked))
+  if total == 0 then return n end
+  local rows = store:search_events(sub(checked, { order = "recent", limit = COUNT_EXACT }))
+  local seen = #visible(hs, user_id, rows)
+  if total <= #rows then return n + seen end
+  return n + math_floor(seen * total / #rows + 0.5)
 end
 
 -- The words of the results' text that the search words are prefixes of,
@@ -376,8 +400,8 @@ local function search(hs, req)
   local store = hs.store
   local user_id = req.user_id
   local max_stream = tok and tok.max or store:current_position()
-  tok = tok or { order = c.order, pos = c.order == "rank" and 0 or max_stream + 1, max = max_stream }
-  local room_nids = searched_rooms(hs, user_id, c.filter, tok.group == "room_id" and tok.value or nil)
+  tok = tok or { order = c.order, pos = c.order == "rank" and 0 or nil, max = max_stream }
+  local room_nids, joined = searched_rooms(hs, user_id, c.filter, tok.group == "room_id" and tok.value or nil)
   local words = store:search_words(c.term)
   local out = { results = json.array {}, count = 0, highlights = json.array {} }
   if #words == 0 or #room_nids == 0 or c.limit == 0 or (c.keys and #c.keys == 0) then
@@ -386,7 +410,7 @@ local function search(hs, req)
   local q = { words = words, room_nids = room_nids, keys = c.keys, filter = c.filter, order = c.order,
     max_stream = max_stream, sender = tok.group == "sender" and tok.value or nil }
   local hits, next_pos = page(hs, user_id, c, q, tok)
-  out.count = count(hs, user_id, q)
+  out.count = count(hs, user_id, q, joined)
   out.highlights = highlights(words, hits)
 
   -- results, in order, as client events (redactions, transaction IDs)
