@@ -10,6 +10,8 @@
 --   like-recent  json_extract(body) LIKE '%word%', newest first, 10 results
 --   like-count   the same LIKE, counted
 --
+-- Then the same words through the POST /search handler (see the end).
+--
 -- Usage: lua5.4 bench/search.lua [messages] (default 100000).
 local uv = require "luv"
 local store_mod = require "loom.store"
@@ -145,3 +147,71 @@ end
 print(("matches over all queries: fts %d, like %d"):format(counts["loom-count"], counts["like-count"]))
 s:close()
 remove(path)
+
+-- Through the endpoint handler, in process (no HTTP): rooms, history
+-- visibility, the count and the client events included. alice is in 5
+-- shared rooms and a joined-only one; bob joined the joined-only room half
+-- way, so his count checks each match.
+do
+  local loom = require "loom"
+  local api = require "loom.api"
+  local search_route = require("loom.api.client.search").routes[1][3]
+  local M = math.max(1000, N // 5)
+  local hpath = tmp_path()
+  local server = loom.new { port = 0, server_name = "bench", log_level = "error", database = { path = hpath,
+    synchronous = "NORMAL" }, logger = function() end }
+  local hs = api.install(server)
+  local alice, bob = "@alice:bench", "@bob:bench"
+  local function route(method, rpath)
+    for _, r in ipairs(require("loom.api.client.rooms").routes) do
+      if r[1] == method and r[2] == "/_matrix/client/v3" .. rpath then return r[3] end
+    end
+  end
+  local create, join = route("POST", "/createRoom"), route("POST", "/rooms/{roomId}/join")
+  local function req(user, body, params)
+    return { user_id = user, params = params or {}, json = function() return body end, arg = function() end }
+  end
+  local hrooms = {}
+  for i = 1, 6 do
+    hrooms[i] = assert(create(hs, req(alice, { preset = "public_chat" })).room_id)
+  end
+  local closed = hrooms[6]
+  assert(hs.rooms:send(closed, { type = "m.room.history_visibility", sender = alice, state_key = "",
+    content = { history_visibility = "joined" } }))
+  seed = 99
+  local t0 = now()
+  for b = 0, M - 1, 500 do
+    hs.store:transaction(function()
+      for i = b + 1, math.min(M, b + 500) do
+        if i == M // 2 then
+          assert(join(hs, req(bob, {}, { roomId = closed })).room_id)
+        end
+        local words = {}
+        for j = 1, 4 + rand(12) do words[j] = word() end
+        assert(hs.rooms:send(hrooms[i % 6 + 1], { type = "m.room.message", sender = alice,
+          content = { msgtype = "m.text", body = table.concat(words, " ") } }))
+      end
+      return true
+    end)
+  end
+  print(("endpoint: %d messages in 6 rooms sent in %.1f s"):format(M, (now() - t0) / 1e9))
+  print(("%d queries each (median / p99 ms; count is the mean count):"):format(QUERIES // 4))
+  for _, case in ipairs {
+    { "alice rank", alice, "rank" }, { "alice recent", alice, "recent" },
+    { "bob rank", bob, "rank" }, { "bob recent", bob, "recent" } } do
+    local times, total = {}, 0
+    for i = 1, QUERIES // 4 do
+      local w = terms[i]
+      local t1 = now()
+      local res = search_route(hs, req(case[2], { search_categories = { room_events = {
+        search_term = w, order_by = case[3] } } }))
+      times[i] = (now() - t1) / 1e6
+      assert(res.search_categories, "search failed")
+      total = total + res.search_categories.room_events.count
+    end
+    local med, p99 = stats(times)
+    print(("  %-13s %8.3f %8.3f   count %d"):format(case[1], med, p99, total // (QUERIES // 4)))
+  end
+  hs.store:close()
+  remove(hpath)
+end

@@ -125,6 +125,10 @@ describe("search index", function()
     assert.equal(3, s:search_count { words = s:search_words("cat"), room_nids = { s:room_nid("!r:t") } })
     assert.equal(1, s:search_count { words = s:search_words("cat"), room_nids = { s:room_nid("!r:t") },
       before = nid2 })
+    assert.equal(1, s:search_count { words = s:search_words("cat"), room_nids = { s:room_nid("!r:t") },
+      after_stream = rank[1].stream_ordering })
+    assert.equal(2, s:search_count { words = s:search_words("cat"), room_nids = { s:room_nid("!r:t") },
+      max_stream = rank[1].stream_ordering })
   end)
 
   it("keeps to the given rooms and applies the filter's senders and types", function()

@@ -120,8 +120,9 @@ local FILTER_COLS = { type = "e.type_nid", sender = "e.sender", url = "e.contain
 
 -- The FROM/WHERE part of a search and its parameters, or nil when nothing
 -- can match. q: words, room_nids, keys (default all), filter (a
--- loom.store.filter Filter: types, senders, contains_url), max_stream,
--- before (event NID, exclusive), sender (one sender only).
+-- loom.store.filter Filter: types, senders, contains_url), max_stream and
+-- after_stream (stream positions in (after_stream, max_stream]), before
+-- (event NID, exclusive), sender (one sender only).
 local function where(self, q)
   local words, rooms = q.words, q.room_nids
   if not words or #words == 0 or not rooms or #rooms == 0 then return nil end
@@ -144,6 +145,9 @@ local function where(self, q)
   end
   if q.sender then clauses[#clauses + 1] = "e.sender = ?"; params[#params + 1] = q.sender end
   if q.max_stream then clauses[#clauses + 1] = "e.stream_ordering <= ?"; params[#params + 1] = q.max_stream end
+  if q.after_stream then
+    clauses[#clauses + 1] = "e.stream_ordering > ?"; params[#params + 1] = q.after_stream
+  end
   if q.before then clauses[#clauses + 1] = "s.rowid < ?"; params[#params + 1] = q.before end
   return " FROM event_search s JOIN events e ON e.event_nid = s.rowid WHERE "
     .. table_concat(clauses, " AND ") .. " AND e." .. sql.TIMELINE, params
@@ -175,7 +179,8 @@ function methods:search_events(q)
 end
 
 --- How many indexed events match a search. q: words (from search_words),
--- room_nids (any number), keys, filter, sender, max_stream, before.
+-- room_nids (any number), keys, filter, sender, max_stream, after_stream,
+-- before.
 function methods:search_count(q)
   local body, params = where(self, q)
   if not body then return 0 end

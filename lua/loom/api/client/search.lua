@@ -41,6 +41,8 @@ local SCAN_BATCH, SCAN_MAX = 20, 2000
 -- Up to this many matches the count is exact (each one checked for
 -- visibility); beyond, it is scaled from the share visible among them.
 local COUNT_EXACT = 1000
+-- Room upgrades followed back from a room that filter.rooms names.
+local MAX_PREDECESSORS = 20
 
 local function bad_json(msg) return errors.new("M_BAD_JSON", msg) end
 local function invalid(msg) return errors.new("M_INVALID_PARAM", msg) end
@@ -175,13 +177,38 @@ end
 -- The rooms searched: those the user is, or was, joined to that the
 -- filter's rooms/not_rooms allow: { room_nid, ... }, and the set of those
 -- the user is joined to now { [room_nid] = true }.
+-- Rooms that filter.rooms names and their predecessors (m.room.create's
+-- predecessor, room upgrades), as Synapse searches them: { [room_id] = true }
+-- (nil when the filter names no rooms).
+local function named_rooms(hs, f)
+  if not f.rooms then return nil end
+  local out = {}
+  for _, room_id in ipairs(f.rooms) do
+    local id, hops = room_id, 0
+    while id and not out[id] and hops <= MAX_PREDECESSORS do
+      out[id] = true
+      hops = hops + 1
+      local create = hs.rooms:state_event(id, "m.room.create", "")
+      local pred = create and ljson.is_object(create.content) and create.content.predecessor
+      id = ljson.is_object(pred) and type(pred.room_id) == "string" and pred.room_id or nil
+    end
+  end
+  return out
+end
+
 local function searched_rooms(hs, user_id, f, only_room)
   local store = hs.store
   local nids, seen, joined = {}, {}, {}
+  local named = named_rooms(hs, f)
+  local function allowed(room_id)
+    if f.not_rooms_set and f.not_rooms_set[room_id] then return false end
+    if named then return named[room_id] == true end
+    return true
+  end
   for _, m in ipairs { "join", "leave", "ban" } do
     for _, room_id in ipairs(store:rooms_for_user(user_id, m)) do
       local rn = store:room_nid(room_id)
-      if rn and not seen[rn] and f:allows_room(room_id) and (not only_room or only_room == room_id)
+      if rn and not seen[rn] and allowed(room_id) and (not only_room or only_room == room_id)
           and (m == "join" or #store:join_positions(user_id, rn) > 0) then
         nids[#nids + 1] = rn
         seen[rn] = true
@@ -265,29 +292,51 @@ local function page(hs, user_id, c, q, tok)
 end
 
 -- How many matches the user may see. In rooms the user is joined to whose
--- history was only ever shared or world_readable every match counts (one
--- query); elsewhere each match is checked for visibility, exactly up to
--- COUNT_EXACT matches, scaled from the visible share of those beyond.
+-- history was only ever shared or world_readable every match counts, and
+-- in the other rooms the user is joined to every match since their latest
+-- join (both: one query). The rest is checked match by match for
+-- visibility: exactly up to COUNT_EXACT matches in all, scaled from the
+-- visible share of those checked beyond.
 local function count(hs, user_id, q, joined)
   local store = hs.store
-  local open, checked = {}, {}
-  for _, rn in ipairs(q.room_nids) do
-    if joined[rn] and sees_all(hs, rn) then open[#open + 1] = rn else checked[#checked + 1] = rn end
-  end
   local function sub(room_nids, extra)
     local s = { words = q.words, room_nids = room_nids, keys = q.keys, filter = q.filter, sender = q.sender,
       max_stream = q.max_stream }
     for k, v in pairs(extra or {}) do s[k] = v end
     return s
   end
+  local open, checked, since_join = {}, {}, {}
+  for _, rn in ipairs(q.room_nids) do
+    if joined[rn] and sees_all(hs, rn) then
+      open[#open + 1] = rn
+    elseif joined[rn] then
+      local last = 0
+      for _, pos in ipairs(store:join_positions(user_id, rn)) do if pos > last then last = pos end end
+      since_join[#since_join + 1] = { rn, last }
+    else
+      checked[#checked + 1] = rn
+    end
+  end
   local n = #open > 0 and store:search_count(sub(open)) or 0
-  if #checked == 0 then return n end
-  local total = store:search_count(sub(checked))
-  if total == 0 then return n end
-  local rows = store:search_events(sub(checked, { order = "recent", limit = COUNT_EXACT }))
-  local seen = #visible(hs, user_id, rows)
-  if total <= #rows then return n + seen end
-  return n + math_floor(seen * total / #rows + 0.5)
+  local budget = COUNT_EXACT
+  -- matches in rooms, up to stream position max_stream, checked one by one
+  local function check(room_nids, max_stream)
+    local total = store:search_count(sub(room_nids, { max_stream = max_stream }))
+    if total == 0 then return 0 end
+    local rows = store:search_events(sub(room_nids, { max_stream = max_stream, order = "recent",
+      limit = budget > 100 and budget or 100 }))
+    budget = budget - #rows
+    local seen = #visible(hs, user_id, rows)
+    if total <= #rows then return seen end
+    return math_floor(seen * total / #rows + 0.5)
+  end
+  for _, r in ipairs(since_join) do
+    local rn, last = r[1], r[2]
+    n = n + store:search_count(sub({ rn }, { after_stream = last }))
+    n = n + check({ rn }, last < q.max_stream and last or q.max_stream)
+  end
+  if #checked > 0 then n = n + check(checked, q.max_stream) end
+  return n
 end
 
 -- The words of the results' text that the search words are prefixes of,
