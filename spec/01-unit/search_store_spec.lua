@@ -101,6 +101,12 @@ describe("search index", function()
     assert.same({ "$q" }, find('col:value'))
     assert.same({}, find(""))
     assert.same({}, find("  !!  "))
+    -- words of non-ASCII punctuation or emoji alone are no words; letters of any script are
+    assert.same({ "$q" }, find("said \u{2014} \u{1F600} \u{00AB}near\u{00BB}"))
+    assert.same({}, s:search_words("\u{2014} \u{1F600}\u{FE0F} \u{3002}"))
+    put("$u", "!r:t", "m.room.message", { body = "Na\u{00EF}ve \u{00C9}COLE \u{6771}\u{4EAC}" })
+    assert.same({ "$u" }, find("naive \u{00E9}cole"))
+    assert.same({ "$u" }, find("\u{6771}\u{4EAC}"))
     assert.same({}, s:search_words(nil))
     assert.equal(32, #s:search_words(("w%d "):rep(100):format(table.unpack((function()
       local t = {}

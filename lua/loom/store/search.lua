@@ -23,7 +23,8 @@ local sql = require "loom.store.sql"
 local json = require("loom.core").json
 
 local type, ipairs, table_concat, table_unpack = type, ipairs, table.concat, table.unpack
-local string_gmatch, string_gsub, string_lower = string.gmatch, string.gsub, string.lower
+local string_gmatch, string_gsub, string_lower, string_find = string.gmatch, string.gsub, string.lower, string.find
+local utf8_len, utf8_codes = utf8.len, utf8.codes
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -40,15 +41,36 @@ local FIELD = { ["content.body"] = "body", ["content.name"] = "name", ["content.
 search.MAX_WORDS = 32
 search.MAX_WORD = 200
 
+-- Code points the tokenizer treats as separators, beyond ASCII: Latin-1
+-- punctuation and symbols, general punctuation to dingbats and arrows, CJK
+-- punctuation, variation selectors, emoji. A word made of these alone has
+-- no token: as a query term it would match nothing.
+local SEPARATORS = { { 0xA0, 0xBF }, { 0xD7, 0xD7 }, { 0xF7, 0xF7 }, { 0x2000, 0x2BFF }, { 0x3000, 0x303F },
+  { 0xFE00, 0xFE0F }, { 0x1F000, 0x1FAFF } }
+
+local function has_token(w)
+  if string_find(w, "^[\1-\127]*$") then return true end   -- ASCII letters and digits
+  if not utf8_len(w) then return true end                    -- not UTF-8: left to the tokenizer
+  for _, cp in utf8_codes(w) do
+    local sep = false
+    for _, r in ipairs(SEPARATORS) do
+      if cp >= r[1] and cp <= r[2] then sep = true; break end
+    end
+    if not sep then return true end
+  end
+  return false
+end
+
 --- The words of a client's search text (lower-cased ASCII; UTF-8 kept):
 -- runs of bytes that are not ASCII space, punctuation or control
--- characters. At most MAX_WORDS, each at most MAX_WORD bytes; duplicates
+-- characters, leaving out those of only non-ASCII punctuation, symbols or
+-- emoji. At most MAX_WORDS, each at most MAX_WORD bytes; duplicates
 -- dropped. A non-string gives {}.
 function methods.search_words(_, text)
   local out, seen = {}, {}
   if type(text) ~= "string" then return out end
   for w in string_gmatch(text, "[^%s%p%c]+") do
-    if #w <= search.MAX_WORD then
+    if #w <= search.MAX_WORD and has_token(w) then
       w = string_lower(w)
       if not seen[w] then
         seen[w] = true
