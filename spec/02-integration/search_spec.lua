@@ -158,6 +158,15 @@ describe("POST /search", function()
     local me
     for _, e in ipairs(st) do if e.type == "m.room.member" and e.state_key == b.user_id then me = e end end
     assert.equal("leave", me.content.membership)
+    -- invited again, the room is still searched, with the same history
+    local r = t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/invite", { user_id = b.user_id }, a.access_token)
+    assert.equal(200, r.status, r.body)
+    assert.same({ seen }, ids(ok_search(b, { search_term = "platypus" })))
+    -- a user only ever invited finds nothing there
+    local c = fresh()
+    r = t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/invite", { user_id = c.user_id }, a.access_token)
+    assert.equal(200, r.status, r.body)
+    assert.same({}, ids(ok_search(c, { search_term = "platypus" })))
   end)
 
   it("drops a redacted event from the results", function()

@@ -138,6 +138,14 @@ function methods:room_history_visibilities(room_nid)
   return list
 end
 
+--- The rooms the user was ever joined to (by a non-outlier membership
+-- event): { room_nid, ... } ascending.
+function methods:rooms_ever_joined(user_id)
+  return self.conn:column([[SELECT DISTINCT m.room_nid FROM room_memberships m
+    JOIN events e ON e.event_nid = m.event_nid
+    WHERE m.user_id = ? AND m.membership = 'join' AND e.outlier = 0 ORDER BY m.room_nid]], user_id)
+end
+
 local FILTER_COLS = { type = "e.type_nid", sender = "e.sender", url = "e.contains_url" }
 
 -- The FROM/WHERE part of a search and its parameters, or nil when nothing

@@ -174,9 +174,10 @@ end
 ---------------------------------------------------------------------------
 -- Searching.
 
--- The rooms searched: those the user is, or was, joined to that the
--- filter's rooms/not_rooms allow: { room_nid, ... }, and the set of those
--- the user is joined to now { [room_nid] = true }.
+-- The rooms searched: those the user is, or ever was, joined to (whatever
+-- the membership now: left, banned, invited again) that the filter's
+-- rooms/not_rooms allow: { room_nid, ... }, and the set of the rooms the
+-- user is joined to now { [room_nid] = true }.
 -- Rooms that filter.rooms names and their predecessors (m.room.create's
 -- predecessor, room upgrades), as Synapse searches them: { [room_id] = true }
 -- (nil when the filter names no rooms).
@@ -198,23 +199,20 @@ end
 
 local function searched_rooms(hs, user_id, f, only_room)
   local store = hs.store
-  local nids, seen, joined = {}, {}, {}
+  local nids, joined = {}, {}
   local named = named_rooms(hs, f)
   local function allowed(room_id)
     if f.not_rooms_set and f.not_rooms_set[room_id] then return false end
     if named then return named[room_id] == true end
     return true
   end
-  for _, m in ipairs { "join", "leave", "ban" } do
-    for _, room_id in ipairs(store:rooms_for_user(user_id, m)) do
-      local rn = store:room_nid(room_id)
-      if rn and not seen[rn] and allowed(room_id) and (not only_room or only_room == room_id)
-          and (m == "join" or #store:join_positions(user_id, rn) > 0) then
-        nids[#nids + 1] = rn
-        seen[rn] = true
-        if m == "join" then joined[rn] = true end
-      end
-    end
+  for _, room_id in ipairs(store:rooms_for_user(user_id, "join")) do
+    local rn = store:room_nid(room_id)
+    if rn then joined[rn] = true end
+  end
+  for _, rn in ipairs(store:rooms_ever_joined(user_id)) do
+    local room_id = store:room_id(rn)
+    if room_id and allowed(room_id) and (not only_room or only_room == room_id) then nids[#nids + 1] = rn end
   end
   table_sort(nids)
   return nids, joined
