@@ -62,6 +62,11 @@ describe("POST /search", function()
     -- a word prefix matches; every word must be there
     assert.same({ id }, ids(ok_search(a, { search_term = "martian land" })))
     assert.same({}, ids(ok_search(a, { search_term = "martians nothing" })))
+    -- matrix-nio's r0 prefix
+    local r = t:request("POST", "/_matrix/client/r0/search",
+      { search_categories = { room_events = { search_term = "martians" } } }, a.access_token)
+    assert.equal(200, r.status)
+    assert.same({ id }, ids(r.json.search_categories.room_events))
   end)
 
   it("searches content.name and content.topic, and only the keys asked for", function()
