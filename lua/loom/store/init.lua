@@ -8,8 +8,8 @@
 --   local page = assert(s:paginate(room_id, nil, { dir = "b", limit = 20 }))
 --
 -- Methods live in loom.store.persist, stream, events, state, rooms,
--- directory, txns, user_filters, keys, lazy_members, account_data, to_device
--- and receipts; this file opens the store and keeps the NID maps and caches.
+-- directory, txns, user_filters, keys, lazy_members, account_data, to_device,
+-- receipts and search; this file opens the store and keeps the NID maps and caches.
 -- Every SQL statement of loom is in the store (and loom.db): callers ask
 -- methods named for what they answer.
 -- Bad input returns nil, message, code; a database failure raises a
@@ -286,7 +286,7 @@ store.mt = mt
 for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.events", "loom.store.state",
     "loom.store.rooms", "loom.store.directory", "loom.store.txns", "loom.store.user_filters",
     "loom.store.keys", "loom.store.lazy_members", "loom.store.account_data", "loom.store.to_device",
-    "loom.store.receipts" } do
+    "loom.store.receipts", "loom.store.search" } do
   for k, v in pairs(require(part).methods) do
     if type(v) == "function" then
       -- one name, one answer: a group may not replace another's method

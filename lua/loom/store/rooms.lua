@@ -160,10 +160,12 @@ function methods:set_current_after(event_nid, snapshot_nid)
   return true
 end
 
---- Record that redaction_id redacts event_id (again: no change).
+--- Record that redaction_id redacts event_id (again: no change); the event
+-- leaves the search index.
 function methods:record_redaction(event_id, redaction_id)
   self.conn:run("INSERT OR IGNORE INTO redactions (event_id, redaction_id) VALUES (?, ?)",
     event_id, redaction_id)
+  self:unindex_for_search(event_id)
   return true
 end
 
