@@ -62,6 +62,7 @@ build = {
       ["loom.db.housekeeping"] = "lua/loom/db/housekeeping.lua",
       ["loom.db"] = "lua/loom/db/init.lua",
       ["loom.db.migrate"] = "lua/loom/db/migrate.lua",
+      ["loom.federation.xmatrix"] = "lua/loom/federation/xmatrix.lua",
       ["loom.http.app"] = "lua/loom/http/app.lua",
       ["loom.http.client"] = "lua/loom/http/client.lua",
       ["loom.http.errors"] = "lua/loom/http/errors.lua",
