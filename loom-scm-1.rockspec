@@ -20,7 +20,7 @@ dependencies = {
 }
 external_dependencies = {
    SQLITE = { header = "sqlite3.h", library = "sqlite3" },
-   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
    HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
 }
 build = {
@@ -37,10 +37,11 @@ build = {
             "csrc/sqlite.c",
             "csrc/state.c",
             "csrc/stateres.c",
+            "csrc/tls.c",
             "csrc/token.c",
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
-         libraries = { "sqlite3", "crypto", "http_parser", "pthread" },
+         libraries = { "sqlite3", "ssl", "crypto", "http_parser", "pthread" },
          incdirs = { "$(SQLITE_INCDIR)", "$(OPENSSL_INCDIR)", "$(HTTP_PARSER_INCDIR)" },
          libdirs = { "$(SQLITE_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HTTP_PARSER_LIBDIR)" },
       },
@@ -53,6 +54,8 @@ build = {
       ["loom.api.client.sync"] = "lua/loom/api/client/sync.lua",
       ["loom.api.client.to_device"] = "lua/loom/api/client/to_device.lua",
       ["loom.api.client.typing"] = "lua/loom/api/client/typing.lua",
+      ["loom.api.federation.keys"] = "lua/loom/api/federation/keys.lua",
+      ["loom.api.federation.version"] = "lua/loom/api/federation/version.lua",
       ["loom.api.homeserver"] = "lua/loom/api/homeserver.lua",
       ["loom.api"] = "lua/loom/api/init.lua",
       ["loom.api.pushrules"] = "lua/loom/api/pushrules.lua",
@@ -62,6 +65,9 @@ build = {
       ["loom.db.housekeeping"] = "lua/loom/db/housekeeping.lua",
       ["loom.db"] = "lua/loom/db/init.lua",
       ["loom.db.migrate"] = "lua/loom/db/migrate.lua",
+      ["loom.federation.client"] = "lua/loom/federation/client.lua",
+      ["loom.federation.discovery"] = "lua/loom/federation/discovery.lua",
+      ["loom.federation.keyring"] = "lua/loom/federation/keyring.lua",
       ["loom.federation.xmatrix"] = "lua/loom/federation/xmatrix.lua",
       ["loom.http.app"] = "lua/loom/http/app.lua",
       ["loom.http.client"] = "lua/loom/http/client.lua",
@@ -123,6 +129,7 @@ build = {
          ["loom.migrations.sqlite.009_account_data"] = "migrations/sqlite/009_account_data.sql",
          ["loom.migrations.sqlite.010_to_device"] = "migrations/sqlite/010_to_device.sql",
          ["loom.migrations.sqlite.011_receipts"] = "migrations/sqlite/011_receipts.sql",
+         ["loom.migrations.sqlite.020_server_keys"] = "migrations/sqlite/020_server_keys.sql",
          ["loom.migrations.sqlite.004_rooms_api"] = "migrations/sqlite/004_rooms_api.sql",
       },
    },

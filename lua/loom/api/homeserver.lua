@@ -17,8 +17,12 @@ local room_mod = require "loom.room"
 local notifier_mod = require "loom.sync.notifier"
 local typing_mod = require "loom.sync.typing"
 local errors = require "loom.http.errors"
+local http_client = require "loom.http.client"
+local fedclient = require "loom.federation.client"
+local keyring_mod = require "loom.federation.keyring"
+local xmatrix = require "loom.federation.xmatrix"
 
-local setmetatable, type, tostring = setmetatable, type, tostring
+local setmetatable, type, tostring, assert = setmetatable, type, tostring, assert
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -62,7 +66,18 @@ function homeserver.new(server, opts)
     register_sessions = { map = {}, n = 0 },   -- open user-interactive /register sessions
   }, mt)
   self.typing = typing_mod.new(self.notifier)   -- who is typing where (in memory, expiring)
+  -- federation: the outbound client (TLS, address guard), signed requests,
+  -- keys (opts.transport: the lab's in-memory transport instead)
+  local fed = config.federation or {}
+  if not opts.transport then
+    self.http_client = assert(http_client.new { allow_ips = fed.allow_ips,
+      verify = fed.verify_certificates ~= false, user_agent = "loom",
+      log = function(level, message) server:log(level, "%s", message) end })
+  end
+  self.federation = fedclient.new(self, { transport = opts.transport, http = self.http_client })
+  self.keyring = keyring_mod.new(self, self.federation)
   server:hook("server/stopping", function()
+    if self.http_client then self.http_client:close() end
     self.typing:close()
     local n = self.notifier:close()
     if n > 0 then server:log("debug", "stopping: woke %d waiting /sync requests", n) end
@@ -102,6 +117,38 @@ function methods:authed(handler)
     local user_id, device_id, token = self:authenticate(req)
     if not user_id then return device_id end
     req.user_id, req.device_id, req.access_token = user_id, device_id, token
+    return handler(req, ...)
+  end
+end
+
+--- The origin server of a federation request, checked (X-Matrix): origin,
+-- or nil and a 401 M_UNAUTHORIZED error. Inside the request's task (the
+-- origin's key may be fetched).
+function methods:authenticate_server(req)
+  local auth, msg = xmatrix.parse(req:header("Authorization"))
+  if not auth then return nil, errors.new("M_UNAUTHORIZED", msg) end
+  if auth.destination ~= nil and auth.destination ~= self.server_name then
+    return nil, errors.new("M_UNAUTHORIZED", "Request is for another server")
+  end
+  if auth.origin == self.server_name then
+    return nil, errors.new("M_UNAUTHORIZED", "Request claims to come from this server")
+  end
+  local content
+  if req.body ~= nil and req.body ~= "" then content = req:json { any = true } end
+  local pk, kerr = self.keyring:verify_key(auth.origin, auth.key)
+  if not pk then return nil, errors.new("M_UNAUTHORIZED", "Cannot check the request's key: " .. tostring(kerr)) end
+  local ok, verr = xmatrix.verify(auth, req.method, req.target, content, pk)
+  if not ok then return nil, errors.new("M_UNAUTHORIZED", "Bad request signature: " .. tostring(verr)) end
+  return auth.origin
+end
+
+--- Wrap a federation handler so it runs only for requests signed by their
+-- origin (req.origin set).
+function methods:server_authed(handler)
+  return function(req, ...)
+    local origin, err = self:authenticate_server(req)
+    if not origin then return err end
+    req.origin = origin
     return handler(req, ...)
   end
 end
