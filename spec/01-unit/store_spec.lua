@@ -456,7 +456,7 @@ describe("loom.db", function()
     assert.equal(#list, conn:value("SELECT count(*) FROM schema_version"))
     conn:close()
     conn = assert(db.open { path = path })
-    assert.equal(n, conn:value("SELECT count(*) FROM schema_version"))
+    assert.equal(#list, conn:value("SELECT count(*) FROM schema_version"))
     assert.equal(0, migrate.run(conn))
   end)
 
