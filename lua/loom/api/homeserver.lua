@@ -21,6 +21,7 @@ local http_client = require "loom.http.client"
 local fedclient = require "loom.federation.client"
 local keyring_mod = require "loom.federation.keyring"
 local xmatrix = require "loom.federation.xmatrix"
+local dns = require "loom.net.dns"
 
 local setmetatable, type, tostring, assert = setmetatable, type, tostring, assert
 
@@ -74,7 +75,7 @@ function homeserver.new(server, opts)
       verify = fed.verify_certificates ~= false, user_agent = "loom",
       log = function(level, message) server:log(level, "%s", message) end })
   end
-  self.federation = fedclient.new(self, { transport = opts.transport, http = self.http_client })
+  self.federation = fedclient.new(self, { transport = opts.transport, http = self.http_client, srv = dns.srv })
   self.keyring = keyring_mod.new(self, self.federation)
   server:hook("server/stopping", function()
     if self.http_client then self.http_client:close() end

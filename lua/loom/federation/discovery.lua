@@ -74,9 +74,11 @@ Discovery.__index = Discovery
 Discovery.__name = "loom.federation.Discovery"
 
 --- discovery.new { http = loom.http.client, srv = function(name) -> list | nil,
--- err (inside a task; list of { target, port, priority, weight, ttl }) }
+-- err (inside a task; list of { target, port, priority, weight, ttl }),
+-- well_known_port (443; another for test networks) }
 function discovery.new(opts)
-  return setmetatable({ http = opts.http, srv = opts.srv, wk_cache = {}, srv_cache = {} }, Discovery)
+  return setmetatable({ http = opts.http, srv = opts.srv, wk_port = opts.well_known_port or 443,
+    wk_cache = {}, srv_cache = {} }, Discovery)
 end
 
 -- max-age of a Cache-Control header, in ms, or nil.
@@ -96,7 +98,7 @@ local function well_known(self, host)
   local value, ttl = nil, WK_FAILURE_TTL
   local path, fetch_host = "/.well-known/matrix/server", host
   for _ = 1, WK_MAX_REDIRECTS do
-    local res = self.http:fetch { host = fetch_host, port = 443, tls = true, path = path, timeout = 10000 }
+    local res = self.http:fetch { host = fetch_host, port = self.wk_port, tls = true, path = path, timeout = 10000 }
     if not res then break end
     if res.status >= 300 and res.status < 400 and type(res.headers.location) == "string" then
       local h, p = res.headers.location:match("^https://([^/]+)(/.*)$")
