@@ -72,7 +72,7 @@ describe("federation read endpoints", function()
       { "GET", "/_matrix/federation/v1/event_auth/" .. E(room) .. "/" .. E(event_id) },
       { "GET", "/_matrix/federation/v1/backfill/" .. E(room), { query = { v = event_id, limit = "10" } } },
       { "POST", "/_matrix/federation/v1/get_missing_events/" .. E(room),
-        { body = { earliest_events = {}, latest_events = { event_id } } } },
+        { body = { earliest_events = require("loom.core").json.array(), latest_events = { event_id } } } },
     }
     for _, p in ipairs(paths) do
       local r = ask(p[1], p[2], p[3])
