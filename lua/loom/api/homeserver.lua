@@ -22,6 +22,7 @@ local fedclient = require "loom.federation.client"
 local keyring_mod = require "loom.federation.keyring"
 local xmatrix = require "loom.federation.xmatrix"
 local dns = require "loom.net.dns"
+local sender_mod = require "loom.federation.sender"
 
 local setmetatable, type, tostring, assert = setmetatable, type, tostring, assert
 
@@ -36,7 +37,8 @@ local function signing_key(store, server_name)
   local key_id, seed = store:signing_key()
   if not key_id then
     seed = core.crypto.random_bytes(32)
-    key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true)
+    -- the spec's key identifier alphabet: [a-zA-Z0-9_]
+    key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true):gsub("-", "_")
     store:add_signing_key(key_id, seed)
   end
   return crypto.signing_key(seed, key_id, server_name)
@@ -77,6 +79,13 @@ function homeserver.new(server, opts)
   end
   self.federation = fedclient.new(self, { transport = opts.transport, http = self.http_client, srv = dns.srv })
   self.keyring = keyring_mod.new(self, self.federation)
+  if config.federation or opts.transport then
+    -- local events go to the room's other servers (queued with the event)
+    self.sender = sender_mod.new(self)
+    self.rooms.outbound = function(ev, room_id) return self.sender:queue_event(ev, room_id) end
+    server:hook("server/started", function() self.sender:start() end)
+    server:hook("server/stopping", function() self.sender:close() end)
+  end
   server:hook("server/stopping", function()
     if self.http_client then self.http_client:close() end
     self.typing:close()
@@ -150,6 +159,7 @@ function methods:server_authed(handler)
     local origin, err = self:authenticate_server(req)
     if not origin then return err end
     req.origin = origin
+    if self.sender then self.sender:wake(origin) end
     return handler(req, ...)
   end
 end

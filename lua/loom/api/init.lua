@@ -33,6 +33,7 @@ api.federation_modules = {
   "loom.api.federation.version", -- /_matrix/federation/v1/version
   "loom.api.federation.events", -- event, state, state_ids, event_auth, backfill, get_missing_events
   "loom.api.federation.membership", -- make/send join and leave
+  "loom.api.federation.transactions", -- /send: PDUs and EDUs
 }
 
 -- The spec versions loom implements (/versions): only what is served.

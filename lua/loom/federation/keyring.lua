@@ -105,7 +105,7 @@ function Keyring.check_response(_, doc, server_name, notary)
   local out = {}
   local until_ts = math_min(vut, now_ms() + MAX_REMOTE_VALIDITY)
   for key_id, v in pairs(vks) do
-    if type(key_id) ~= "string" or not key_id:match("^ed25519:[%w_]+$") then
+    if type(key_id) ~= "string" or not key_id:match("^ed25519:[%w_%-%.]+$") then
       return nil, "unsupported key " .. tostring(key_id)
     end
     local pk = is_object(v) and decode_key(v.key)
@@ -118,7 +118,7 @@ function Keyring.check_response(_, doc, server_name, notary)
   if is_object(old) then
     for key_id, v in pairs(old) do
       local pk = is_object(v) and decode_key(v.key)
-      if type(key_id) == "string" and key_id:match("^ed25519:[%w_]+$") and pk and not vks[key_id]
+      if type(key_id) == "string" and key_id:match("^ed25519:[%w_%-%.]+$") and pk and not vks[key_id]
           and math_type(v.expired_ts) == "integer" then
         out[#out + 1] = { key_id = key_id, public_key = pk, valid_until_ts = v.expired_ts, expired = true }
       end

@@ -90,7 +90,7 @@ function xmatrix.parse(value)
   for _, k in ipairs { "origin", "key", "sig" } do
     if type(out[k]) ~= "string" or out[k] == "" then return nil, "X-Matrix parameter " .. k .. " missing" end
   end
-  if not out.key:match("^ed25519:[%w_]+$") then return nil, "unsupported key " .. out.key end
+  if not out.key:match("^ed25519:[%w_%-%.]+$") then return nil, "unsupported key " .. out.key end
   return { origin = out.origin, destination = out.destination, key = out.key, sig = out.sig }
 end
 

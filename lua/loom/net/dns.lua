@@ -9,7 +9,7 @@
 -- from the server asked, carries the query's random ID and parses
 -- (loom.core.dns checks it byte by byte). NXDOMAIN and empty answers are no
 -- records, not errors. A truncated answer gives what it holds.
-local ipairs, tonumber = ipairs, tonumber
+local ipairs, tonumber, tostring = ipairs, tonumber, tostring
 local io_open = io.open
 local uv = require "luv"
 local core = require "loom.core"

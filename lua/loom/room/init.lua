@@ -41,7 +41,9 @@ local mt = { __name = "loom.room.Rooms", __index = methods }
 
 --- A room service over a store. opts: server_name, key (a loom.crypto
 -- signing key), default_version (default loom.room.version.DEFAULT), hooks
--- (an object with fire and notify, usually the server; none: no hooks).
+-- (an object with fire and notify, usually the server; none: no hooks),
+-- outbound (function(ev, room_id), called for each new local event inside
+-- the transaction that stores it: federation queues it there).
 function room.new(store, opts)
   opts = opts or {}
   return setmetatable({
@@ -50,6 +52,7 @@ function room.new(store, opts)
     server_name = opts.server_name,
     key = opts.key,
     default_version = opts.default_version or version_mod.DEFAULT,
+    outbound = opts.outbound, -- function(ev, room_id) inside the write transaction of each local event
     graphs = {},          -- room_id -> state-resolution graph
     ngraphs = 0,
   }, mt)
@@ -412,7 +415,9 @@ local function store_local(self, version, proto, ctx, opts)
   if not ev then return nil, berr, bcode end
   local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
   if not r then return nil, perr, pcode, rule end
-  announce(self, ev, ev.room_id or event_mod.room_id_for_create(version, ev), r, "local")
+  local room_id = ev.room_id or event_mod.room_id_for_create(version, ev)
+  if self.outbound and not r.duplicate then self.outbound(ev, room_id) end
+  announce(self, ev, room_id, r, "local")
   return ev, r
 end
 
