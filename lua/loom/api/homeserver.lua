@@ -79,7 +79,9 @@ function homeserver.new(server, opts)
   end
   self.federation = fedclient.new(self, { transport = opts.transport, http = self.http_client, srv = dns.srv })
   self.keyring = keyring_mod.new(self, self.federation)
-  if config.federation or opts.transport then
+  -- federation is on with a federation listener, or in the lab (a transport)
+  self.federation_on = (config.federation ~= nil and config.federation.port ~= 0) or opts.transport ~= nil
+  if self.federation_on then
     -- local events go to the room's other servers (queued with the event)
     self.sender = sender_mod.new(self)
     self.rooms.outbound = function(ev, room_id) return self.sender:queue_event(ev, room_id) end

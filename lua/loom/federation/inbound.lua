@@ -53,7 +53,7 @@ end
 
 -- Stores the auth chain of ev (fetched from origin) as outliers when some of
 -- ev's auth events are not held.
-local function fill_auth(hs, origin, version, ev)
+function inbound.fill_auth(hs, origin, version, ev)
   local store = hs.store
   local lacking = false
   for _, a in ipairs(is_array(ev.auth_events) and ev.auth_events or {}) do
@@ -63,7 +63,7 @@ local function fill_auth(hs, origin, version, ev)
   local status, body = hs.federation:request(origin, "GET",
     "/_matrix/federation/v1/event_auth/" .. E(ev.room_id) .. "/" .. E(ev.event_id))
   if status ~= 200 or not is_object(body) or not is_array(body.auth_chain) then
-    return nil, "cannot fetch the auth chain: " .. tostring(status)
+    return nil, "cannot fetch the auth chain: " .. tostring(status or body), status == nil
   end
   local keys = receive.prefetch_keys(hs, version, body.auth_chain)
   local n, err = hs.rooms:receive_outliers(body.auth_chain, { keys = keys, room_version = version.id })
@@ -74,8 +74,8 @@ end
 -- Stores one event whose prev_events are all in the graph (or, with
 -- state_ids, with that state before it).
 local function store_event(hs, origin, version, ev, state_ids)
-  local ok, err = fill_auth(hs, origin, version, ev)
-  if not ok then return nil, err end
+  local ok, err, transient = inbound.fill_auth(hs, origin, version, ev)
+  if not ok then return nil, err, transient end
   local keys = receive.prefetch_keys(hs, version, { ev })
   local r, rerr = hs.rooms:receive(ev, { keys = keys, room_version = version.id, state = state_ids })
   if not r then return nil, tostring(rerr) end
@@ -91,7 +91,7 @@ local function fetch_state(hs, origin, version, ev)
   local status, body = hs.federation:request(origin, "GET", "/_matrix/federation/v1/state_ids/" .. E(room_id),
     { query = { event_id = ev.event_id } })
   if status ~= 200 or not is_object(body) or not is_array(body.pdu_ids) then
-    return nil, "cannot fetch the state at " .. ev.event_id .. ": " .. tostring(status)
+    return nil, "cannot fetch the state at " .. ev.event_id .. ": " .. tostring(status or body), status == nil
   end
   local want = {}
   for _, list in ipairs { body.pdu_ids, is_array(body.auth_chain_ids) and body.auth_chain_ids or {} } do
@@ -103,7 +103,9 @@ local function fetch_state(hs, origin, version, ev)
   if #want > MAX_FETCH_ONE_BY_ONE then
     local s2, all = hs.federation:request(origin, "GET", "/_matrix/federation/v1/state/" .. E(room_id),
       { query = { event_id = ev.event_id } })
-    if s2 ~= 200 or not is_object(all) then return nil, "cannot fetch the state events: " .. tostring(s2) end
+    if s2 ~= 200 or not is_object(all) then
+      return nil, "cannot fetch the state events: " .. tostring(s2 or all), s2 == nil
+    end
     for _, list in ipairs { all.auth_chain, all.pdus } do
       for _, e in ipairs(is_array(list) and list or {}) do events[#events + 1] = e end
     end
@@ -112,6 +114,8 @@ local function fetch_state(hs, origin, version, ev)
       local s3, one = hs.federation:request(origin, "GET", "/_matrix/federation/v1/event/" .. E(id))
       if s3 == 200 and is_object(one) and is_array(one.pdus) and is_object(one.pdus[1]) then
         events[#events + 1] = one.pdus[1]
+      elseif s3 == nil then
+        return nil, "cannot fetch " .. id .. ": " .. tostring(one), true
       end
     end
   end
@@ -160,7 +164,9 @@ local function fill_gap(hs, origin, version, ev)
   end
 end
 
---- inbound.pdu(hs, origin, pdu) -> event_id, err
+--- inbound.pdu(hs, origin, pdu) -> event_id, err, transient (true when
+-- the failure was the origin not answering a request made for the PDU: the
+-- transaction should be tried again rather than acknowledged)
 function inbound.pdu(hs, origin, pdu)
   if not is_object(pdu) or type(pdu.room_id) ~= "string" then return nil end
   local store = hs.store
@@ -176,12 +182,12 @@ function inbound.pdu(hs, origin, pdu)
   if #missing_prevs(store, pdu) > 0 then fill_gap(hs, origin, version, pdu) end
   local state
   if #missing_prevs(store, pdu) > 0 then
-    local err
-    state, err = fetch_state(hs, origin, version, pdu)
-    if not state then return id, err end
+    local err, transient
+    state, err, transient = fetch_state(hs, origin, version, pdu)
+    if not state then return id, err, transient end
   end
-  local ok, err = store_event(hs, origin, version, pdu, state)
-  if not ok then return id, err end
+  local ok, err, transient = store_event(hs, origin, version, pdu, state)
+  if not ok then return id, err, transient end
   return id
 end
 

@@ -33,7 +33,7 @@ local keyring = {}
 
 local DEFAULT_VALIDITY = 24 * 3600 * 1000    -- own responses: valid a day
 local MAX_REMOTE_VALIDITY = 7 * 24 * 3600 * 1000   -- never trust a remote key longer than a week ahead
-local FAILURE_BACKOFF = 60 * 1000            -- a server that failed is not asked again for a minute
+local FAILURE_BACKOFF = 10 * 1000            -- a server that did not answer is not asked again for 10 s
 local MAX_SERVER_NAME = 255
 
 local Keyring = {}
@@ -141,9 +141,15 @@ local function find(list, key_id, at_ts)
   return nil
 end
 
--- Asks server_name itself; stores and returns what verifies.
+-- Asks server_name itself (a request that gets no answer is tried again,
+-- twice, after a short pause); stores and returns what verifies.
 local function fetch_direct(self, server_name)
-  local status, doc = self.client:request(server_name, "GET", "/_matrix/key/v2/server", { unsigned = true })
+  local status, doc
+  for attempt = 1, 3 do
+    status, doc = self.client:request(server_name, "GET", "/_matrix/key/v2/server", { unsigned = true })
+    if status then break end
+    if attempt < 3 then async.sleep(100 * attempt) end
+  end
   if status ~= 200 then return nil, "key fetch from " .. server_name .. ": " .. tostring(doc) end
   local keys, msg = self:check_response(doc, server_name)
   if not keys then return nil, msg end

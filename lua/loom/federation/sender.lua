@@ -42,8 +42,11 @@ local Sender = {}
 Sender.__index = Sender
 Sender.__name = "loom.federation.Sender"
 
+--- sender.new(hs) -> Sender. sender.first_retry and sender.max_retry (ms)
+-- may be changed (the lab shortens them).
 function sender.new(hs)
-  return setmetatable({ hs = hs, running = {}, again = {}, timers = {}, closed = false }, Sender)
+  return setmetatable({ hs = hs, running = {}, again = {}, timers = {}, closed = false,
+    first_retry = FIRST_RETRY, max_retry = MAX_RETRY }, Sender)
 end
 
 local function domain(user_id)
@@ -189,7 +192,8 @@ local function run(self, dest)
         return true
       end)
     else
-      local interval = d.retry_interval_ms > 0 and math_min(d.retry_interval_ms * 2, MAX_RETRY) or FIRST_RETRY
+      local interval = d.retry_interval_ms > 0 and math_min(d.retry_interval_ms * 2, self.max_retry)
+        or self.first_retry
       local jittered = math_floor(interval * (0.8 + 0.4 * math_random()))
       store:set_destination(dest, { retry_interval_ms = interval, retry_at_ms = now_ms() + jittered,
         failures = d.failures + 1 })

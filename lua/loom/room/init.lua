@@ -335,7 +335,7 @@ local function persist(self, version, ev, opts)
   if not ok then
     if opts.local_send then return nil, reason, "forbidden", rule end
     rejected = reason
-  elseif opts.received and ev.type ~= "m.room.create" then
+  elseif opts.received and not opts.backfilled and ev.type ~= "m.room.create" then
     local rn = s:room_nid(room_id)
     local cur = rn and s:current_state(rn)
     if cur and #cur > 0 and not auth.check(version, ev, lookup_fn(self, cur)) then soft_failed = true end

@@ -114,5 +114,12 @@ function methods:joined_servers(room_nid)
   return out
 end
 
+--- The IDs of the events in a room's graph (not outliers, not rejected),
+-- sorted: what servers that share the room should agree on.
+function methods:graph_event_ids(room_nid)
+  return self.conn:column([[SELECT event_id FROM events WHERE room_nid = ? AND outlier = 0 AND rejected = 0
+    ORDER BY event_id]], room_nid)
+end
+
 dag.methods = methods
 return dag

@@ -370,13 +370,13 @@ end
 local function join(hs, req, id)
   local body = body_object(req)
   local reason = optional_string(body, "reason")
-  if hs.config.federation and type(id) == "string" and id:sub(1, 1) == "!" and not room_exists(hs, id) then
+  if hs.federation_on and type(id) == "string" and id:sub(1, 1) == "!" and not room_exists(hs, id) then
     return remote_join(hs, req, id, reason)
   end
   local room_id, err = resolve_room(hs, id)
   if not room_id then return err end
   local rn = hs.store:room_nid(room_id)
-  if hs.config.federation and not hs.store:host_joined(rn, hs.server_name) then
+  if hs.federation_on and not hs.store:host_joined(rn, hs.server_name) then
     local others = false
     for _, srv in ipairs(join_servers(req, room_id)) do if srv ~= hs.server_name then others = true end end
     if others then return remote_join(hs, req, room_id, reason) end

@@ -140,6 +140,11 @@ local function send(kind, v1)
     end
     if r.rejected then return forbidden("The " .. kind .. " is not allowed: " .. tostring(r.rejected)) end
     if r.soft_failed then return forbidden("The " .. kind .. " is not allowed by the room's current state") end
+    if hs.sender and not r.duplicate then
+      -- the room's other servers hear of it from the resident
+      local stored_ev = hs.store:event(event_id)
+      hs.store:transaction(function() return hs.sender:queue_event(stored_ev, room_id, req.origin) end)
+    end
     local body
     if kind == "join" then
       local stored = hs.store:event(event_id)

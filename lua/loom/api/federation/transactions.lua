@@ -109,12 +109,12 @@ local function one_at_a_time(hs, origin, fn)
     async.wait(function(wake) waiters[#waiters + 1] = wake end)
   end
   busy[origin] = {}
-  local ok, res = pcall(fn)   -- the next one runs whatever happens to this one
+  local ok, res, err = pcall(fn)   -- the next one runs whatever happens to this one
   local waiters = busy[origin]
   busy[origin] = nil
   for _, w in ipairs(waiters) do w() end
   if not ok then error(res, 0) end
-  return res
+  return res, err
 end
 
 local function send(hs, req)
@@ -132,12 +132,15 @@ local function send(hs, req)
   if #pdus > MAX_PDUS or #edus > MAX_EDUS then
     return errors.new("M_BAD_JSON", "Transaction too large: at most 50 PDUs and 100 EDUs")
   end
-  local text = one_at_a_time(hs, origin, function()
+  local text, terr = one_at_a_time(hs, origin, function()
     local seen = hs.store:received_txn(origin, txn_id)
     if seen then return seen end
     local results = {}
     for _, pdu in ipairs(pdus) do
-      local id, err = inbound.pdu(hs, origin, pdu)
+      local id, err, transient = inbound.pdu(hs, origin, pdu)
+      -- the origin did not answer what this PDU needed: not acknowledged, so
+      -- that it sends the transaction again (what was stored is skipped then)
+      if transient then return nil, err end
       if id then results[id] = err and { error = err } or {} end
     end
     for _, edu in ipairs(edus) do
@@ -153,6 +156,12 @@ local function send(hs, req)
     hs.store:record_received_txn(origin, txn_id, out)
     return out
   end)
+  if not text then
+    local e = errors.new("M_UNKNOWN", "Could not fetch what the transaction needs from its origin: "
+      .. tostring(terr))
+    e.status = 503
+    return e
+  end
   return response.new(200, text, { ["Content-Type"] = "application/json" })
 end
 
