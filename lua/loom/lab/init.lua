@@ -400,6 +400,105 @@ function Lab.check(self, room_id, names)
   return { ok = #problems == 0, problems = problems, servers = list }
 end
 
+local PALETTE = { "#8dd3c7", "#ffffb3", "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5" }
+
+local function dot_escape(s)
+  return (tostring(s):gsub('[\\"]', "\\%0"):gsub("\n", "\\n"))
+end
+
+--- lab:dot(room_id) -> Graphviz DOT text of the room's graph across the
+-- lab's servers: one node per event (filled with its origin server's
+-- colour, labelled with type, sender and the servers holding it), edges to
+-- prev_events; outliers dashed, rejected events red, soft-failed ones grey,
+-- backward extremities (events some server lacks) as dotted boxes.
+function Lab.dot(self, room_id)
+  local nodes, order, colour, ncolours = {}, {}, {}, 0
+  local backward = {}
+  for _, name in ipairs(self.order) do
+    local store = self.servers[name].hs.store
+    local rn = store:room_nid(room_id)
+    if rn then
+      for _, e in ipairs(store:room_events_all(rn)) do
+        local n = nodes[e.event_id]
+        if not n then
+          n = { id = e.event_id, ev = json.decode(e.json) or {}, held = {}, outlier = true, rejected = false,
+                soft = false }
+          nodes[e.event_id] = n
+          order[#order + 1] = n
+        end
+        n.held[#n.held + 1] = name .. (e.outlier and "(o)" or "")
+        if not e.outlier then n.outlier = false end
+        if e.rejected then n.rejected = true end
+        if e.soft_failed then n.soft = true end
+      end
+      for _, id in ipairs(store:backward_extremities(room_id)) do backward[id] = true end
+    end
+  end
+  local out = { "digraph room {", "  rankdir=BT;", '  node [shape=box, style="rounded,filled", fontsize=10];',
+    '  label="' .. dot_escape(room_id) .. '";' }
+  for _, n in ipairs(order) do
+    local ev = n.ev
+    local origin = type(ev.sender) == "string" and ev.sender:match("^@[^:]*:(.+)$") or "?"
+    if not colour[origin] then
+      ncolours = ncolours + 1
+      colour[origin] = PALETTE[(ncolours - 1) % #PALETTE + 1]
+    end
+    local body = type(ev.content) == "table" and (ev.content.body or ev.content.membership) or nil
+    local label = string_format("%s\\n%s%s\\n%s\\n[%s]", dot_escape(n.id:sub(1, 10)), dot_escape(ev.type),
+      body and (" " .. dot_escape(tostring(body):sub(1, 24))) or "", dot_escape(ev.sender),
+      dot_escape(table_concat(n.held, " ")))
+    local style = n.outlier and '"rounded,filled,dashed"' or '"rounded,filled"'
+    local extra = n.rejected and ', color=red, penwidth=2' or (n.soft and ', fontcolor=gray40' or '')
+    out[#out + 1] = string_format('  "%s" [label="%s", fillcolor="%s", style=%s%s];', dot_escape(n.id), label,
+      colour[origin], style, extra)
+  end
+  for id in pairs(backward) do
+    if not nodes[id] then
+      out[#out + 1] = string_format('  "%s" [label="%s\\n(missing)", style=dotted];', dot_escape(id),
+        dot_escape(id:sub(1, 10)))
+    end
+  end
+  for _, n in ipairs(order) do
+    for _, p in ipairs(type(n.ev.prev_events) == "table" and n.ev.prev_events or {}) do
+      if type(p) == "string" and (nodes[p] or backward[p]) then
+        out[#out + 1] = string_format('  "%s" -> "%s";', dot_escape(n.id), dot_escape(p))
+      end
+    end
+  end
+  -- the legend: one box per origin server
+  local origins = {}
+  for origin in pairs(colour) do origins[#origins + 1] = origin end
+  table_sort(origins)
+  out[#out + 1] = '  subgraph cluster_legend { label="origin"; fontsize=10;'
+  for i, origin in ipairs(origins) do
+    out[#out + 1] = string_format('    "legend %d" [label="%s", fillcolor="%s"];', i, dot_escape(origin),
+      colour[origin])
+  end
+  out[#out + 1] = "  }"
+  out[#out + 1] = "}"
+  return table_concat(out, "\n") .. "\n"
+end
+
+--- lab:report(room_id) -> text: per server, what it holds of the room.
+function Lab.report(self, room_id)
+  local lines = {}
+  for _, name in ipairs(self.order) do
+    local v = view(self.servers[name], room_id)
+    if v then
+      local n = 0
+      for _ in pairs(v.state) do n = n + 1 end
+      lines[#lines + 1] = string_format("%-16s %5d events  %3d state  %d forward  %d backward", name, #v.events, n,
+        #v.forward, #v.backward)
+    else
+      lines[#lines + 1] = string_format("%-16s does not know the room", name)
+    end
+  end
+  local st = self.stats
+  lines[#lines + 1] = string_format("requests %d, dropped %d, duplicated %d, refused %d", st.requests, st.dropped,
+    st.duplicated, st.refused)
+  return table_concat(lines, "\n") .. "\n"
+end
+
 --- lab:close(): stops every server and removes the lab's directory (when
 -- the lab made it).
 function Lab.close(self)

@@ -121,5 +121,18 @@ function methods:graph_event_ids(room_nid)
     ORDER BY event_id]], room_nid)
 end
 
+--- Every event of a room this server holds, outliers and rejected ones
+-- included, for pictures of the graph: { { event_id, outlier, rejected,
+-- soft_failed, json } ... } ordered by depth.
+function methods:room_events_all(room_nid)
+  local out = {}
+  for _, r in ipairs(self.conn:all([[SELECT event_id, outlier, rejected, soft_failed, json FROM events
+      WHERE room_nid = ? ORDER BY depth, event_id]], room_nid)) do
+    out[#out + 1] = { event_id = r[1], outlier = r[2] == 1, rejected = r[3] == 1, soft_failed = r[4] == 1,
+      json = r[5] }
+  end
+  return out
+end
+
 dag.methods = methods
 return dag
