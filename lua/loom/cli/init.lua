@@ -28,6 +28,8 @@ commands:
   migrate [--config FILE]            create or upgrade the database, then exit
   reload [--config FILE]             make the running `loom serve` reload its scripts
                                      (SIGHUP to the pid in the config's pid_file)
+  rotate-key [--config FILE]         make a new signing key; the old one is published as
+                                     retired (old_verify_keys); restart the server after
   lab SCENARIO [--seed N] [--dot FILE] [--svg FILE]
                                      run a federation scenario in the lab (servers in one
                                      process); exit 0 only when every room converged
@@ -228,6 +230,28 @@ commands["register-user"] = function(ctx, args)
   store:close()
   if not user_id then return ctx.fail("cannot register " .. name .. ": " .. tostring(rerr)) end
   ctx.stdout:write(("registered %s%s\n"):format(user_id, opts.admin and " (admin)" or ""))
+  return 0
+end
+
+commands["rotate-key"] = function(ctx, args)
+  local cfg, code = setup(ctx, args, nil, 0, "rotate-key takes no arguments")
+  if not cfg then return code end
+  local store, derr = require("loom.store").open(cfg.database)
+  if not store then return ctx.fail("cannot open the database " .. cfg.database.path .. ": " .. tostring(derr)) end
+  local core = require "loom.core"
+  local old = store:signing_key()
+  local key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true):gsub("-", "_")
+  local ok, err = pcall(function()
+    store:transaction(function()
+      store:add_signing_key(key_id, core.crypto.random_bytes(32))
+      store:retire_signing_keys(key_id)
+      return true
+    end)
+  end)
+  store:close()
+  if not ok then return ctx.fail("cannot rotate the key: " .. tostring(err)) end
+  ctx.stdout:write(("new signing key %s%s; restart the server to use it\n"):format(key_id,
+    old and (" (" .. old .. " retired)") or ""))
   return 0
 end
 
