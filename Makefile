@@ -8,9 +8,9 @@
 
 LUA        ?= lua5.4
 CC         ?= gcc
-PKGS       := lua5.4 sqlite3 libcrypto
+PKGS       := lua5.4 sqlite3 libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null || echo -I/usr/include/lua5.4)
-PKG_LIBS   := $(shell pkg-config --libs sqlite3 libcrypto 2>/dev/null || echo -lsqlite3 -lcrypto) -lhttp_parser -pthread
+PKG_LIBS   := $(shell pkg-config --libs sqlite3 libssl libcrypto 2>/dev/null || echo -lsqlite3 -lssl -lcrypto) -lhttp_parser -pthread
 WARN       := -std=c99 -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes \
               -Wstrict-prototypes -Werror
 DEFS       := -D_POSIX_C_SOURCE=200809L

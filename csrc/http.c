@@ -46,6 +46,7 @@ typedef struct {
 
 typedef struct {
     int method;
+    int status;      /* responses */
     unsigned short major, minor;
     int keep_alive;
     buf_t url;
@@ -65,6 +66,7 @@ typedef struct {
     http_parser hp;
     limits_t lim;
     int open;          /* 0 once closed */
+    int response;      /* parses responses (core.http.response_parser) */
     int phase;
     int busy;          /* building Lua tables: a raise there leaves it unusable */
     int closed_input;  /* after an upgrade or a Connection: close request */
@@ -278,6 +280,7 @@ static int on_message_complete(http_parser *hp)
         p->capdone = cap;
     }
     p->cur.method = (int)hp->method;
+    p->cur.status = (int)hp->status_code;
     p->cur.major = hp->http_major;
     p->cur.minor = hp->http_minor;
     p->cur.keep_alive = http_should_keep_alive(hp) && !hp->upgrade;
@@ -295,8 +298,18 @@ static int on_message_complete(http_parser *hp)
     return 0;
 }
 
+/* The status text of a response counts against the request-line limit. */
+static int on_status(http_parser *hp, const char *at, size_t n)
+{
+    parser_t *p = (parser_t *)hp->data;
+    if (p->cur.url.len + n + 13 > p->lim.max_request_line)
+        return too_large(p, "request_line", "status line too long", p->lim.max_request_line);
+    if (buf_add(&p->cur.url, at, n)) return out_of_memory(p);
+    return 0;
+}
+
 static const http_parser_settings settings = {
-    on_message_begin, on_url, NULL, on_header_field, on_header_value,
+    on_message_begin, on_url, on_status, on_header_field, on_header_value,
     on_headers_complete, on_body, on_message_complete, NULL, NULL
 };
 
@@ -350,8 +363,7 @@ static const char *const limit_names[] = {
 #define DEF_HEADER_BYTES 32768
 #define DEF_BODY 1048576
 
-/* http.parser([limits]) -> HttpParser */
-static int l_parser(lua_State *L)
+static int new_parser(lua_State *L, int response)
 {
     parser_t *p;
     limits_t lim;
@@ -377,13 +389,27 @@ static int l_parser(lua_State *L)
     lim.max_body = opt_limit(L, "max_body", DEF_BODY, (size_t)1 << 40);
     p = (parser_t *)lua_newuserdatauv(L, sizeof *p, 1);
     memset(p, 0, sizeof *p);
-    http_parser_init(&p->hp, HTTP_REQUEST);
+    http_parser_init(&p->hp, response ? HTTP_RESPONSE : HTTP_REQUEST);
+    p->response = response;
     p->hp.data = p;
     p->lim = lim;
     p->open = 1;
     p->phase = PH_IDLE;
     luaL_setmetatable(L, PARSER_MT);
     return 1;
+}
+
+/* http.parser([limits]) -> HttpParser (requests) */
+static int l_parser(lua_State *L)
+{
+    return new_parser(L, 0);
+}
+
+/* http.response_parser([limits]) -> HttpParser (responses; a body without
+ * Content-Length or chunking ends at parser:finish(), the connection's end) */
+static int l_response_parser(lua_State *L)
+{
+    return new_parser(L, 1);
 }
 
 /* Sets headers[name] (name lowercased in place), joining a repeat with ", ". */
@@ -428,23 +454,30 @@ static void split_target(const char *u, size_t ul, size_t *ps, size_t *pe, size_
     *qe = end;
 }
 
-/* Pushes the request table for m. */
-static void push_request(lua_State *L, msg_t *m)
+/* Pushes the request (or response) table for m. */
+static void push_message(lua_State *L, msg_t *m, int response)
 {
     const char *u = m->url.p ? m->url.p : "";
     size_t ul = m->url.len, ps, pe, qs, qe, off = 0, i;
     char ver[16];
     lua_createtable(L, 0, 9);
-    lua_pushstring(L, http_method_str((enum http_method)m->method));
-    lua_setfield(L, -2, "method");
-    lua_pushlstring(L, u, ul);
-    lua_setfield(L, -2, "target");
-    split_target(u, ul, &ps, &pe, &qs, &qe);
-    if (pe == ps && ps > 0) lua_pushliteral(L, "/");
-    else lua_pushlstring(L, u + ps, pe - ps);
-    lua_setfield(L, -2, "path");
-    lua_pushlstring(L, u + qs, qe - qs);
-    lua_setfield(L, -2, "query");
+    if (response) {
+        lua_pushinteger(L, m->status);
+        lua_setfield(L, -2, "status");
+        lua_pushlstring(L, u, ul);
+        lua_setfield(L, -2, "reason");
+    } else {
+        lua_pushstring(L, http_method_str((enum http_method)m->method));
+        lua_setfield(L, -2, "method");
+        lua_pushlstring(L, u, ul);
+        lua_setfield(L, -2, "target");
+        split_target(u, ul, &ps, &pe, &qs, &qe);
+        if (pe == ps && ps > 0) lua_pushliteral(L, "/");
+        else lua_pushlstring(L, u + ps, pe - ps);
+        lua_setfield(L, -2, "path");
+        lua_pushlstring(L, u + qs, qe - qs);
+        lua_setfield(L, -2, "query");
+    }
     lua_createtable(L, 0, (int)(m->nhdrs < 64 ? m->nhdrs : 64));
     for (i = 0; i < m->nhdrs; i++) {
         size_t nl, vl;
@@ -480,17 +513,16 @@ static int push_error(lua_State *L, parser_t *p)
     return 1 + push_error_info(L, p);
 }
 
-/* parser:feed(bytes) -> array of requests | nil, message, code, limit */
-static int l_feed(lua_State *L)
+/* parser:feed(bytes) -> array of requests | nil, message, code, limit;
+ * parser:finish() (no bytes) tells the parser the input ended. */
+static int feed(lua_State *L, parser_t *p, const char *data, size_t len, int eof)
 {
-    parser_t *p = check_parser(L, 1);
-    size_t len, i;
-    const char *data = luaL_checklstring(L, 2, &len);
+    size_t i;
     if (p->busy)
         return loom_fail(L, "http_bad_request", "parser failed during an earlier feed");
     if (p->failed && !p->oom) return push_error(L, p);
     if (p->oom) return luaL_error(L, "not enough memory");
-    if (len > 0 && !p->closed_input) {
+    if ((len > 0 || eof) && !p->closed_input) {
         http_parser_execute(&p->hp, &settings, data, len);
         if (p->closed_input || HTTP_PARSER_ERRNO(&p->hp) == HPE_CLOSED_CONNECTION) {
             /* paused after a last request (Connection: close, HTTP/1.0,
@@ -516,13 +548,27 @@ static int l_feed(lua_State *L)
     p->busy = 1;
     lua_createtable(L, (int)(p->ndone < 64 ? p->ndone : 64), 0);
     for (i = 0; i < p->ndone; i++) {
-        push_request(L, &p->done[i]);
+        push_message(L, &p->done[i], p->response);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     for (i = 0; i < p->ndone; i++) msg_free(&p->done[i]);
     p->ndone = 0;
     p->busy = 0;
     return 1;
+}
+
+static int l_feed(lua_State *L)
+{
+    parser_t *p = check_parser(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    return feed(L, p, data, len, 0);
+}
+
+static int l_finish(lua_State *L)
+{
+    parser_t *p = check_parser(L, 1);
+    return feed(L, p, "", 0, 1);
 }
 
 /* parser:error() -> message, code, limit | nil */
@@ -580,6 +626,7 @@ static int l_tostring(lua_State *L)
 
 static const luaL_Reg parser_methods[] = {
     {"feed", l_feed},
+    {"finish", l_finish},
     {"error", l_error},
     {"state", l_state},
     {"limits", l_limits},
@@ -596,6 +643,7 @@ static const luaL_Reg parser_meta[] = {
 
 static const luaL_Reg funcs[] = {
     {"parser", l_parser},
+    {"response_parser", l_response_parser},
     {NULL, NULL}
 };
 

@@ -128,7 +128,7 @@ describe("store methods", function()
     s:add_signing_key("ed25519:abc", seed)
     assert.same({ "ed25519:abc", seed }, { s:signing_key() })
     local list = require("loom.db.migrate").list("sqlite")
-    assert.equal(s:schema_version(), list[#list].version)
+    assert.equal(list[#list].version, s:schema_version())
     local acc = s:accounts { server_name = "test", iterations = 1000 }
     assert.equal("@alice:test", acc:register("alice", "pw"))
     local _, _, code = acc:register("alice", "pw")

@@ -17,8 +17,14 @@ local room_mod = require "loom.room"
 local notifier_mod = require "loom.sync.notifier"
 local typing_mod = require "loom.sync.typing"
 local errors = require "loom.http.errors"
+local http_client = require "loom.http.client"
+local fedclient = require "loom.federation.client"
+local keyring_mod = require "loom.federation.keyring"
+local xmatrix = require "loom.federation.xmatrix"
+local dns = require "loom.net.dns"
+local sender_mod = require "loom.federation.sender"
 
-local setmetatable, type, tostring = setmetatable, type, tostring
+local setmetatable, type, tostring, assert = setmetatable, type, tostring, assert
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -31,7 +37,8 @@ local function signing_key(store, server_name)
   local key_id, seed = store:signing_key()
   if not key_id then
     seed = core.crypto.random_bytes(32)
-    key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true)
+    -- the spec's key identifier alphabet: [a-zA-Z0-9_]
+    key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true):gsub("-", "_")
     store:add_signing_key(key_id, seed)
   end
   return crypto.signing_key(seed, key_id, server_name)
@@ -62,7 +69,27 @@ function homeserver.new(server, opts)
     register_sessions = { map = {}, n = 0 },   -- open user-interactive /register sessions
   }, mt)
   self.typing = typing_mod.new(self.notifier)   -- who is typing where (in memory, expiring)
+  -- federation: the outbound client (TLS, address guard), signed requests,
+  -- keys (opts.transport: the lab's in-memory transport instead)
+  local fed = config.federation or {}
+  if not opts.transport then
+    self.http_client = assert(http_client.new { allow_ips = fed.allow_ips,
+      verify = fed.verify_certificates ~= false, user_agent = "loom",
+      log = function(level, message) server:log(level, "%s", message) end })
+  end
+  self.federation = fedclient.new(self, { transport = opts.transport, http = self.http_client, srv = dns.srv })
+  self.keyring = keyring_mod.new(self, self.federation)
+  -- federation is on with a federation listener, or in the lab (a transport)
+  self.federation_on = (config.federation ~= nil and config.federation.port ~= 0) or opts.transport ~= nil
+  if self.federation_on then
+    -- local events go to the room's other servers (queued with the event)
+    self.sender = sender_mod.new(self)
+    self.rooms.outbound = function(ev, room_id) return self.sender:queue_event(ev, room_id) end
+    server:hook("server/started", function() self.sender:start() end)
+    server:hook("server/stopping", function() self.sender:close() end)
+  end
   server:hook("server/stopping", function()
+    if self.http_client then self.http_client:close() end
     self.typing:close()
     local n = self.notifier:close()
     if n > 0 then server:log("debug", "stopping: woke %d waiting /sync requests", n) end
@@ -102,6 +129,39 @@ function methods:authed(handler)
     local user_id, device_id, token = self:authenticate(req)
     if not user_id then return device_id end
     req.user_id, req.device_id, req.access_token = user_id, device_id, token
+    return handler(req, ...)
+  end
+end
+
+--- The origin server of a federation request, checked (X-Matrix): origin,
+-- or nil and a 401 M_UNAUTHORIZED error. Inside the request's task (the
+-- origin's key may be fetched).
+function methods:authenticate_server(req)
+  local auth, msg = xmatrix.parse(req:header("Authorization"))
+  if not auth then return nil, errors.new("M_UNAUTHORIZED", msg) end
+  if auth.destination ~= nil and auth.destination ~= self.server_name then
+    return nil, errors.new("M_UNAUTHORIZED", "Request is for another server")
+  end
+  if auth.origin == self.server_name then
+    return nil, errors.new("M_UNAUTHORIZED", "Request claims to come from this server")
+  end
+  local content
+  if req.body ~= nil and req.body ~= "" then content = req:json { any = true } end
+  local pk, kerr = self.keyring:verify_key(auth.origin, auth.key)
+  if not pk then return nil, errors.new("M_UNAUTHORIZED", "Cannot check the request's key: " .. tostring(kerr)) end
+  local ok, verr = xmatrix.verify(auth, req.method, req.target, content, pk)
+  if not ok then return nil, errors.new("M_UNAUTHORIZED", "Bad request signature: " .. tostring(verr)) end
+  return auth.origin
+end
+
+--- Wrap a federation handler so it runs only for requests signed by their
+-- origin (req.origin set).
+function methods:server_authed(handler)
+  return function(req, ...)
+    local origin, err = self:authenticate_server(req)
+    if not origin then return err end
+    req.origin = origin
+    if self.sender then self.sender:wake(origin) end
     return handler(req, ...)
   end
 end

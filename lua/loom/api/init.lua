@@ -27,6 +27,16 @@ api.modules = {
   "loom.api.client.search",    -- server-side search
 }
 
+-- Server-Server API modules: their routes are served on the federation
+-- listener only.
+api.federation_modules = {
+  "loom.api.federation.keys",  -- server keys, notary queries
+  "loom.api.federation.version", -- /_matrix/federation/v1/version
+  "loom.api.federation.events", -- event, state, state_ids, event_auth, backfill, get_missing_events
+  "loom.api.federation.membership", -- make/send join and leave
+  "loom.api.federation.transactions", -- /send: PDUs and EDUs
+}
+
 -- The spec versions loom implements (/versions): only what is served.
 api.VERSIONS = { "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6" }
 
@@ -41,23 +51,30 @@ function api.install(server, opts)
     server.config.versions = versions
   end
   for _, name in ipairs(api.modules) do api.install_routes(hs, require(name).routes) end
+  for _, name in ipairs(api.federation_modules) do
+    api.install_routes(hs, require(name).routes, "federation")
+  end
   hs.scripts = require("loom.modules").install(hs)   -- config.scripts (docs/scripting.md)
   return hs
 end
 
---- Registers routes ({ method, path, handler(hs, req), auth = bool }, ...)
--- on hs.server; auth routes behind hs:authed. A route without an auth field
--- is an error: every route says whether it needs a user.
-function api.install_routes(hs, routes)
+--- Registers routes ({ method, path, handler(hs, req), auth = ... }, ...)
+-- on hs.server, for listener ("client" by default, or "federation"). auth:
+-- true (behind hs:authed: a user's access token), "server" (behind
+-- hs:server_authed: an X-Matrix signature) or false. A route without an
+-- auth field is an error: every route says who may call it.
+function api.install_routes(hs, routes, listener)
   local server = hs.server
   for _, r in ipairs(routes) do
     local method, path, handler = r[1], r[2], r[3]
-    if type(handler) ~= "function" or type(r.auth) ~= "boolean" then
-      error("route " .. tostring(method) .. " " .. tostring(path) .. ": handler and auth = true|false expected", 2)
+    if type(handler) ~= "function" or (type(r.auth) ~= "boolean" and r.auth ~= "server") then
+      error("route " .. tostring(method) .. " " .. tostring(path)
+        .. ": handler and auth = true|false|\"server\" expected", 2)
     end
     local fn = function(req) return handler(hs, req) end
-    if r.auth then fn = hs:authed(fn) end
-    server:route(method, path, fn)
+    if r.auth == "server" then fn = hs:server_authed(fn)
+    elseif r.auth then fn = hs:authed(fn) end
+    server:route(method, path, fn, listener)
   end
 end
 

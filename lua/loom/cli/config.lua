@@ -45,6 +45,9 @@ config.defaults = {
   pid_file = nil,                      -- bin/loom serve's pid; default loom.pid beside the database
   logger = nil,                        -- function(level, message) (loom.new only); default: standard error
   housekeeping = nil,                  -- WAL checkpoints and GC mode while serving (docs/db.md)
+  federation = nil,                    -- { host, port = 8448, tls_certificate, tls_private_key,
+                                       --   verify_certificates, allow_ips }: the Server-Server API
+                                       --   (docs/federation.md); absent or port = 0: off
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -105,6 +108,24 @@ config.checks = {
     if type(v) ~= "table" or math_type(v.port) ~= "integer" or v.port < 0 or v.port > 65535
         or (v.host ~= nil and not ip_address(v.host)) then
       return "a table with a port (an integer 0..65535) and an optional host (an IP address)"
+    end
+  end,
+  federation = function(v)
+    local bad = "a table with port (0..65535), host (an IP address), tls_certificate and tls_private_key"
+      .. " (file names), verify_certificates (boolean), allow_ips (CIDR ranges) and key_validity_ms"
+    if type(v) ~= "table" then return bad end
+    if v.port ~= nil and (math_type(v.port) ~= "integer" or v.port < 0 or v.port > 65535) then return bad end
+    if v.host ~= nil and not ip_address(v.host) then return bad end
+    for _, k in ipairs { "tls_certificate", "tls_private_key" } do
+      if v[k] ~= nil and (type(v[k]) ~= "string" or v[k] == "") then return bad end
+    end
+    if v.verify_certificates ~= nil and type(v.verify_certificates) ~= "boolean" then return bad end
+    if v.allow_ips ~= nil then
+      if type(v.allow_ips) ~= "table" then return bad end
+      for _, r in ipairs(v.allow_ips) do if type(r) ~= "string" then return bad end end
+    end
+    if v.key_validity_ms ~= nil and (math_type(v.key_validity_ms) ~= "integer" or v.key_validity_ms < 60000) then
+      return bad
     end
   end,
   default_room_version = one_of("10", "11", "12"),

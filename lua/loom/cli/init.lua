@@ -11,6 +11,9 @@ local config_mod = require "loom.cli.config"
 local ipairs, tostring, require, type, pcall, xpcall = ipairs, tostring, require, type, pcall, xpcall
 local traceback = debug.traceback
 local io_open, os_getenv, os_remove, tonumber = io.open, os.getenv, os.remove, tonumber
+local os_execute, load_, assert_, error_, select_, pairs = os.execute, load, assert, error, select, pairs
+local string_, table_, math_ = string, table, math
+local table_pack, table_concat = table.pack, table.concat
 local io = io
 
 local _ENV = nil -- luacheck: ignore 211
@@ -25,6 +28,11 @@ commands:
   migrate [--config FILE]            create or upgrade the database, then exit
   reload [--config FILE]             make the running `loom serve` reload its scripts
                                      (SIGHUP to the pid in the config's pid_file)
+  rotate-key [--config FILE]         make a new signing key; the old one is published as
+                                     retired (old_verify_keys); restart the server after
+  lab SCENARIO [--seed N] [--dot FILE] [--svg FILE]
+                                     run a federation scenario in the lab (servers in one
+                                     process); exit 0 only when every room converged
   register-user USER [--password P | --password-file F] [--admin] [--config FILE]
                                      create an account (USER: localpart or @user:server);
                                      without a password option, one line is read from stdin
@@ -223,6 +231,94 @@ commands["register-user"] = function(ctx, args)
   if not user_id then return ctx.fail("cannot register " .. name .. ": " .. tostring(rerr)) end
   ctx.stdout:write(("registered %s%s\n"):format(user_id, opts.admin and " (admin)" or ""))
   return 0
+end
+
+commands["rotate-key"] = function(ctx, args)
+  local cfg, code = setup(ctx, args, nil, 0, "rotate-key takes no arguments")
+  if not cfg then return code end
+  local store, derr = require("loom.store").open(cfg.database)
+  if not store then return ctx.fail("cannot open the database " .. cfg.database.path .. ": " .. tostring(derr)) end
+  local core = require "loom.core"
+  local old = store:signing_key()
+  local key_id = "ed25519:" .. core.crypto.base64_encode(core.crypto.random_bytes(6), true):gsub("-", "_")
+  local ok, err = pcall(function()
+    store:transaction(function()
+      store:add_signing_key(key_id, core.crypto.random_bytes(32))
+      store:retire_signing_keys(key_id)
+      return true
+    end)
+  end)
+  store:close()
+  if not ok then return ctx.fail("cannot rotate the key: " .. tostring(err)) end
+  ctx.stdout:write(("new signing key %s%s; restart the server to use it\n"):format(key_id,
+    old and (" (" .. old .. " retired)") or ""))
+  return 0
+end
+
+-- The names a lab scenario file sees: the lab, and Lua's harmless parts.
+local function scenario_env(lab, out)
+  local env = {
+    lab = lab, assert = assert_, error = error_, ipairs = ipairs, pairs = pairs, tostring = tostring,
+    tonumber = tonumber, type = type, select = select_, string = string_, table = table_, math = math_,
+    print = function(...)
+      local parts = table_pack(...)
+      for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+      out:write(table_concat(parts, "\t", 1, parts.n), "\n")
+    end,
+  }
+  return env
+end
+
+commands.lab = function(ctx, args)
+  local pos, opts = parse(args, 2, { seed = "value", dot = "value", svg = "value" })
+  if not pos then return ctx.usage(opts) end
+  if #pos ~= 1 then return ctx.usage("lab takes one SCENARIO file") end
+  local seed = tonumber(opts.seed or "1")
+  if not seed or seed % 1 ~= 0 then return ctx.usage("--seed takes an integer") end
+  local f, ferr = io_open(pos[1], "rb")
+  if not f then return ctx.fail("cannot read " .. pos[1] .. ": " .. tostring(ferr)) end
+  local text = f:read("a")
+  f:close()
+  local lab = require("loom.lab").new { seed = seed }
+  local chunk, lerr = load_(text, "=" .. pos[1], "t", scenario_env(lab, ctx.stdout))
+  if not chunk then lab:close(); return ctx.fail(lerr) end
+  local ok, rooms = pcall(function() return lab:run(function() return chunk() end, 300000) end)
+  if not ok then
+    lab:close()
+    return ctx.fail("scenario failed: " .. tostring(rooms))
+  end
+  if type(rooms) == "string" then rooms = { rooms } end
+  if type(rooms) ~= "table" or #rooms == 0 then
+    lab:close()
+    return ctx.fail("the scenario must return the room ID (or a list of room IDs) to check")
+  end
+  local all_ok = true
+  for _, room in ipairs(rooms) do
+    local report = lab:check(room)
+    ctx.stdout:write(("room %s: %s\n"):format(room, report.ok and "converged" or "NOT converged"))
+    ctx.stdout:write(lab:report(room))
+    for _, p in ipairs(report.problems) do ctx.stdout:write("  problem: " .. p .. "\n") end
+    if not report.ok then all_ok = false end
+  end
+  local dot = (opts.dot or opts.svg) and lab:dot(rooms[1])
+  lab:close()
+  if opts.dot then
+    local out, oerr = io_open(opts.dot, "wb")
+    if not out then return ctx.fail("cannot write " .. opts.dot .. ": " .. tostring(oerr)) end
+    out:write(dot)
+    out:close()
+  end
+  if opts.svg then
+    local tmp = opts.svg .. ".dot"
+    local out = assert_(io_open(tmp, "wb"))
+    out:write(dot)
+    out:close()
+    local quote = function(p) return "'" .. p:gsub("'", "'\\''") .. "'" end
+    local rc = os_execute("dot -Tsvg -o " .. quote(opts.svg) .. " " .. quote(tmp) .. " 2>/dev/null")
+    os_remove(tmp)
+    if rc ~= true and rc ~= 0 then return ctx.fail("--svg needs Graphviz (the dot program); use --dot FILE") end
+  end
+  return all_ok and 0 or 1
 end
 
 --- Run the command line args (an array of strings, like arg). io: stdout,

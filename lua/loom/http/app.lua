@@ -115,6 +115,18 @@ function server.new(config)
     log = function(level, message) self:log(level, "%s", message) end,
     handler = function(raw) return self:dispatch(raw) end,
   }
+  local fed = c.federation
+  if fed and fed.port ~= 0 then
+    self.federation_http = http.new {
+      host = fed.host or "127.0.0.1",
+      port = fed.port or 8448,
+      tls = server.federation_tls(c),
+      limits = c.limits,
+      timeouts = c.timeouts,
+      log = function(level, message) self:log(level, "federation: %s", message) end,
+      handler = function(raw) return self:dispatch(raw, "federation") end,
+    }
+  end
   server.register_builtin(self)
   server.register_metrics(self)
   if c.metrics then
@@ -125,6 +137,23 @@ function server.new(config)
     })
   end
   return self
+end
+
+--- server.federation_tls(config) -> the TLS context of the federation
+-- listener: config.federation's tls_certificate and tls_private_key (relative
+-- to the working directory), a self-signed pair for server_name made there
+-- when both files are missing. Raises when they cannot be used.
+function server.federation_tls(c)
+  local fed = c.federation
+  local cert, key = fed.tls_certificate or "var/tls.crt", fed.tls_private_key or "var/tls.key"
+  if not uv.fs_stat(cert) and not uv.fs_stat(key) then
+    local host = c.server_name:gsub(":%d+$", ""):gsub("^%[(.*)%]$", "%1")
+    local ok, msg = core.tls.self_signed(cert, key, host)
+    if not ok then error("federation: cannot make a TLS certificate: " .. tostring(msg), 0) end
+  end
+  local ctx, msg = core.tls.context { server = true, certificate = cert, private_key = key }
+  if not ctx then error("federation: " .. tostring(msg), 0) end
+  return ctx
 end
 
 --- server:log_fields(level, fields, fmt, ...): a line to the logger when
@@ -147,11 +176,14 @@ end
 
 -- ---- routes -----------------------------------------------------------------
 
---- server:route(method, pattern, handler) -> route
+--- server:route(method, pattern, handler, [listener]) -> route
 -- handler(req) runs in its own coroutine; see docs/http.md for what it may
--- return or raise.
-function methods.route(self, method, pattern, handler)
-  return self.router:add(method, pattern, handler)
+-- return or raise. listener: "client" (the default: the client listener)
+-- or "federation" (only the federation listener, over TLS, serves it).
+function methods.route(self, method, pattern, handler, listener)
+  local route = self.router:add(method, pattern, handler)
+  route.listener = listener or "client"
+  return route
 end
 
 -- ---- hooks ------------------------------------------------------------------
@@ -314,6 +346,9 @@ local function handle(self, req)
   local r = self:fire("http/request", req)
   if r ~= nil then return to_response(self, req, 1, r) end
   local route, params, allow = self.router:match(req.method, req.path)
+  if route and route.listener ~= req.listener then
+    route, params, allow = nil, errors.new("M_UNRECOGNIZED", "Unrecognized request"), nil
+  end
   if not route then
     if allow then params.headers = { Allow = allow } end
     return error_response(self, params, req)
@@ -327,11 +362,13 @@ local function on_raise(e)
   return traceback(tostring(e), 2)
 end
 
---- server:dispatch(raw) -> Response: routes one parsed request (runs inside
--- the request's coroutine). Never raises.
-function methods.dispatch(self, raw)
+--- server:dispatch(raw, [listener]) -> Response: routes one parsed request
+-- (runs inside the request's coroutine) to the routes of listener
+-- ("client" by default, or "federation"). Never raises.
+function methods.dispatch(self, raw, listener)
   local req = request.new(raw)
   req.server = self
+  req.listener = listener or "client"
   local started = uv.hrtime()
   local ok, resp = xpcall(handle, on_raise, self, req)
   if not ok then
@@ -475,6 +512,10 @@ function methods.start(self)
     if not ok then return nil, msg, code end
   end
   local ok, msg, code = self.http:listen()
+  if ok and self.federation_http then
+    ok, msg, code = self.federation_http:listen()
+    if not ok then self.http:stop() end
+  end
   if not ok then
     if self.metrics_http then self.metrics_http:stop() end
     return nil, msg, code
@@ -486,6 +527,12 @@ end
 --- server:port() -> the port listened on (after start), else nil
 function methods.port(self)
   return self.http:port()
+end
+
+--- server:federation_port() -> the port federation is served on (after
+-- start), else nil (also when config.federation is off)
+function methods.federation_port(self)
+  return self.federation_http and self.federation_http:port()
 end
 
 --- server:metrics_port() -> the port /metrics is served on (after start),
@@ -501,7 +548,7 @@ function methods.stop(self, on_stopped)
     self.stopping = true
     self:observe("server/stopping", self)
   end
-  local waiting = self.metrics_http and 2 or 1
+  local waiting = 1 + (self.metrics_http and 1 or 0) + (self.federation_http and 1 or 0)
   local function one_stopped()
     waiting = waiting - 1
     if waiting > 0 then return end
@@ -513,6 +560,7 @@ function methods.stop(self, on_stopped)
     if on_stopped then on_stopped() end
   end
   if self.metrics_http then self.metrics_http:stop(one_stopped) end
+  if self.federation_http then self.federation_http:stop(one_stopped) end
   self.http:stop(one_stopped)
 end
 

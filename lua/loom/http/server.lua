@@ -40,6 +40,7 @@ local core = require "loom.core"
 local async = require "loom.async"
 local errors = require "loom.http.errors"
 local response = require "loom.http.response"
+local tls_stream = require "loom.net.tls"
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -94,7 +95,8 @@ end
 -- opts: host ("127.0.0.1"; an IP address), port (8008; 0 picks a free one),
 -- handler (function(req) -> Response, run as a task; req is the parser's
 -- table plus peer = { ip, port }), limits and timeouts (see http.defaults),
--- log (function(level, message)).
+-- log (function(level, message)), tls (a core.tls server context: every
+-- connection speaks HTTPS).
 function http.new(opts)
   if type(opts) ~= "table" or type(opts.handler) ~= "function" then
     error("http.new: opts.handler (a function) is required", 2)
@@ -106,6 +108,7 @@ function http.new(opts)
     limits = merge(http.defaults.limits, opts.limits, "limit"),
     timeouts = merge(http.defaults.timeouts, opts.timeouts, "timeout"),
     log = opts.log or no_log,
+    tls = opts.tls,
     conns = {},
     nconns = 0,
     refusing = {},     -- connections being answered 503 (past max_connections)
@@ -421,6 +424,7 @@ local function on_connection(self, err)
     tcp:close()
     return
   end
+  if self.tls then tcp = tls_stream.wrap(tcp, self.tls:session()) end
   if self.nconns >= self.limits.max_connections then return refuse(self, tcp) end
   tcp:nodelay(true)
   local peer = tcp:getpeername() or {}

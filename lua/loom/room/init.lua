@@ -41,7 +41,9 @@ local mt = { __name = "loom.room.Rooms", __index = methods }
 
 --- A room service over a store. opts: server_name, key (a loom.crypto
 -- signing key), default_version (default loom.room.version.DEFAULT), hooks
--- (an object with fire and notify, usually the server; none: no hooks).
+-- (an object with fire and notify, usually the server; none: no hooks),
+-- outbound (function(ev, room_id), called for each new local event inside
+-- the transaction that stores it: federation queues it there).
 function room.new(store, opts)
   opts = opts or {}
   return setmetatable({
@@ -50,6 +52,7 @@ function room.new(store, opts)
     server_name = opts.server_name,
     key = opts.key,
     default_version = opts.default_version or version_mod.DEFAULT,
+    outbound = opts.outbound, -- function(ev, room_id) inside the write transaction of each local event
     graphs = {},          -- room_id -> state-resolution graph
     ngraphs = 0,
   }, mt)
@@ -132,6 +135,7 @@ local function announce(self, ev, room_id, r, origin)
 end
 
 local record_redaction     -- defined with persisting
+local dedupe_entries
 
 ---------------------------------------------------------------------------
 -- State as seen by the auth rules: lookups by (type, state_key) in a
@@ -313,8 +317,11 @@ local function persist(self, version, ev, opts)
   if ev.type == "m.room.create" and version.room_id_is_create_hash then
     room_id = event_mod.room_id_for_create(version, ev)
   end
-  local before, err, code = self:state_before(version, ev)
-  if not before then return nil, err, code end
+  local before, err, code = opts.state_before
+  if not before then
+    before, err, code = self:state_before(version, ev)
+    if not before then return nil, err, code end
+  end
   local st_before
   st_before, err, code = s:load_state(before)
   if not st_before then return nil, err, code end
@@ -328,7 +335,7 @@ local function persist(self, version, ev, opts)
   if not ok then
     if opts.local_send then return nil, reason, "forbidden", rule end
     rejected = reason
-  elseif opts.received and ev.type ~= "m.room.create" then
+  elseif opts.received and not opts.backfilled and ev.type ~= "m.room.create" then
     local rn = s:room_nid(room_id)
     local cur = rn and s:current_state(rn)
     if cur and #cur > 0 and not auth.check(version, ev, lookup_fn(self, cur)) then soft_failed = true end
@@ -345,7 +352,7 @@ local function persist(self, version, ev, opts)
   local r
   r, err, code = s:persist(ev.event_id, row, { room_version = version.id, json = text,
     rejected = rejected and (rule and ("auth rule " .. tostring(rule) .. ": " .. tostring(reason)) or reason),
-    soft_failed = soft_failed })
+    soft_failed = soft_failed, backfilled = opts.backfilled })
   if not r then return nil, err, code end
   if r.duplicate then return r end
   local after = before
@@ -408,7 +415,9 @@ local function store_local(self, version, proto, ctx, opts)
   if not ev then return nil, berr, bcode end
   local r, perr, pcode, rule = persist(self, version, ev, { local_send = true })
   if not r then return nil, perr, pcode, rule end
-  announce(self, ev, ev.room_id or event_mod.room_id_for_create(version, ev), r, "local")
+  local room_id = ev.room_id or event_mod.room_id_for_create(version, ev)
+  if self.outbound and not r.duplicate then self.outbound(ev, room_id) end
+  announce(self, ev, room_id, r, "local")
   return ev, r
 end
 
@@ -469,6 +478,16 @@ function methods:create_room(creator, opts)
   return table_unpack(results, 1, results.n)
 end
 
+-- One entry per (type, state_key): the last given wins.
+function dedupe_entries(entries)
+  local at, out = {}, {}
+  for _, e in ipairs(entries) do
+    local k = e[1] .. ":" .. e[2]
+    if at[k] then out[at[k]] = e else out[#out + 1] = e; at[k] = #out end
+  end
+  return out
+end
+
 --- Store an event received from another server, after the checks on
 -- receipt: format and signatures (opts.keys(server, key_id) -> public key),
 -- content hash (a mismatch stores the redacted form), authorisation against
@@ -517,12 +536,150 @@ function methods:receive(ev, opts)
       r.rule = rule
       return r
     end
-    local r, perr, pcode = persist(self, version, ev, { received = true, keys = opts.keys, vetoed = vetoed })
+    local state_before
+    if opts.state then
+      -- the state before it comes with it (a join through another server):
+      -- a snapshot of those events, which must be stored
+      local entries = {}
+      local sloaded = s:events(opts.state)
+      for _, id in ipairs(opts.state) do
+        local e = sloaded[id]
+        if not e then return nil, "state event " .. id .. " is not known", "missing_state" end
+        local se = e[1]
+        if type(se.state_key) == "string" and not e[2].rejected then
+          entries[#entries + 1] = { s:ensure_type_nid(se.type), s:ensure_state_key_nid(se.state_key), e[2].event_nid }
+        end
+      end
+      local snap, serr, scode = s:snapshot_from_entries(dedupe_entries(entries))
+      if not snap then return nil, serr, scode end
+      state_before = snap
+    end
+    local r, perr, pcode = persist(self, version, ev, { received = true, keys = opts.keys, vetoed = vetoed,
+      state_before = state_before, backfilled = opts.backfilled })
     if not r then return nil, perr, pcode end
     announce(self, ev, ev.room_id or event_mod.room_id_for_create(version, ev), r, "federation")
     return r
   end))
   return table_unpack(results, 1, results.n)
+end
+
+--- An event template for another server to complete (make_join,
+-- make_leave, make_knock): the event this server would build now for proto
+-- (prev_events, auth_events, depth from the room's current state), without
+-- hashes, signatures or event ID. Returns the template and the room
+-- version, or nil, message, code — "forbidden" (and the rule) when the
+-- auth rules would refuse the event against the current state.
+function methods:template(room_id, proto, opts)
+  local version, err, code = room_version(self, room_id)
+  if not version then return nil, err, code end
+  local p = {}
+  for k, v in pairs(proto) do p[k] = v end
+  p.room_id = room_id
+  local ctx = build_context(self, room_id)
+  local ev
+  ev, err, code = event_mod.build(version, p, ctx, self.key, opts)
+  if not ev then return nil, err, code end
+  local s = self.store
+  local cur = s:current_state(s:room_nid(room_id))
+  local ok, reason, rule = auth.check(version, ev, lookup_fn(self, cur),
+    { verify_signature = function() return true end })
+  if not ok then return nil, reason, "forbidden", rule end
+  ev.hashes, ev.signatures, ev.event_id = nil, nil, nil
+  return ev, version
+end
+
+-- events in an order where each comes after those of its auth_events that
+-- are in the list (Kahn's algorithm; ties and cycles by depth, then ID).
+local function auth_order(events)
+  local by_id, indeg, children = {}, {}, {}
+  for _, ev in ipairs(events) do by_id[ev.event_id] = ev; indeg[ev.event_id] = 0 end
+  for _, ev in ipairs(events) do
+    local seen = {}
+    for _, a in ipairs(type(ev.auth_events) == "table" and ev.auth_events or {}) do
+      if by_id[a] and not seen[a] and a ~= ev.event_id then
+        seen[a] = true
+        indeg[ev.event_id] = indeg[ev.event_id] + 1
+        children[a] = children[a] or {}
+        children[a][#children[a] + 1] = ev.event_id
+      end
+    end
+  end
+  local function before(x, y)
+    local dx, dy = by_id[x].depth or 0, by_id[y].depth or 0
+    if dx ~= dy then return dx < dy end
+    return x < y
+  end
+  local ready, out, done = {}, {}, {}
+  for id, d in pairs(indeg) do if d == 0 then ready[#ready + 1] = id end end
+  while #out < #events do
+    if #ready == 0 then
+      -- a cycle (forged): take the rest in depth order
+      for id in pairs(indeg) do if not done[id] then ready[#ready + 1] = id end end
+    end
+    table_sort(ready, before)
+    local id = table.remove(ready, 1)
+    if not done[id] then
+      done[id] = true
+      out[#out + 1] = by_id[id]
+      for _, c in ipairs(children[id] or {}) do
+        indeg[c] = indeg[c] - 1
+        if indeg[c] == 0 then ready[#ready + 1] = c end
+      end
+    end
+  end
+  return out
+end
+
+--- Store events from another server as outliers (the state and auth chain
+-- of a room being joined, missing auth events): each checked on receipt
+-- (format, signatures with opts.keys, content hash) and against its own
+-- auth_events (stored before, or earlier in the list); one that fails the
+-- auth rules is stored rejected; one that fails its checks is left out.
+-- Returns the number stored and a list of { event_id, reason } left out, or
+-- nil, message, code when the store fails.
+function methods:receive_outliers(events, opts)
+  local version, err, code = version_mod.get(opts.room_version)
+  if not version then return nil, err, code end
+  local checked, dropped = {}, {}
+  for _, ev in ipairs(events) do
+    local c, msg = event_mod.check(version, ev, { keys = opts.keys })
+    if c then checked[#checked + 1] = c.event
+    else dropped[#dropped + 1] = { type(ev) == "table" and ev.event_id or "?", msg } end
+  end
+  local s = self.store
+  local n = 0
+  local results = table.pack(s:transaction(function()
+    local create
+    for _, ev in ipairs(auth_order(checked)) do
+      local loaded = s:events(ev.auth_events or {})
+      local auth_events, missing = {}, nil
+      for _, id in ipairs(ev.auth_events or {}) do
+        local e = loaded[id]
+        if not e then missing = id; break end
+        auth_events[#auth_events + 1] = e[1]
+      end
+      if missing then
+        dropped[#dropped + 1] = { ev.event_id, "auth event " .. missing .. " is not known" }
+      else
+        if ev.type == "m.room.create" then create = ev end
+        if version.room_id_is_create_hash and not create then
+          create = s:event("$" .. tostring(ev.room_id):sub(2))
+        end
+        local ok, reason, rule = auth.check_auth_events(version, ev, auth_events, {
+          create = version.room_id_is_create_hash and create or nil,
+          rejected = function(id) local e = loaded[id]; return e and e[2].rejected end,
+        })
+        local text = json.encode(event_mod.pdu(ev))
+        local r, perr, pcode = s:persist(ev.event_id, ev, { room_version = version.id, json = text, outlier = true,
+          rejected = not ok and ("auth rule " .. tostring(rule) .. ": " .. tostring(reason)) or nil })
+        if not r then return nil, perr, pcode end
+        n = n + 1
+      end
+    end
+    return true
+  end))
+  if not results[1] then return table_unpack(results, 1, results.n) end
+  return n, dropped
 end
 
 --- The state before (which = "before") or after (default) an event, as a

@@ -17,6 +17,7 @@
 -- For an m.room.history_visibility event the more permissive of the states
 -- before and after it applies. The default setting is "shared".
 local ipairs, type, assert = ipairs, type, assert
+local redact = require "loom.room.redact"
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -117,6 +118,62 @@ function visibility.can_see(hs, user_id, room_id, event, ignored)
     if not event then return false end
   end
   return #visibility.filter(hs, user_id, room_id, { event }, ignored) == 1
+end
+
+-- history_visibility in a snapshot, and whether any of `users` is joined
+-- (or, for "invited", invited) in it.
+local function server_allowed(store, snap, users, cache)
+  local hit = cache[snap]
+  if hit ~= nil then return hit end
+  local st = assert(store:load_state(snap))
+  local hvt, mtn = store:type_nid("m.room.history_visibility"), store:type_nid("m.room.member")
+  local ek = store:state_key_nid("")
+  local hv = "shared"
+  local hv_nid = hvt and ek and st:get(hvt, ek)
+  if hv_nid then
+    local ev = store:event_by_nid(hv_nid)
+    local v = ev and type(ev.content) == "table" and ev.content.history_visibility
+    if type(v) == "string" and RANK[v] then hv = v end
+  end
+  local ok = hv == "world_readable" or hv == "shared"
+  if not ok and mtn then
+    for _, u in ipairs(users) do
+      local uk = store:state_key_nid(u)
+      local n = uk and st:get(mtn, uk)
+      local ev = n and store:event_by_nid(n)
+      local m = ev and type(ev.content) == "table" and ev.content.membership
+      if m == "join" or (m == "invite" and hv == "invited") then ok = true; break end
+    end
+  end
+  cache[snap] = ok
+  return ok
+end
+
+--- What another server may be sent of a room's events (the Server-Server
+-- API's history visibility: a server sees what its users could): each event
+-- as is when the room's history was shared or world_readable before it, or a
+-- user of the server was joined (invited, for "invited") then; otherwise
+-- redacted (the spec's algorithm for the room version), so that the graph
+-- stays whole. Outliers the store has no state for are redacted too.
+function visibility.for_server(hs, server_name, room_id, events, room_version)
+  local store = hs.store
+  local out = {}
+  local rn = store:room_nid(room_id)
+  if not rn or #events == 0 then return out end
+  local users = store:server_users(rn, server_name)
+  local cache = {}
+  for _, ev in ipairs(events) do
+    local _, meta = store:event(ev.event_id)
+    local before = meta and store:event_state(meta.event_nid)
+    if before and server_allowed(store, before, users, cache) then
+      out[#out + 1] = ev
+    else
+      local pruned = redact.event(ev, room_version)
+      pruned.event_id = ev.event_id
+      out[#out + 1] = pruned
+    end
+  end
+  return out
 end
 
 --- The room's current history_visibility setting.

@@ -58,8 +58,14 @@ local function mark(hs, req, room_id, rtype, event_id, thread_id)
   if rtype == "m.fully_read" then
     hs.store:set_account_data(req.user_id, room_id, "m.fully_read", json.encode { event_id = event_id })
   else
-    hs.store:set_receipt { room_id = room_id, receipt_type = rtype, user_id = req.user_id,
-      thread_id = thread_id, event_id = event_id, event_stream = pos, ts = core.now_ms() }
+    local ts = core.now_ms()
+    local moved = hs.store:set_receipt { room_id = room_id, receipt_type = rtype, user_id = req.user_id,
+      thread_id = thread_id, event_id = event_id, event_stream = pos, ts = ts }
+    if moved and rtype == "m.read" and hs.sender then
+      -- public receipts go to the room's other servers (private ones never leave)
+      hs.sender:room_edu(room_id, "m.receipt", { [room_id] = { ["m.read"] = { [req.user_id] = {
+        event_ids = json.array { event_id }, data = { ts = ts, thread_id = thread_id } } } } })
+    end
   end
 end
 

@@ -18,6 +18,7 @@ local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
 local ljson = require "loom.json"
 local visibility = require "loom.room.visibility"
+local fed_join = require "loom.federation.join"
 
 local json = core.json
 local ipairs, pairs, type = ipairs, pairs, type
@@ -336,11 +337,50 @@ end
 ---------------------------------------------------------------------------
 -- Membership
 
+-- The servers to join a room through: ?server_name= and ?via= (in that
+-- order), then the room ID's own server.
+local function join_servers(req, room_id)
+  local out = {}
+  local args = req.args or {}
+  for _, k in ipairs { "server_name", "via" } do
+    for _, v in ipairs(args[k] or {}) do out[#out + 1] = v end
+  end
+  local domain = type(room_id) == "string" and room_id:match("^![^:]*:(.+)$")
+  if domain then out[#out + 1] = domain end
+  return out
+end
+
+-- A join through another server (the room is not known here, or nobody of
+-- this server is in it).
+local function remote_join(hs, req, room_id, reason)
+  local denied = hs:check("room/join/check", { user_id = req.user_id, room_id = room_id, invited = false })
+  if denied then return denied end
+  local servers = {}
+  for _, srv in ipairs(join_servers(req, room_id)) do
+    if srv ~= hs.server_name then servers[#servers + 1] = srv end
+  end
+  if #servers == 0 then return errors.new("M_NOT_FOUND", "Room " .. room_id .. " not found") end
+  local ok, err = fed_join.remote(hs, room_id, req.user_id, servers,
+    profile_content(hs, req.user_id, "join", { reason = reason }))
+  if not ok then return err end
+  hs.store:unforget_room(req.user_id, room_id)
+  return { room_id = room_id }
+end
+
 local function join(hs, req, id)
   local body = body_object(req)
   local reason = optional_string(body, "reason")
+  if hs.federation_on and type(id) == "string" and id:sub(1, 1) == "!" and not room_exists(hs, id) then
+    return remote_join(hs, req, id, reason)
+  end
   local room_id, err = resolve_room(hs, id)
   if not room_id then return err end
+  local rn = hs.store:room_nid(room_id)
+  if hs.federation_on and not hs.store:host_joined(rn, hs.server_name) then
+    local others = false
+    for _, srv in ipairs(join_servers(req, room_id)) do if srv ~= hs.server_name then others = true end end
+    if others then return remote_join(hs, req, room_id, reason) end
+  end
   local ms = membership_of(member_event(hs, room_id, req.user_id))
   if ms == "join" then return { room_id = room_id } end
   local denied = hs:check("room/join/check", { user_id = req.user_id, room_id = room_id, invited = ms == "invite" })

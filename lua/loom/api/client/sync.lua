@@ -6,6 +6,7 @@ local errors = require "loom.http.errors"
 local response = require "loom.http.response"
 local store_filter = require "loom.store.filter"
 local visibility = require "loom.room.visibility"
+local fed_backfill = require "loom.federation.backfill"
 local filters = require "loom.sync.filters"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
@@ -153,8 +154,16 @@ local function messages(hs, req)
   local limit, def = timeline_args(hs, req, room_id)
   if not limit then return def end
   if math_type(def.limit) == "integer" and def.limit >= 0 and def.limit < limit then limit = def.limit end
-  local shown, page, stop = visible_page(hs, req, room_id, from,
-    { dir = dir, to = to, filter = def, until_event = departed_at(hs, req.user_id, room_id) }, limit)
+  local popts = { dir = dir, to = to, filter = def, until_event = departed_at(hs, req.user_id, room_id) }
+  local shown, page, stop = visible_page(hs, req, room_id, from, popts, limit)
+  if shown and dir == "b" and #shown < limit and hs.federation_on
+      and #hs.store:backward_extremities(room_id) > 0 then
+    -- the start of what this server holds: older history from the room's
+    -- other servers, then the page again
+    if fed_backfill.room(hs, room_id, { limit = limit }) > 0 then
+      shown, page, stop = visible_page(hs, req, room_id, from, popts, limit)
+    end
+  end
   if not shown then
     local err, code = page, stop
     if code == "bad_token" or code == "bad_param" or code == "bad_filter" then return invalid(err) end

@@ -44,6 +44,9 @@ local function put(hs, req)
     return errors.new("M_FORBIDDEN", "You are not in this room")
   end
   hs.typing:set(room_id, req.user_id, is_typing, timeout)
+  if hs.sender then
+    hs.sender:room_edu(room_id, "m.typing", { room_id = room_id, user_id = req.user_id, typing = is_typing })
+  end
   return {}
 end
 
