@@ -16,6 +16,7 @@ local crypto = require "loom.room.crypto"
 local room_mod = require "loom.room"
 local notifier_mod = require "loom.sync.notifier"
 local typing_mod = require "loom.sync.typing"
+local presence_mod = require "loom.sync.presence"
 local errors = require "loom.http.errors"
 
 local setmetatable, type, tostring = setmetatable, type, tostring
@@ -42,6 +43,8 @@ end
 -- (loom.sync.notifier: long-polls waiting for commits; closed on the
 -- server's "server/stopping" hook, so that they are answered at once),
 -- hs.typing (loom.sync.typing: who is typing in which room, in memory),
+-- hs.presence (loom.sync.presence: presence and its idle/offline timer;
+-- config.presence = false turns it off),
 -- hs.register_sessions (the open user-interactive /register sessions).
 function homeserver.new(server, opts)
   opts = opts or {}
@@ -62,8 +65,11 @@ function homeserver.new(server, opts)
     register_sessions = { map = {}, n = 0 },   -- open user-interactive /register sessions
   }, mt)
   self.typing = typing_mod.new(self.notifier)   -- who is typing where (in memory, expiring)
+  self.presence = presence_mod.new(store, { enabled = config.presence ~= false, idle_ms = config.presence_idle_ms,
+    offline_ms = config.presence_offline_ms, log = function(level, message) server:log(level, "%s", message) end })
   server:hook("server/stopping", function()
     self.typing:close()
+    self.presence:close()
     local n = self.notifier:close()
     if n > 0 then server:log("debug", "stopping: woke %d waiting /sync requests", n) end
   end)

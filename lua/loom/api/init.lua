@@ -24,6 +24,7 @@ api.modules = {
   "loom.api.client.to_device", -- sendToDevice
   "loom.api.client.typing",    -- typing notifications
   "loom.api.client.receipts",  -- receipts, read markers
+  "loom.api.client.presence",  -- presence status
 }
 
 -- The spec versions loom implements (/versions): only what is served.

@@ -45,6 +45,9 @@ config.defaults = {
   pid_file = nil,                      -- bin/loom serve's pid; default loom.pid beside the database
   logger = nil,                        -- function(level, message) (loom.new only); default: standard error
   housekeeping = nil,                  -- WAL checkpoints and GC mode while serving (docs/db.md)
+  presence = true,                     -- presence (PUT/GET /presence, /sync presence); false: none at all
+  presence_idle_ms = 300000,           -- an online user idle this long becomes unavailable
+  presence_offline_ms = 30000,         -- a user not syncing (nor active) this long becomes offline
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -125,6 +128,9 @@ config.checks = {
       end
     end
   end,
+  presence = function(v) if type(v) ~= "boolean" then return "true or false" end end,
+  presence_idle_ms = integer(10, 86400000),
+  presence_offline_ms = integer(10, 86400000),
   pid_file = function(v) if type(v) ~= "string" or v == "" then return "a file name" end end,
 }
 
