@@ -9,6 +9,7 @@
 --   store:touch_presence(user_id, ms)               -- last_active_ts only, no new position
 --   local p = store:presence_of(user_id)            -- { state, status_msg, last_active_ts, currently_active } or nil
 --   local list = store:presence_changes({ user_id, ... }, since, to)  -- since nil: every non-offline one
+--   local list = store:presence_changes(nil, since, to)               -- every user's changes
 --   local list = store:presence_not_offline()        -- { { user_id, state, ... }, ... } for the idle timer
 --   local users = store:users_sharing_rooms(user_id) -- { user_id, ... } joined to a room the user is joined to
 --   local now = store:presence_position()
@@ -82,10 +83,18 @@ end
 
 --- The presence of users changed in (since, to] in stream order; with
 -- since nil, the current presence of those who are not offline (an initial
--- sync): { { user_id, state, status_msg|nil, last_active_ts,
--- currently_active, stream_id }, ... }.
+-- sync); user_ids nil: every user's changes in (since, to]. { { user_id,
+-- state, status_msg|nil, last_active_ts, currently_active, stream_id }, ... }.
 function methods:presence_changes(user_ids, since, to)
   local out = {}
+  if not user_ids then
+    -- every user's changes in (since, to]
+    for _, r in ipairs(self.conn:all("SELECT " .. COLS .. " FROM presence WHERE stream_id > ? AND stream_id <= ?"
+        .. " ORDER BY stream_id", since or 0, to)) do
+      out[#out + 1] = row_of(r)
+    end
+    return out
+  end
   for marks, chunk in sql.chunks(user_ids) do
     local args = { table_unpack(chunk) }
     local cond

@@ -367,11 +367,31 @@ local function presence_events(hs, user_id, since, to, fdef)
   local p = hs.presence
   if not p or not p.enabled or to <= (since or 0) then return out end
   local f = assert(store_filter.compile(obj(fdef.presence)))
-  local users = hs.store:users_sharing_rooms(user_id)
-  local me = false
-  for _, u in ipairs(users) do if u == user_id then me = true; break end end
-  if not me then users[#users + 1] = user_id end
-  for _, row in ipairs(hs.store:presence_changes(users, since, to)) do
+  local store = hs.store
+  local rows
+  if since then
+    -- incremental: the few changes first, then who of them shares a room
+    rows = {}
+    local changed = store:presence_changes(nil, since, to)
+    local sharing
+    if #changed > 16 then
+      sharing = { [user_id] = true }
+      for _, u in ipairs(store:users_sharing_rooms(user_id)) do sharing[u] = true end
+    end
+    for _, row in ipairs(changed) do
+      local u = row.user_id
+      local seen
+      if sharing then seen = sharing[u] else seen = u == user_id or store:share_room(user_id, u) end
+      if seen then rows[#rows + 1] = row end
+    end
+  else
+    local users = store:users_sharing_rooms(user_id)
+    local me = false
+    for _, u in ipairs(users) do if u == user_id then me = true; break end end
+    if not me then users[#users + 1] = user_id end
+    rows = store:presence_changes(users, nil, to)
+  end
+  for _, row in ipairs(rows) do
     if f:match { type = "m.presence", sender = row.user_id } then
       out[#out + 1] = { type = "m.presence", sender = row.user_id, content = p:content(row.user_id, row) }
     end
@@ -382,6 +402,40 @@ local function presence_events(hs, user_id, since, to, fdef)
     out = cut
   end
   return out
+end
+
+-- Incremental syncs, as Synapse does: the current presence of users who
+-- newly share a room with the user (every member of a room joined since the
+-- token, those whose join or invite is in a timeline sent now), unless
+-- already in `out`. Appended to out.
+local function newly_shared_presence(hs, user_id, joins, fresh, out, fdef)
+  local p = hs.presence
+  if not p or not p.enabled then return end
+  local extra, have = {}, { [user_id] = true }
+  for _, ev in ipairs(out) do have[ev.sender] = true end
+  local function add(u)
+    if not have[u] then have[u] = true; extra[#extra + 1] = u end
+  end
+  for _, r in ipairs(fresh) do
+    for _, u in ipairs(hs.store:current_members(r, "join")) do add(u) end
+  end
+  for _, sec in pairs(joins) do
+    for _, ev in ipairs(sec.timeline.events) do
+      local c = ev.content
+      if ev.type == "m.room.member" and type(ev.state_key) == "string" and type(c) == "table"
+          and (c.membership == "join" or c.membership == "invite") then
+        add(ev.state_key)
+      end
+    end
+  end
+  if #extra == 0 then return end
+  local f = assert(store_filter.compile(obj(fdef.presence)))
+  for _, u in ipairs(extra) do
+    local row = hs.store:presence_of(u)
+    if row and f:match { type = "m.presence", sender = u } and (not f.limit or #out < f.limit) then
+      out[#out + 1] = { type = "m.presence", sender = u, content = p:content(u, row) }
+    end
+  end
 end
 
 --- Compute a sync response: body, has_data (something for the client).
@@ -519,6 +573,8 @@ function engine.sync(hs, opts)
       has_data = true
     end
   end
+
+  if since then newly_shared_presence(hs, user_id, body.rooms.join, fresh, presence_evs, fdef) end
 
   for room_id, c in pairs(invited) do
     body.rooms.invite[room_id] = invite_section(ctx, room_id, c)
