@@ -375,6 +375,29 @@ describe("presence timers", function()
   end)
 end)
 
+describe("presence after a restart", function()
+  it("ages the presence an earlier run left online", function()
+    local tmp = require "support.tmpdb"
+    local t1 = tesths.start()
+    local a = t1:fresh("rs")
+    assert.equal(200, t1:request("PUT", ppath(a), { presence = "online" }, a.access_token).status)
+    local keep = t1.db_path
+    t1.db_path = tmp.path()        -- stop the first server, keeping its database
+    t1:stop()
+    local t2 = tesths.start { database = { path = keep }, presence_idle_ms = 200, presence_offline_ms = 400 }
+    t2.db_path = keep
+    local ok, err = pcall(function()
+      local login = assert(t2.hs.accounts:login(a.user_id, a.password))
+      t2:run(function() t2:sleep(1000) end)
+      local r = t2:request("GET", ppath(a), nil, login.access_token)
+      assert.equal(200, r.status)
+      assert.equal("offline", r.json.presence)
+    end)
+    t2:stop()
+    assert(ok, err)
+  end)
+end)
+
 describe("presence turned off", function()
   local t
   setup(function() t = tesths.start { presence = false, presence_idle_ms = 50, presence_offline_ms = 50 } end)

@@ -76,6 +76,7 @@ function homeserver.new(server, opts)
   -- WAL checkpoints and the collector's mode, off the request path, while
   -- the server serves (config.housekeeping: see loom.db.housekeeping)
   server:hook("server/started", function()
+    self.presence:start()    -- presence left online by an earlier run ages too
     if not self.housekeeping then
       self.housekeeping = store:start_housekeeping(config.housekeeping)
     end

@@ -10,6 +10,7 @@
 --   p:set(user_id, "online", "at lunch")        -- PUT: state and status_msg
 --   local done = p:syncing(user_id, "online")   -- a /sync starts (set_presence); done() when it ends
 --   p:content(user_id)                          -- { presence, last_active_ago, currently_active, status_msg }
+--   p:start()                                   -- on "server/started": the timer, for presence left from before
 --   p:close()                                   -- stops the timer
 --
 -- A disabled handler (presence.new(store, { enabled = false })) records
@@ -84,6 +85,13 @@ local function update(self, user_id, cur, state, status_msg, last_active, active
   return true
 end
 
+--- p:start(): arm the timer (a serving homeserver calls it on
+-- "server/started", so presence left online by an earlier run ages too;
+-- the timer stops itself when nobody is online or unavailable).
+function methods:start()
+  arm(self)
+end
+
 --- p:set(user_id, state, status_msg): an explicit change (PUT
 -- /presence/{userId}/status). online marks the user active now; the status
 -- message is replaced (nil clears it).
@@ -136,6 +144,7 @@ function methods:tick()
   if self.closed or not self.enabled then return 0 end
   local now, changed, left = self.now(), 0, 0
   for _, p in pairs(self.store:presence_not_offline()) do
+    if self.closed then return changed end
     local state, active = p.state, p.currently_active
     if state == "online" and now - p.last_active_ts >= self.idle_ms then
       state, active = "unavailable", false
