@@ -375,6 +375,36 @@ describe("presence timers", function()
   end)
 end)
 
+describe("presence configuration", function()
+  it("checks the presence keys", function()
+    local loom = require "loom"
+    local config = require "loom.cli.config"
+    assert.is_true(config.defaults.presence)
+    assert.equal(300000, config.defaults.presence_idle_ms)
+    assert.equal(30000, config.defaults.presence_offline_ms)
+    for _, case in ipairs {
+      { { presence = "yes" }, "presence must be true or false" },
+      { { presence_idle_ms = 5 }, "presence_idle_ms must be an integer 10..86400000" },
+      { { presence_offline_ms = 1.5 }, "presence_offline_ms must be an integer" },
+      { { presence_offline_ms = "30000" }, "presence_offline_ms must be an integer" },
+    } do
+      local ok, err = pcall(loom.new, case[1])
+      assert.is_false(ok)
+      assert.matches(case[2], tostring(err), 1, true)
+      local cfg, ferr = config.from_table(case[1])
+      assert.is_nil(cfg)
+      assert.matches(case[2], ferr, 1, true)
+    end
+    -- the example file sets presence and documents the timeouts
+    local f = assert(io.open("loom.cfg.lua.example"))
+    local text = f:read("a")
+    f:close()
+    assert.truthy(text:find("\npresence = true", 1))
+    assert.truthy(text:find("presence_idle_ms", 1, true))
+    assert.truthy(text:find("presence_offline_ms", 1, true))
+  end)
+end)
+
 describe("presence after a restart", function()
   it("ages the presence an earlier run left online", function()
     local tmp = require "support.tmpdb"
