@@ -111,6 +111,32 @@ describe("presence timer rules", function()
     d2()
   end)
 
+  it("reads a user's presence once while it stays in memory, and writes only changes", function()
+    local reads, writes = 0, 0
+    local presence_of, set_presence, touch = s.presence_of, s.set_presence, s.touch_presence
+    s.presence_of = function(...) reads = reads + 1; return presence_of(...) end
+    s.set_presence = function(...) writes = writes + 1; return set_presence(...) end
+    s.touch_presence = function(...) writes = writes + 1; return touch(...) end
+    p:syncing("@a:x", "online")()
+    assert.equal(1, reads)
+    assert.equal(1, writes)
+    for _ = 1, 5 do
+      clock = clock + 10
+      p:syncing("@a:x", "online")()
+      assert.equal("online", p:content("@a:x").presence)
+    end
+    assert.equal(1, reads)
+    assert.equal(1, writes)
+    -- half the idle time later: last_active moves, without a new position
+    clock = clock + 600
+    local pos = s:presence_position()
+    p:syncing("@a:x", "online")()
+    assert.equal(2, writes)
+    assert.equal(pos, s:presence_position())
+    assert.equal(clock, s:presence_of("@a:x").last_active_ts)
+    assert.equal(0, p:content("@a:x").last_active_ago)
+  end)
+
   it("answers offline and records nothing when disabled", function()
     local off = presence.new(s, { enabled = false })
     off:set("@a:x", "online")

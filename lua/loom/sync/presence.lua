@@ -33,6 +33,8 @@ presence.IDLE_MS = 300000      -- Synapse's IDLE_TIMER: 5 minutes without activi
 presence.OFFLINE_MS = 30000    -- Synapse's SYNC_ONLINE_TIMEOUT: 30 s after the last sync -> offline
 -- last_active_ts is written at most this often while a user stays active
 local ACTIVE_GRANULARITY = 60000
+-- at most this many users' presence is kept in memory
+local ROWS_MAX = 10000
 
 --- presence.new(store, opts) -> Presence. opts: enabled (default true),
 -- idle_ms, offline_ms, now (a clock in ms, for tests), log(level, message).
@@ -41,6 +43,7 @@ function presence.new(store, opts)
   return setmetatable({ store = store, enabled = opts.enabled ~= false,
     idle_ms = opts.idle_ms or presence.IDLE_MS, offline_ms = opts.offline_ms or presence.OFFLINE_MS,
     now = opts.now or core.now_ms, log = opts.log,
+    rows = {}, nrows = 0, -- user_id -> the stored presence (false: none), for users seen lately
     syncs = {},        -- user_id -> number of /sync requests in progress
     last_sync = {},    -- user_id -> when the user's last /sync ended (ms)
     closed = false }, mt)
@@ -73,14 +76,35 @@ local function disarm(self)
   if timer and not timer:is_closing() then timer:stop(); timer:close() end
 end
 
+-- The user's stored presence (nil: none), from memory when seen lately
+-- (every write goes through this handler, which keeps the copy).
+local function current(self, user_id)
+  local row = self.rows[user_id]
+  if row == nil then
+    row = self.store:presence_of(user_id) or false
+    self.nrows = self.nrows + 1
+    if self.nrows > ROWS_MAX then self.rows, self.nrows = {}, 1 end   -- start over rather than grow
+    self.rows[user_id] = row
+  end
+  return row or nil
+end
+
 -- Write a new presence when what clients see changes.
 local function update(self, user_id, cur, state, status_msg, last_active, active)
   if cur and cur.state == state and cur.status_msg == status_msg and cur.currently_active == active then
-    if last_active ~= cur.last_active_ts then self.store:touch_presence(user_id, last_active) end
+    if last_active ~= cur.last_active_ts then
+      self.rows[user_id] = nil
+      self.store:touch_presence(user_id, last_active)
+      cur.last_active_ts = last_active
+      self.rows[user_id] = cur
+    end
     return false
   end
-  self.store:set_presence(user_id, { state = state, status_msg = status_msg, last_active_ts = last_active,
-    currently_active = active })
+  self.rows[user_id] = nil     -- read again should the write fail
+  local pos = self.store:set_presence(user_id, { state = state, status_msg = status_msg,
+    last_active_ts = last_active, currently_active = active })
+  self.rows[user_id] = { user_id = user_id, state = state, status_msg = status_msg, last_active_ts = last_active,
+    currently_active = active, stream_id = pos }
   if state ~= "offline" then arm(self) end
   return true
 end
@@ -97,7 +121,7 @@ end
 -- message is replaced (nil clears it).
 function methods:set(user_id, state, status_msg)
   if not self.enabled then return false end
-  local cur = self.store:presence_of(user_id)
+  local cur = current(self, user_id)
   local now = self.now()
   local last_active = cur and cur.last_active_ts or 0
   if state == "online" then last_active = now end
@@ -112,7 +136,7 @@ end
 function methods:syncing(user_id, set_presence)
   if not self.enabled then return function() end end
   if set_presence ~= "offline" then
-    local cur = self.store:presence_of(user_id)
+    local cur = current(self, user_id)
     local now = self.now()
     local status = cur and cur.status_msg or nil
     if set_presence == "online" then
@@ -154,10 +178,11 @@ function methods:tick()
       if now - seen >= self.offline_ms then state, active = "offline", false end
     end
     if state ~= p.state or active ~= p.currently_active then
-      self.store:set_presence(p.user_id, { state = state, status_msg = p.status_msg,
-        last_active_ts = p.last_active_ts, currently_active = active })
+      update(self, p.user_id, p, state, p.status_msg, p.last_active_ts, active)
       changed = changed + 1
     end
+    -- offline users are read again when they come back
+    if state == "offline" and not self.syncs[p.user_id] then self.rows[p.user_id] = nil end
     if state ~= "offline" then left = left + 1 end
   end
   for user_id, t in pairs(self.last_sync) do
@@ -172,7 +197,7 @@ end
 -- set) }; offline for a user without presence (and when disabled).
 function methods:content(user_id, row)
   if not self.enabled then return { presence = "offline" } end
-  local p = row or self.store:presence_of(user_id)
+  local p = row or current(self, user_id)
   if not p then return { presence = "offline" } end
   return presence.format(p, self.now())
 end
