@@ -43,6 +43,12 @@ describe("presence store", function()
     assert.same({ "@a:x" }, users(s:presence_not_offline()))
   end)
 
+  it("knows who shares a joined room", function()
+    assert.same({}, s:users_sharing_rooms("@a:x"))
+    assert.same({}, s:sharing_among("@a:x", { "@b:x" }))
+    assert.is_false(s:share_room("@a:x", "@b:x"))
+  end)
+
   it("publishes a change only when it commits", function()
     local notes = {}
     local unsubscribe = s:subscribe(function(note) notes[#notes + 1] = note end)

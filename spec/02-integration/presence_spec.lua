@@ -172,7 +172,7 @@ describe("presence", function()
     end
   end)
 
-  it("sends only the changes of users who share a room when many users changed", function()
+  it("sends only the changes of users who share a room, among many changes", function()
     local a, b = fresh(), fresh()
     local room = t:create_room(a, { preset = "public_chat" })
     t:join(b, room)

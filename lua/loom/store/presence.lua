@@ -12,6 +12,7 @@
 --   local list = store:presence_changes(nil, since, to)               -- every user's changes
 --   local list = store:presence_not_offline()        -- { { user_id, state, ... }, ... } for the idle timer
 --   local users = store:users_sharing_rooms(user_id) -- { user_id, ... } joined to a room the user is joined to
+--   local set = store:sharing_among(user_id, { user_id, ... })  -- { [user_id] = true } of those who do
 --   local now = store:presence_position()
 --
 -- The position seen by readers moves only when the change commits; then the
@@ -136,6 +137,27 @@ function methods:users_sharing_rooms(user_id)
       JOIN room_memberships m2 ON m2.event_nid = c2.event_nid
     WHERE c1.type_nid = ? AND m1.user_id = ? AND m1.membership = 'join' AND m2.membership = 'join'
     ORDER BY m2.user_id]], type_nid, user_id)
+end
+
+--- Which of `candidates` (user IDs) share a joined room with the user:
+-- { [user_id] = true } (one statement per 500 candidates).
+function methods:sharing_among(user_id, candidates)
+  local out = {}
+  local type_nid = self:type_nid("m.room.member")
+  if not type_nid then return out end
+  for marks, chunk in sql.chunks(candidates) do
+    local args = { type_nid, user_id, table_unpack(chunk) }
+    for _, u in ipairs(self.conn:column([[
+        SELECT DISTINCT m2.user_id FROM current_state c1
+          JOIN room_memberships m1 ON m1.event_nid = c1.event_nid
+          JOIN current_state c2 ON c2.room_nid = c1.room_nid AND c2.type_nid = c1.type_nid
+          JOIN room_memberships m2 ON m2.event_nid = c2.event_nid
+        WHERE c1.type_nid = ? AND m1.user_id = ? AND m1.membership = 'join' AND m2.membership = 'join'
+          AND m2.user_id IN (]] .. marks .. ")", table_unpack(args))) do
+      out[u] = true
+    end
+  end
+  return out
 end
 
 --- Do two users share a room both are joined to?

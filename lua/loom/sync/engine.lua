@@ -373,16 +373,14 @@ local function presence_events(hs, user_id, since, to, fdef)
     -- incremental: the few changes first, then who of them shares a room
     rows = {}
     local changed = store:presence_changes(nil, since, to)
-    local sharing
-    if #changed > 16 then
-      sharing = { [user_id] = true }
-      for _, u in ipairs(store:users_sharing_rooms(user_id)) do sharing[u] = true end
-    end
-    for _, row in ipairs(changed) do
-      local u = row.user_id
-      local seen
-      if sharing then seen = sharing[u] else seen = u == user_id or store:share_room(user_id, u) end
-      if seen then rows[#rows + 1] = row end
+    if #changed > 0 then
+      local who = {}
+      for i, row in ipairs(changed) do who[i] = row.user_id end
+      local sharing = store:sharing_among(user_id, who)
+      sharing[user_id] = true
+      for _, row in ipairs(changed) do
+        if sharing[row.user_id] then rows[#rows + 1] = row end
+      end
     end
   else
     local users = store:users_sharing_rooms(user_id)
