@@ -16,6 +16,7 @@ local crypto = require "loom.room.crypto"
 local room_mod = require "loom.room"
 local notifier_mod = require "loom.sync.notifier"
 local typing_mod = require "loom.sync.typing"
+local presence_mod = require "loom.sync.presence"
 local errors = require "loom.http.errors"
 local http_client = require "loom.http.client"
 local fedclient = require "loom.federation.client"
@@ -49,6 +50,8 @@ end
 -- (loom.sync.notifier: long-polls waiting for commits; closed on the
 -- server's "server/stopping" hook, so that they are answered at once),
 -- hs.typing (loom.sync.typing: who is typing in which room, in memory),
+-- hs.presence (loom.sync.presence: presence and its idle/offline timer;
+-- config.presence = false turns it off),
 -- hs.register_sessions (the open user-interactive /register sessions).
 function homeserver.new(server, opts)
   opts = opts or {}
@@ -88,15 +91,19 @@ function homeserver.new(server, opts)
     server:hook("server/started", function() self.sender:start() end)
     server:hook("server/stopping", function() self.sender:close() end)
   end
+  self.presence = presence_mod.new(store, { enabled = config.presence ~= false, idle_ms = config.presence_idle_ms,
+    offline_ms = config.presence_offline_ms, log = function(level, message) server:log(level, "%s", message) end })
   server:hook("server/stopping", function()
     if self.http_client then self.http_client:close() end
     self.typing:close()
+    self.presence:close()
     local n = self.notifier:close()
     if n > 0 then server:log("debug", "stopping: woke %d waiting /sync requests", n) end
   end)
   -- WAL checkpoints and the collector's mode, off the request path, while
   -- the server serves (config.housekeeping: see loom.db.housekeeping)
   server:hook("server/started", function()
+    self.presence:start()    -- presence left online by an earlier run ages too
     if not self.housekeeping then
       self.housekeeping = store:start_housekeeping(config.housekeeping)
     end

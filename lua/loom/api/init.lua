@@ -25,6 +25,7 @@ api.modules = {
   "loom.api.client.typing",    -- typing notifications
   "loom.api.client.receipts",  -- receipts, read markers
   "loom.api.client.search",    -- server-side search
+  "loom.api.client.presence",  -- presence status
 }
 
 -- Server-Server API modules: their routes are served on the federation

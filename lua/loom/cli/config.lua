@@ -48,6 +48,9 @@ config.defaults = {
   federation = nil,                    -- { host, port = 8448, tls_certificate, tls_private_key,
                                        --   verify_certificates, allow_ips }: the Server-Server API
                                        --   (docs/federation.md); absent or port = 0: off
+  presence = true,                     -- presence (PUT/GET /presence, /sync presence); false: none at all
+  presence_idle_ms = 300000,           -- an online user idle this long becomes unavailable
+  presence_offline_ms = 30000,         -- a user not syncing (nor active) this long becomes offline
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -146,6 +149,9 @@ config.checks = {
       end
     end
   end,
+  presence = function(v) if type(v) ~= "boolean" then return "true or false" end end,
+  presence_idle_ms = integer(10, 86400000),
+  presence_offline_ms = integer(10, 86400000),
   pid_file = function(v) if type(v) ~= "string" or v == "" then return "a file name" end end,
 }
 

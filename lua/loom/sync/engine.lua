@@ -441,6 +441,84 @@ local function receipt_events(store, user_id, joined, newly, since, to, eph_filt
   return out
 end
 
+-- The m.presence events for the user and those sharing a joined room with
+-- them: the current presence of those not offline on an initial sync, the
+-- changes in (since, to] otherwise, through the filter's presence (a limit
+-- keeps the latest).
+local function presence_events(hs, user_id, since, to, fdef)
+  local out = json.array {}
+  local p = hs.presence
+  if not p or not p.enabled or to <= (since or 0) then return out end
+  local f = assert(store_filter.compile(obj(fdef.presence)))
+  local store = hs.store
+  local rows
+  if since then
+    -- incremental: the few changes first, then who of them shares a room
+    rows = {}
+    local changed = store:presence_changes(nil, since, to)
+    if #changed > 0 then
+      local who = {}
+      for i, row in ipairs(changed) do who[i] = row.user_id end
+      local sharing = store:sharing_among(user_id, who)
+      sharing[user_id] = true
+      for _, row in ipairs(changed) do
+        if sharing[row.user_id] then rows[#rows + 1] = row end
+      end
+    end
+  else
+    local users = store:users_sharing_rooms(user_id)
+    local me = false
+    for _, u in ipairs(users) do if u == user_id then me = true; break end end
+    if not me then users[#users + 1] = user_id end
+    rows = store:presence_changes(users, nil, to)
+  end
+  for _, row in ipairs(rows) do
+    if f:match { type = "m.presence", sender = row.user_id } then
+      out[#out + 1] = { type = "m.presence", sender = row.user_id, content = p:content(row.user_id, row) }
+    end
+  end
+  if f.limit and #out > f.limit then
+    local cut = json.array {}
+    for i = #out - f.limit + 1, #out do cut[#cut + 1] = out[i] end
+    out = cut
+  end
+  return out
+end
+
+-- Incremental syncs, as Synapse does: the current presence of users who
+-- newly share a room with the user (every member of a room joined since the
+-- token, those whose join or invite is in a timeline sent now), unless
+-- already in `out`. Appended to out.
+local function newly_shared_presence(hs, user_id, joins, fresh, out, fdef)
+  local p = hs.presence
+  if not p or not p.enabled then return end
+  local extra, have = {}, { [user_id] = true }
+  for _, ev in ipairs(out) do have[ev.sender] = true end
+  local function add(u)
+    if not have[u] then have[u] = true; extra[#extra + 1] = u end
+  end
+  for _, r in ipairs(fresh) do
+    for _, u in ipairs(hs.store:current_members(r, "join")) do add(u) end
+  end
+  for _, sec in pairs(joins) do
+    for _, ev in ipairs(sec.timeline.events) do
+      local c = ev.content
+      if ev.type == "m.room.member" and type(ev.state_key) == "string" and type(c) == "table"
+          and (c.membership == "join" or c.membership == "invite") then
+        add(ev.state_key)
+      end
+    end
+  end
+  if #extra == 0 then return end
+  local f = assert(store_filter.compile(obj(fdef.presence)))
+  for _, u in ipairs(extra) do
+    local row = hs.store:presence_of(u)
+    if row and f:match { type = "m.presence", sender = u } and (not f.limit or #out < f.limit) then
+      out[#out + 1] = { type = "m.presence", sender = u, content = p:content(u, row) }
+    end
+  end
+end
+
 --- Compute a sync response: body, has_data (something for the client).
 function engine.sync(hs, opts)
   local store = hs.store
@@ -482,8 +560,13 @@ function engine.sync(hs, opts)
   local rc_to = store:receipts_position()
   local rc_since = opts.since and opts.since.receipts or nil
   if rc_since and rc_since > rc_to then rc_since = rc_to end
+  -- presence: of those not offline on an initial sync, the changes after
+  -- the token's presence position otherwise
+  local pr_to = store:presence_position()
+  local pr_since = opts.since and opts.since.presence or nil
+  if pr_since and pr_since > pr_to then pr_since = pr_to end
   ctx.next_batch = sync_token.format { stream = to, to_device = td_to, account_data = ad_to,
-    typing = typing and typing.position or 0, receipts = rc_to }
+    typing = typing and typing.position or 0, receipts = rc_to, presence = pr_to }
   local sf = store_filter.compile(state_def)
   if sf and not sf:is_empty() then ctx.state_filter = sf end
   local tl_filter = assert(store_filter.compile(tl_def))
@@ -531,16 +614,17 @@ function engine.sync(hs, opts)
   end
 
   local global_ad, room_ad = account_data_events(store, user_id, ad_since, ad_to, fdef)
+  local presence_evs = presence_events(hs, user_id, pr_since, pr_to, fdef)
   local body = {
     next_batch = ctx.next_batch,
     rooms = { join = {}, invite = {}, leave = {} },
     account_data = { events = global_ad },
-    presence = { events = json.array {} },
+    presence = { events = presence_evs },
     to_device = { events = json.array(td_events) },
     device_lists = { changed = json.array {}, left = json.array {} },
     device_one_time_keys_count = {},
   }
-  local has_data = #global_ad > 0 or #td_events > 0
+  local has_data = #global_ad > 0 or #td_events > 0 or #presence_evs > 0
 
   -- a room new to the client is synced as in an initial sync: recent
   -- history up to the limit and the full state at its start
@@ -580,6 +664,8 @@ function engine.sync(hs, opts)
       end
     end
   end
+
+  if since then newly_shared_presence(hs, user_id, body.rooms.join, fresh, presence_evs, fdef) end
 
   for room_id, c in pairs(invited) do
     body.rooms.invite[room_id] = invite_section(ctx, room_id, c)

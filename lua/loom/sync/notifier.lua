@@ -50,18 +50,22 @@ local function fire(w, value)
 end
 
 --- n:notify(note): a commit happened; note = { position, rooms =
--- {[room_id]=pos}, users = {[user_id]=pos}, receipts = {[room_id]=pos} }
--- (receipts: the rooms whose receipts changed wake like rooms).
+-- {[room_id]=pos}, users = {[user_id]=pos}, receipts = {[room_id]=pos},
+-- presence = {[user_id]=pos}, presence_rooms = {[room_id]=true} }
+-- (receipts: the rooms whose receipts changed wake like rooms; a presence
+-- change wakes the user and the rooms they are joined to).
 function methods:notify(note)
-  for _, rooms in ipairs { note.rooms or {}, note.receipts or {} } do
+  for _, rooms in ipairs { note.rooms or {}, note.receipts or {}, note.presence_rooms or {} } do
     for room_id in pairs(rooms) do
       local set = self.by_room[room_id]
       if set then for w in pairs(set) do fire(w, true) end end
     end
   end
-  for user_id in pairs(note.users or {}) do
-    local set = self.by_user[user_id]
-    if set then for w in pairs(set) do fire(w, true) end end
+  for _, users in ipairs { note.users or {}, note.presence or {} } do
+    for user_id in pairs(users) do
+      local set = self.by_user[user_id]
+      if set then for w in pairs(set) do fire(w, true) end end
+    end
   end
 end
 

@@ -1,13 +1,14 @@
 -- loom.sync.token: the composite /sync token (opaque to clients).
 --
---   "s<stream>_<typing>_<receipts>_<to_device>_<account_data>"
+--   "s<stream>_<typing>_<receipts>_<to_device>_<account_data>_<presence>"
 --
 -- The first part is the store's stream position (the timeline, membership
 -- and state); typing is the typing position (loom.sync.typing); receipts
 -- the receipts position (loom.store.receipts); to_device is reserved (0
--- until it exists); account_data is the account-data stream position. The
--- older four-part form and a bare store token ("s<n>") are accepted too
--- (their account_data is 0: everything is new).
+-- until it exists); account_data is the account-data stream position;
+-- presence the presence position (loom.store.presence). The older five-
+-- and four-part forms and a bare store token ("s<n>") are accepted too
+-- (the parts they lack are 0: everything is new).
 local core = require "loom.core"
 
 local tonumber, math_type, tostring = tonumber, math.type, tostring
@@ -21,6 +22,7 @@ local token = {}
 local INT = "(%-?%d+)"
 local FOUR = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
 local FIVE = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
+local SIX = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
 
 local function int(s)
   if not s or #s > 19 then return nil end
@@ -30,33 +32,40 @@ local function int(s)
   return n
 end
 
---- Parse a sync token: { stream, typing, receipts, to_device, account_data }
--- or nil, message.
+--- Parse a sync token: { stream, typing, receipts, to_device, account_data,
+-- presence } or nil, message.
 function token.parse(text)
   if type(text) ~= "string" or #text > 128 then return nil, "invalid sync token" end
-  local a, b, c, d, e = text:match(FIVE)
+  local a, b, c, d, e, f = text:match(SIX)
+  if not a then
+    a, b, c, d, e = text:match(FIVE)
+    f = a and "0"
+  end
   if not a then
     a, b, c, d = text:match(FOUR)
     e = a and "0"
+    f = e
   end
   if a then
-    local t = { stream = int(a), typing = int(b), receipts = int(c), to_device = int(d), account_data = int(e) }
-    if t.stream and t.typing and t.receipts and t.to_device and t.account_data and t.account_data >= 0 then
+    local t = { stream = int(a), typing = int(b), receipts = int(c), to_device = int(d), account_data = int(e),
+      presence = int(f) }
+    if t.stream and t.typing and t.receipts and t.to_device and t.account_data and t.account_data >= 0
+        and t.presence and t.presence >= 0 then
       return t
     end
     return nil, "invalid sync token"
   end
   local tok = store_token.parse(text)
   if tok and not tok.topological then
-    return { stream = tok.stream, typing = 0, receipts = 0, to_device = 0, account_data = 0 }
+    return { stream = tok.stream, typing = 0, receipts = 0, to_device = 0, account_data = 0, presence = 0 }
   end
   return nil, "invalid sync token"
 end
 
 --- Format a sync token from its parts (a table with stream, typing, …).
 function token.format(t)
-  return ("s%d_%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0,
-    t.account_data or 0)
+  return ("s%d_%d_%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0,
+    t.account_data or 0, t.presence or 0)
 end
 
 --- A store token for /messages from a client token: a sync token becomes

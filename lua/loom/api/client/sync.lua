@@ -12,10 +12,11 @@ local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
 local engine = require "loom.sync.engine"
 local ljson = require "loom.json"
+local presence = require "loom.sync.presence"
 
 local json = core.json
 local ipairs, pairs, tostring = ipairs, pairs, tostring
-local assert, table, math_type = assert, table, math.type
+local assert, table, math_type, setmetatable = assert, table, math.type, setmetatable
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -234,6 +235,9 @@ local function context(hs, req)
   }
 end
 
+-- A to-be-closed value that calls its first element on close.
+local CALL_ON_CLOSE = { __close = function(t) t[1]() end }
+
 local function sync(hs, req)
   local since
   local since_param = req:arg("since")
@@ -247,8 +251,17 @@ local function sync(hs, req)
   local full_state = req:arg("full_state") == "true"
   local fdef, ferr = filters.from_param(hs.store, req.user_id, req:arg("filter"))
   if not fdef then return invalid(ferr) end
+  local set_presence = req:arg("set_presence")
+  if set_presence == nil or set_presence == "" then set_presence = "online" end
+  if not presence.STATES[set_presence] then
+    return invalid("set_presence must be one of online, unavailable, offline")
+  end
   local opts = { user_id = req.user_id, device_id = req.device_id, since = since, full_state = full_state,
     filter = fdef }
+  -- the user counts as syncing (presence) until this request ends
+  -- luacheck: push ignore 211
+  local syncing <close> = setmetatable({ hs.presence:syncing(req.user_id, set_presence) }, CALL_ON_CLOSE)
+  -- luacheck: pop
   local deadline = core.now_ms() + timeout
   while true do
     local body, has_data = engine.sync(hs, opts)
