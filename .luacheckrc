@@ -9,3 +9,5 @@ files["bench"] = { max_line_length = 140 }
 files["examples/policy"] = { read_globals = { "module" } }
 files["examples/bot.lua"] = { read_globals = { "module" } }
 files["examples/admin_rooms.lua"] = { read_globals = { "module" } }
+-- lab scenarios run with the lab (docs/lab.md)
+files["examples/lab"] = { read_globals = { "lab" } }
