@@ -320,8 +320,10 @@ describe("room endpoints", function()
       ok(req("POST", R .. "/join", {}, bob))
       ok(req("POST", R .. "/ban", { user_id = bob.user_id, reason = "spam" }, alice))
       local before = event_ids(room_id)
-      -- a banned user: 403, the ban stays
-      err(req("POST", R .. "/kick", { user_id = bob.user_id }, alice), 403, "M_FORBIDDEN")
+      -- a banned user: 403 M_BAD_STATE (as Synapse; M_BAD_STATE is the spec's code for
+      -- "a state change that cannot be performed"), the ban stays; no invite either
+      err(req("POST", R .. "/kick", { user_id = bob.user_id }, alice), 403, "M_BAD_STATE")
+      err(req("POST", R .. "/invite", { user_id = bob.user_id }, alice), 403, "M_BAD_STATE")
       local m = ok(state(room_id, "m.room.member", bob.user_id))
       assert.are.equal("ban", m.membership)
       assert.are.equal("spam", m.reason)
@@ -342,6 +344,17 @@ describe("room endpoints", function()
       -- unban still turns a ban into leave
       ok(req("POST", R .. "/unban", { user_id = bob.user_id }, alice))
       assert.are.equal("leave", ok(state(room_id, "m.room.member", bob.user_id)).membership)
+    end)
+
+    it("unban only for a banned target: 403 M_BAD_STATE otherwise, and nobody is kicked", function()
+      local room_id = create(alice, { preset = "public_chat" })
+      local R = "/rooms/" .. enc(room_id)
+      ok(req("POST", R .. "/join", {}, bob))
+      local before = event_ids(room_id)
+      err(req("POST", R .. "/unban", { user_id = bob.user_id }, alice), 403, "M_BAD_STATE")
+      err(req("POST", R .. "/unban", { user_id = carol.user_id }, alice), 403, "M_BAD_STATE")
+      assert.are.equal("join", ok(state(room_id, "m.room.member", bob.user_id)).membership)
+      assert.are.same(before, event_ids(room_id))
     end)
 
     it("a redaction naming an event of another room is 400 and stores nothing", function()

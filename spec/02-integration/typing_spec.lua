@@ -3,6 +3,7 @@
 -- m.typing ephemeral event of /sync (initial, incremental, expiry, long-poll).
 local tesths = require "support.hs"
 local uv = require "luv"
+local json_null = require("loom.core").json.null
 
 local enc = tesths.enc
 local V3 = "/_matrix/client/v3"
@@ -55,6 +56,18 @@ describe("typing", function()
     -- nobody typing: an initial sync carries no m.typing
     r = t:request("GET", V3 .. "/sync", nil, b.access_token)
     assert.is_nil(typing_of(r.json, room))
+  end)
+
+  it("typing without a timeout types for 30 s (the spec requires only `typing`; Synapse's default)", function()
+    local a, b = fresh(), fresh()
+    local room = t:create_room(a, { preset = "public_chat" })
+    join(b, room)
+    local r = t:request("PUT", tpath(room, a), { typing = true }, a.access_token)
+    assert.equal(200, r.status)
+    assert.same({}, r.json)
+    r = t:request("GET", V3 .. "/sync", nil, b.access_token)
+    assert.same({ a.user_id }, typing_of(r.json, room).content.user_ids)
+    assert.equal(200, t:request("PUT", tpath(room, a), { typing = true, timeout = json_null }, a.access_token).status)
   end)
 
   it("expires after the timeout", function()
@@ -113,9 +126,6 @@ describe("typing", function()
     assert.equal("M_FORBIDDEN", r.json.errcode)
     r = t:request("PUT", tpath("!nope:test.local", a), { typing = true, timeout = 1000 }, a.access_token)
     assert.equal(403, r.status)
-    r = t:request("PUT", tpath(room, a), { typing = true }, a.access_token)
-    assert.equal(400, r.status)
-    assert.equal("M_BAD_JSON", r.json.errcode)
     for _, body in ipairs { { typing = "yes", timeout = 10 }, { timeout = 10 },
         { typing = true, timeout = -1 }, { typing = true, timeout = 1.5 }, { typing = true, timeout = "10" } } do
       r = t:request("PUT", tpath(room, a), body, a.access_token)
