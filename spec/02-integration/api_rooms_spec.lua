@@ -181,7 +181,8 @@ describe("room endpoints", function()
       err(req("POST", R .. "/ban", { user_id = carol.user_id }, bob), 403, "M_FORBIDDEN")
       ok(req("POST", R .. "/ban", { user_id = carol.user_id, reason = "more spam" }, alice))
       assert.are.equal("ban", ok(state(room_id, "m.room.member", carol.user_id)).membership)
-      err(req("POST", R .. "/join", {}, carol), 403, "M_FORBIDDEN")
+      err(req("POST", R .. "/join", {}, carol), 403, "M_BAD_STATE")    -- banned: as Synapse answers
+      err(req("POST", "/join/" .. enc(room_id), {}, carol), 403, "M_BAD_STATE")
       err(req("POST", R .. "/unban", { user_id = carol.user_id }, bob), 403, "M_FORBIDDEN")
       ok(req("POST", R .. "/unban", { user_id = carol.user_id }, alice))
       -- an empty body is accepted for membership changes

@@ -253,7 +253,7 @@ end
 
 --- A client of another server on 127.0.0.1:port that shares this harness's
 -- loop: the same run/call/request (chunked responses too), no server of its own.
-function T:client_for(port)
+function T.client_for(_, port)
   return setmetatable({ port = port, logs = {} }, T)
 end
 

@@ -88,6 +88,7 @@ function _M.start(name)
     local ok, out = run(("%s %s setup %s%s %s %d"):format(env, q(script), force, q(dir), q(name), free_port()))
     if not ok then return nil, "peer.sh setup failed (scripts/deps.sh installs what Synapse needs):\n" .. out end
   end
+  run(("%s stop %s"):format(q(script), q(dir)))    -- one left running by an interrupted run
   local port = free_port()
   local moved, why = move_port(dir, port)
   if not moved then return nil, why end

@@ -43,6 +43,7 @@ local registry = {
   M_UNSUPPORTED_ROOM_VERSION = { "M_UNSUPPORTED_ROOM_VERSION", 400, "Unsupported room version" },
   M_INCOMPATIBLE_ROOM_VERSION = { "M_INCOMPATIBLE_ROOM_VERSION", 400, "Incompatible room version" },
   M_BAD_STATE = { "M_BAD_STATE", 400, "Bad state" },
+  OTHER_USERS_TYPING = { "M_FORBIDDEN", 400, "Cannot set another user's typing state" },   -- Synapse's status
   MEMBERSHIP_BAD_STATE = { "M_BAD_STATE", 403, "The membership change does not fit the user's membership" },
   M_GUEST_ACCESS_FORBIDDEN = { "M_GUEST_ACCESS_FORBIDDEN", 403, "Guest access forbidden" },
   M_CAPTCHA_NEEDED = { "M_CAPTCHA_NEEDED", 400, "Captcha needed" },

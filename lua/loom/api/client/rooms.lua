@@ -343,6 +343,9 @@ local function join(hs, req, id)
   if not room_id then return err end
   local ms = membership_of(member_event(hs, room_id, req.user_id))
   if ms == "join" then return { room_id = room_id } end
+  if ms == "ban" then    -- as Synapse answers (the spec names no errcode)
+    return errors.new("MEMBERSHIP_BAD_STATE", "Cannot join a room one is banned from")
+  end
   local denied = hs:check("room/join/check", { user_id = req.user_id, room_id = room_id, invited = ms == "invite" })
   if denied then return denied end
   local ev, e2 = send(hs, room_id, { type = "m.room.member", state_key = req.user_id, sender = req.user_id,
@@ -582,7 +585,8 @@ rooms_api.routes = {
   { "POST", R .. "/join", function(hs, req) return join(hs, req, req.params.roomId) end, auth = true },
   { "POST", R .. "/leave", membership("leave", false), auth = true },
   { "POST", R .. "/invite", membership("invite", true, nil, "invite"), auth = true },
-  { "POST", R .. "/kick", membership("leave", true, { join = true, invite = true, knock = true }, "kick"), auth = true },
+  { "POST", R .. "/kick", membership("leave", true, { join = true, invite = true, knock = true }, "kick"),
+    auth = true },
   { "POST", R .. "/ban", membership("ban", true, nil, "ban"), auth = true },
   { "POST", R .. "/unban", membership("leave", true, nil, "unban"), auth = true },
   { "POST", R .. "/forget", forget, auth = true },

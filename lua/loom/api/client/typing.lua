@@ -25,7 +25,7 @@ end
 local function put(hs, req)
   local room_id, user_id = req.params.roomId, req.params.userId
   if user_id ~= req.user_id then
-    return errors.new("M_FORBIDDEN", "Cannot set another user's typing state")
+    return errors.new("OTHER_USERS_TYPING")
   end
   if not store_filter.is_id("room", room_id) then
     return errors.new("M_INVALID_PARAM", room_id .. " is not a valid room ID")
