@@ -19,8 +19,9 @@ local null = json.null
 local loom_t, peer
 local servers = {}
 
+-- One request; a minute's limit, as Synapse can be slow on a busy machine.
 local function call(s, method, path, body, token)
-  return s.c:request(method, "/_matrix/client/v3" .. path, body, token)
+  return s.c:run(function() return s.c:call(method, "/_matrix/client/v3" .. path, body, token) end, 60000)
 end
 
 -- Registration through user-interactive auth (m.login.dummy), as clients do.
