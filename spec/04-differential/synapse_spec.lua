@@ -74,6 +74,17 @@ local function sorted_keys(t)
   return table.concat(ks, ",")
 end
 
+-- The keys whose values are not empty objects: /sync's sections are all
+-- optional, and Synapse leaves out the empty ones that loom sends as {}.
+local function nonempty_keys(t)
+  local ks = {}
+  for k, v in pairs(t or {}) do
+    if type(v) ~= "table" or next(v) ~= nil then ks[#ks + 1] = k end
+  end
+  table.sort(ks)
+  return table.concat(ks, ",")
+end
+
 -- A room alice made in which bob is joined; carol has never been in it.
 local function room_with_bob(s)
   local room = create(s, s.alice, { preset = "public_chat" })
@@ -373,6 +384,39 @@ case("sync with a bad filter parameter", function(s)
     json = outcome(call(s, "GET", "/sync?timeout=0&filter=" .. enc("{bad"), nil, s.alice.access_token)),
     unknown_id = outcome(call(s, "GET", "/sync?timeout=0&filter=987654", nil, s.alice.access_token)),
   }
+end)
+
+-- /sync shapes: which keys a section has (values differ by nature)
+case("the sections of an initial /sync with a joined room", function(s)
+  local room = room_with_bob(s)
+  local r = call(s, "GET", "/sync?timeout=0", nil, s.bob.access_token)
+  local j = r.json.rooms and r.json.rooms.join and r.json.rooms.join[room] or {}
+  return outcome(r, { rooms = nonempty_keys(r.json.rooms), room = sorted_keys(j),
+    timeline = sorted_keys(j.timeline), state = sorted_keys(j.state), ephemeral = sorted_keys(j.ephemeral),
+    account_data = sorted_keys(j.account_data) })
+end)
+
+case("an incremental /sync after nothing happened", function(s)
+  local since = call(s, "GET", "/sync?timeout=0", nil, s.carol.access_token).json.next_batch
+  local r = call(s, "GET", "/sync?timeout=0&since=" .. enc(since), nil, s.carol.access_token)
+  return outcome(r, { rooms = nonempty_keys(r.json.rooms),
+    joined = sorted_keys(r.json.rooms and r.json.rooms.join) })
+end)
+
+case("the invite and leave sections of /sync", function(s)
+  local room = create(s, s.alice)
+  local since = call(s, "GET", "/sync?timeout=0", nil, s.carol.access_token).json.next_batch
+  assert(call(s, "POST", "/rooms/" .. enc(room) .. "/invite", { user_id = s.carol.user_id }, s.alice.access_token)
+    .status == 200)
+  local r = call(s, "GET", "/sync?timeout=0&since=" .. enc(since), nil, s.carol.access_token)
+  local inv = r.json.rooms and r.json.rooms.invite and r.json.rooms.invite[room] or {}
+  local ev = inv.invite_state and inv.invite_state.events and inv.invite_state.events[1] or {}
+  since = r.json.next_batch
+  assert(call(s, "POST", "/rooms/" .. enc(room) .. "/leave", {}, s.carol.access_token).status == 200)
+  local r2 = call(s, "GET", "/sync?timeout=0&since=" .. enc(since), nil, s.carol.access_token)
+  local left = r2.json.rooms and r2.json.rooms.leave and r2.json.rooms.leave[room] or {}
+  return { invite = sorted_keys(inv), invite_state = sorted_keys(inv.invite_state), stripped = sorted_keys(ev),
+    leave = sorted_keys(left), leave_timeline = sorted_keys(left.timeline) }
 end)
 
 local function show(v)
