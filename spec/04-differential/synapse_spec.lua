@@ -419,6 +419,79 @@ case("the invite and leave sections of /sync", function(s)
     leave = sorted_keys(left), leave_timeline = sorted_keys(left.timeline) }
 end)
 
+local function types_of(events)
+  local out = {}
+  for _, ev in ipairs(events or {}) do
+    out[#out + 1] = ev.type .. (ev.state_key and ev.state_key ~= "" and "/" .. ev.state_key:match("^@(%w+)") or "")
+  end
+  return table.concat(out, ",")
+end
+
+case("incremental /sync: limited timelines and the state before them", function(s)
+  local room = room_with_bob(s)
+  local f = enc('{"room":{"timeline":{"limit":2}}}')
+  local since = call(s, "GET", "/sync?timeout=0&filter=" .. f, nil, s.bob.access_token).json.next_batch
+  send(s, s.alice, room)
+  state(s, s.alice, room, "m.room.topic", "", { topic = "t1" })
+  send(s, s.alice, room)
+  send(s, s.alice, room)
+  local r = call(s, "GET", "/sync?timeout=0&filter=" .. f .. "&since=" .. enc(since), nil, s.bob.access_token)
+  local j = r.json.rooms.join[room]
+  local o = { limited = j.timeline.limited, timeline = types_of(j.timeline.events), state = types_of(j.state.events) }
+  since = r.json.next_batch
+  send(s, s.alice, room)
+  send(s, s.alice, room)
+  r = call(s, "GET", "/sync?timeout=0&filter=" .. f .. "&since=" .. enc(since), nil, s.bob.access_token)
+  j = r.json.rooms.join[room]
+  o.exact = { limited = j.timeline.limited, timeline = types_of(j.timeline.events), state = types_of(j.state.events) }
+  return o
+end)
+
+case("incremental /sync after a kick", function(s)
+  local room = room_with_bob(s)
+  local since = call(s, "GET", "/sync?timeout=0", nil, s.bob.access_token).json.next_batch
+  send(s, s.alice, room)
+  assert(call(s, "POST", "/rooms/" .. enc(room) .. "/kick", { user_id = s.bob.user_id }, s.alice.access_token)
+    .status == 200)
+  send(s, s.alice, room)
+  local r = call(s, "GET", "/sync?timeout=0&since=" .. enc(since), nil, s.bob.access_token)
+  local l = r.json.rooms.leave and r.json.rooms.leave[room] or {}
+  return { in_join = (r.json.rooms.join or {})[room] ~= nil, keys = sorted_keys(l),
+    timeline = types_of(l.timeline and l.timeline.events), limited = l.timeline and l.timeline.limited,
+    state = types_of(l.state and l.state.events) }
+end)
+
+case("receipts and typing in /sync", function(s)
+  local room = room_with_bob(s)
+  local ev = send(s, s.alice, room)
+  local since = call(s, "GET", "/sync?timeout=0", nil, s.alice.access_token).json.next_batch
+  assert(call(s, "POST", ("/rooms/%s/receipt/m.read/%s"):format(enc(room), enc(ev)), {}, s.bob.access_token)
+    .status == 200)
+  local r = call(s, "GET", "/sync?timeout=0&since=" .. enc(since), nil, s.alice.access_token)
+  local eph = r.json.rooms.join[room].ephemeral.events
+  local rc = tesths.find_type(eph, "m.receipt")
+  local read = rc and rc.content[ev] and rc.content[ev]["m.read"] and rc.content[ev]["m.read"][s.bob.user_id]
+  local initial = call(s, "GET", "/sync?timeout=0", nil, s.alice.access_token)
+  return { ephemeral = types_of(eph), receipt_keys = rc and sorted_keys(rc), read_keys = sorted_keys(read),
+    initial_ephemeral = types_of(initial.json.rooms.join[room].ephemeral.events) }
+end)
+
+case("account data and tags in /sync", function(s)
+  local room = create(s, s.alice)
+  local since = call(s, "GET", "/sync?timeout=0", nil, s.alice.access_token).json.next_batch
+  local u = enc(s.alice.user_id)
+  assert(call(s, "PUT", "/user/" .. u .. "/account_data/org.loom.g", { a = 1 }, s.alice.access_token).status == 200)
+  assert(call(s, "PUT", ("/user/%s/rooms/%s/tags/u.work"):format(u, enc(room)), { order = 0.5 }, s.alice.access_token)
+    .status == 200)
+  local r = call(s, "GET", "/sync?timeout=0&since=" .. enc(since), nil, s.alice.access_token)
+  local j = r.json.rooms.join[room]
+  local tags = tesths.find_type(j and j.account_data.events, "m.tag")
+  return { global = types_of(r.json.account_data.events), room = types_of(j and j.account_data.events),
+    tag = tags and tags.content.tags and sorted_keys(tags.content.tags["u.work"]),
+    tags_get = sorted_keys(call(s, "GET", ("/user/%s/rooms/%s/tags"):format(u, enc(room)), nil, s.alice.access_token)
+      .json.tags) }
+end)
+
 local function show(v)
   return json.encode(v, { canonical = true }) or tostring(v)
 end
