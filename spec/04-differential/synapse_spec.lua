@@ -11,6 +11,7 @@
 local tesths = require "support.hs"
 local synapse = require "support.synapse"
 local json = require("loom.core").json
+local uv = require "luv"
 
 local NAME = "diff.test"
 local enc = tesths.enc
@@ -524,9 +525,14 @@ describe("loom and Synapse 1.67 answer alike", function()
 
   for _, c in ipairs(cases) do
     it(c.name, function()
+      local t0 = uv.hrtime()
       local want = c.fn(servers.synapse)
+      local t1 = uv.hrtime()
       local got = c.fn(servers.loom)
       local message = ("%s\n  synapse: %s\n  loom:    %s"):format(c.name, show(want), show(got))
+      if os.getenv("LOOM_DIFF_VERBOSE") then
+        io.stderr:write(("  (synapse %.0f ms, loom %.0f ms)\n"):format((t1 - t0) / 1e6, (uv.hrtime() - t1) / 1e6))
+      end
       if os.getenv("LOOM_DIFF_VERBOSE") then io.stderr:write(message, "\n") end
       if c.differs then
         -- a known difference: each side gives its own documented answer
