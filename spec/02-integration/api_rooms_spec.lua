@@ -117,7 +117,7 @@ describe("room endpoints", function()
       create(alice, { room_alias_name = "taken" })
       err(req("POST", "/createRoom", { room_alias_name = "taken" }, alice), 400, "M_ROOM_IN_USE")
       err(req("POST", "/createRoom", { room_alias_name = "a:b" }, alice), 400, "M_INVALID_PARAM")
-      err(req("POST", "/createRoom", { preset = "nope" }, alice), 400, "M_INVALID_PARAM")
+      err(req("POST", "/createRoom", { preset = "nope" }, alice), 400, "M_BAD_JSON")    -- as Synapse
       err(req("POST", "/createRoom", "{not json", alice), 400, "M_NOT_JSON")
       err(req("POST", "/createRoom", "[1]", alice), 400, "M_BAD_JSON")
       err(req("POST", "/createRoom", { name = 5 }, alice), 400, "M_BAD_JSON")

@@ -493,6 +493,72 @@ case("account data and tags in /sync", function(s)
       .json.tags) }
 end)
 
+case("state reads: a member event that does not exist, a room one left", function(s)
+  local room = room_with_bob(s)
+  local R = "/rooms/" .. enc(room)
+  local none = call(s, "GET", R .. "/state/m.room.member/" .. enc(s.carol.user_id), nil, s.alice.access_token)
+  state(s, s.alice, room, "m.room.topic", "", { topic = "before" })
+  assert(call(s, "POST", R .. "/leave", {}, s.bob.access_token).status == 200)
+  state(s, s.alice, room, "m.room.topic", "", { topic = "after" })
+  local topic = call(s, "GET", R .. "/state/m.room.topic", nil, s.bob.access_token)
+  local all = call(s, "GET", R .. "/state", nil, s.bob.access_token)
+  return { none = outcome(none), topic = outcome(topic, { topic = topic.json.topic }), all = outcome(all),
+    never = outcome(call(s, "GET", R .. "/state", nil, s.carol.access_token)) }
+end)
+
+case("createRoom with an unknown room version, a bad preset, visibility or alias name", function(s)
+  return {
+    version = outcome(call(s, "POST", "/createRoom", { room_version = "999" }, s.alice.access_token)),
+    preset = outcome(call(s, "POST", "/createRoom", { preset = "nope" }, s.alice.access_token)),
+    visibility = outcome(call(s, "POST", "/createRoom", { visibility = "nope" }, s.alice.access_token)),
+    alias = outcome(call(s, "POST", "/createRoom", { room_alias_name = "a:b" }, s.alice.access_token)),
+  }
+end, {
+  why = "the spec's `visibility` is one of public/private; Synapse 1.67 takes any other value as private",
+  synapse = { version = { status = 400, errcode = "M_UNSUPPORTED_ROOM_VERSION" },
+    preset = { status = 400, errcode = "M_BAD_JSON" }, visibility = { status = 200 },
+    alias = { status = 400, errcode = "M_UNKNOWN" } },
+  loom = { version = { status = 400, errcode = "M_UNSUPPORTED_ROOM_VERSION" },
+    preset = { status = 400, errcode = "M_BAD_JSON" }, visibility = { status = 400, errcode = "M_INVALID_PARAM" },
+    alias = { status = 400, errcode = "M_INVALID_PARAM" } },
+})
+
+case("joining a room that does not exist", function(s)
+  return {
+    by_id = outcome(call(s, "POST", "/join/" .. enc("!nosuchroom:" .. NAME), {}, s.alice.access_token)),
+    by_alias = outcome(call(s, "POST", "/join/" .. enc("#nosuchalias:" .. NAME), {}, s.alice.access_token)),
+  }
+end)
+
+case("/members filtered by membership, and by at", function(s)
+  local room = room_with_bob(s)
+  local R = "/rooms/" .. enc(room)
+  local at = call(s, "GET", "/sync?timeout=0", nil, s.alice.access_token).json.next_batch
+  assert(call(s, "POST", R .. "/leave", {}, s.bob.access_token).status == 200)
+  local function members(q)
+    local r = call(s, "GET", R .. "/members" .. q, nil, s.alice.access_token)
+    local who = {}
+    for _, ev in ipairs(r.json.chunk or {}) do
+      who[#who + 1] = ev.state_key:match("^@(%w+)") .. "=" .. ev.content.membership
+    end
+    table.sort(who)
+    return outcome(r, { members = table.concat(who, ",") })
+  end
+  return { leave = members("?membership=leave"), not_join = members("?not_membership=join"),
+    at = members("?at=" .. enc(at)) }
+end)
+
+case("a full_state incremental /sync", function(s)
+  local room = create(s, s.alice, { name = "full" })
+  local since = call(s, "GET", "/sync?timeout=0", nil, s.alice.access_token).json.next_batch
+  local r = call(s, "GET", "/sync?timeout=0&full_state=true&since=" .. enc(since), nil, s.alice.access_token)
+  local j = r.json.rooms.join[room] or {}
+  local st = {}
+  for _, ev in ipairs(j.state and j.state.events or {}) do st[ev.type] = true end
+  return outcome(r, { room = j.state ~= nil, has_name = st["m.room.name"] or false,
+    has_create = st["m.room.create"] or false, timeline = #(j.timeline and j.timeline.events or {}) })
+end)
+
 local function show(v)
   return json.encode(v, { canonical = true }) or tostring(v)
 end

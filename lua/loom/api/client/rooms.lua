@@ -194,7 +194,7 @@ local function check_create(hs, body)
     return nil, errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
   end
   c.preset = body.preset or (c.visibility == "public" and "public_chat" or "private_chat")
-  if not PRESETS[c.preset] then return nil, errors.new("M_INVALID_PARAM", "Unknown preset") end
+  if not PRESETS[c.preset] then return bad("Unknown preset") end     -- a malformed body (spec, Synapse)
   if body.room_version ~= nil and type(body.room_version) ~= "string" then
     return bad("room_version must be a string")
   end
