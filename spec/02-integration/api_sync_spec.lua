@@ -76,8 +76,8 @@ describe("sync API", function()
       r = t:request("POST", V3 .. "/user/" .. q(alice.user_id) .. "/filter", def, bob.access_token)
       assert.equal(403, r.status)
       r = t:request("GET", V3 .. "/user/" .. q(alice.user_id) .. "/filter/" .. id, nil, bob.access_token)
-      assert.equal(404, r.status)
-      assert.equal("M_NOT_FOUND", r.json.errcode)
+      assert.equal(403, r.status)       -- as Synapse answers
+      assert.equal("M_FORBIDDEN", r.json.errcode)
       r = t:request("POST", V3 .. "/user/" .. q(alice.user_id) .. "/filter",
         { room = { timeline = { limit = "x" } } }, alice.access_token)
       assert.equal(400, r.status)

@@ -72,11 +72,15 @@ describe("sync cases", function()
       assert.equal(unknown.json.error, r.json.error)
     end)
 
-    it("another user's filter is 404 M_NOT_FOUND", function()
+    it("another user's filter is 403 M_FORBIDDEN, as in Synapse (the spec is silent)", function()
       local r = t:request("POST", V3 .. "/user/" .. enc(alice.user_id) .. "/filter", { room = {} }, alice.access_token)
       assert.equal(200, r.status)
-      r = t:request("GET", V3 .. "/user/" .. enc(alice.user_id) .. "/filter/" .. r.json.filter_id, nil,
-        bob.access_token)
+      local id = r.json.filter_id
+      r = t:request("GET", V3 .. "/user/" .. enc(alice.user_id) .. "/filter/" .. id, nil, bob.access_token)
+      assert.equal(403, r.status)
+      assert.equal("M_FORBIDDEN", r.json.errcode)
+      -- through one's own user ID, someone else's filter ID is unknown
+      r = t:request("GET", V3 .. "/user/" .. enc(bob.user_id) .. "/filter/" .. id, nil, bob.access_token)
       assert.equal(404, r.status)
       assert.equal("M_NOT_FOUND", r.json.errcode)
     end)

@@ -95,6 +95,22 @@ function T.await(_, h)
   return table.unpack(h.results, 1, h.results.n)
 end
 
+-- The body of a chunked response that starts at pos in buf, or nil while
+-- it is incomplete (other servers, such as a Synapse peer, send chunks).
+local function dechunk(buf, pos)
+  local parts = {}
+  while true do
+    local line_end = buf:find("\r\n", pos, true)
+    if not line_end then return nil end
+    local size = tonumber(buf:sub(pos, line_end - 1):match("^%x+"), 16)
+    if not size then error("bad chunk size in response") end
+    if size == 0 then return table.concat(parts) end
+    if #buf < line_end + 3 + size then return nil end
+    parts[#parts + 1] = buf:sub(line_end + 2, line_end + 1 + size)
+    pos = line_end + 4 + size
+  end
+end
+
 -- One HTTP exchange on a fresh connection (inside run).
 local function exchange(self, raw)
   local co = coroutine.running()
@@ -116,7 +132,13 @@ local function exchange(self, raw)
       local headers = {}
       for name, value in head:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do headers[name:lower()] = value end
       local len = tonumber(headers["content-length"] or "0")
-      if #buf >= head_end + 3 + len then
+      if (headers["transfer-encoding"] or ""):lower() == "chunked" then
+        local body = dechunk(buf, head_end + 4)
+        if body then
+          tcp:close()
+          return { status = status, headers = headers, body = body, json = json.decode(body) }
+        end
+      elseif #buf >= head_end + 3 + len then
         tcp:close()
         local body = buf:sub(head_end + 4, head_end + 3 + len)
         return { status = status, headers = headers, body = body, json = json.decode(body) }
@@ -240,6 +262,12 @@ function T:logged_text(text)
   for _, line in ipairs(self.logs) do
     if line:find(text, 1, true) then return line end
   end
+end
+
+--- A client of another server on 127.0.0.1:port that shares this harness's
+-- loop: the same run/call/request (chunked responses too), no server of its own.
+function T.client_for(_, port)
+  return setmetatable({ port = port, logs = {} }, T)
 end
 
 --- Stop the server and remove its database.

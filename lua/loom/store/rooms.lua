@@ -186,6 +186,15 @@ function methods:forget_room(user_id, room_id)
   return true
 end
 
+--- The rooms the user has forgotten, as a set { [room_id] = true }.
+function methods:forgotten_rooms(user_id)
+  local out = {}
+  for _, r in ipairs(self.conn:all("SELECT room_id FROM forgotten_rooms WHERE user_id = ?", user_id)) do
+    out[r[1]] = true
+  end
+  return out
+end
+
 --- The user joined the room again: it is no longer forgotten.
 function methods:unforget_room(user_id, room_id)
   self.conn:run("DELETE FROM forgotten_rooms WHERE user_id = ? AND room_id = ?", user_id, room_id)

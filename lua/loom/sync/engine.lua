@@ -594,13 +594,22 @@ function engine.sync(hs, opts)
     return not rn or membership_at(store, user_id, rn, since) ~= "join"
   end
   local newly, invited, left, fresh_left = {}, {}, {}, {}
+  -- an initial sync has the rooms one was banned or kicked from (as Synapse;
+  -- those one left oneself only with include_leave), never forgotten ones
+  local forgotten
+  local function shows_leave(room_id, c)
+    if since then return true end
+    if room_filter.include_leave ~= true and c.sender == user_id then return false end
+    forgotten = forgotten or store:forgotten_rooms(user_id)
+    return not forgotten[room_id]
+  end
   for room_id, c in pairs(last) do
     if room_allowed(room_filter, room_id) then
       if c.membership == "join" then
         if is_new(room_id) then newly[room_id] = true end
       elseif c.membership == "invite" then
         if not ctx.ignored[c.sender] then invited[room_id] = c end
-      elseif (c.membership == "leave" or c.membership == "ban") and (since or room_filter.include_leave == true) then
+      elseif (c.membership == "leave" or c.membership == "ban") and shows_leave(room_id, c) then
         left[room_id] = c
         -- joined and left since `since`: new to the client as well
         if is_new(room_id) then fresh_left[room_id] = true end

@@ -195,7 +195,7 @@ local function check_create(hs, body)
     return nil, errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
   end
   c.preset = body.preset or (c.visibility == "public" and "public_chat" or "private_chat")
-  if not PRESETS[c.preset] then return nil, errors.new("M_INVALID_PARAM", "Unknown preset") end
+  if not PRESETS[c.preset] then return bad("Unknown preset") end     -- a malformed body (spec, Synapse)
   if body.room_version ~= nil and type(body.room_version) ~= "string" then
     return bad("room_version must be a string")
   end
@@ -383,6 +383,9 @@ local function join(hs, req, id)
   end
   local ms = membership_of(member_event(hs, room_id, req.user_id))
   if ms == "join" then return { room_id = room_id } end
+  if ms == "ban" then    -- as Synapse answers (the spec names no errcode)
+    return errors.new("MEMBERSHIP_BAD_STATE", "Cannot join a room one is banned from")
+  end
   local denied = hs:check("room/join/check", { user_id = req.user_id, room_id = room_id, invited = ms == "invite" })
   if denied then return denied end
   local ev, e2 = send(hs, room_id, { type = "m.room.member", state_key = req.user_id, sender = req.user_id,
@@ -396,7 +399,10 @@ end
 -- invite / kick / ban / unban / leave: a member event about `target`.
 -- only_from: the target's memberships this change applies to (kick: join,
 -- invite, knock); any other is 403 and nothing is sent.
-local function membership_change(hs, req, membership, target_from_body, only_from)
+-- action: "kick", "ban", "unban" or "invite" (nil for leave). As in Synapse,
+-- kicking or inviting a banned user and unbanning one who is not banned are
+-- 403 M_BAD_STATE, whoever asks.
+local function membership_change(hs, req, membership, target_from_body, only_from, action)
   local body = body_object(req)
   local reason = optional_string(body, "reason")
   local room_id = req.params.roomId
@@ -407,7 +413,14 @@ local function membership_change(hs, req, membership, target_from_body, only_fro
     if target == nil then return errors.new("M_MISSING_PARAM", "user_id is required") end
     if not auth.valid_user_id(target) then return errors.new("M_INVALID_PARAM", "Invalid user_id") end
   end
-  if only_from and not only_from[membership_of(member_event(hs, room_id, target))] then
+  local current = membership_of(member_event(hs, room_id, target))
+  if action == "unban" and current ~= "ban" then
+    return errors.new("MEMBERSHIP_BAD_STATE", "Cannot unban a user who is not banned")
+  end
+  if current == "ban" and (action == "kick" or action == "invite") then
+    return errors.new("MEMBERSHIP_BAD_STATE", "Cannot " .. action .. " a user who is banned")
+  end
+  if only_from and not only_from[current] then
     return errors.new("M_FORBIDDEN", "The target user is not in the room")
   end
   local content = { membership = membership, reason = reason }
@@ -599,8 +612,8 @@ local function joined_rooms(hs, req)
   return { joined_rooms = out }
 end
 
-local function membership(kind, target_from_body, only_from)
-  return function(hs, req) return membership_change(hs, req, kind, target_from_body, only_from) end
+local function membership(kind, target_from_body, only_from, action)
+  return function(hs, req) return membership_change(hs, req, kind, target_from_body, only_from, action) end
 end
 
 --- The room endpoints: { method, path, handler(hs, req), auth = bool },
@@ -612,10 +625,11 @@ rooms_api.routes = {
     auth = true },
   { "POST", R .. "/join", function(hs, req) return join(hs, req, req.params.roomId) end, auth = true },
   { "POST", R .. "/leave", membership("leave", false), auth = true },
-  { "POST", R .. "/invite", membership("invite", true), auth = true },
-  { "POST", R .. "/kick", membership("leave", true, { join = true, invite = true, knock = true }), auth = true },
-  { "POST", R .. "/ban", membership("ban", true), auth = true },
-  { "POST", R .. "/unban", membership("leave", true), auth = true },
+  { "POST", R .. "/invite", membership("invite", true, nil, "invite"), auth = true },
+  { "POST", R .. "/kick", membership("leave", true, { join = true, invite = true, knock = true }, "kick"),
+    auth = true },
+  { "POST", R .. "/ban", membership("ban", true, nil, "ban"), auth = true },
+  { "POST", R .. "/unban", membership("leave", true, nil, "unban"), auth = true },
   { "POST", R .. "/forget", forget, auth = true },
 
   { "PUT", R .. "/send/{eventType}/{txnId}", send_message, auth = true },

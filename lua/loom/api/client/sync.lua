@@ -301,7 +301,7 @@ end
 
 local function get_filter(hs, req)
   if req.params.userId ~= req.user_id then
-    return errors.new("M_NOT_FOUND", "Unknown filter")   -- never says whether it exists
+    return errors.new("M_FORBIDDEN", "Cannot get filters for other users")   -- as Synapse does
   end
   local def = filters.get(hs.store, req.user_id, req.params.filterId)
   if not def then return errors.new("M_NOT_FOUND", "Unknown filter") end

@@ -1,6 +1,6 @@
 -- loom.api.client.typing: the Client-Server API "Typing Notifications"
 -- endpoint, PUT /rooms/{roomId}/typing/{userId} with { typing = bool,
--- timeout = ms } (timeout required when typing; capped at 120 s). Only for
+-- timeout = ms } (timeout 30 s when left out, as Synapse does; capped at 120 s). Only for
 -- oneself, only in a joined room. The typing set lives in hs.typing
 -- (loom.sync.typing) and reaches /sync as the room's m.typing ephemeral
 -- event. See docs/sync.md.
@@ -15,6 +15,7 @@ local _ENV = nil -- luacheck: ignore 211
 local typing_api = {}
 
 local V3 = "/_matrix/client/v3"
+local DEFAULT_TIMEOUT = 30000
 
 local function is_joined(hs, room_id, user_id)
   local ev = hs.rooms:state_event(room_id, "m.room.member", user_id)
@@ -24,7 +25,7 @@ end
 local function put(hs, req)
   local room_id, user_id = req.params.roomId, req.params.userId
   if user_id ~= req.user_id then
-    return errors.new("M_FORBIDDEN", "Cannot set another user's typing state")
+    return errors.new("OTHER_USERS_TYPING")
   end
   if not store_filter.is_id("room", room_id) then
     return errors.new("M_INVALID_PARAM", room_id .. " is not a valid room ID")
@@ -33,9 +34,7 @@ local function put(hs, req)
   local is_typing, timeout = body.typing, body.timeout
   if type(is_typing) ~= "boolean" then return errors.new("M_BAD_JSON", "typing must be a boolean") end
   if is_typing then
-    if timeout == nil or ljson.is_null(timeout) then
-      return errors.new("M_BAD_JSON", "timeout is required when typing")
-    end
+    if timeout == nil or ljson.is_null(timeout) then timeout = DEFAULT_TIMEOUT end
     if math_type(timeout) ~= "integer" or timeout < 0 then
       return errors.new("M_BAD_JSON", "timeout must be a non-negative integer")
     end
