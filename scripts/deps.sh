@@ -3,7 +3,7 @@
 # apt-get; otherwise it prints the exact command and stops.
 set -eu
 pkgs="lua5.4 liblua5.4-dev lua-luv lua-cjson lua-busted lua-check libsqlite3-dev libssl-dev libhttp-parser-dev
-      pkg-config gcc make python3-canonicaljson python3-signedjson python3-matrix-nio"
+      pkg-config gcc make python3-canonicaljson python3-signedjson python3-matrix-nio graphviz"
 # Synapse 1.67, the peer of the differential specs (spec/04-differential): its runtime
 # dependencies as Debian 12 packages, the wheel build tools, and openssl/curl for the
 # peer script (the same list as its APT_PACKAGES)

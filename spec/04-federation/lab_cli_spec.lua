@@ -30,6 +30,15 @@ describe("loom lab", function()
     end)
   end
 
+  it("renders the graph as SVG with Graphviz", function()
+    local svg = dir .. "/late.svg"
+    local code, out, err = run { "lab", "examples/lab/late_joiner.lua", "--svg", svg }
+    assert.equal(0, code, out .. err)
+    local text = files.read(svg)
+    assert.matches("<svg", text)
+    assert.matches("m%.room%.create", text)
+  end)
+
   it("exits 1 when a room did not converge, naming the problem", function()
     local f = dir .. "/split.lua"
     files.write(f, [[
