@@ -101,4 +101,54 @@ function _M.start(name)
   }
 end
 
+-- Is a TCP port on 127.0.0.1 free?
+local function port_free(port)
+  local tcp = uv.new_tcp()
+  local ok = tcp:bind("127.0.0.1", port)
+  tcp:close()
+  uv.run("nowait")
+  return ok ~= nil and ok ~= false
+end
+
+--- Set up (when needed) and start a Synapse that federates: server name
+-- localhost:<federation port>, client API and federation (TLS, self-signed)
+-- on 127.0.0.1, outbound requests allowed to loopback only. The instance in
+-- build/synapse-fed is reused while its ports are free (its name holds its
+-- federation port), else set up again on new ones. Returns { port (client),
+-- fed_port, name, dir, stop } or nil, message.
+function _M.start_federating()
+  local root = shell.lines("pwd")[1]
+  local script = os.getenv("LOOM_SYNAPSE_PEER") or DEFAULT_PEER
+  if not exists(script) then
+    return nil, "the Synapse peer script is not at " .. script .. " (set LOOM_SYNAPSE_PEER to peer.sh)"
+  end
+  local q = shell.quote
+  local dir = root .. "/build/synapse-fed"
+  local env = ("GIT_CEILING_DIRECTORIES=%s SYNAPSE_PEER_CACHE=%s"):format(q(root .. "/build"),
+    q(root .. "/build/synapse-wheel"))
+  run(("%s stop %s"):format(q(script), q(dir)))    -- one left running by an interrupted run
+  local cport, fport
+  if exists(dir .. "/peer.env") and exists(dir .. "/venv/bin/python") then
+    local penv = read(dir .. "/peer.env")
+    cport, fport = tonumber(penv:match("CLIENT_PORT=(%d+)")), tonumber(penv:match("FED_PORT=(%d+)"))
+    if not (cport and fport and port_free(cport) and port_free(fport)) then cport, fport = nil, nil end
+  end
+  if not cport then
+    cport, fport = free_port(), free_port()
+    while fport == cport do fport = free_port() end
+    local force = exists(dir .. "/.synapse-peer") and "--force " or ""
+    shell.lines("mkdir -p " .. q(root .. "/build"))
+    local ok, out = run(("%s %s setup %s%s localhost:%d %d %d"):format(env, q(script), force, q(dir), fport, cport,
+      fport))
+    if not ok then return nil, "peer.sh setup failed (scripts/deps.sh installs what Synapse needs):\n" .. out end
+  end
+  run("rm -f " .. q(dir) .. "/homeserver.db " .. q(dir) .. "/homeserver.db-*")
+  local ok, out = run(("%s start %s"):format(q(script), q(dir)))
+  if not ok then return nil, "peer.sh start failed:\n" .. out end
+  return {
+    port = cport, fed_port = fport, name = "localhost:" .. fport, dir = dir,
+    stop = function() return run(("%s stop %s"):format(q(script), q(dir))) end,
+  }
+end
+
 return _M

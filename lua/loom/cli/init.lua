@@ -314,7 +314,8 @@ commands.lab = function(ctx, args)
     out:write(dot)
     out:close()
     local quote = function(p) return "'" .. p:gsub("'", "'\\''") .. "'" end
-    local rc = os_execute("dot -Tsvg -o " .. quote(opts.svg) .. " " .. quote(tmp) .. " 2>/dev/null")
+    -- env -u: a preloaded library of this process (a sanitizer) is not for dot
+    local rc = os_execute("env -u LD_PRELOAD dot -Tsvg -o " .. quote(opts.svg) .. " " .. quote(tmp) .. " 2>/dev/null")
     os_remove(tmp)
     if rc ~= true and rc ~= 0 then return ctx.fail("--svg needs Graphviz (the dot program); use --dot FILE") end
   end

@@ -100,7 +100,9 @@ local function context_limit(v, name)
 end
 
 -- The room_events criteria as a table, or nil and the error response.
-local function criteria(body)
+-- ignored: { [user_id] = true } the searcher ignores (added to the
+-- filter's not_senders: their messages are neither found nor counted).
+local function criteria(body, ignored)
   local cats = body.search_categories
   if cats == nil then return nil, errors.new("M_MISSING_PARAM", "search_categories is required") end
   if not ljson.is_object(cats) then return nil, bad_json("search_categories must be an object") end
@@ -127,6 +129,15 @@ local function criteria(body)
   end
   local fdef = rc.filter
   if fdef == nil or ljson.is_null(fdef) then fdef = {} end
+  if ignored and next(ignored) and ljson.is_object(fdef) then
+    local copy = {}
+    for k, v in pairs(fdef) do copy[k] = v end
+    local ns = {}
+    if ljson.is_array(fdef.not_senders) then for _, u in ipairs(fdef.not_senders) do ns[#ns + 1] = u end end
+    for u in pairs(ignored) do ns[#ns + 1] = u end
+    copy.not_senders = json.array(ns)
+    fdef = copy
+  end
   local f, ferr = store_filter.compile(fdef)
   if not f then return nil, bad_json(ferr) end
   c.filter = f
@@ -245,8 +256,11 @@ local function visible(hs, user_id, rows)
     end
   end
   local seen = {}
+  local ignored = store:ignored_users(user_id)   -- their messages are not found
   for _, room_id in ipairs(order) do
-    for _, ev in ipairs(visibility.filter(hs, user_id, room_id, by_room[room_id])) do seen[ev.event_id] = ev end
+    for _, ev in ipairs(visibility.filter(hs, user_id, room_id, by_room[room_id], ignored)) do
+      seen[ev.event_id] = ev
+    end
   end
   local out = {}
   for _, r in ipairs(rows) do
@@ -392,9 +406,10 @@ local function result_context(hs, req, c, ev, room_id)
   local ctx, err, code = store:context(room_id, ev.event_id, c.context.before, c.context.after, nil,
     dep and dep.event_id)
   if not ctx then return nil, err, code end
+  local ignored = store:ignored_users(req.user_id)
   local client_events_of = function(records)
     local decoded = client_events.decode_records(store, records)
-    return visibility.filter(hs, req.user_id, room_id, decoded)
+    return visibility.filter(hs, req.user_id, room_id, decoded, ignored)
   end
   local before, after = client_events_of(ctx.before), client_events_of(ctx.after)
   local out = {
@@ -435,7 +450,7 @@ end
 
 local function search(hs, req)
   local body = req:json()
-  local c, cerr = criteria(body)
+  local c, cerr = criteria(body, hs.store:ignored_users(req.user_id))
   if not c then return cerr end
   local batch = req:arg("next_batch")
   local tok

@@ -1,0 +1,190 @@
+-- loom and a real Synapse 1.67 federating over TLS on 127.0.0.1 (room
+-- version 10): loom joins Synapse's room and Synapse joins loom's; messages
+-- and state changes both ways; history fetched by backfill; a gap while
+-- loom was away, filled when the next event arrives. Synapse comes from the
+-- shared peer folder (spec/support/synapse.lua); a machine without it fails
+-- here with the reason.
+local tesths = require "support.hs"
+local synapse = require "support.synapse"
+local files = require "support.files"
+local uv = require "luv"
+
+local E = tesths.enc
+
+local function free_port()
+  local tcp = uv.new_tcp()
+  tcp:bind("127.0.0.1", 0)
+  local port = tcp:getsockname().port
+  tcp:close()
+  uv.run("nowait")
+  return port
+end
+
+describe("federation with Synapse 1.67", function()
+  local peer, loom, syn, dir, lport
+  local salice, bob, syn_room
+
+  -- Turns the loop (loom runs in it) until pred() or limit ms.
+  local function until_(pred, limit)
+    return loom:run(function()
+      local waited = 0
+      while not pred() and waited < limit do loom:sleep(100); waited = waited + 100 end
+      return pred()
+    end, limit + 5000)
+  end
+
+  local function scall(method, path, body, token)
+    return loom:run(function() return syn:call(method, path, body, token) end, 30000)
+  end
+
+  local function lcall(method, path, body, token)
+    return loom:run(function() return loom:call(method, path, body, token) end, 30000)
+  end
+
+  local function bodies(resp)
+    local out = {}
+    for _, ev in ipairs(resp.json and resp.json.chunk or {}) do
+      if ev.type == "m.room.message" then out[ev.content.body] = ev.sender end
+    end
+    return out
+  end
+
+  local function start_loom(db_path)
+    loom = tesths.start {
+      server_name = "localhost:" .. lport, default_room_version = "10",
+      database = db_path and { path = db_path } or nil,
+      federation = { port = lport, tls_certificate = dir .. "/loom.crt", tls_private_key = dir .. "/loom.key",
+        verify_certificates = false, allow_ips = { "127.0.0.1/32", "::1/128" } },
+    }
+    syn = loom:client_for(peer.port)
+  end
+
+  setup(function()
+    local why
+    peer, why = synapse.start_federating()
+    assert(peer, why)
+    dir = files.tmpdir("loom-interop")
+    lport = free_port()
+    start_loom()
+    local r = scall("POST", "/_matrix/client/v3/register",
+      { username = "salice", password = "interop-password-1", auth = { type = "m.login.dummy" } })
+    assert.equal(200, r.status, r.body)
+    salice = { user_id = r.json.user_id, access_token = r.json.access_token }
+    bob = loom:register("bob")
+  end)
+
+  teardown(function()
+    if loom then loom:stop() end
+    if peer then peer.stop() end
+    if dir then files.remove_tree(dir) end
+  end)
+
+  it("joins a Synapse room, and messages and state flow both ways", function()
+    local room = scall("POST", "/_matrix/client/v3/createRoom",
+      { preset = "public_chat", room_version = "10", name = "On Synapse" }, salice.access_token)
+    assert.equal(200, room.status, room.body)
+    local room_id = room.json.room_id
+    syn_room = room_id
+    scall("PUT", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/send/m.room.message/h1",
+      { msgtype = "m.text", body = "history before bob" }, salice.access_token)
+    local j = lcall("POST", "/_matrix/client/v3/join/" .. E(room_id) .. "?server_name=" .. E(peer.name), {},
+      bob.access_token)
+    assert.equal(200, j.status, j.body)
+    -- loom holds the room's state: its name
+    local name = loom:request("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.name", nil,
+      bob.access_token)
+    assert.equal("On Synapse", name.json.name)
+    -- Synapse → loom
+    scall("PUT", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/send/m.room.message/s1",
+      { msgtype = "m.text", body = "from synapse" }, salice.access_token)
+    assert.is_true(until_(function()
+      local m = loom:call("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/messages?dir=b&limit=10", nil,
+        bob.access_token)
+      return bodies(m)["from synapse"] ~= nil
+    end, 15000), "loom never got Synapse's message")
+    -- history from before the join, by backfill from Synapse
+    local m = lcall("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/messages?dir=b&limit=50", nil,
+      bob.access_token)
+    assert.is_truthy(bodies(m)["history before bob"], "no backfilled history")
+    -- loom → Synapse: a message and a topic
+    lcall("PUT", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/send/m.room.message/l1",
+      { msgtype = "m.text", body = "from loom" }, bob.access_token)
+    local t = lcall("PUT", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.topic",
+      { topic = "set by bob" }, bob.access_token)
+    assert.equal(403, t.status)   -- bob has no power for state: both servers agree it is refused
+    assert.is_true(until_(function()
+      local sm = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/messages?dir=b&limit=10", nil,
+        salice.access_token)
+      return bodies(sm)["from loom"] == bob.user_id
+    end, 20000), "Synapse never got loom's message")
+    -- Synapse's topic reaches loom
+    scall("PUT", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.topic",
+      { topic = "set on synapse" }, salice.access_token)
+    assert.is_true(until_(function()
+      local st = loom:call("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.topic", nil,
+        bob.access_token)
+      return st.status == 200 and st.json.topic == "set on synapse"
+    end, 15000), "loom never got the topic")
+  end)
+
+  it("fills the gap of events sent while loom was stopped once it is back", function()
+    assert.is_string(syn_room, "needs the room of the first case")
+    -- stop loom, keeping its database
+    local db = loom.server.config.database.path
+    local stopped = false
+    loom.server:stop(function() stopped = true end)
+    while not stopped do uv.run("once") end
+    for _ = 1, 5 do uv.run("nowait") end
+    loom.hs.store:close()
+    for i = 1, 3 do
+      local r = scall("PUT", "/_matrix/client/v3/rooms/" .. E(syn_room) .. "/send/m.room.message/away" .. i,
+        { msgtype = "m.text", body = "while loom was away " .. i }, salice.access_token)
+      assert.equal(200, r.status)
+    end
+    start_loom(db)
+    -- loom speaks first: Synapse sees it is back and catches it up; loom
+    -- fetches what lies between with get_missing_events
+    local r = lcall("PUT", "/_matrix/client/v3/rooms/" .. E(syn_room) .. "/send/m.room.message/back",
+      { msgtype = "m.text", body = "loom is back" }, bob.access_token)
+    assert.equal(200, r.status, r.body)
+    assert.is_true(until_(function()
+      local m = loom:call("GET", "/_matrix/client/v3/rooms/" .. E(syn_room) .. "/messages?dir=b&limit=20", nil,
+        bob.access_token)
+      local b = bodies(m)
+      return b["while loom was away 1"] and b["while loom was away 2"] and b["while loom was away 3"] and true
+    end, 30000), "loom never filled the gap")
+    assert.is_true(until_(function()
+      local sm = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(syn_room) .. "/messages?dir=b&limit=20", nil,
+        salice.access_token)
+      return bodies(sm)["loom is back"] ~= nil
+    end, 20000), "Synapse never got loom's message after the gap")
+  end)
+
+  it("lets a Synapse user join a loom room, backfill its history and talk", function()
+    local alice = loom:register("alice")
+    local room_id = loom:create_room(alice, { preset = "public_chat", name = "On loom", room_version = "10" })
+    loom:send(alice.access_token, room_id, { msgtype = "m.text", body = "loom history" })
+    local j = scall("POST", "/_matrix/client/v3/join/" .. E(room_id) .. "?server_name=" .. E(loom.server.config
+      .server_name), {}, salice.access_token)
+    assert.equal(200, j.status, j.body)
+    assert.is_true(until_(function()
+      local jm = loom:call("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/joined_members", nil,
+        alice.access_token)
+      return jm.json.joined[salice.user_id] ~= nil
+    end, 10000), "loom never saw Synapse's join")
+    scall("PUT", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/send/m.room.message/x1",
+      { msgtype = "m.text", body = "synapse in loom's room" }, salice.access_token)
+    assert.is_true(until_(function()
+      local m = loom:call("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/messages?dir=b&limit=10", nil,
+        alice.access_token)
+      return bodies(m)["synapse in loom's room"] ~= nil
+    end, 15000), "loom never got the message")
+    loom:send(alice.access_token, room_id, { msgtype = "m.text", body = "loom answers" })
+    assert.is_true(until_(function()
+      local sm = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/messages?dir=b&limit=20", nil,
+        salice.access_token)
+      local b = bodies(sm)
+      return b["loom answers"] ~= nil and b["loom history"] ~= nil
+    end, 20000), "Synapse never got loom's answer and history")
+  end)
+end)
