@@ -2,44 +2,17 @@
 -- 127.0.0.1 over TLS: make_join / send_join as the resident and as the
 -- joiner, the state and auth chain checked and stored, what each side's
 -- clients then see, and the read endpoints answering the joined server.
-local uv = require "luv"
 local async = require "loom.async"
-local tesths = require "support.hs"
-local loop = require "support.loop"
 local files = require "support.files"
+local fed = require "support.fed"
 local fedclient = require "loom.federation.client"
 
 local E = fedclient.encode
-
-local function free_port()
-  local probe = uv.new_tcp()
-  probe:bind("127.0.0.1", 0)
-  local port = probe:getsockname().port
-  probe:close()
-  return port
-end
-
-local function task(fn)
-  local done, ok, res
-  async.spawn(fn, nil, function(o, r) done, ok, res = true, o, r end)
-  assert(loop.turn_until(function() return done end, 15000), "task did not finish")
-  assert(ok, res)
-  return res
-end
+local task = fed.task
 
 local dir, a, b
 
-local function fed_server(name)
-  local port = free_port()
-  local t = tesths.start {
-    server_name = "localhost:" .. port, log_level = os.getenv("SPEC_LOG") or "warn",
-    federation = { port = port, tls_certificate = dir .. "/" .. name .. ".crt",
-                   tls_private_key = dir .. "/" .. name .. ".key",
-                   verify_certificates = false, allow_ips = { "127.0.0.1/32" } },
-  }
-  t.name = "localhost:" .. port
-  return t
-end
+local function fed_server(name) return fed.server(dir, name) end
 
 -- A request made by t's client inside the loop (the handler may itself wait
 -- for the other server, so t:request, which turns the loop, cannot be used

@@ -4,47 +4,23 @@
 -- fetching and caching another server's keys, X-Matrix authentication both
 -- ways (and what it refuses), the notary service, key rotation and that
 -- each listener serves only its own API.
-local uv = require "luv"
 local core = require "loom.core"
 local async = require "loom.async"
 local api = require "loom.api"
 local crypto = require "loom.room.crypto"
 local client = require "loom.http.client"
 local xmatrix = require "loom.federation.xmatrix"
-local tesths = require "support.hs"
-local loop = require "support.loop"
 local files = require "support.files"
+local fed = require "support.fed"
 
 local json = core.json
 
-local function free_port()
-  local probe = uv.new_tcp()
-  probe:bind("127.0.0.1", 0)
-  local port = probe:getsockname().port
-  probe:close()
-  return port
-end
-
-local function task(fn, limit)
-  local done, ok, res
-  async.spawn(fn, nil, function(o, r) done, ok, res = true, o, r end)
-  assert(loop.turn_until(function() return done end, limit or 10000), "task did not finish")
-  assert(ok, res)
-  return res
-end
+local task = fed.task
 
 local dir, a, b, web
 
 local function fed_server(name)
-  local port = free_port()
-  local t = tesths.start {
-    server_name = "localhost:" .. port,
-    federation = { port = port, tls_certificate = dir .. "/" .. name .. ".crt",
-                   tls_private_key = dir .. "/" .. name .. ".key",
-                   verify_certificates = false, allow_ips = { "127.0.0.1/32" } },
-  }
-  t.fed_port = port
-  t.name = "localhost:" .. port
+  local t = fed.server(dir, name)
   -- a route that tells who signed the request
   api.install_routes(t.hs, {
     { "GET", "/_matrix/federation/v1/spec_whoami", function(_, req) return { origin = req.origin } end,

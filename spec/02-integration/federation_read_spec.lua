@@ -2,41 +2,15 @@
 -- backfill, get_missing_events) between two loom servers on 127.0.0.1:
 -- what a server that is not in a room, or asks badly, is answered. (Serving
 -- a room's graph to a joined server is covered with joins.)
-local uv = require "luv"
 local async = require "loom.async"
-local tesths = require "support.hs"
-local loop = require "support.loop"
 local files = require "support.files"
+local fed = require "support.fed"
 
-local function free_port()
-  local probe = uv.new_tcp()
-  probe:bind("127.0.0.1", 0)
-  local port = probe:getsockname().port
-  probe:close()
-  return port
-end
-
-local function task(fn)
-  local done, ok, res
-  async.spawn(fn, nil, function(o, r) done, ok, res = true, o, r end)
-  assert(loop.turn_until(function() return done end, 10000), "task did not finish")
-  assert(ok, res)
-  return res
-end
+local task = fed.task
 
 local dir, a, b
 
-local function fed_server(name)
-  local port = free_port()
-  local t = tesths.start {
-    server_name = "localhost:" .. port,
-    federation = { port = port, tls_certificate = dir .. "/" .. name .. ".crt",
-                   tls_private_key = dir .. "/" .. name .. ".key",
-                   verify_certificates = false, allow_ips = { "127.0.0.1/32" } },
-  }
-  t.name = "localhost:" .. port
-  return t
-end
+local function fed_server(name) return fed.server(dir, name) end
 
 describe("federation read endpoints", function()
   local room, event_id
