@@ -30,37 +30,7 @@ local backfill = {}
 local DEFAULT_LIMIT = 100
 local MAX_EXTREMITIES = 20
 
-local function in_graph(store, id)
-  local ev, meta = store:event(id)
-  return ev ~= nil and not meta.outlier
-end
-
--- The state before ev, from server: its event IDs (the events not held are
--- stored as outliers), or nil.
-local function state_before(hs, server, version, ev)
-  local store = hs.store
-  local status, body = hs.federation:request(server, "GET", "/_matrix/federation/v1/state_ids/" .. E(ev.room_id),
-    { query = { event_id = ev.event_id } })
-  if status ~= 200 or not is_object(body) or not is_array(body.pdu_ids) then return nil end
-  local want = 0
-  for _, list in ipairs { body.pdu_ids, is_array(body.auth_chain_ids) and body.auth_chain_ids or {} } do
-    for _, id in ipairs(list) do if type(id) == "string" and not store:event(id) then want = want + 1 end end
-  end
-  if want > 0 then
-    local s2, all = hs.federation:request(server, "GET", "/_matrix/federation/v1/state/" .. E(ev.room_id),
-      { query = { event_id = ev.event_id } })
-    if s2 ~= 200 or not is_object(all) then return nil end
-    local events = {}
-    for _, list in ipairs { all.auth_chain, all.pdus } do
-      for _, e in ipairs(is_array(list) and list or {}) do events[#events + 1] = e end
-    end
-    local keys = receive.prefetch_keys(hs, version, events)
-    if not hs.rooms:receive_outliers(events, { keys = keys, room_version = version.id }) then return nil end
-  end
-  local ids = {}
-  for _, id in ipairs(body.pdu_ids) do if type(id) == "string" then ids[#ids + 1] = id end end
-  return ids
-end
+local in_graph = inbound.in_graph
 
 --- backfill.room(hs, room_id, opts) -> number of events stored (0 when
 -- there was nothing to fetch or nobody answered). opts: limit.
@@ -101,7 +71,7 @@ function backfill.room(hs, room_id, opts)
             if type(p) ~= "string" or not in_graph(store, p) then missing = true end
           end
           local state
-          if missing then state = state_before(hs, server, version, e) end
+          if missing then state = inbound.fetch_state(hs, server, version, e) end
           if (not missing or state) and inbound.fill_auth(hs, server, version, e) then
             local r, err = hs.rooms:receive(e, { keys = keys, room_version = version.id, state = state,
               backfilled = true })

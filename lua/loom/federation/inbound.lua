@@ -35,7 +35,8 @@ local inbound = {}
 local MISSING_LIMIT = 10
 local MAX_FETCH_ONE_BY_ONE = 20
 
--- Is event_id stored as part of the room's graph (not an outlier)?
+--- inbound.in_graph(store, event_id): is the event stored as part of the
+-- room's graph (not an outlier)?
 local function in_graph(store, event_id)
   local ev, meta = store:event(event_id)
   return ev ~= nil and not meta.outlier
@@ -83,8 +84,9 @@ local function store_event(hs, origin, version, ev, state_ids)
   return true
 end
 
--- The state before ev from origin: stores the events not held as outliers;
--- returns the state's event IDs.
+--- inbound.fetch_state(hs, origin, version, ev) -> the event IDs of the
+-- state before ev as origin has it (the events not held are fetched and
+-- stored as outliers) | nil, message, transient.
 local function fetch_state(hs, origin, version, ev)
   local store = hs.store
   local room_id = ev.room_id
@@ -163,6 +165,8 @@ local function fill_gap(hs, origin, version, ev)
     end
   end
 end
+
+inbound.in_graph, inbound.fetch_state = in_graph, fetch_state
 
 --- inbound.pdu(hs, origin, pdu) -> event_id, err, transient (true when
 -- the failure was the origin not answering a request made for the PDU: the
