@@ -282,7 +282,18 @@ commands.lab = function(ctx, args)
   local lab = require("loom.lab").new { seed = seed }
   local chunk, lerr = load_(text, "=" .. pos[1], "t", scenario_env(lab, ctx.stdout))
   if not chunk then lab:close(); return ctx.fail(lerr) end
-  local ok, rooms = pcall(function() return lab:run(function() return chunk() end, 300000) end)
+  -- after the scenario: the queues drain and every server backfills the
+  -- rooms' history, then the checks run
+  local ok, rooms = pcall(function()
+    return lab:run(function()
+      local r = chunk()
+      lab:settle(5000)
+      for _, room in ipairs(type(r) == "table" and r or { r }) do
+        if type(room) == "string" then lab:backfill(room) end
+      end
+      return r
+    end, 300000)
+  end)
   if not ok then
     lab:close()
     return ctx.fail("scenario failed: " .. tostring(rooms))
