@@ -8,6 +8,7 @@
 --   store:ack_to_device(user_id, device_id, upto)              -- drop messages at <= upto
 --   local msgs = store:to_device_messages(user_id, device_id, after, limit)
 --                                                  -- { { pos, sender, type, json text }, ... }
+--   local now = store:to_device_position()
 --
 -- Subscribers get a note for each target user once the messages commit
 -- (wakes a waiting /sync). Mixed into the store. A database failure raises.
@@ -49,12 +50,23 @@ function methods:send_to_device(sender, sender_device, txn_id, type, targets)
     end
     conn:run("UPDATE to_device_stream SET last = ? WHERE id = 1", pos)
     conn:after_commit(function()
+      if pos > self:to_device_position() then self.to_device_pos = pos end
       if next(users) == nil then return end
       self:notify_subscribers { position = self.current_stream, rooms = {}, users = users,
         events = 0, to_device = true }
     end)
     return true
   end)
+end
+
+--- The highest committed to-device position (0 when there is none).
+function methods:to_device_position()
+  local pos = self.to_device_pos
+  if not pos then
+    pos = self.conn:value("SELECT last FROM to_device_stream WHERE id = 1") or 0
+    self.to_device_pos = pos
+  end
+  return pos
 end
 
 --- A device acknowledged every message at positions <= upto: drop them.

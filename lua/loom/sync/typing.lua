@@ -27,7 +27,10 @@ typing.MAX_TIMEOUT = 120000
 
 --- typing.new(notifier[, now]) -> Typing (now: a clock in ms, for tests).
 function typing.new(notifier, now)
-  return setmetatable({ notifier = notifier, now = now or core.now_ms, position = 0,
+  now = now or core.now_ms
+  -- positions start at the clock (ms), so a restarted server is ahead of
+  -- every token it handed out before (a token ahead of it is invalid)
+  return setmetatable({ notifier = notifier, now = now, position = now(),
                         rooms = {}, closed = false }, mt)
 end
 
