@@ -43,8 +43,23 @@ end
 
 --- The stream positions of the user's joins to a room: { pos, ... }.
 function methods:join_positions(user_id, room_nid)
-  return self.conn:column([[SELECT stream_ordering FROM room_memberships
+  -- kept per user until the user's memberships change (the member change
+  -- cache says so); never what an open transaction read
+  local cache = self.join_cache
+  if not cache or cache.n > 100000 then cache = { users = {}, n = 0 }; self.join_cache = cache end
+  local mine = cache.users[user_id]
+  if mine and self.member_changes:has_changed(user_id, mine.at) then mine = nil; cache.users[user_id] = nil end
+  local hit = mine and mine.rooms[room_nid]
+  if hit then return hit end
+  local at = self.current_stream
+  local list = self.conn:column([[SELECT stream_ordering FROM room_memberships
     WHERE user_id = ? AND room_nid = ? AND membership = 'join']], user_id, room_nid)
+  if not self.conn:in_transaction() then
+    if not mine then mine = { at = at, rooms = {} }; cache.users[user_id] = mine end
+    mine.rooms[room_nid] = list
+    cache.n = cache.n + 1
+  end
+  return list
 end
 
 --- Did the user ever have a membership event in the room?

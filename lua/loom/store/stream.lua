@@ -482,9 +482,18 @@ function methods:membership_changes(user_id, from, to)
   return out
 end
 
---- Rooms in which a user is currently joined, by membership events.
+--- Rooms in which a user is currently joined (or has another current
+-- membership), by membership events, sorted. Kept in memory per user until
+-- the user's memberships change (the member change cache says so); the
+-- list returned is shared: callers must not modify it.
 function methods:rooms_for_user(user_id, membership)
   membership = membership or "join"
+  local cache = self.user_rooms
+  if not cache then cache = {}; self.user_rooms = cache end
+  local key = membership .. "\0" .. user_id
+  local hit = cache[key]
+  if hit and not self.member_changes:has_changed(user_id, hit.at) then return hit.rooms end
+  local at = self.current_stream
   local rows = self.conn:all([[
     SELECT m.room_nid, m.membership FROM room_memberships m
     JOIN events e ON e.event_nid = m.event_nid
@@ -497,7 +506,34 @@ function methods:rooms_for_user(user_id, membership)
     if r[2] == membership then out[#out + 1] = self:room_id(r[1]) end
   end
   table.sort(out)
+  -- what an open transaction wrote may yet be rolled back: not kept
+  if not self.conn:in_transaction() then cache[key] = { at = at, rooms = out } end
   return out
+end
+
+--- rooms_for_user as a set { [room_id] = true } (shared: not to be
+-- modified), kept with the list.
+function methods:room_set_for_user(user_id, membership)
+  local list = self:rooms_for_user(user_id, membership)
+  local hit = self.user_rooms[(membership or "join") .. "\0" .. user_id]
+  if hit and hit.rooms == list then
+    if not hit.set then
+      local set = {}
+      for _, r in ipairs(list) do set[r] = true end
+      hit.set = set
+    end
+    return hit.set
+  end
+  local set = {}
+  for _, r in ipairs(list) do set[r] = true end
+  return set
+end
+
+--- The rooms (of any user) whose timeline changed after stream position
+-- pos, from the change cache: at most max (nil: no cap); nil when the cache
+-- cannot tell or more changed.
+function methods:rooms_changed_after(pos, max)
+  return self.room_changes:changed_after(pos, max)
 end
 
 --- Events an application service is interested in, with from < stream <= to.

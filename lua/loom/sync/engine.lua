@@ -20,6 +20,7 @@ local sync_token = require "loom.sync.token"
 
 local json = core.json
 local ipairs, pairs, type, next = ipairs, pairs, type, next
+local table_sort = table.sort
 local assert = assert
 
 local _ENV = nil -- luacheck: ignore 211
@@ -146,7 +147,24 @@ end
 
 local function client_list(ctx, room_id, events)
   return sync_events.clients({ store = ctx.store, user_id = ctx.user_id, device_id = ctx.device_id,
-    room_id = room_id, fields = ctx.fields }, events)
+    room_id = room_id, fields = ctx.fields, redactions = ctx.redactions }, events)
+end
+
+-- What the rooms' sections will read for their timelines, read for all of
+-- them at once (a few statements, not a few per room): the events, their
+-- state snapshots, their redactions. Only for small answers (an
+-- incremental sync): the event cache is bounded.
+local PREFETCH_MAX = 1000
+local function prefetch(ctx, streams)
+  local nids, ids = {}, {}
+  for _, st in pairs(streams) do
+    for _, r in ipairs(st.events) do nids[#nids + 1] = r.event_nid; ids[#ids + 1] = r.event_id end
+  end
+  if #nids == 0 or #nids > PREFETCH_MAX then return end
+  local store = ctx.store
+  store:events_by_nid(nids)
+  store:prefetch_event_states(nids)
+  ctx.redactions = sync_events.prefetch_redactions(store, ids)
 end
 
 -- The full state sent with a room that is new to the client: the state
@@ -199,9 +217,9 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
   local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded)
   local state_nids = {}
   local start_snap, start_state
-  if st.events[1] then
+  if st.events[1] and (st.limited or ctx.lazy_members) then
     start_snap = store:event_state(st.events[1].event_nid)
-  elseif (st.limited or ctx.lazy_members) and rn then
+  elseif (st.limited or ctx.lazy_members) and rn and not st.events[1] then
     -- an empty timeline (a limit of 0) starts at the end
     start_snap = snapshot_at(store, rn, end_pos)
   end
@@ -358,6 +376,31 @@ local function receipt_events(store, user_id, joined, newly, since, to, eph_filt
   return out
 end
 
+-- The joined rooms an incremental sync looks at: those where something
+-- changed after the token — new events (the store's change cache), typing,
+-- receipts, room account data — and those new to the client, sorted. So
+-- its cost follows what changed, not how many rooms the user is in. nil
+-- when a source cannot tell (its memory starts after the token) or more
+-- changed than the user has rooms: then every joined room.
+local function changed_joined(hs, user_id, since, typing_since, rc_since, room_ad, newly, room_filter)
+  local store = hs.store
+  local set = store:room_set_for_user(user_id, "join")
+  local max = #store:rooms_for_user(user_id, "join")
+  local lists = { store:rooms_changed_after(since, max), store:receipt_rooms_changed_after(rc_since or 0, max) }
+  if not hs.typing then lists[3] = {}
+  else lists[3] = hs.typing:rooms_changed_since(typing_since or 0) end
+  if not lists[1] or not lists[2] or not lists[3] then return nil end
+  local seen, out = {}, {}
+  local function add(r)
+    if set[r] and not seen[r] and room_allowed(room_filter, r) then seen[r] = true; out[#out + 1] = r end
+  end
+  for i = 1, 3 do for _, r in ipairs(lists[i]) do add(r) end end
+  for r in pairs(room_ad) do add(r) end
+  for r in pairs(newly) do add(r) end
+  table_sort(out)
+  return out
+end
+
 --- Compute a sync response: body, has_data (something for the client).
 function engine.sync(hs, opts)
   local store = hs.store
@@ -441,12 +484,15 @@ function engine.sync(hs, opts)
     end
   end
 
-  local joined = {}
-  for _, r in ipairs(store:rooms_for_user(user_id, "join")) do
-    if room_allowed(room_filter, r) then joined[#joined + 1] = r end
-  end
-
   local global_ad, room_ad = account_data_events(store, user_id, ad_since, ad_to, fdef)
+  local joined = since and not full_state
+    and changed_joined(hs, user_id, since, typing_since, rc_since, room_ad, newly, room_filter)
+  if not joined then
+    joined = {}
+    for _, r in ipairs(store:rooms_for_user(user_id, "join")) do
+      if room_allowed(room_filter, r) then joined[#joined + 1] = r end
+    end
+  end
   local body = {
     next_batch = ctx.next_batch,
     rooms = { join = {}, invite = {}, leave = {} },
@@ -470,6 +516,7 @@ function engine.sync(hs, opts)
   if #fresh > 0 then
     for r, st in pairs(assert(store:rooms_stream(fresh, 0, to, limit, tl_filter))) do streams[r] = st end
   end
+  if since then prefetch(ctx, streams) end
   local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
   local receipt_evs = receipt_events(store, user_id, joined, newly, rc_since, rc_to, eph_filter)
   for _, room_id in ipairs(joined) do

@@ -53,10 +53,15 @@ function client_events.client(ev, opts)
 end
 
 -- The redactions that apply to some events: { [event_id] = redaction event }.
-local function redactions_for(store, events)
+-- known: what prefetch_redactions found for some of them already.
+local function redactions_for(store, events, known)
   local ids = {}
-  for i, ev in ipairs(events) do ids[i] = ev.event_id end
   local out = {}
+  for _, ev in ipairs(events) do
+    local id = ev.event_id
+    if known and known.checked[id] then out[id] = known.found[id] else ids[#ids + 1] = id end
+  end
+  if #ids == 0 then return out end
   local found = store:redactions_of(ids)
   if #found == 0 then return out end
   local want = {}
@@ -69,13 +74,23 @@ local function redactions_for(store, events)
   return out
 end
 
+--- The redactions of many events (of many rooms) in one go, for
+-- clients' ctx.redactions: { checked = { [event_id] = true },
+-- found = { [event_id] = redaction event } }.
+function client_events.prefetch_redactions(store, event_ids)
+  local checked, events = {}, {}
+  for i, id in ipairs(event_ids) do checked[id] = true; events[i] = { event_id = id } end
+  return { checked = checked, found = redactions_for(store, events) }
+end
+
 --- Many client events (an array, json.array) for one room and user, with
 -- redactions applied (the redacted form, unsigned.redacted_because).
--- ctx: { store, user_id, device_id, room_id, fields }.
+-- ctx: { store, user_id, device_id, room_id, fields, redactions (optional:
+-- from prefetch_redactions) }.
 function client_events.clients(ctx, events)
   local store = ctx.store
   local txns = client_events.txn_ids(store, ctx.user_id, ctx.device_id, events)
-  local redactions = redactions_for(store, events)
+  local redactions = redactions_for(store, events, ctx.redactions)
   local now = core.now_ms()
   local out = json.array {}
   for i, ev in ipairs(events) do
