@@ -86,18 +86,33 @@ end
 
 --- Record that redaction_id redacts event_id (again: no change).
 function methods:record_redaction(event_id, redaction_id)
+  self.unredacted = nil
   self.conn:run("INSERT OR IGNORE INTO redactions (event_id, redaction_id) VALUES (?, ?)",
     event_id, redaction_id)
   return true
 end
 
 --- The redactions of some events: { { event_id, redaction_id }, ... }.
+-- Events known to have no redaction are kept in memory (not while a
+-- transaction is open) until the next redaction is recorded, so the syncs
+-- one commit wakes ask once.
 function methods:redactions_of(event_ids)
   local out = {}
-  for marks, chunk in sql.chunks(event_ids) do
+  local known = self.unredacted
+  if not known or known.n > 50000 then known = { ids = {}, n = 0 }; self.unredacted = known end
+  local ask = {}
+  for _, id in ipairs(event_ids) do if not known.ids[id] then ask[#ask + 1] = id end end
+  local keep = not self.conn:in_transaction()
+  for marks, chunk in sql.chunks(ask) do
     local rows = self.conn:all("SELECT event_id, redaction_id FROM redactions WHERE event_id IN ("
       .. marks .. ") ORDER BY event_id, redaction_id", table_unpack(chunk))
-    for _, r in ipairs(rows) do out[#out + 1] = r end
+    local redacted = {}
+    for _, r in ipairs(rows) do out[#out + 1] = r; redacted[r[1]] = true end
+    if keep then
+      for _, id in ipairs(chunk) do
+        if not redacted[id] and not known.ids[id] then known.ids[id] = true; known.n = known.n + 1 end
+      end
+    end
   end
   return out
 end

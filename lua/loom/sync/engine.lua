@@ -21,7 +21,7 @@ local sync_token = require "loom.sync.token"
 local json = core.json
 local ipairs, pairs, type, next = ipairs, pairs, type, next
 local table_sort = table.sort
-local assert = assert
+local assert, setmetatable = assert, setmetatable
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -286,15 +286,26 @@ local function invite_section(ctx, room_id, change)
   return { invite_state = { events = evs } }
 end
 
+-- room.rooms / room.not_rooms as sets, kept on the filter definition
+-- (a filter is read once per sync; the sets are not part of its JSON)
+local allow_cache = setmetatable({}, { __mode = "k" })
 local function room_allowed(room_filter, room_id)
-  local rooms, not_rooms = room_filter.rooms, room_filter.not_rooms
-  if not is_null(not_rooms) then
-    for _, r in ipairs(not_rooms) do if r == room_id then return false end end
+  local a = allow_cache[room_filter]
+  if not a then
+    a = {}
+    local rooms, not_rooms = room_filter.rooms, room_filter.not_rooms
+    if not is_null(not_rooms) and type(not_rooms) == "table" then
+      a.deny = {}
+      for _, r in ipairs(not_rooms) do a.deny[r] = true end
+    end
+    if not is_null(rooms) and type(rooms) == "table" then
+      a.only = {}
+      for _, r in ipairs(rooms) do a.only[r] = true end
+    end
+    allow_cache[room_filter] = a
   end
-  if not is_null(rooms) then
-    for _, r in ipairs(rooms) do if r == room_id then return true end end
-    return false
-  end
+  if a.deny and a.deny[room_id] then return false end
+  if a.only then return a.only[room_id] == true end
   return true
 end
 
@@ -452,7 +463,10 @@ function engine.sync(hs, opts)
   if ctx.lazy_members and not since then store:forget_lazy_members_sent(user_id, opts.device_id or "") end
 
   -- memberships: the last change per room in (since, to]
-  local changes = assert(store:membership_changes(user_id, since, to))
+  -- (an initial sync: the joined rooms come from rooms_for_user, so only
+  -- the rooms whose latest membership is not a join)
+  local changes = since and assert(store:membership_changes(user_id, since, to))
+    or store:memberships_not_joined(user_id, to)
   -- away: the user was not joined at some point in (since, to) (left and
   -- came back); came: the user joined in (since, to]
   local last, away, came = {}, {}, {}
