@@ -125,7 +125,8 @@ end
 local function lazy_dedupe(ctx, rn, state, timeline)
   if not has_member(state) and not has_member(timeline) then return state end
   local store, device = ctx.store, ctx.device_id or ""
-  local sent = store:lazy_members_sent(ctx.user_id, device, rn)
+  -- (a sync that starts over forgot what the device was sent)
+  local sent = ctx.lazy_forgotten and {} or store:lazy_members_sent(ctx.user_id, device, rn)
   local out, now = {}, {}
   for _, ev in ipairs(state) do
     if ev.type ~= "m.room.member" then
@@ -141,7 +142,8 @@ local function lazy_dedupe(ctx, rn, state, timeline)
   for member, id in pairs(now) do
     if sent[member] == id then now[member] = nil end
   end
-  store:record_lazy_members_sent(ctx.user_id, device, rn, now)
+  -- written for all rooms at once, in one transaction, after the sections
+  if next(now) ~= nil then ctx.lazy_record[rn] = now end
   return out
 end
 
@@ -151,18 +153,18 @@ local function client_list(ctx, room_id, events)
 end
 
 -- What the rooms' sections will read for their timelines, read for all of
--- them at once (a few statements, not a few per room): the events, their
--- state snapshots, their redactions. Only for small answers (an
--- incremental sync): the event cache is bounded.
+-- them at once (a few statements, not a few per room): the events (only
+-- for small answers: the event cache is bounded), their state snapshots,
+-- their redactions.
 local PREFETCH_MAX = 1000
 local function prefetch(ctx, streams)
   local nids, ids = {}, {}
   for _, st in pairs(streams) do
     for _, r in ipairs(st.events) do nids[#nids + 1] = r.event_nid; ids[#ids + 1] = r.event_id end
   end
-  if #nids == 0 or #nids > PREFETCH_MAX then return end
+  if #nids == 0 then return end
   local store = ctx.store
-  store:events_by_nid(nids)
+  if #nids <= PREFETCH_MAX then store:events_by_nid(nids) end
   store:prefetch_event_states(nids)
   ctx.redactions = sync_events.prefetch_redactions(store, ids)
 end
@@ -460,7 +462,11 @@ function engine.sync(hs, opts)
   local limit = tl_filter.limit or DEFAULT_LIMIT
   local full_state = opts.full_state or not since
   -- a sync that starts over: the device keeps none of the members it was sent
-  if ctx.lazy_members and not since then store:forget_lazy_members_sent(user_id, opts.device_id or "") end
+  if ctx.lazy_members and not since then
+    store:forget_lazy_members_sent(user_id, opts.device_id or "")
+    ctx.lazy_forgotten = true
+  end
+  ctx.lazy_record = {}
 
   -- memberships: the last change per room in (since, to]
   -- (an initial sync: the joined rooms come from rooms_for_user, so only
@@ -530,7 +536,7 @@ function engine.sync(hs, opts)
   if #fresh > 0 then
     for r, st in pairs(assert(store:rooms_stream(fresh, 0, to, limit, tl_filter))) do streams[r] = st end
   end
-  if since then prefetch(ctx, streams) end
+  prefetch(ctx, streams)
   local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
   local receipt_evs = receipt_events(store, user_id, joined, newly, rc_since, rc_to, eph_filter)
   for _, room_id in ipairs(joined) do
@@ -564,6 +570,7 @@ function engine.sync(hs, opts)
     has_data = true
   end
 
+  store:record_lazy_members_sent_many(user_id, opts.device_id or "", ctx.lazy_record)
   return body, has_data
 end
 
