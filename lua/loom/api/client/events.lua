@@ -16,7 +16,8 @@ local _ENV = nil -- luacheck: ignore 211
 
 local client_events = {}
 
-local FIELDS = { "event_id", "type", "sender", "content", "origin_server_ts", "room_id", "state_key", "redacts" }
+-- The fields a client event takes from the stored event: event_id, type,
+-- sender, content, origin_server_ts, room_id, state_key, redacts.
 
 --- Transaction IDs of events sent by this user's device: { [event_id] = txn_id }.
 function client_events.txn_ids(store, user_id, device_id, events)
@@ -30,11 +31,10 @@ end
 -- opts: now (ms), room_id (for events without one), txn (transaction ID),
 -- fields (event_fields).
 function client_events.client(ev, opts)
-  local out = {}
-  for _, k in ipairs(FIELDS) do
-    if ev[k] ~= nil then out[k] = ev[k] end
-  end
-  out.room_id = out.room_id or opts.room_id
+  -- (the fields written out: this runs for every event of every answer)
+  local out = { event_id = ev.event_id, type = ev.type, sender = ev.sender, content = ev.content,
+    origin_server_ts = ev.origin_server_ts, room_id = ev.room_id or opts.room_id, state_key = ev.state_key,
+    redacts = ev.redacts }
   -- Room v11 moved `redacts` into content; clients still read the top level.
   if out.redacts == nil and ev.type == "m.room.redaction" and type(ev.content) == "table"
      and type(ev.content.redacts) == "string" then
