@@ -9,6 +9,9 @@
 --      long-poll's answer at the client, p50/p99 (target p99 < 2 ms).
 --
 -- Usage: lua5.4 bench/b2_sync.lua [rooms=1000] [rounds=200]
+-- B2_TRACE=1 prints the SQL of one /sync; B2_SLOW=1 prints each /sync over
+-- 3 ms with its statements and the Lua heap after it (a heap that shrank:
+-- the collector ran a major collection during that /sync).
 local uv = require "luv"
 local loom = require "loom"
 local api = require "loom.api"
@@ -160,6 +163,10 @@ run(function()
     status, body = ca.call("GET", "/_matrix/client/v3/sync?timeout=0&since=" .. enc(since))
     sync_ns[#sync_ns + 1] = now() - t
     cpu_ns[#cpu_ns + 1] = (os.clock() - c) * 1e9
+    if os.getenv("B2_SLOW") and sync_ns[#sync_ns] > 3e6 then
+      io.stderr:write(("slow round %d: %.2f ms, %d statements, heap %.0f MB\n"):format(round, sync_ns[#sync_ns] / 1e6,
+        statements() - before_stmts, collectgarbage("count") / 1024))
+    end
     stmts[#stmts + 1] = statements() - before_stmts
     if trace then conn.prepare = nil end
     sizes[#sizes + 1] = #body

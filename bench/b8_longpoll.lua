@@ -11,6 +11,9 @@
 -- itself (a watchdog ends it after 10 minutes).
 --
 -- Usage: lua5.4 bench/b8_longpoll.lua [users=10000] [rounds=20]
+-- B8_PHASES=1 adds the server's time in engine.sync and in encoding;
+-- B8_PROFILE=1 samples the server's Lua stacks; B8_TRACE=1 prints the SQL
+-- of one round.
 local uv = require "luv"
 
 local USERS = tonumber(arg and arg[1]) or 10000
