@@ -8,6 +8,7 @@
 -- Over HTTP on loopback (the client shares the server's process and loop).
 --
 -- Usage: lua5.4 bench/b3_initial.lua [rooms=1000] [all_rooms=2200] [runs=20]
+-- B3_PHASES=1 adds the server's time in engine.sync and in encoding.
 local uv = require "luv"
 local loom = require "loom"
 local api = require "loom.api"
@@ -35,14 +36,16 @@ local bob = assert(hs.accounts:login(BOB, "bob-password"))
 
 -- ---- a keep-alive client on the same loop ---------------------------------
 
+-- (answers are megabytes: the client keeps the chunks it reads and joins
+-- them once it has the whole answer)
 local function client(access_token)
-  local c = { tcp = uv.new_tcp(), buf = "" }
+  local c = { tcp = uv.new_tcp(), parts = {}, have = 0 }
   local co = coroutine.running()
   c.tcp:connect("127.0.0.1", port, function(err) assert(not err, err); coroutine.resume(co) end)
   coroutine.yield()
   c.tcp:read_start(function(err, data)
     assert(not err, err)
-    if data then c.buf = c.buf .. data end
+    if data then c.parts[#c.parts + 1] = data; c.have = c.have + #data end
     local w = c.waiting
     c.waiting = nil
     if w then
@@ -54,16 +57,21 @@ local function client(access_token)
     local text = body and assert(json.encode(body)) or ""
     c.tcp:write(("%s %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s")
       :format(method, p, access_token, #text, text))
+    local head_end, len, head
     while true do
-      local head_end = c.buf:find("\r\n\r\n", 1, true)
-      if head_end then
-        local len = tonumber(c.buf:sub(1, head_end):match("[Cc]ontent%-[Ll]ength: (%d+)"))
-        if #c.buf >= head_end + 3 + len then
-          local status = tonumber(c.buf:match("^HTTP/1%.1 (%d+)"))
-          local resp = c.buf:sub(head_end + 4, head_end + 3 + len)
-          c.buf = c.buf:sub(head_end + 4 + len)
-          return status, resp
-        end
+      if not head_end and c.parts[1] then
+        head = table.concat(c.parts)
+        c.parts = { head }
+        head_end = head:find("\r\n\r\n", 1, true)
+        if head_end then len = tonumber(head:sub(1, head_end):match("[Cc]ontent%-[Ll]ength: (%d+)")) end
+      end
+      if head_end and c.have >= head_end + 3 + len then
+        local buf = table.concat(c.parts)
+        local status = tonumber(buf:match("^HTTP/1%.1 (%d+)"))
+        local resp = buf:sub(head_end + 4, head_end + 3 + len)
+        local rest = buf:sub(head_end + 4 + len)
+        c.parts, c.have = { rest }, #rest
+        return status, resp
       end
       c.waiting = coroutine.running()
       coroutine.yield()
