@@ -193,6 +193,11 @@ if phases then
   print(("  in the server: engine.sync %.1f ms, encoding %.1f ms per /sync (both kinds)")
     :format(phases.sync / 1e6 / phases.n, phases.encode / 1e6 / phases.n))
 end
+if phases then
+  local list = {}
+  for i, v in ipairs(single_ns) do list[i] = ("%.1f"):format(v / 1e6) end
+  print("  filtered syncs in order (ms): " .. table.concat(list, " "))
+end
 p50, p99 = stats(single_ns)
 b50 = stats(single_base)
 print(("filtered initial /sync of one room in %d: p50 %.2f ms, p99 %.2f ms (target < 20 ms)"):format(ALL, p50, p99))

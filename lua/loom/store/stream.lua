@@ -513,13 +513,16 @@ end
 -- membership_changes' rows: what an initial sync needs besides the joined
 -- rooms, without reading every join.
 function methods:memberships_not_joined(user_id, to)
+  -- (the latest per room by a window over the user's rows: one pass, not a
+  -- subquery per row)
   local rows = self.conn:all([[
     SELECT e.event_id, m.room_nid, m.membership, m.sender, m.stream_ordering, e.json
     FROM room_memberships m JOIN events e ON e.event_nid = m.event_nid
-    WHERE m.user_id = ? AND m.stream_ordering <= ? AND m.membership != 'join' AND m.stream_ordering = (
-      SELECT max(m2.stream_ordering) FROM room_memberships m2
-      WHERE m2.user_id = m.user_id AND m2.room_nid = m.room_nid AND m2.stream_ordering <= ?)
-    ORDER BY m.stream_ordering]], user_id, to, to)
+    WHERE m.event_nid IN (SELECT event_nid FROM (SELECT m2.event_nid, m2.membership,
+        row_number() OVER (PARTITION BY m2.room_nid ORDER BY m2.stream_ordering DESC) AS rn
+        FROM room_memberships m2 WHERE m2.user_id = ? AND m2.stream_ordering <= ?)
+      WHERE rn = 1 AND membership != 'join')
+    ORDER BY m.stream_ordering]], user_id, to)
   local out = {}
   for i, r in ipairs(rows) do
     out[i] = { event_id = r[1], room_id = self:room_id(r[2]), membership = r[3], sender = r[4],
@@ -540,13 +543,14 @@ function methods:rooms_for_user(user_id, membership)
   local hit = cache[key]
   if hit and not self.member_changes:has_changed(user_id, hit.at) then return hit.rooms end
   local at = self.current_stream
+  -- (the latest per room by a window over the user's rows: one pass, where a
+  -- subquery per row made a user in 2,200 rooms cost half a second)
   local rows = self.conn:all([[
-    SELECT m.room_nid, m.membership FROM room_memberships m
-    JOIN events e ON e.event_nid = m.event_nid
-    WHERE m.user_id = ? AND e.outlier = 0 AND m.stream_ordering = (
-      SELECT max(m2.stream_ordering) FROM room_memberships m2
-      JOIN events e2 ON e2.event_nid = m2.event_nid
-      WHERE m2.user_id = m.user_id AND m2.room_nid = m.room_nid AND e2.outlier = 0)]], user_id)
+    SELECT room_nid, membership FROM (SELECT m.room_nid, m.membership,
+        row_number() OVER (PARTITION BY m.room_nid ORDER BY m.stream_ordering DESC) AS rn
+      FROM room_memberships m JOIN events e ON e.event_nid = m.event_nid
+      WHERE m.user_id = ? AND e.outlier = 0)
+    WHERE rn = 1]], user_id)
   local out = {}
   for _, r in ipairs(rows) do
     if r[2] == membership then out[#out + 1] = self:room_id(r[1]) end
