@@ -71,8 +71,10 @@ end
 --- The events of a room that a user may see, in the given order. `events`
 -- are decoded events (tables with event_id, as hs.store:event returns).
 -- Events the store has no state for (outliers) are left out, except the
--- user's own membership events.
-function visibility.filter(hs, user_id, room_id, events)
+-- user's own membership events. metas (optional): { [event_id] = { event_nid,
+-- stream_ordering } } the caller has already (store records), so the store
+-- is not asked for them one by one.
+function visibility.filter(hs, user_id, room_id, events, metas)
   local store = hs.store
   local out = {}
   if #events == 0 then return out end
@@ -85,7 +87,8 @@ function visibility.filter(hs, user_id, room_id, events)
     if ev.type == "m.room.member" and ev.state_key == user_id then
       ok = true
     else
-      local _, meta = store:event(ev.event_id)
+      local meta = metas and metas[ev.event_id]
+      if not meta then _, meta = store:event(ev.event_id) end
       local before, after
       if meta then before, after = store:event_state(meta.event_nid) end
       if before then

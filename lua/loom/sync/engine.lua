@@ -149,24 +149,28 @@ end
 
 local function client_list(ctx, room_id, events)
   return sync_events.clients({ store = ctx.store, user_id = ctx.user_id, device_id = ctx.device_id,
-    room_id = room_id, fields = ctx.fields, redactions = ctx.redactions }, events)
+    room_id = room_id, fields = ctx.fields, redactions = ctx.redactions, txns = ctx.txns }, events)
 end
 
 -- What the rooms' sections will read for their timelines, read for all of
 -- them at once (a few statements, not a few per room): the events (only
 -- for small answers: the event cache is bounded), their state snapshots,
--- their redactions.
+-- their redactions, the transaction IDs of the user's own.
 local PREFETCH_MAX = 1000
 local function prefetch(ctx, streams)
-  local nids, ids = {}, {}
+  local nids, ids, own = {}, {}, {}
   for _, st in pairs(streams) do
-    for _, r in ipairs(st.events) do nids[#nids + 1] = r.event_nid; ids[#ids + 1] = r.event_id end
+    for _, r in ipairs(st.events) do
+      nids[#nids + 1] = r.event_nid; ids[#ids + 1] = r.event_id
+      if r.sender == ctx.user_id then own[#own + 1] = r end
+    end
   end
   if #nids == 0 then return end
   local store = ctx.store
   if #nids <= PREFETCH_MAX then store:events_by_nid(nids) end
   store:prefetch_event_states(nids)
   ctx.redactions = sync_events.prefetch_redactions(store, ids)
+  if ctx.device_id then ctx.txns = sync_events.prefetch_txn_ids(store, ctx.user_id, ctx.device_id, own) end
 end
 
 -- The full state sent with a room that is new to the client: the state
@@ -216,7 +220,9 @@ local function room_section(ctx, room_id, st, full, since, end_pos)
   st = st or { events = {}, limited = false }
   local rn = store:room_nid(room_id)
   local decoded = sync_events.decode_records(store, st.events)
-  local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded)
+  local metas = {}
+  for _, r in ipairs(st.events) do metas[r.event_id] = r end   -- records carry event_nid, stream_ordering
+  local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded, metas)
   local state_nids = {}
   local start_snap, start_state
   if st.events[1] and (st.limited or ctx.lazy_members) then

@@ -83,13 +83,35 @@ function client_events.prefetch_redactions(store, event_ids)
   return { checked = checked, found = redactions_for(store, events) }
 end
 
+--- The transaction IDs of many events (of many rooms) in one go, for
+-- clients' ctx.txns: events = { { event_id, sender }, ... }; returns
+-- { checked = { [event_id] = true }, found = { [event_id] = txn_id } }.
+function client_events.prefetch_txn_ids(store, user_id, device_id, events)
+  local checked = {}
+  for _, ev in ipairs(events) do checked[ev.event_id] = true end
+  return { checked = checked, found = client_events.txn_ids(store, user_id, device_id, events) }
+end
+
 --- Many client events (an array, json.array) for one room and user, with
 -- redactions applied (the redacted form, unsigned.redacted_because).
 -- ctx: { store, user_id, device_id, room_id, fields, redactions (optional:
--- from prefetch_redactions) }.
+-- from prefetch_redactions), txns (optional: from prefetch_txn_ids) }.
 function client_events.clients(ctx, events)
   local store = ctx.store
-  local txns = client_events.txn_ids(store, ctx.user_id, ctx.device_id, events)
+  local txns
+  local known = ctx.txns
+  if known then
+    -- prefetched (prefetch_txn_ids): ask only about the events it did not cover
+    local rest = {}
+    for _, ev in ipairs(events) do if not known.checked[ev.event_id] then rest[#rest + 1] = ev end end
+    txns = #rest > 0 and client_events.txn_ids(store, ctx.user_id, ctx.device_id, rest) or {}
+    for _, ev in ipairs(events) do
+      local id = known.found[ev.event_id]
+      if id then txns[ev.event_id] = id end
+    end
+  else
+    txns = client_events.txn_ids(store, ctx.user_id, ctx.device_id, events)
+  end
   local redactions = redactions_for(store, events, ctx.redactions)
   local now = core.now_ms()
   local out = json.array {}
