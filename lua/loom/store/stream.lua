@@ -513,6 +513,11 @@ end
 -- membership_changes' rows: what an initial sync needs besides the joined
 -- rooms, without reading every join.
 function methods:memberships_not_joined(user_id, to)
+  -- a user who never left, was invited to or banned from a room: nothing
+  if not self.conn:value([[SELECT 1 FROM room_memberships WHERE user_id = ? AND stream_ordering <= ?
+      AND membership != 'join' LIMIT 1]], user_id, to) then
+    return {}
+  end
   -- (the latest per room by a window over the user's rows: one pass, not a
   -- subquery per row)
   local rows = self.conn:all([[
