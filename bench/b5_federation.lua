@@ -102,6 +102,7 @@ local function serving()
     local out = {}
     for i, nid in ipairs(nids) do out[i] = event_mod.pdu(loaded[nid][1]) end
     walk_b[#walk_b + 1] = (clock() - t) * 1000
+    assert(#out == #nids and #out > 0)
     t = clock()
     local latest = ids[1 + rand(#ids)]
     local m = s:missing_events_walk(rn, {}, { latest }, 0, 20)
@@ -109,6 +110,7 @@ local function serving()
     local mout = {}
     for i, nid in ipairs(m) do mout[i] = event_mod.pdu(ml[nid][1]) end
     walk_m[#walk_m + 1] = (clock() - t) * 1000
+    assert(#mout == #m)
     -- the floor: the same number of rows of the room by its depth index
     local d = depth_of[pick]
     t = clock()

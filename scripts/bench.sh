@@ -9,9 +9,12 @@ export LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/release/?.so;;'
 n="${LOOM_B1_EVENTS:-1000000}"
 echo "== B1-store";  lua5.4 bench/b1_store.lua "$n"
 echo "== B1-http";   lua5.4 bench/b1_http.lua "$n"
+echo "== B2-sync (incremental /sync, 10 of 1,000 rooms changed; wake-up)"; lua5.4 bench/b2_sync.lua
+echo "== B3-initial (initial /sync of 1,000 rooms; one room of 2,200)"; lua5.4 bench/b3_initial.lua
 echo "== B4-state";  lua5.4 bench/b4_state.lua
 echo "== B6-stateres"; lua5.4 bench/b6_stateres.lua
 echo "== B7-scripts"; lua5.4 bench/b7_scripts.lua
+echo "== B8-longpoll (10,000 waiting /sync connections)"; lua5.4 bench/b8_longpoll.lua
 echo "== metrics"; lua5.4 bench/metrics.lua
 echo "== B7-sends (durable + group commit against NORMAL)"; lua5.4 bench/b7_sends.lua
 echo "== mixed load (200 sends/s, 50 syncs/s, 20 /messages/s)"; lua5.4 bench/mixed_load.lua "${LOOM_MIXED_SECONDS:-150}"

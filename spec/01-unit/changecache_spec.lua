@@ -20,6 +20,18 @@ describe("changecache", function()
           if truth[ent] then assert.is_true(maybe, ent) end
           if since >= c.earliest then assert.equal(truth[ent] == true, maybe, ent) end
         end
+        -- changed_after reads the log: the same set, nil before the horizon
+        local after = c:changed_after(since)
+        if since >= c.earliest then
+          local got = {}
+          for _, ent in ipairs(after) do assert.is_nil(got[ent], ent); got[ent] = true end
+          assert.same(truth, got)
+          local n = #after
+          if n > 0 then assert.is_nil(c:changed_after(since, n - 1)) end
+          assert.equal(n, #c:changed_after(since, n))
+        else
+          assert.is_nil(after)
+        end
         local all = c:all_changed(since)
         if since >= c.earliest then
           local n = 0

@@ -216,6 +216,45 @@ describe("store", function()
     assert.is_nil(res[rooms[1]])
   end)
 
+  it("keeps a user's rooms until their memberships change, and lists the latest non-joins", function()
+    local function member(id, room, user, membership, depth)
+      return assert(s:persist(id, { room_id = room, type = "m.room.member", state_key = user,
+        sender = user, depth = depth, origin_server_ts = 1, prev_events = json.array {},
+        content = { membership = membership } }))
+    end
+    member("$a1", "!a:t", "@u:t", "join", 1)
+    member("$b1", "!b:t", "@u:t", "join", 1)
+    assert.same({ "!a:t", "!b:t" }, s:rooms_for_user("@u:t"))
+    assert.same({}, s:memberships_not_joined("@u:t", s:current_position()))
+    -- kept: a second call runs no statement
+    local before = s.conn.statements
+    assert.same({ "!a:t", "!b:t" }, s:rooms_for_user("@u:t"))
+    assert.equal(before, s.conn.statements)
+    assert.is_true(s:room_set_for_user("@u:t")["!b:t"])
+    -- another user's change keeps it; the user's own change drops it
+    member("$v1", "!a:t", "@v:t", "join", 2)
+    before = s.conn.statements
+    s:rooms_for_user("@u:t")
+    assert.equal(before, s.conn.statements)
+    member("$a2", "!a:t", "@u:t", "leave", 3)
+    local at_leave = s:current_position()
+    assert.same({ "!b:t" }, s:rooms_for_user("@u:t"))
+    assert.is_nil(s:room_set_for_user("@u:t")["!a:t"])
+    member("$c1", "!c:t", "@u:t", "invite", 1)
+    local ids = {}
+    for i, c in ipairs(s:memberships_not_joined("@u:t", s:current_position())) do ids[i] = c.event_id end
+    assert.same({ "$a2", "$c1" }, ids)
+    ids = {}
+    for i, c in ipairs(s:memberships_not_joined("@u:t", at_leave)) do ids[i] = c.event_id end
+    assert.same({ "$a2" }, ids)
+    -- a rejoin: the room is no longer a non-join
+    member("$a3", "!a:t", "@u:t", "join", 4)
+    assert.same({ "!a:t", "!b:t" }, s:rooms_for_user("@u:t"))
+    ids = {}
+    for i, c in ipairs(s:memberships_not_joined("@u:t", s:current_position())) do ids[i] = c.event_id end
+    assert.same({ "$c1" }, ids)
+  end)
+
   it("reports a user's membership changes between two tokens", function()
     local function member(id, room, user, membership, depth)
       return assert(s:persist(id, { room_id = room, type = "m.room.member", state_key = user,

@@ -107,6 +107,7 @@ function db.open(config)
     path = config.path,
     stmts = {},
     nstmts = 0,
+    statements = 0,    -- statements run (counted, for benchmarks and specs)
     depth = 0,         -- transaction nesting
     hooks = {},        -- per nesting level: { commit = {...}, rollback = {...} }
     synchronous = synchronous,
@@ -153,8 +154,10 @@ end
 
 -- conn.time_statement, when set, runs every statement: it is called as
 -- conn.time_statement(f, ...) and returns f(...)'s results (metrics time it).
+-- conn.statements counts the statements run (benchmarks and specs read it).
 local function call(self, method, sql, ...)
   local stmt = self:prepare(sql)
+  self.statements = self.statements + 1
   if self.time_statement then return checked(sql, self.time_statement(stmt[method], stmt, ...)) end
   return checked(sql, stmt[method](stmt, ...))
 end
@@ -168,6 +171,7 @@ function methods:all(sql, ...) return call(self, "all", sql, ...) end
 --- Every row as a table keyed by field name (see stmt:records for shape).
 function methods:records(sql, shape, ...)
   local stmt = self:prepare(sql)
+  self.statements = self.statements + 1
   if self.time_statement then return checked(sql, self.time_statement(stmt.records, stmt, shape, ...)) end
   return checked(sql, stmt:records(shape, ...))
 end

@@ -75,8 +75,10 @@ end
 -- Events the store has no state for (outliers) are left out, except the
 -- user's own membership events. ignored (optional): { [user_id] = true },
 -- the users the user ignores — their events are left out too, except state
--- events (Client-Server API "Ignoring Users").
-function visibility.filter(hs, user_id, room_id, events, ignored)
+-- events (Client-Server API "Ignoring Users"). metas (optional):
+-- { [event_id] = { event_nid, stream_ordering } } the caller has already
+-- (store records), so the store is not asked for them one by one.
+function visibility.filter(hs, user_id, room_id, events, ignored, metas)
   local store = hs.store
   local out = {}
   if #events == 0 then return out end
@@ -91,7 +93,8 @@ function visibility.filter(hs, user_id, room_id, events, ignored)
     elseif ev.type == "m.room.member" and ev.state_key == user_id then
       ok = true
     else
-      local _, meta = store:event(ev.event_id)
+      local meta = metas and metas[ev.event_id]
+      if not meta then _, meta = store:event(ev.event_id) end
       local before, after
       if meta then before, after = store:event_state(meta.event_nid) end
       if before then

@@ -81,6 +81,30 @@ function methods:changed_among(entities, since)
   return out
 end
 
+--- The entities that changed after since, found in the change log (so the
+-- cost follows the changes, not the size of the cache), at most `max`
+-- (default unlimited); nil when the cache cannot tell or more changed.
+function methods:changed_after(since, max)
+  if since < self.earliest then return nil end
+  local log_e, log_p, last = self.log_e, self.log_p, self.last
+  -- the first log entry after since (positions in the log never go back)
+  local lo, hi = self.head, self.tail + 1
+  while lo < hi do
+    local mid = (lo + hi) // 2
+    if log_p[mid] > since then hi = mid else lo = mid + 1 end
+  end
+  local out, n = {}, 0
+  for i = lo, self.tail do
+    local e, p = log_e[i], log_p[i]
+    if last[e] == p then
+      n = n + 1
+      if max and n > max then return nil end
+      out[n] = e
+    end
+  end
+  return out
+end
+
 --- Every entity that changed after since, or nil when the cache cannot tell.
 function methods:all_changed(since)
   if since < self.earliest then return nil end

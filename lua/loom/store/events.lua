@@ -24,7 +24,7 @@ local COLS = "event_nid, event_id, room_nid, depth, stream_ordering, outlier, re
 local function cache(self)
   local c = self._event_cache
   if not c then
-    c = { by_nid = {}, n = 0 }
+    c = { by_nid = {}, by_id = {}, n = 0 }
     self._event_cache = c
   end
   return c
@@ -32,9 +32,10 @@ end
 
 local function remember(self, nid, ev, meta)
   local c = cache(self)
-  if c.n >= CACHE_MAX then c.by_nid, c.n = {}, 0 end
+  if c.n >= CACHE_MAX then c.by_nid, c.by_id, c.n = {}, {}, 0 end
   if not c.by_nid[nid] then c.n = c.n + 1 end
   c.by_nid[nid] = { ev, meta }
+  c.by_id[ev.event_id] = nid
 end
 
 --- Drop an event from the cache (after its stored JSON changed).
@@ -59,9 +60,13 @@ end
 
 --- An event by ID: event, meta — or nil, message, "not_found".
 function methods:event(event_id)
+  local c = self._event_cache
+  local known = c and c.by_id[event_id]
+  local hit = known and c.by_nid[known]
+  if hit and hit[1].event_id == event_id then return hit[1], hit[2] end
   local row = self.conn:first("SELECT " .. COLS .. " FROM events WHERE event_id = ?", event_id)
   if not row then return nil, "event " .. tostring(event_id) .. " not found", "not_found" end
-  local hit = cache(self).by_nid[row[1]]
+  hit = cache(self).by_nid[row[1]]
   if hit then return hit[1], hit[2] end
   return decode_row(self, row)
 end

@@ -264,6 +264,8 @@ end
 ---------------------------------------------------------------------------
 -- Per-room caches of recent-event queries, dropped whenever the room changes.
 
+local COUNT = {}   -- the key under which a room's cache counts its entries
+
 function methods:cache_get(room_nid, key)
   local c = self.recent[room_nid]
   return c and c[key]
@@ -271,8 +273,15 @@ end
 
 function methods:cache_put(room_nid, key, value)
   local c = self.recent[room_nid]
-  if not c then c = {}; self.recent[room_nid] = c end
+  if not c then c = { [COUNT] = 0 }; self.recent[room_nid] = c end
+  if c[key] == nil then c[COUNT] = c[COUNT] + 1 end
   c[key] = value
+end
+
+--- How many results are kept for the room (nil: none).
+function methods:cache_count(room_nid)
+  local c = self.recent[room_nid]
+  return c and c[COUNT]
 end
 
 function methods:cache_drop(room_nid)

@@ -5,6 +5,7 @@
 --
 --   local sent = store:lazy_members_sent(user_id, device_id, room_nid)  -- { [member] = event_id }
 --   store:record_lazy_members_sent(user_id, device_id, room_nid, { [member] = event_id })
+--   store:record_lazy_members_sent_many(user_id, device_id, { [room_nid] = { [member] = event_id } })
 --   store:forget_lazy_members_sent(user_id, device_id)   -- the device's sync starts over
 --
 -- Mixed into the store. A database failure raises (loom.db.Error).
@@ -34,6 +35,23 @@ function methods:record_lazy_members_sent(user_id, device_id, room_nid, sent)
       conn:run([[INSERT INTO lazy_members_sent (user_id, device_id, room_nid, member, event_id)
         VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, device_id, room_nid, member)
         DO UPDATE SET event_id = excluded.event_id]], user_id, device_id, room_nid, member, event_id)
+    end
+    return true
+  end)
+end
+
+--- record_lazy_members_sent for many rooms in one transaction:
+-- by_room = { [room_nid] = { [member user ID] = event ID } }.
+function methods:record_lazy_members_sent_many(user_id, device_id, by_room)
+  if next(by_room) == nil then return true end
+  local conn = self.conn
+  return conn:transaction(function()
+    for room_nid, sent in pairs(by_room) do
+      for member, event_id in pairs(sent) do
+        conn:run([[INSERT INTO lazy_members_sent (user_id, device_id, room_nid, member, event_id)
+          VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, device_id, room_nid, member)
+          DO UPDATE SET event_id = excluded.event_id]], user_id, device_id, room_nid, member, event_id)
+      end
     end
     return true
   end)

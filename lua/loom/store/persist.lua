@@ -224,6 +224,10 @@ local function persist_one(self, event_id, ev, opts, changed)
       rejected, soft_failed, stream, max_depth, text, nid))
     run(conn, "DELETE FROM room_memberships WHERE event_nid = ?", nid)
     run(conn, "DELETE FROM event_rejections WHERE event_nid = ?", nid)
+    -- the member's memberships changed (even when the row is not written anew)
+    if ev.type == "m.room.member" and type(ev.state_key) == "string" then
+      changed.members[#changed.members + 1] = { ev.state_key, stream }
+    end
   else
     must(conn:run([[INSERT INTO events (event_id, room_nid, type_nid, state_key_nid, sender,
       depth, stream_ordering, outlier, rejected, soft_failed, origin_server_ts, contains_url,

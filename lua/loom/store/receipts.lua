@@ -9,11 +9,13 @@
 --   local list = store:receipts_changes({ room_id, ... }, since, to)
 --     -- { { room_id, receipt_type, user_id, thread_id|nil, event_id, ts }, ... }
 --   local now = store:receipts_position()
+--   local rooms = store:receipt_rooms_changed_after(pos, max)  -- nil: cannot tell
 --
 -- The position seen by readers moves only when the change commits; then the
 -- store's subscribers get a note (receipts = { [room_id] = pos }).
 -- Mixed into the store. A database failure raises (loom.db.Error).
 local sql = require "loom.store.sql"
+local changecache = require "loom.store.changecache"
 
 local ipairs, table_unpack = ipairs, table.unpack
 
@@ -50,11 +52,24 @@ function methods:set_receipt(r)
       r.room_id, r.receipt_type, r.user_id, thread, r.event_id, r.event_stream, r.ts, pos)
     conn:after_commit(function()
       if pos > self:receipts_position() then self.receipts_pos = pos end
+      if self.receipt_changes then self.receipt_changes:entity_changed(r.room_id, pos) end
       self:notify_subscribers { position = self.current_stream, rooms = {}, users = {},
         events = 0, receipts = { [r.room_id] = pos } }
     end)
     return pos
   end)
+end
+
+--- The rooms whose receipts changed after receipts position pos, from a
+-- change cache (it knows the changes since its first use), at most max;
+-- nil when it cannot tell or more changed.
+function methods:receipt_rooms_changed_after(pos, max)
+  local cache = self.receipt_changes
+  if not cache then
+    cache = changecache.new(self:receipts_position())
+    self.receipt_changes = cache
+  end
+  return cache:changed_after(pos, max)
 end
 
 --- The receipts of rooms changed in (since, to] (since nil: all up to

@@ -134,8 +134,23 @@ end
 
 --- The stream positions of the user's joins to a room: { pos, ... }.
 function methods:join_positions(user_id, room_nid)
-  return self.conn:column([[SELECT stream_ordering FROM room_memberships
+  -- kept per user until the user's memberships change (the member change
+  -- cache says so); never what an open transaction read
+  local cache = self.join_cache
+  if not cache or cache.n > 100000 then cache = { users = {}, n = 0 }; self.join_cache = cache end
+  local mine = cache.users[user_id]
+  if mine and self.member_changes:has_changed(user_id, mine.at) then mine = nil; cache.users[user_id] = nil end
+  local hit = mine and mine.rooms[room_nid]
+  if hit then return hit end
+  local at = self.current_stream
+  local list = self.conn:column([[SELECT stream_ordering FROM room_memberships
     WHERE user_id = ? AND room_nid = ? AND membership = 'join']], user_id, room_nid)
+  if not self.conn:in_transaction() then
+    if not mine then mine = { at = at, rooms = {} }; cache.users[user_id] = mine end
+    mine.rooms[room_nid] = list
+    cache.n = cache.n + 1
+  end
+  return list
 end
 
 --- Did the user ever have a membership event in the room?
@@ -163,6 +178,7 @@ end
 --- Record that redaction_id redacts event_id (again: no change); the event
 -- leaves the search index.
 function methods:record_redaction(event_id, redaction_id)
+  self.unredacted = nil
   self.conn:run("INSERT OR IGNORE INTO redactions (event_id, redaction_id) VALUES (?, ?)",
     event_id, redaction_id)
   self:unindex_for_search(event_id)
@@ -170,12 +186,26 @@ function methods:record_redaction(event_id, redaction_id)
 end
 
 --- The redactions of some events: { { event_id, redaction_id }, ... }.
+-- Events known to have no redaction are kept in memory (not while a
+-- transaction is open) until the next redaction is recorded, so the syncs
+-- one commit wakes ask once.
 function methods:redactions_of(event_ids)
   local out = {}
-  for marks, chunk in sql.chunks(event_ids) do
+  local known = self.unredacted
+  if not known or known.n > 50000 then known = { ids = {}, n = 0 }; self.unredacted = known end
+  local ask = {}
+  for _, id in ipairs(event_ids) do if not known.ids[id] then ask[#ask + 1] = id end end
+  local keep = not self.conn:in_transaction()
+  for marks, chunk in sql.chunks(ask) do
     local rows = self.conn:all("SELECT event_id, redaction_id FROM redactions WHERE event_id IN ("
       .. marks .. ") ORDER BY event_id, redaction_id", table_unpack(chunk))
-    for _, r in ipairs(rows) do out[#out + 1] = r end
+    local redacted = {}
+    for _, r in ipairs(rows) do out[#out + 1] = r; redacted[r[1]] = true end
+    if keep then
+      for _, id in ipairs(chunk) do
+        if not redacted[id] and not known.ids[id] then known.ids[id] = true; known.n = known.n + 1 end
+      end
+    end
   end
   return out
 end

@@ -436,6 +436,8 @@ function methods.set_event_state(s, event_nid, before, after)
   check_nid(before, "state before", 0)
   if after == nil then after = before end
   check_nid(after, "state after", 0)
+  local c = s._event_states
+  if c then c.map[event_nid] = nil end
   -- one statement: no savepoint needed
   local n, err, code = s.conn:run("UPDATE events SET state_before = ?, state_after = ? WHERE event_nid = ?",
     before, after ~= before and after or nil, event_nid)
@@ -446,14 +448,55 @@ end
 
 --- The snapshots before and after an event: before, after | nil, message,
 -- code ("not_found": no such event; "no_state": none recorded, an outlier).
+-- Snapshots of events read outside transactions are kept in memory (what
+-- an open transaction reads may be rolled back; set_event_state drops an
+-- event's entry): { map = { [event_nid] = { before, after } }, n }.
+local EVENT_STATES_MAX = 20000
+
+local function event_states_cache(s)
+  local c = s._event_states
+  if not c or c.n >= EVENT_STATES_MAX then
+    c = { map = {}, n = 0 }
+    s._event_states = c
+  end
+  return c
+end
+
+local function keep_event_state(s, nid, before, after)
+  if s.conn:in_transaction() then return end
+  local c = event_states_cache(s)
+  if not c.map[nid] then c.n = c.n + 1 end
+  c.map[nid] = { before, after }
+end
+
 function methods.event_state(s, event_nid)
   check_nid(event_nid, "event NID", 1)
+  local c = s._event_states
+  local hit = c and c.map[event_nid]
+  if hit then return hit[1], hit[2] end
   return read(s, function()
     local row = must(s.conn:first("SELECT state_before, state_after FROM events WHERE event_nid = ?", event_nid))
     if not row then return nil, "unknown event " .. event_nid, "not_found" end
     if row[1] == nil then return nil, "no state recorded for event " .. event_nid, "no_state" end
+    keep_event_state(s, event_nid, row[1], row[2] or row[1])
     return row[1], row[2] or row[1]
   end)
+end
+
+--- Read the snapshots of many events in one statement, so that
+-- event_state answers them from memory (events without state are skipped).
+function methods.prefetch_event_states(s, event_nids)
+  local c = s._event_states
+  local missing = {}
+  for _, n in ipairs(event_nids) do
+    if not (c and c.map[n]) then missing[#missing + 1] = n end
+  end
+  if #missing == 0 or s.conn:in_transaction() then return end
+  for marks, chunk in sql_mod.chunks(missing) do
+    local rows = s.conn:all("SELECT event_nid, state_before, state_after FROM events WHERE event_nid IN ("
+      .. marks .. ") AND state_before IS NOT NULL", table_unpack(chunk))
+    for _, r in ipairs(rows) do keep_event_state(s, r[1], r[2], r[3] or r[2]) end
+  end
 end
 
 local function current_of(s, c, room_nid)
@@ -544,6 +587,7 @@ end
 --- Drop the cached snapshots and current states (for measurements).
 function methods.state_clear_cache(s)
   reset(ctx(s))
+  s._event_states = nil
 end
 
 --- Bound the caches, in triples (defaults 2^20 each).
@@ -559,6 +603,7 @@ state_mod.snapshot_from_entries = methods.snapshot_from_entries
 state_mod.load = methods.load_state
 state_mod.set_event_state = methods.set_event_state
 state_mod.event_state = methods.event_state
+state_mod.prefetch_event_states = methods.prefetch_event_states
 state_mod.set_current = methods.set_current_state
 state_mod.current = methods.current_state
 state_mod.stats = methods.state_stats

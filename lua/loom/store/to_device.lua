@@ -8,10 +8,13 @@
 --   store:ack_to_device(user_id, device_id, upto)              -- drop messages at <= upto
 --   local msgs = store:to_device_messages(user_id, device_id, after, limit)
 --                                                  -- { { pos, sender, type, json text }, ... }
+--   local now = store:to_device_position()
 --
 -- Subscribers get a note for each target user once the messages commit
 -- (wakes a waiting /sync). Mixed into the store. A database failure raises.
-local ipairs, next = ipairs, next
+local changecache = require "loom.store.changecache"
+
+local ipairs, next, pairs = ipairs, next, pairs
 
 local to_device = {}
 local methods = {}
@@ -49,6 +52,9 @@ function methods:send_to_device(sender, sender_device, txn_id, type, targets)
     end
     conn:run("UPDATE to_device_stream SET last = ? WHERE id = 1", pos)
     conn:after_commit(function()
+      if pos > self:to_device_position() then self.to_device_pos = pos end
+      local cache = self.to_device_changes
+      if cache then for user_id, p in pairs(users) do cache:entity_changed(user_id, p) end end
       if next(users) == nil then return end
       self:notify_subscribers { position = self.current_stream, rooms = {}, users = users,
         events = 0, to_device = true }
@@ -57,16 +63,40 @@ function methods:send_to_device(sender, sender_device, txn_id, type, targets)
   end)
 end
 
+--- The highest committed to-device position (0 when there is none).
+function methods:to_device_position()
+  local pos = self.to_device_pos
+  if not pos then
+    pos = self.conn:value("SELECT last FROM to_device_stream WHERE id = 1") or 0
+    self.to_device_pos = pos
+  end
+  return pos
+end
+
 --- A device acknowledged every message at positions <= upto: drop them.
 function methods:ack_to_device(user_id, device_id, upto)
+  -- what was acknowledged before is gone already: no statement for it
+  local acked = self.to_device_acked
+  if not acked then acked = {}; self.to_device_acked = acked end
+  local key = user_id .. "\0" .. (device_id or "")
+  if acked[key] and acked[key] >= upto then return end
   self.conn:run("DELETE FROM to_device_inbox WHERE user_id = ? AND device_id = ? AND stream_id <= ?",
     user_id, device_id or "", upto)
+  if not self.conn:in_transaction() then acked[key] = upto end
 end
 
 --- A device's messages after position `after`, in order, at most `limit`:
 -- { { position, sender, type, json text }, ... }.
 function methods:to_device_messages(user_id, device_id, after, limit)
   local out = {}
+  -- nothing was queued for the user after `after`: no query (the change
+  -- cache knows every message queued since its first use)
+  local cache = self.to_device_changes
+  if not cache then
+    cache = changecache.new(self:to_device_position())
+    self.to_device_changes = cache
+  end
+  if not cache:has_changed(user_id, after) then return out end
   for _, row in ipairs(self.conn:all([[SELECT stream_id, sender, type, content FROM to_device_inbox
       WHERE user_id = ? AND device_id = ? AND stream_id > ? ORDER BY stream_id LIMIT ?]],
       user_id, device_id or "", after, limit)) do

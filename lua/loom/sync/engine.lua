@@ -20,7 +20,8 @@ local sync_token = require "loom.sync.token"
 
 local json = core.json
 local ipairs, pairs, type, next = ipairs, pairs, type, next
-local assert = assert
+local table_sort = table.sort
+local assert, setmetatable = assert, setmetatable
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -125,7 +126,8 @@ end
 local function lazy_dedupe(ctx, rn, state, timeline)
   if not has_member(state) and not has_member(timeline) then return state end
   local store, device = ctx.store, ctx.device_id or ""
-  local sent = store:lazy_members_sent(ctx.user_id, device, rn)
+  -- (a sync that starts over forgot what the device was sent)
+  local sent = ctx.lazy_forgotten and {} or store:lazy_members_sent(ctx.user_id, device, rn)
   local out, now = {}, {}
   for _, ev in ipairs(state) do
     if ev.type ~= "m.room.member" then
@@ -141,13 +143,35 @@ local function lazy_dedupe(ctx, rn, state, timeline)
   for member, id in pairs(now) do
     if sent[member] == id then now[member] = nil end
   end
-  store:record_lazy_members_sent(ctx.user_id, device, rn, now)
+  -- written for all rooms at once, in one transaction, after the sections
+  if next(now) ~= nil then ctx.lazy_record[rn] = now end
   return out
 end
 
 local function client_list(ctx, room_id, events)
   return sync_events.clients({ store = ctx.store, user_id = ctx.user_id, device_id = ctx.device_id,
-    room_id = room_id, fields = ctx.fields }, events)
+    room_id = room_id, fields = ctx.fields, redactions = ctx.redactions, txns = ctx.txns }, events)
+end
+
+-- What the rooms' sections will read for their timelines, read for all of
+-- them at once (a few statements, not a few per room): the events (only
+-- for small answers: the event cache is bounded), their state snapshots,
+-- their redactions, the transaction IDs of the user's own.
+local PREFETCH_MAX = 1000
+local function prefetch(ctx, streams)
+  local nids, ids, own = {}, {}, {}
+  for _, st in pairs(streams) do
+    for _, r in ipairs(st.events) do
+      nids[#nids + 1] = r.event_nid; ids[#ids + 1] = r.event_id
+      if r.sender == ctx.user_id then own[#own + 1] = r end
+    end
+  end
+  if #nids == 0 then return end
+  local store = ctx.store
+  if #nids <= PREFETCH_MAX then store:events_by_nid(nids) end
+  store:prefetch_event_states(nids)
+  ctx.redactions = sync_events.prefetch_redactions(store, ids)
+  if ctx.device_id then ctx.txns = sync_events.prefetch_txn_ids(store, ctx.user_id, ctx.device_id, own) end
 end
 
 -- The full state sent with a room that is new to the client: the state
@@ -225,12 +249,14 @@ local function room_section(ctx, room_id, st, full, since, end_pos, heroes)
   st = st or { events = {}, limited = false }
   local rn = store:room_nid(room_id)
   local decoded = sync_events.decode_records(store, st.events)
-  local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded, ctx.ignored)
+  local metas = {}
+  for _, r in ipairs(st.events) do metas[r.event_id] = r end   -- records carry event_nid, stream_ordering
+  local timeline = visibility.filter(ctx.hs, ctx.user_id, room_id, decoded, ctx.ignored, metas)
   local state_nids = {}
   local start_snap, start_state
-  if st.events[1] then
+  if st.events[1] and (st.limited or ctx.lazy_members) then
     start_snap = store:event_state(st.events[1].event_nid)
-  elseif (st.limited or ctx.lazy_members) and rn then
+  elseif (st.limited or ctx.lazy_members) and rn and not st.events[1] then
     -- an empty timeline (a limit of 0) starts at the end
     start_snap = snapshot_at(store, rn, end_pos)
   end
@@ -351,15 +377,26 @@ local function invite_section(ctx, room_id, change)
   return { invite_state = { events = evs } }
 end
 
+-- room.rooms / room.not_rooms as sets, kept on the filter definition
+-- (a filter is read once per sync; the sets are not part of its JSON)
+local allow_cache = setmetatable({}, { __mode = "k" })
 local function room_allowed(room_filter, room_id)
-  local rooms, not_rooms = room_filter.rooms, room_filter.not_rooms
-  if not is_null(not_rooms) then
-    for _, r in ipairs(not_rooms) do if r == room_id then return false end end
+  local a = allow_cache[room_filter]
+  if not a then
+    a = {}
+    local rooms, not_rooms = room_filter.rooms, room_filter.not_rooms
+    if not is_null(not_rooms) and type(not_rooms) == "table" then
+      a.deny = {}
+      for _, r in ipairs(not_rooms) do a.deny[r] = true end
+    end
+    if not is_null(rooms) and type(rooms) == "table" then
+      a.only = {}
+      for _, r in ipairs(rooms) do a.only[r] = true end
+    end
+    allow_cache[room_filter] = a
   end
-  if not is_null(rooms) then
-    for _, r in ipairs(rooms) do if r == room_id then return true end end
-    return false
-  end
+  if a.deny and a.deny[room_id] then return false end
+  if a.only then return a.only[room_id] == true end
   return true
 end
 
@@ -519,6 +556,31 @@ local function newly_shared_presence(hs, user_id, joins, fresh, out, fdef)
   end
 end
 
+-- The joined rooms an incremental sync looks at: those where something
+-- changed after the token — new events (the store's change cache), typing,
+-- receipts, room account data — and those new to the client, sorted. So
+-- its cost follows what changed, not how many rooms the user is in. nil
+-- when a source cannot tell (its memory starts after the token) or more
+-- changed than the user has rooms: then every joined room.
+local function changed_joined(hs, user_id, since, typing_since, rc_since, room_ad, newly, room_filter)
+  local store = hs.store
+  local set = store:room_set_for_user(user_id, "join")
+  local max = #store:rooms_for_user(user_id, "join")
+  local lists = { store:rooms_changed_after(since, max), store:receipt_rooms_changed_after(rc_since or 0, max) }
+  if not hs.typing then lists[3] = {}
+  else lists[3] = hs.typing:rooms_changed_since(typing_since or 0) end
+  if not lists[1] or not lists[2] or not lists[3] then return nil end
+  local seen, out = {}, {}
+  local function add(r)
+    if set[r] and not seen[r] and room_allowed(room_filter, r) then seen[r] = true; out[#out + 1] = r end
+  end
+  for i = 1, 3 do for _, r in ipairs(lists[i]) do add(r) end end
+  for r in pairs(room_ad) do add(r) end
+  for r in pairs(newly) do add(r) end
+  table_sort(out)
+  return out
+end
+
 --- Compute a sync response: body, has_data (something for the client).
 function engine.sync(hs, opts)
   local store = hs.store
@@ -573,10 +635,17 @@ function engine.sync(hs, opts)
   local limit = tl_filter.limit or DEFAULT_LIMIT
   local full_state = opts.full_state or not since
   -- a sync that starts over: the device keeps none of the members it was sent
-  if ctx.lazy_members and not since then store:forget_lazy_members_sent(user_id, opts.device_id or "") end
+  if ctx.lazy_members and not since then
+    store:forget_lazy_members_sent(user_id, opts.device_id or "")
+    ctx.lazy_forgotten = true
+  end
+  ctx.lazy_record = {}
 
   -- memberships: the last change per room in (since, to]
-  local changes = assert(store:membership_changes(user_id, since, to))
+  -- (an initial sync: the joined rooms come from rooms_for_user, so only
+  -- the rooms whose latest membership is not a join)
+  local changes = since and assert(store:membership_changes(user_id, since, to))
+    or store:memberships_not_joined(user_id, to)
   -- away: the user was not joined at some point in (since, to) (left and
   -- came back); came: the user joined in (since, to]
   local last, away, came = {}, {}, {}
@@ -617,13 +686,16 @@ function engine.sync(hs, opts)
     end
   end
 
-  local joined = {}
-  for _, r in ipairs(store:rooms_for_user(user_id, "join")) do
-    if room_allowed(room_filter, r) then joined[#joined + 1] = r end
-  end
-
   local global_ad, room_ad = account_data_events(store, user_id, ad_since, ad_to, fdef)
   local presence_evs = presence_events(hs, user_id, pr_since, pr_to, fdef)
+  local joined = since and not full_state
+    and changed_joined(hs, user_id, since, typing_since, rc_since, room_ad, newly, room_filter)
+  if not joined then
+    joined = {}
+    for _, r in ipairs(store:rooms_for_user(user_id, "join")) do
+      if room_allowed(room_filter, r) then joined[#joined + 1] = r end
+    end
+  end
   local body = {
     next_batch = ctx.next_batch,
     rooms = { join = {}, invite = {}, leave = {} },
@@ -650,6 +722,7 @@ function engine.sync(hs, opts)
   local full_rooms = {}
   for _, r in ipairs(joined) do if full_state or newly[r] then full_rooms[r] = true end end
   local summaries = room_summaries(ctx, joined, full_rooms, since, to)
+  prefetch(ctx, streams)
   local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
   local receipt_evs = receipt_events(store, user_id, joined, newly, rc_since, rc_to, eph_filter)
   for _, room_id in ipairs(joined) do
@@ -691,6 +764,7 @@ function engine.sync(hs, opts)
     has_data = true
   end
 
+  store:record_lazy_members_sent_many(user_id, opts.device_id or "", ctx.lazy_record)
   return body, has_data
 end
 

@@ -41,12 +41,24 @@ local function remove(index, key, w)
 end
 
 -- Wake a waiter on the next loop turn (never inside the committing code),
--- with true (data) or false (closing).
-local function fire(w, value)
+-- with true (data) or false (closing). The waiters a commit wakes go in
+-- one batch, woken from one timer.
+local function fire(self, w, value)
   if w.fired then return end
   w.fired = true
-  local t = uv.new_timer()
-  t:start(0, 0, function() t:close(); w.wake(value) end)
+  local batch = self.batch
+  if not batch then
+    batch = {}
+    self.batch = batch
+    local t = uv.new_timer()
+    t:start(0, 0, function()
+      t:close()
+      self.batch = nil
+      for i = 1, #batch, 2 do batch[i].wake(batch[i + 1]) end
+    end)
+  end
+  batch[#batch + 1] = w
+  batch[#batch + 1] = value
 end
 
 --- n:notify(note): a commit happened; note = { position, rooms =
@@ -58,13 +70,13 @@ function methods:notify(note)
   for _, rooms in ipairs { note.rooms or {}, note.receipts or {}, note.presence_rooms or {} } do
     for room_id in pairs(rooms) do
       local set = self.by_room[room_id]
-      if set then for w in pairs(set) do fire(w, true) end end
+      if set then for w in pairs(set) do fire(self, w, true) end end
     end
   end
   for _, users in ipairs { note.users or {}, note.presence or {} } do
     for user_id in pairs(users) do
       local set = self.by_user[user_id]
-      if set then for w in pairs(set) do fire(w, true) end end
+      if set then for w in pairs(set) do fire(self, w, true) end end
     end
   end
 end
@@ -109,7 +121,7 @@ function methods:close()
   end
   for w in pairs(self.all) do
     if not w.fired then n = n + 1 end
-    fire(w, false)
+    fire(self, w, false)
   end
   return n
 end

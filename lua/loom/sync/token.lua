@@ -8,10 +8,12 @@
 -- until it exists); account_data is the account-data stream position;
 -- presence the presence position (loom.store.presence). The older five-
 -- and four-part forms and a bare store token ("s<n>") are accepted too
--- (the parts they lack are 0: everything is new).
+-- (the parts they lack are 0: everything is new). token.check refuses a
+-- parsed token with a negative part or a part beyond the server's current
+-- position of that stream (token.current): it was never handed out.
 local core = require "loom.core"
 
-local tonumber, math_type, tostring = tonumber, math.type, tostring
+local tonumber, math_type, tostring, ipairs = tonumber, math.type, tostring, ipairs
 local store_token = core.token
 local type = type
 
@@ -62,6 +64,29 @@ function token.parse(text)
   return nil, "invalid sync token"
 end
 
+local MAX_DEPTH = 9007199254740991
+local PARTS = { "stream", "typing", "receipts", "to_device", "account_data", "presence" }
+
+--- The server's current position of every stream in the token:
+-- { stream, typing, receipts, to_device, account_data, presence }.
+function token.current(hs)
+  local store = hs.store
+  return { stream = store:current_position(), typing = hs.typing and hs.typing.position or 0,
+    receipts = store:receipts_position(), to_device = store:to_device_position(),
+    account_data = store:account_data_position(), presence = store:presence_position() }
+end
+
+--- t (parsed), or nil, message when a part is negative or beyond the
+-- current position `now` (token.current) of its stream.
+function token.check(t, now)
+  for _, k in ipairs(PARTS) do
+    local v = t[k]
+    if v and v < 0 then return nil, "invalid sync token: negative position" end
+    if v and now[k] and v > now[k] then return nil, "invalid sync token: position not reached yet" end
+  end
+  return t
+end
+
 --- Format a sync token from its parts (a table with stream, typing, …).
 function token.format(t)
   return ("s%d_%d_%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0,
@@ -69,15 +94,23 @@ function token.format(t)
 end
 
 --- A store token for /messages from a client token: a sync token becomes
--- "s<stream>"; a store token (s<n>, t<d>-<n>) is returned as is. nil when
--- neither parses.
-function token.to_store(text)
-  if type(text) ~= "string" then return nil end
+-- "s<stream>"; a store token (s<n>, t<d>-<n>) is returned as is. nil,
+-- message when neither parses or, given the current positions `now`
+-- (token.current), when a position was not reached yet (a store token's
+-- stream part may be negative: backfilled history).
+function token.to_store(text, now)
+  if type(text) ~= "string" then return nil, "invalid token" end
   local tok = store_token.parse(text)
-  if tok then return tostring(tok) end
-  local t = token.parse(text)
+  if tok then
+    if now and tok.stream > now.stream then return nil, "invalid token: position not reached yet" end
+    -- an event's depth is a canonical JSON integer: never above 2^53 - 1
+    if tok.depth and tok.depth > MAX_DEPTH then return nil, "invalid token: depth out of range" end
+    return tostring(tok)
+  end
+  local t, err = token.parse(text)
+  if t and now then t, err = token.check(t, now) end
   if t then return "s" .. tostring(t.stream) end
-  return nil
+  return nil, err
 end
 
 return token

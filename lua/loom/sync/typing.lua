@@ -8,12 +8,14 @@
 --   tracker:set(room_id, user_id, true, 30000)   -- or false to stop
 --   tracker:users(room_id)                        -- { user_id, ... } sorted
 --   tracker:changed_since(room_id, pos)           -- true when changed after pos
+--   tracker:rooms_changed_since(pos)              -- { room_id, ... } changed after pos
 --   tracker.position                              -- the current typing position
 --   tracker:close()
 local setmetatable, pairs, next, pcall = setmetatable, pairs, next, pcall
 local table_sort = table.sort
 local uv = require "luv"
 local core = require "loom.core"
+local changecache = require "loom.store.changecache"
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -27,14 +29,19 @@ typing.MAX_TIMEOUT = 120000
 
 --- typing.new(notifier[, now]) -> Typing (now: a clock in ms, for tests).
 function typing.new(notifier, now)
-  return setmetatable({ notifier = notifier, now = now or core.now_ms, position = 0,
-                        rooms = {}, closed = false }, mt)
+  now = now or core.now_ms
+  -- positions start at the clock (ms), so a restarted server is ahead of
+  -- every token it handed out before (a token ahead of it is invalid)
+  local position = now()
+  return setmetatable({ notifier = notifier, now = now, position = position,
+                        rooms = {}, closed = false, changes = changecache.new(position) }, mt)
 end
 
 -- A room changed: the next position, and wake its waiting syncs.
 local function changed(self, room_id, room)
   self.position = self.position + 1
   room.changed = self.position
+  self.changes:entity_changed(room_id, self.position)
   if self.notifier and not self.notifier.closed then self.notifier:notify { rooms = { [room_id] = true } } end
 end
 
@@ -101,6 +108,13 @@ function methods:changed_since(room_id, pos)
   local room = self.rooms[room_id]
   if pos > self.position then return room ~= nil and next(room.users) ~= nil end
   return room ~= nil and room.changed > pos
+end
+
+--- t:rooms_changed_since(pos) -> the rooms whose typing set changed after
+-- pos (nil for a position ahead of ours: every room may have).
+function methods:rooms_changed_since(pos)
+  if pos > self.position then return nil end
+  return self.changes:changed_after(pos)
 end
 
 --- t:close(): stop the expiry timer.

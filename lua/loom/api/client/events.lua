@@ -16,7 +16,8 @@ local _ENV = nil -- luacheck: ignore 211
 
 local client_events = {}
 
-local FIELDS = { "event_id", "type", "sender", "content", "origin_server_ts", "room_id", "state_key", "redacts" }
+-- The fields a client event takes from the stored event: event_id, type,
+-- sender, content, origin_server_ts, room_id, state_key, redacts.
 
 --- Transaction IDs of events sent by this user's device: { [event_id] = txn_id }.
 function client_events.txn_ids(store, user_id, device_id, events)
@@ -30,11 +31,10 @@ end
 -- opts: now (ms), room_id (for events without one), txn (transaction ID),
 -- fields (event_fields).
 function client_events.client(ev, opts)
-  local out = {}
-  for _, k in ipairs(FIELDS) do
-    if ev[k] ~= nil then out[k] = ev[k] end
-  end
-  out.room_id = out.room_id or opts.room_id
+  -- (the fields written out: this runs for every event of every answer)
+  local out = { event_id = ev.event_id, type = ev.type, sender = ev.sender, content = ev.content,
+    origin_server_ts = ev.origin_server_ts, room_id = ev.room_id or opts.room_id, state_key = ev.state_key,
+    redacts = ev.redacts }
   -- Room v11 moved `redacts` into content; clients still read the top level.
   if out.redacts == nil and ev.type == "m.room.redaction" and type(ev.content) == "table"
      and type(ev.content.redacts) == "string" then
@@ -53,10 +53,15 @@ function client_events.client(ev, opts)
 end
 
 -- The redactions that apply to some events: { [event_id] = redaction event }.
-local function redactions_for(store, events)
+-- known: what prefetch_redactions found for some of them already.
+local function redactions_for(store, events, known)
   local ids = {}
-  for i, ev in ipairs(events) do ids[i] = ev.event_id end
   local out = {}
+  for _, ev in ipairs(events) do
+    local id = ev.event_id
+    if known and known.checked[id] then out[id] = known.found[id] else ids[#ids + 1] = id end
+  end
+  if #ids == 0 then return out end
   local found = store:redactions_of(ids)
   if #found == 0 then return out end
   local want = {}
@@ -69,13 +74,45 @@ local function redactions_for(store, events)
   return out
 end
 
+--- The redactions of many events (of many rooms) in one go, for
+-- clients' ctx.redactions: { checked = { [event_id] = true },
+-- found = { [event_id] = redaction event } }.
+function client_events.prefetch_redactions(store, event_ids)
+  local checked, events = {}, {}
+  for i, id in ipairs(event_ids) do checked[id] = true; events[i] = { event_id = id } end
+  return { checked = checked, found = redactions_for(store, events) }
+end
+
+--- The transaction IDs of many events (of many rooms) in one go, for
+-- clients' ctx.txns: events = { { event_id, sender }, ... }; returns
+-- { checked = { [event_id] = true }, found = { [event_id] = txn_id } }.
+function client_events.prefetch_txn_ids(store, user_id, device_id, events)
+  local checked = {}
+  for _, ev in ipairs(events) do checked[ev.event_id] = true end
+  return { checked = checked, found = client_events.txn_ids(store, user_id, device_id, events) }
+end
+
 --- Many client events (an array, json.array) for one room and user, with
 -- redactions applied (the redacted form, unsigned.redacted_because).
--- ctx: { store, user_id, device_id, room_id, fields }.
+-- ctx: { store, user_id, device_id, room_id, fields, redactions (optional:
+-- from prefetch_redactions), txns (optional: from prefetch_txn_ids) }.
 function client_events.clients(ctx, events)
   local store = ctx.store
-  local txns = client_events.txn_ids(store, ctx.user_id, ctx.device_id, events)
-  local redactions = redactions_for(store, events)
+  local txns
+  local known = ctx.txns
+  if known then
+    -- prefetched (prefetch_txn_ids): ask only about the events it did not cover
+    local rest = {}
+    for _, ev in ipairs(events) do if not known.checked[ev.event_id] then rest[#rest + 1] = ev end end
+    txns = #rest > 0 and client_events.txn_ids(store, ctx.user_id, ctx.device_id, rest) or {}
+    for _, ev in ipairs(events) do
+      local id = known.found[ev.event_id]
+      if id then txns[ev.event_id] = id end
+    end
+  else
+    txns = client_events.txn_ids(store, ctx.user_id, ctx.device_id, events)
+  end
+  local redactions = redactions_for(store, events, ctx.redactions)
   local now = core.now_ms()
   local out = json.array {}
   for i, ev in ipairs(events) do

@@ -506,9 +506,9 @@ end
 -- state after the room's last timeline event at or before its stream
 -- position. Returns the state map, or nil and an error.
 local function state_at_token(hs, room_id, text)
-  local tok = sync_token.to_store(text)
+  local tok, terr = sync_token.to_store(text, sync_token.current(hs))
   local parsed = tok and core.token.parse(tok)
-  if not parsed then return nil, errors.new("M_INVALID_PARAM", "invalid 'at' token") end
+  if not parsed then return nil, errors.new("M_INVALID_PARAM", "invalid 'at' token: " .. (terr or "")) end
   local nid = hs.store:room_nid(room_id)
   local id, _
   if nid then _, id = hs.store:timeline_event_at(nid, parsed.stream) end

@@ -143,14 +143,15 @@ local function messages(hs, req)
   local dir = req:arg("dir")
   if dir ~= "b" and dir ~= "f" then return invalid("dir must be 'b' or 'f'") end
   local from_param, to_param = req:arg("from"), req:arg("to")
-  local from, to
+  local from, to, terr
+  local now = sync_token.current(hs)
   if from_param ~= nil and from_param ~= "" then
-    from = sync_token.to_store(from_param)
-    if not from then return invalid("invalid from token") end
+    from, terr = sync_token.to_store(from_param, now)
+    if not from then return invalid("from: " .. terr) end
   end
   if to_param ~= nil and to_param ~= "" then
-    to = sync_token.to_store(to_param)
-    if not to then return invalid("invalid to token") end
+    to, terr = sync_token.to_store(to_param, now)
+    if not to then return invalid("to: " .. terr) end
   end
   local limit, def = timeline_args(hs, req, room_id)
   if not limit then return def end
@@ -244,6 +245,7 @@ local function sync(hs, req)
   if since_param ~= nil and since_param ~= "" then
     local err
     since, err = sync_token.parse(since_param)
+    if since then since, err = sync_token.check(since, sync_token.current(hs)) end
     if not since then return invalid(err) end
   end
   local timeout = req:arg_integer("timeout", 0, 0)
@@ -267,6 +269,7 @@ local function sync(hs, req)
     local body, has_data = engine.sync(hs, opts)
     local left = deadline - core.now_ms()
     if has_data or not since or full_state or left <= 0 then return body end
+    body = nil -- luacheck: ignore 311 (not kept while waiting: 10,000 waiting syncs hold none)
     local woken = hs.notifier:wait(req.user_id, engine.watch_rooms(hs, req.user_id), left)
     if not woken then
       return (engine.sync(hs, opts))

@@ -1,0 +1,208 @@
+-- B3: initial /sync.
+--   1. a user in 1,000 rooms, timeline limit 10, lazy-loaded members
+--      (target < 500 ms), next to the baseline: the same timelines read by
+--      the store alone (one rooms_stream over the 1,000 rooms);
+--   2. a filtered initial sync of one room (filter room.rooms = [one]) for
+--      a user in 2,200 rooms (target < 20 ms), next to the store reading
+--      that room's timeline.
+-- Over HTTP on loopback (the client shares the server's process and loop).
+--
+-- Usage: lua5.4 bench/b3_initial.lua [rooms=1000] [all_rooms=2200] [runs=20]
+-- B3_PHASES=1 adds the server's time in engine.sync and in encoding.
+local uv = require "luv"
+local loom = require "loom"
+local api = require "loom.api"
+local core = require "loom.core"
+local async = require "loom.async"
+
+local json = core.json
+local ROOMS = tonumber(arg and arg[1]) or 1000
+local ALL = tonumber(arg and arg[2]) or 2200
+local RUNS = tonumber(arg and arg[3]) or 20
+local function now() return uv.hrtime() end
+
+local path = os.tmpname()
+local server = loom.new { port = 0, server_name = "bench.local", log_level = "warn",
+  database = { path = path, synchronous = "OFF" }, password_iterations = 1000 }
+local hs = api.install(server)
+assert(server:start())
+local port = server:port()
+local store, rooms = hs.store, hs.rooms
+local ALICE, BOB = "@alice:bench.local", "@bob:bench.local"
+assert(hs.accounts:register("alice", "alice-password"))
+assert(hs.accounts:register("bob", "bob-password"))
+local alice = assert(hs.accounts:login(ALICE, "alice-password"))
+local bob = assert(hs.accounts:login(BOB, "bob-password"))
+
+-- ---- a keep-alive client on the same loop ---------------------------------
+
+-- (answers are megabytes: the client keeps the chunks it reads and joins
+-- them once it has the whole answer)
+local function client(access_token)
+  local c = { tcp = uv.new_tcp(), parts = {}, have = 0 }
+  local co = coroutine.running()
+  c.tcp:connect("127.0.0.1", port, function(err) assert(not err, err); coroutine.resume(co) end)
+  coroutine.yield()
+  c.tcp:read_start(function(err, data)
+    assert(not err, err)
+    if data then c.parts[#c.parts + 1] = data; c.have = c.have + #data end
+    local w = c.waiting
+    c.waiting = nil
+    if w then
+      local ok, rerr = coroutine.resume(w)
+      if not ok then print(debug.traceback(w, rerr)); os.exit(1) end
+    end
+  end)
+  function c.call(method, p, body)
+    local text = body and assert(json.encode(body)) or ""
+    c.tcp:write(("%s %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s")
+      :format(method, p, access_token, #text, text))
+    local head_end, len, head
+    while true do
+      if not head_end and c.parts[1] then
+        head = table.concat(c.parts)
+        c.parts = { head }
+        head_end = head:find("\r\n\r\n", 1, true)
+        if head_end then len = tonumber(head:sub(1, head_end):match("[Cc]ontent%-[Ll]ength: (%d+)")) end
+      end
+      if head_end and c.have >= head_end + 3 + len then
+        local buf = table.concat(c.parts)
+        local status = tonumber(buf:match("^HTTP/1%.1 (%d+)"))
+        local resp = buf:sub(head_end + 4, head_end + 3 + len)
+        local rest = buf:sub(head_end + 4 + len)
+        c.parts, c.have = { rest }, #rest
+        return status, resp
+      end
+      c.waiting = coroutine.running()
+      coroutine.yield()
+    end
+  end
+  return c
+end
+
+-- fn in a plain coroutine (the client yields on its reads; the room
+-- service then commits each send at once, outside loom.async's tasks)
+local function run(fn)
+  local done = false
+  local co = coroutine.create(function() fn(); done = true end)
+  local ok, err = coroutine.resume(co)
+  assert(ok, err)
+  while not done do
+    uv.run("once")
+    if coroutine.status(co) == "dead" and not done then error("the bench coroutine died") end
+  end
+end
+
+local function enc(s) return (s:gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end)) end
+
+local function percentile(sorted, p) return sorted[math.max(1, math.ceil(#sorted * p))] end
+local function stats(samples)
+  table.sort(samples)
+  return percentile(samples, 0.5) / 1e6, percentile(samples, 0.99) / 1e6
+end
+
+-- ---- the rooms: alice in ALL rooms, bob in ROOMS of them ---------------
+
+local t0 = now()
+local room_ids = {}
+run(function()
+  for i = 1, ALL do
+    local room_id = assert(rooms:create_room(ALICE))
+    local function send(proto) return assert(rooms:send(room_id, proto)) end
+    send { type = "m.room.member", state_key = ALICE, sender = ALICE, content = { membership = "join" } }
+    send { type = "m.room.power_levels", state_key = "", sender = ALICE, content = { users = { [ALICE] = 100 } } }
+    send { type = "m.room.join_rules", state_key = "", sender = ALICE, content = { join_rule = "public" } }
+    send { type = "m.room.history_visibility", state_key = "", sender = ALICE,
+      content = { history_visibility = "shared" } }
+    send { type = "m.room.name", state_key = "", sender = ALICE, content = { name = "room " .. i } }
+    if i <= ROOMS then
+      send { type = "m.room.member", state_key = BOB, sender = BOB, content = { membership = "join" } }
+    end
+    for m = 1, 4 do
+      send { type = "m.room.message", sender = ALICE, content = { msgtype = "m.text", body = "message " .. m } }
+    end
+    room_ids[i] = room_id
+  end
+end)
+print(("built %d rooms in %.1f s"):format(ALL, (now() - t0) / 1e9))
+
+local LAZY = enc(json.encode { room = { timeline = { limit = 10 }, state = { lazy_load_members = true } } })
+
+-- B3_PHASES=1: time spent in engine.sync and in encoding the answer
+local phases = os.getenv("B3_PHASES") and { sync = 0, encode = 0, n = 0 }
+if phases then
+  local engine, response = require "loom.sync.engine", require "loom.http.response"
+  local sync0, json0 = engine.sync, response.json
+  engine.sync = function(...)
+    local t = now()
+    local a, b = sync0(...)
+    phases.sync, phases.n = phases.sync + (now() - t), phases.n + 1
+    return a, b
+  end
+  response.json = function(...)
+    local t = now()
+    local a, b, c = json0(...)
+    phases.encode = phases.encode + (now() - t)
+    return a, b, c
+  end
+end
+-- each measured sync and baseline reads the timelines afresh (the store
+-- keeps rooms_stream results per range)
+local function cold()
+  for _, r in ipairs(room_ids) do store:cache_drop(store:room_nid(r)) end
+end
+
+local initial_ns, initial_base, single_ns, single_base, size = {}, {}, {}, {}, 0
+run(function()
+  local cb, ca = client(bob.access_token), client(alice.access_token)
+  local bob_rooms = {}
+  for i = 1, ROOMS do bob_rooms[i] = room_ids[i] end
+  for r = 1, RUNS do
+    cold()
+    local t = now()
+    local status, body = cb.call("GET", "/_matrix/client/v3/sync?filter=" .. LAZY)
+    initial_ns[#initial_ns + 1] = now() - t
+    assert(status == 200, body)
+    size = #body
+    cold()
+    t = now()
+    assert(store:rooms_stream(bob_rooms, 0, store:current_position(), 10))
+    initial_base[#initial_base + 1] = now() - t
+    local one = room_ids[(r * 37) % ALL + 1]
+    local f = enc(json.encode { room = { rooms = { one }, timeline = { limit = 10 },
+      state = { lazy_load_members = true } } })
+    cold()
+    t = now()
+    status, body = ca.call("GET", "/_matrix/client/v3/sync?filter=" .. f)
+    single_ns[#single_ns + 1] = now() - t
+    assert(status == 200, body)
+    local b = json.decode(body)
+    assert(b.rooms.join[one] and #b.rooms.join[one].timeline.events == 10)
+    cold()
+    t = now()
+    assert(store:rooms_stream({ one }, 0, store:current_position(), 10))
+    single_base[#single_base + 1] = now() - t
+  end
+end)
+local p50, p99 = stats(initial_ns)
+local b50 = stats(initial_base)
+print(("initial /sync, %d rooms, timeline 10, lazy members, %d runs: p50 %.1f ms, p99 %.1f ms (target < 500 ms); "
+  .. "%d bytes"):format(ROOMS, RUNS, p50, p99, size))
+print(("  baseline (store alone, the same timelines): p50 %.1f ms; /sync / baseline %.1fx"):format(b50, p50 / b50))
+if phases then
+  print(("  in the server: engine.sync %.1f ms, encoding %.1f ms per /sync (both kinds)")
+    :format(phases.sync / 1e6 / phases.n, phases.encode / 1e6 / phases.n))
+end
+if phases then
+  local list = {}
+  for i, v in ipairs(single_ns) do list[i] = ("%.1f"):format(v / 1e6) end
+  print("  filtered syncs in order (ms): " .. table.concat(list, " "))
+end
+p50, p99 = stats(single_ns)
+b50 = stats(single_base)
+print(("filtered initial /sync of one room in %d: p50 %.2f ms, p99 %.2f ms (target < 20 ms)"):format(ALL, p50, p99))
+print(("  baseline (store alone, that room's timeline): p50 %.3f ms; /sync / baseline %.1fx"):format(b50, p50 / b50))
+
+server:stop()
+async.finish_closing()
+os.remove(path)
