@@ -57,6 +57,27 @@ describe("invites over federation", function()
       assert(lab:settle())
       o.a_sees2 = membership(a, o.room2, bob.user_id)
       o.sync4 = sync(b, bob, s3.next_batch)
+      -- an invite rejected while the inviter's server cannot be reached:
+      -- declined on b.lab alone
+      o.room3 = a:create_room(alice, { preset = "private_chat" })
+      o.invite3 = a:client("POST", "/_matrix/client/v3/rooms/" .. E(o.room3) .. "/invite",
+        { user_id = bob.user_id }, alice.access_token)
+      local s5 = sync(b, bob, o.sync4.next_batch)
+      lab:partition({ "a.lab" }, { "b.lab" })
+      o.reject3 = b:client("POST", "/_matrix/client/v3/rooms/" .. E(o.room3) .. "/leave", {}, bob.access_token)
+      lab:heal()
+      o.sync6 = sync(b, bob, s5.next_batch)
+      o.a_sees3 = membership(a, o.room3, bob.user_id)
+      -- createRoom with a remote invitee
+      local cr = a:client("POST", "/_matrix/client/v3/createRoom",
+        { preset = "private_chat", invite = { bob.user_id }, is_direct = true }, alice.access_token)
+      assert(cr.status == 200, cr.body)
+      o.room4 = cr.json.room_id
+      local rn4 = b.hs.store:room_nid(o.room4)
+      o.b_membership4 = rn4 and b.hs.store:latest_membership(bob.user_id, rn4)
+      local m4 = a.hs.rooms:state_event(o.room4, "m.room.member", bob.user_id)
+      o.a_direct4 = m4 and m4.content.is_direct
+      o.a_sigs4 = m4 and m4.signatures
       -- an invite to a user who does not exist
       o.invite_nobody = a:client("POST", "/_matrix/client/v3/rooms/" .. E(o.room2) .. "/invite",
         { user_id = "@nobody:b.lab" }, alice.access_token)
@@ -100,6 +121,12 @@ describe("invites over federation", function()
     assert.is_table(out.b_sigs["b.lab"])
   end)
 
+  it("sends createRoom's invites of remote users through their server", function()
+    assert.equal("invite", out.b_membership4)
+    assert.is_true(out.a_direct4)
+    assert.is_table(out.a_sigs4["b.lab"])
+  end)
+
   it("shows the invite in the invitee's /sync with the stripped state", function()
     local inv = out.sync1.rooms.invite[out.room]
     assert.is_table(inv)
@@ -126,6 +153,13 @@ describe("invites over federation", function()
     assert.equal("leave", out.a_sees2)
     assert.is_table(out.sync4.rooms.leave[out.room2])
     assert.is_nil(out.sync4.rooms.invite[out.room2])
+  end)
+
+  it("declines an invite on the invitee's server alone when the inviter's cannot be reached", function()
+    assert.equal(200, out.invite3.status)
+    assert.equal(200, out.reject3.status)
+    assert.is_table(out.sync6.rooms.leave[out.room3])
+    assert.equal("invite", out.a_sees3)
   end)
 
   it("fails an invite the invitee's server refuses, and sends nothing into the room", function()

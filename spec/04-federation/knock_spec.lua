@@ -46,6 +46,10 @@ describe("knocking over federation", function()
         bob.access_token)
       o.rescind = b:client("POST", "/_matrix/client/v3/rooms/" .. E(o.room2) .. "/leave", {}, bob.access_token)
       o.a_sees2 = membership(a, o.room2, bob.user_id)
+      -- a local knock on a room of this server
+      local carl = a:register("carl")
+      o.local_knock = a:client("POST", "/_matrix/client/v3/knock/" .. E(o.room2), {}, carl.access_token)
+      o.a_sees_carl = membership(a, o.room2, carl.user_id)
       -- resident side, asked directly
       local F = "/_matrix/federation/v1"
       local fed = b.hs.federation
@@ -93,6 +97,11 @@ describe("knocking over federation", function()
     assert.equal(200, out.knock2.status)
     assert.equal(200, out.rescind.status)
     assert.equal("leave", out.a_sees2)
+  end)
+
+  it("knocks on a room of this server without federation", function()
+    assert.equal(200, out.local_knock.status)
+    assert.equal("knock", out.a_sees_carl)
   end)
 
   it("make_knock checks the room version and the user's server", function()

@@ -35,6 +35,10 @@ describe("federation queries", function()
       assert(lab:settle())
       local m = a.hs.rooms:state_event(o.room, "m.room.member", bob.user_id)
       o.bob_on_a = m and m.content.membership
+      o.c_public = b:client("GET", "/_matrix/client/v3/publicRooms?server=a.lab&limit=5", nil, bob.access_token)
+      o.c_public_post = b:client("POST", "/_matrix/client/v3/publicRooms?server=a.lab",
+        { filter = { generic_search_term = "nothing like it" } }, bob.access_token)
+      o.c_public_none = b:client("GET", "/_matrix/client/v3/publicRooms?server=z.lab", nil, bob.access_token)
       -- server side, asked directly (b asks a)
       local fed = b.hs.federation
       local F = "/_matrix/federation/v1"
@@ -82,6 +86,15 @@ describe("federation queries", function()
     assert.equal(200, out.join.status)
     assert.equal(out.room, out.join.json.room_id)
     assert.equal("join", out.bob_on_a)
+  end)
+
+  it("GET/POST /publicRooms?server= shows another server's directory", function()
+    assert.equal(200, out.c_public.status)
+    assert.equal(1, #out.c_public.json.chunk)
+    assert.equal(out.room, out.c_public.json.chunk[1].room_id)
+    assert.equal(200, out.c_public_post.status)
+    assert.equal(0, #out.c_public_post.json.chunk)
+    assert.equal(502, out.c_public_none.status)
   end)
 
   it("answers /query/profile for local users only", function()

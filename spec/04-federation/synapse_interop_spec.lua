@@ -260,4 +260,56 @@ describe("federation with Synapse 1.67", function()
       return false
     end, 15000), "Synapse never delivered loom's to-device message")
   end)
+
+  it("knocks both ways with Synapse, and rejects a Synapse invite", function()
+    local erin = loom:register("erin")
+    -- loom knocks on a Synapse room
+    local sroom = scall("POST", "/_matrix/client/v3/createRoom", { preset = "private_chat", room_version = "10",
+      initial_state = { { type = "m.room.join_rules", state_key = "", content = { join_rule = "knock" } } } },
+      salice.access_token)
+    assert.equal(200, sroom.status, sroom.body)
+    local sroom_id = sroom.json.room_id
+    local k = lcall("POST", "/_matrix/client/v3/knock/" .. E(sroom_id) .. "?server_name=" .. E(peer.name),
+      { reason = "from loom" }, erin.access_token)
+    assert.equal(200, k.status, k.body)
+    -- Synapse's stripped state shows in loom's /sync
+    local ls = lcall("GET", "/_matrix/client/v3/sync?timeout=0", nil, erin.access_token)
+    local ks = ls.json.rooms.knock and ls.json.rooms.knock[sroom_id]
+    assert.is_table(ks, "no knock in loom's sync")
+    local rule
+    for _, e in ipairs(ks.knock_state.events) do
+      if e.type == "m.room.join_rules" then rule = e.content.join_rule end
+    end
+    assert.equal("knock", rule)
+    assert.is_true(until_(function()
+      local st = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(sroom_id) .. "/state/m.room.member/"
+        .. E(erin.user_id), nil, salice.access_token)
+      return st.status == 200 and st.json.membership == "knock"
+    end, 15000), "Synapse never saw loom's knock")
+    -- a Synapse user knocks on a loom room
+    local lroom = loom:create_room(erin, { preset = "private_chat", room_version = "10" })
+    local rs = lcall("PUT", "/_matrix/client/v3/rooms/" .. E(lroom) .. "/state/m.room.join_rules",
+      { join_rule = "knock" }, erin.access_token)
+    assert.equal(200, rs.status, rs.body)
+    k = scall("POST", "/_matrix/client/v3/knock/" .. E(lroom) .. "?server_name="
+      .. E(loom.server.config.server_name), {}, salice.access_token)
+    assert.equal(200, k.status, k.body)
+    local m = lcall("GET", "/_matrix/client/v3/rooms/" .. E(lroom) .. "/state/m.room.member/" .. E(salice.user_id),
+      nil, erin.access_token)
+    assert.equal("knock", m.json.membership)
+    -- a Synapse invite, rejected from loom
+    local r2 = scall("POST", "/_matrix/client/v3/createRoom", { preset = "private_chat", room_version = "10" },
+      salice.access_token)
+    local r2_id = r2.json.room_id
+    local inv = scall("POST", "/_matrix/client/v3/rooms/" .. E(r2_id) .. "/invite", { user_id = erin.user_id },
+      salice.access_token)
+    assert.equal(200, inv.status, inv.body)
+    local l = lcall("POST", "/_matrix/client/v3/rooms/" .. E(r2_id) .. "/leave", {}, erin.access_token)
+    assert.equal(200, l.status, l.body)
+    assert.is_true(until_(function()
+      local st = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(r2_id) .. "/state/m.room.member/"
+        .. E(erin.user_id), nil, salice.access_token)
+      return st.status == 200 and st.json.membership == "leave"
+    end, 15000), "Synapse never saw the rejection")
+  end)
 end)

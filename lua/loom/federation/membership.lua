@@ -229,11 +229,37 @@ function fm.remote_leave(hs, room_id, user_id, servers, content)
   return remote(hs, "leave", room_id, user_id, servers, content)
 end
 
+--- fm.local_leave(hs, room_id, user_id, event_id, content) -> event | nil,
+-- Matrix error: when no server takes the leave, the invite (or knock)
+-- event_id is answered here alone, as Synapse does: a leave after it, signed
+-- by this server and stored as an outlier, that no other server hears of.
+function fm.local_leave(hs, room_id, user_id, event_id, content)
+  local version = version_mod.get(hs.store:room_version(room_id) or "")
+  local prior = hs.store:event(event_id)
+  if not version or not prior then return nil, errors.new("M_NOT_FOUND", "Unknown invite") end
+  local c = {}
+  for k, v in pairs(content or {}) do c[k] = v end
+  c.membership = "leave"
+  local ev = { type = "m.room.member", room_id = room_id, sender = user_id, state_key = user_id, content = c,
+    prev_events = setmetatable({ event_id }, array_mt), auth_events = setmetatable({ event_id }, array_mt),
+    depth = (math_type(prior.depth) == "integer" and prior.depth or 0) + 1, origin_server_ts = now_ms() }
+  local sealed, err = seal(hs, version, ev)
+  if not sealed then return nil, errors.new("M_UNKNOWN", tostring(err)) end
+  local text = json.encode(event_mod.pdu(sealed))
+  local store = hs.store
+  local r, perr, pcode = store:transaction(function()
+    return store:persist(sealed.event_id, sealed, { room_version = version.id, json = text, outlier = true })
+  end)
+  if not r then return nil, hs:error(perr, pcode) end
+  return sealed
+end
+
 --- fm.remote_knock(hs, room_id, user_id, servers, content) -> event | nil, Matrix error.
 -- The answer's knock_room_state is kept as the event's unsigned.knock_room_state.
 function fm.remote_knock(hs, room_id, user_id, servers, content)
   return remote(hs, "knock", room_id, user_id, servers, content, function(resp)
-    local st = is_object(resp) and resp.knock_room_state
+    -- knock_state_events: the name before the spec's (Synapse 1.67 sends only it)
+    local st = is_object(resp) and (resp.knock_room_state or resp.knock_state_events)
     local out = setmetatable({}, array_mt)
     if is_array(st) then
       for _, e in ipairs(st) do

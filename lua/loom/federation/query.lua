@@ -4,11 +4,13 @@
 --   local query = require "loom.federation.query"
 --   local p, err = query.profile(hs, "@bob:other.example", "displayname")  -- in a task
 --   local d, err = query.directory(hs, "#room:other.example")   -- { room_id, servers }
+--   local page, err = query.public_rooms(hs, "other.example", { limit, since, term })
 --
 -- Answers are checked (strings only, at most 1000 servers); failures are
 -- Matrix errors: the other server's 404 is M_NOT_FOUND, a server that does
 -- not answer (or answers nonsense) 502 M_UNKNOWN, as in Synapse.
 local type, ipairs, tostring = type, ipairs, tostring
+local math_type = math.type
 local core = require "loom.core"
 local ljson = require "loom.json"
 local errors = require "loom.http.errors"
@@ -67,6 +69,38 @@ function query.directory(hs, alias)
   end
   if #servers == 0 then servers[1] = server end
   return { room_id = room_id, servers = servers }
+end
+
+--- query.public_rooms(hs, server, { limit, since, term }) -> the server's
+-- /publicRooms page { chunk, next_batch?, prev_batch?,
+-- total_room_count_estimate? } | nil, error. A term makes it a POST with
+-- filter.generic_search_term. Entries that are not objects with a room_id
+-- are left out.
+function query.public_rooms(hs, server, opts)
+  local path = "/_matrix/federation/v1/publicRooms"
+  local status, body
+  if opts.term then
+    status, body = hs.federation:request(server, "POST", path, { body = { limit = opts.limit, since = opts.since,
+      filter = { generic_search_term = opts.term } } })
+  else
+    status, body = hs.federation:request(server, "GET", path,
+      { query = { limit = opts.limit and tostring(opts.limit) or nil, since = opts.since } })
+  end
+  if status ~= 200 or not is_object(body) then return nil, failed("the room directory of " .. server, status, body) end
+  local chunk = array {}
+  if is_array(body.chunk) then
+    for _, e in ipairs(body.chunk) do
+      if is_object(e) and type(e.room_id) == "string" then chunk[#chunk + 1] = e end
+    end
+  end
+  local out = { chunk = chunk }
+  for _, k in ipairs { "next_batch", "prev_batch" } do
+    if type(body[k]) == "string" then out[k] = body[k] end
+  end
+  if math_type(body.total_room_count_estimate) == "integer" then
+    out.total_room_count_estimate = body.total_room_count_estimate
+  end
+  return out
 end
 
 return query

@@ -307,8 +307,22 @@ local function put_visibility(hs, req)
   return {}
 end
 
+-- ?server= names another server: its directory (GET/POST /publicRooms over
+-- federation).
+local function remote_server(hs, req)
+  local server = req:arg("server")
+  if server == nil or server == hs.server_name or not hs.federation_on then return nil end
+  if #server == 0 or #server > 255 or server:find("[/%s]") then
+    return nil, errors.new("M_INVALID_PARAM", "Invalid server name")
+  end
+  return server
+end
+
 local function get_public_rooms(hs, req)
   local limit = req:arg("limit") and req:arg_integer("limit", nil, 0)
+  local server, serr = remote_server(hs, req)
+  if serr then return serr end
+  if server then return fed_query.public_rooms(hs, server, { limit = limit, since = req:arg("since") }) end
   return public_rooms(hs, limit, req:arg("since"), nil)
 end
 
@@ -327,6 +341,12 @@ local function post_public_rooms(hs, req)
   local term = filter and field(filter, "generic_search_term")
   if term ~= nil and type(term) ~= "string" then
     return errors.new("M_BAD_JSON", "generic_search_term must be a string")
+  end
+  local server, serr = remote_server(hs, req)
+  if serr then return serr end
+  if server then
+    return fed_query.public_rooms(hs, server, { limit = field(body, "limit"), since = field(body, "since"),
+      term = term })
   end
   return public_rooms(hs, field(body, "limit"), field(body, "since"), term)
 end

@@ -23,7 +23,7 @@ local fed_query = require "loom.federation.query"
 local fed_membership = require "loom.federation.membership"
 
 local json = core.json
-local ipairs, pairs, type = ipairs, pairs, type
+local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
 local table_sort, table_insert = table.sort, table.insert
 local error = error
 
@@ -267,6 +267,7 @@ local function create_room(hs, req)
   for _, e in ipairs(body.initial_state or {}) do initial[statemap.key(e.type, e.state_key or "")] = true end
 
   local rid
+  local remote_invites = {}
   local room_id, err, ecode = hs.store:transaction(function()
     local function state(t, content, sk)
       return send(hs, rid, { type = t, state_key = sk or "", sender = user, content = content }, hook_opts)
@@ -326,8 +327,12 @@ local function create_room(hs, req)
       if denied then return nil, denied end
       local content = profile_content(hs, u, "invite")
       if body.is_direct then content.is_direct = true end
-      e, e2 = state("m.room.member", content, u)
-      if not e then return nil, e2 end
+      if hs.federation_on and user_domain(u) ~= hs.server_name then
+        remote_invites[#remote_invites + 1] = { u, content }    -- once the room exists
+      else
+        e, e2 = state("m.room.member", content, u)
+        if not e then return nil, e2 end
+      end
     end
     if c.visibility == "public" then
       denied = hs:check("directory/publish/check", { user_id = user, room_id = rid, visibility = "public" })
@@ -337,6 +342,12 @@ local function create_room(hs, req)
     return rid
   end)
   if not room_id then return nil, err, ecode end
+  -- users of other servers: each server signs its invite first (a failure
+  -- is the answer, the room stays, as in Synapse)
+  for _, ri in ipairs(remote_invites) do
+    local ok, ierr = fed_membership.invite(hs, room_id, user, ri[1], ri[2])
+    if not ok then return ierr end
+  end
   return { room_id = room_id, room_alias = c.alias }
 end
 
@@ -473,13 +484,18 @@ local function membership_change(hs, req, membership, target_from_body, only_fro
       and not hs.store:host_joined(rn, hs.server_name) then
     -- rejecting an invite (or rescinding a knock) of a room this server is
     -- not in: through the inviter's server, then the room ID's
-    local oob, inviter = hs.store:latest_membership(req.user_id, rn)
+    local oob, inviter, oob_id = hs.store:latest_membership(req.user_id, rn)
     if oob == "invite" or oob == "knock" then
       local servers = {}
       if oob == "invite" and user_domain(inviter) then servers[1] = user_domain(inviter) end
       for _, srv in ipairs(join_servers(req, room_id)) do servers[#servers + 1] = srv end
-      local ok, lerr = fed_membership.remote_leave(hs, room_id, req.user_id, servers,
-        { membership = "leave", reason = reason })
+      local leave_content = { membership = "leave", reason = reason }
+      local ok, lerr = fed_membership.remote_leave(hs, room_id, req.user_id, servers, leave_content)
+      if not ok and oob == "invite" then
+        -- no server takes it: the invite is declined here alone (as Synapse)
+        hs.server:log("info", "rejecting the invite to %s locally: %s", room_id, tostring(lerr and lerr.message))
+        ok, lerr = fed_membership.local_leave(hs, room_id, req.user_id, oob_id, leave_content)
+      end
       if not ok then return lerr end
       return {}
     end

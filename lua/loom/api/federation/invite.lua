@@ -8,7 +8,8 @@
 -- by a user of the origin, with the ID, format, content hash and the
 -- origin's signature of its room version (400 M_BAD_JSON, 403 M_FORBIDDEN
 -- otherwise; 400 M_INCOMPATIBLE_ROOM_VERSION for a version loom does not
--- speak). The room's server ACL applies when the room is known here. This
+-- speak). The room's server ACL applies when the room is known here, and a
+-- user joined to it or banned from it here cannot be invited (403). This
 -- server adds its signature and stores the event as an outlier with the
 -- stripped state (at most 50 events) in unsigned.invite_room_state, so the
 -- invitee's /sync shows the room under rooms.invite with that invite_state.
@@ -78,6 +79,12 @@ local function handle(hs, req, v1)
   if hs.store:room_nid(room_id) then
     local denied = acl.check(hs, room_id, req.origin)
     if denied then return denied end
+    -- a room this server is in: its own state says who may be invited
+    local cur = hs.rooms:state_event(room_id, "m.room.member", ev.state_key)
+    local m = cur and is_object(cur.content) and cur.content.membership
+    if m == "join" or m == "ban" then
+      return forbidden("The user's membership is " .. m)
+    end
   end
   if event_mod.compute_id(version, ev) ~= event_id then return bad("Event ID does not match the event") end
   local keys = receive.prefetch_keys(hs, version, { ev })

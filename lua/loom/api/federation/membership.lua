@@ -157,7 +157,9 @@ local function send(kind, v1)
                auth_chain = pdus(load_ids(hs.store, chain_ids)), event = event_mod.pdu(stored),
                members_omitted = false, origin_server_ts = now_ms() }
     elseif kind == "knock" then
-      body = { knock_room_state = fed_membership.stripped_state(hs, room_id) }
+      -- knock_state_events: the name before the spec's (Synapse before 1.80 reads only it)
+      local st = fed_membership.stripped_state(hs, room_id)
+      body = { knock_room_state = st, knock_state_events = st }
     else
       body = {}
     end
