@@ -51,9 +51,12 @@ end
 local function percentile(sorted, p) return sorted[math.max(1, math.ceil(#sorted * p))] end
 
 local path = os.tmpname()
+-- presence off, as the configuration advises for deployments this large
+-- (B8_PRESENCE=1 keeps it on: every first sync then sets its user online,
+-- which wakes the long-polls of everyone sharing a room with them)
 local server = loom.new { port = 0, server_name = "bench.local", log_level = "warn",
   database = { path = path, synchronous = "OFF" }, password_iterations = 1000,
-  limits = { max_connections = USERS + 100 } }
+  limits = { max_connections = USERS + 100 }, presence = os.getenv("B8_PRESENCE") == "1" }
 local hs = api.install(server)
 assert(server:start())
 local port = server:port()

@@ -187,4 +187,129 @@ describe("federation with Synapse 1.67", function()
       return b["loom answers"] ~= nil and b["loom history"] ~= nil
     end, 20000), "Synapse never got loom's answer and history")
   end)
+
+  it("invites a Synapse user to a loom room and is invited by one (v2 invite)", function()
+    local carol = loom:register("carol")
+    local lroom = loom:create_room(carol, { preset = "private_chat", name = "Invite only", room_version = "10" })
+    local inv = lcall("POST", "/_matrix/client/v3/rooms/" .. E(lroom) .. "/invite", { user_id = salice.user_id },
+      carol.access_token)
+    assert.equal(200, inv.status, inv.body)
+    local s = scall("GET", "/_matrix/client/v3/sync?timeout=0", nil, salice.access_token)
+    assert.is_table(s.json.rooms.invite and s.json.rooms.invite[lroom], "no invite in Synapse's sync")
+    local j = scall("POST", "/_matrix/client/v3/join/" .. E(lroom), {}, salice.access_token)
+    assert.equal(200, j.status, j.body)
+    assert.is_true(until_(function()
+      local jm = loom:call("GET", "/_matrix/client/v3/rooms/" .. E(lroom) .. "/joined_members", nil,
+        carol.access_token)
+      return jm.json.joined[salice.user_id] ~= nil
+    end, 10000), "loom never saw the invited Synapse user join")
+    -- Synapse invites a loom user
+    local sroom = scall("POST", "/_matrix/client/v3/createRoom",
+      { preset = "private_chat", room_version = "10", name = "Synapse invite" }, salice.access_token)
+    assert.equal(200, sroom.status, sroom.body)
+    local sroom_id = sroom.json.room_id
+    inv = scall("POST", "/_matrix/client/v3/rooms/" .. E(sroom_id) .. "/invite", { user_id = carol.user_id },
+      salice.access_token)
+    assert.equal(200, inv.status, inv.body)
+    local ls = lcall("GET", "/_matrix/client/v3/sync?timeout=0", nil, carol.access_token)
+    local li = ls.json.rooms.invite[sroom_id]
+    assert.is_table(li, "no invite in loom's sync")
+    local named = false
+    for _, e in ipairs(li.invite_state.events) do
+      if e.type == "m.room.name" and e.content.name == "Synapse invite" then named = true end
+    end
+    assert.is_true(named, "the invite came without the room's stripped state")
+    j = lcall("POST", "/_matrix/client/v3/join/" .. E(sroom_id), {}, carol.access_token)
+    assert.equal(200, j.status, j.body)
+    assert.is_true(until_(function()
+      local jm = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(sroom_id) .. "/joined_members", nil,
+        salice.access_token)
+      return jm.status == 200 and jm.json.joined[carol.user_id] ~= nil
+    end, 15000), "Synapse never saw the invited loom user join")
+  end)
+
+  it("answers and asks profile and alias queries, and sends to-device messages", function()
+    local dan = loom:register("dan")
+    local r = lcall("PUT", "/_matrix/client/v3/profile/" .. E(dan.user_id) .. "/displayname",
+      { displayname = "Dan on loom" }, dan.access_token)
+    assert.equal(200, r.status)
+    local sp = scall("GET", "/_matrix/client/v3/profile/" .. E(dan.user_id), nil, salice.access_token)
+    assert.equal(200, sp.status, sp.body)
+    assert.equal("Dan on loom", sp.json.displayname)
+    local lp = lcall("GET", "/_matrix/client/v3/profile/" .. E(salice.user_id) .. "/displayname", nil,
+      dan.access_token)
+    assert.equal(200, lp.status, lp.body)
+    assert.equal("salice", lp.json.displayname)
+    loom:create_room(dan, { preset = "public_chat", room_alias_name = "interop", room_version = "10" })
+    local alias = "#interop:" .. loom.server.config.server_name
+    local sd = scall("GET", "/_matrix/client/v3/directory/room/" .. E(alias), nil, salice.access_token)
+    assert.equal(200, sd.status, sd.body)
+    assert.equal(loom.server.config.server_name, sd.json.servers[1])
+    local sj = scall("POST", "/_matrix/client/v3/join/" .. E(alias), {}, salice.access_token)
+    assert.equal(200, sj.status, sj.body)
+    assert.equal(sd.json.room_id, sj.json.room_id)
+    -- to-device: loom -> Synapse
+    local td = lcall("PUT", "/_matrix/client/v3/sendToDevice/m.interop.ping/t1",
+      { messages = { [salice.user_id] = { ["*"] = { ping = 1 } } } }, dan.access_token)
+    assert.equal(200, td.status, td.body)
+    assert.is_true(until_(function()
+      local s = syn:call("GET", "/_matrix/client/v3/sync?timeout=0", nil, salice.access_token)
+      for _, e in ipairs(s.json and s.json.to_device and s.json.to_device.events or {}) do
+        if e.type == "m.interop.ping" and e.sender == dan.user_id then return true end
+      end
+      return false
+    end, 15000), "Synapse never delivered loom's to-device message")
+  end)
+
+  it("knocks both ways with Synapse, and rejects a Synapse invite", function()
+    local erin = loom:register("erin")
+    -- loom knocks on a Synapse room
+    local sroom = scall("POST", "/_matrix/client/v3/createRoom", { preset = "private_chat", room_version = "10",
+      initial_state = { { type = "m.room.join_rules", state_key = "", content = { join_rule = "knock" } } } },
+      salice.access_token)
+    assert.equal(200, sroom.status, sroom.body)
+    local sroom_id = sroom.json.room_id
+    local k = lcall("POST", "/_matrix/client/v3/knock/" .. E(sroom_id) .. "?server_name=" .. E(peer.name),
+      { reason = "from loom" }, erin.access_token)
+    assert.equal(200, k.status, k.body)
+    -- Synapse's stripped state shows in loom's /sync
+    local ls = lcall("GET", "/_matrix/client/v3/sync?timeout=0", nil, erin.access_token)
+    local ks = ls.json.rooms.knock and ls.json.rooms.knock[sroom_id]
+    assert.is_table(ks, "no knock in loom's sync")
+    local rule
+    for _, e in ipairs(ks.knock_state.events) do
+      if e.type == "m.room.join_rules" then rule = e.content.join_rule end
+    end
+    assert.equal("knock", rule)
+    assert.is_true(until_(function()
+      local st = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(sroom_id) .. "/state/m.room.member/"
+        .. E(erin.user_id), nil, salice.access_token)
+      return st.status == 200 and st.json.membership == "knock"
+    end, 15000), "Synapse never saw loom's knock")
+    -- a Synapse user knocks on a loom room
+    local lroom = loom:create_room(erin, { preset = "private_chat", room_version = "10" })
+    local rs = lcall("PUT", "/_matrix/client/v3/rooms/" .. E(lroom) .. "/state/m.room.join_rules",
+      { join_rule = "knock" }, erin.access_token)
+    assert.equal(200, rs.status, rs.body)
+    k = scall("POST", "/_matrix/client/v3/knock/" .. E(lroom) .. "?server_name="
+      .. E(loom.server.config.server_name), {}, salice.access_token)
+    assert.equal(200, k.status, k.body)
+    local m = lcall("GET", "/_matrix/client/v3/rooms/" .. E(lroom) .. "/state/m.room.member/" .. E(salice.user_id),
+      nil, erin.access_token)
+    assert.equal("knock", m.json.membership)
+    -- a Synapse invite, rejected from loom
+    local r2 = scall("POST", "/_matrix/client/v3/createRoom", { preset = "private_chat", room_version = "10" },
+      salice.access_token)
+    local r2_id = r2.json.room_id
+    local inv = scall("POST", "/_matrix/client/v3/rooms/" .. E(r2_id) .. "/invite", { user_id = erin.user_id },
+      salice.access_token)
+    assert.equal(200, inv.status, inv.body)
+    local l = lcall("POST", "/_matrix/client/v3/rooms/" .. E(r2_id) .. "/leave", {}, erin.access_token)
+    assert.equal(200, l.status, l.body)
+    assert.is_true(until_(function()
+      local st = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(r2_id) .. "/state/m.room.member/"
+        .. E(erin.user_id), nil, salice.access_token)
+      return st.status == 200 and st.json.membership == "leave"
+    end, 15000), "Synapse never saw the rejection")
+  end)
 end)

@@ -36,6 +36,8 @@ api.federation_modules = {
   "loom.api.federation.events", -- event, state, state_ids, event_auth, backfill, get_missing_events
   "loom.api.federation.membership", -- make/send join and leave
   "loom.api.federation.transactions", -- /send: PDUs and EDUs
+  "loom.api.federation.query", -- query/profile, query/directory, publicRooms
+  "loom.api.federation.invite", -- invites of this server's users
 }
 
 -- The spec versions loom implements (/versions): only what is served.

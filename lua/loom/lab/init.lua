@@ -271,7 +271,7 @@ end
 -- a Client-Server API request through the server's dispatcher (inside run).
 function Server.client(self, method, path, body, token)
   local text = body
-  if type(body) == "table" then text = assert(json.encode(body)) end
+  if type(body) == "table" then text = assert(json.encode(body, { floats = true })) end
   local p, q = split_target(path)
   local headers = { host = self.name }
   if token then headers.authorization = "Bearer " .. token end

@@ -132,6 +132,17 @@ function methods:membership_at(user_id, room_nid, pos)
     ORDER BY m.stream_ordering DESC LIMIT 1]], user_id, room_nid, pos)
 end
 
+--- The user's latest membership in a room counting outliers too (an invite
+-- from another server to a room this server is not in): membership, sender,
+-- event ID; or nil.
+function methods:latest_membership(user_id, room_nid)
+  local r = self.conn:all([[SELECT m.membership, m.sender, e.event_id FROM room_memberships m
+    JOIN events e ON e.event_nid = m.event_nid
+    WHERE m.user_id = ? AND m.room_nid = ? ORDER BY m.stream_ordering DESC LIMIT 1]], user_id, room_nid)[1]
+  if not r then return nil end
+  return r[1], r[2], r[3]
+end
+
 --- The stream positions of the user's joins to a room: { pos, ... }.
 function methods:join_positions(user_id, room_nid)
   -- kept per user until the user's memberships change (the member change

@@ -377,6 +377,27 @@ local function invite_section(ctx, room_id, change)
   return { invite_state = { events = evs } }
 end
 
+-- knock_state: the stripped state the knock was answered with (or the
+-- room's own) plus the knock event.
+local function knock_section(ctx, room_id, change)
+  local evs = json.array {}
+  local knock = json.decode(change.json)
+  local carried = type(knock) == "table" and type(knock.unsigned) == "table" and knock.unsigned.knock_room_state
+  if type(carried) == "table" then
+    for _, e in ipairs(carried) do evs[#evs + 1] = e end
+  else
+    for _, t in ipairs(INVITE_STATE_TYPES) do
+      local ev = ctx.hs.rooms:state_event(room_id, t, "")
+      if ev then evs[#evs + 1] = sync_events.stripped(ev) end
+    end
+  end
+  if type(knock) == "table" then
+    knock.event_id = change.event_id
+    evs[#evs + 1] = sync_events.stripped(knock)
+  end
+  return { knock_state = { events = evs } }
+end
+
 -- room.rooms / room.not_rooms as sets, kept on the filter definition
 -- (a filter is read once per sync; the sets are not part of its JSON)
 local allow_cache = setmetatable({}, { __mode = "k" })
@@ -662,7 +683,7 @@ function engine.sync(hs, opts)
     local rn = store:room_nid(room_id)
     return not rn or membership_at(store, user_id, rn, since) ~= "join"
   end
-  local newly, invited, left, fresh_left = {}, {}, {}, {}
+  local newly, invited, left, fresh_left, knocked = {}, {}, {}, {}, {}
   -- an initial sync has the rooms one was banned or kicked from (as Synapse;
   -- those one left oneself only with include_leave), never forgotten ones
   local forgotten
@@ -678,6 +699,8 @@ function engine.sync(hs, opts)
         if is_new(room_id) then newly[room_id] = true end
       elseif c.membership == "invite" then
         if not ctx.ignored[c.sender] then invited[room_id] = c end
+      elseif c.membership == "knock" then
+        knocked[room_id] = c
       elseif (c.membership == "leave" or c.membership == "ban") and shows_leave(room_id, c) then
         left[room_id] = c
         -- joined and left since `since`: new to the client as well
@@ -751,6 +774,12 @@ function engine.sync(hs, opts)
 
   for room_id, c in pairs(invited) do
     body.rooms.invite[room_id] = invite_section(ctx, room_id, c)
+    has_data = true
+  end
+
+  for room_id, c in pairs(knocked) do
+    body.rooms.knock = body.rooms.knock or {}
+    body.rooms.knock[room_id] = knock_section(ctx, room_id, c)
     has_data = true
   end
 

@@ -12,6 +12,7 @@ local errors = require "loom.http.errors"
 local version = require "loom.room.version"
 local pushrules = require "loom.api.pushrules"
 local ljson = require "loom.json"
+local fed_query = require "loom.federation.query"
 
 local json = core.json
 local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error
@@ -251,13 +252,28 @@ local function profile_of(hs, user_id)
   return u
 end
 
+-- A user of another server: that server's answer (GET /query/profile), or
+-- nil when the ID is not a remote user's (then it is not found).
+local function remote_profile(hs, user_id, field)
+  if not hs.federation_on or is_local(hs, user_id) or type(user_id) ~= "string" or #user_id > 255
+      or not user_id:match("^@[^:]+:[^:]+") then
+    return nil
+  end
+  local p, err = fed_query.profile(hs, user_id, field)
+  return p or err
+end
+
 local function get_profile(hs, req)
+  local remote = remote_profile(hs, req.params.userId)
+  if remote then return remote end
   local u = profile_of(hs, req.params.userId)
   if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
   return { displayname = u.displayname, avatar_url = u.avatar_url }
 end
 
 local function get_field(hs, req, field)
+  local remote = remote_profile(hs, req.params.userId, field)
+  if remote then return remote end
   local u = profile_of(hs, req.params.userId)
   if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
   return { [field] = u[field] }

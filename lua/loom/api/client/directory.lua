@@ -11,6 +11,7 @@ local auth = require "loom.room.auth"
 local version_mod = require "loom.room.version"
 local statemap = require "loom.room.statemap"
 local ljson = require "loom.json"
+local fed_query = require "loom.federation.query"
 
 local json = core.json
 local is_null, is_array = ljson.is_null, ljson.is_array
@@ -222,6 +223,11 @@ local function public_rooms(hs, limit, since, term)
   return out
 end
 
+--- directory_api.public_rooms(hs, limit, since, term) -> the /publicRooms
+-- answer (chunk, next_batch, prev_batch, total_room_count_estimate) or a
+-- Matrix error; also served over federation.
+directory_api.public_rooms = public_rooms
+
 local function put_alias(hs, req)
   local alias = req.params.roomAlias
   local body = req:json()
@@ -242,6 +248,11 @@ end
 local function get_alias(hs, req)
   local alias = req.params.roomAlias
   if not directory_api.valid_alias(alias) then return errors.new("M_INVALID_PARAM", "Invalid room alias") end
+  if hs.federation_on and alias:match(":(.+)$") ~= hs.server_name then
+    -- another server's alias: its answer (GET /query/directory)
+    local d, err = fed_query.directory(hs, alias)
+    return d or err
+  end
   local room_id = directory_api.resolve(hs, alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
   return { room_id = room_id, servers = json.array { hs.server_name } }
@@ -296,8 +307,22 @@ local function put_visibility(hs, req)
   return {}
 end
 
+-- ?server= names another server: its directory (GET/POST /publicRooms over
+-- federation).
+local function remote_server(hs, req)
+  local server = req:arg("server")
+  if server == nil or server == hs.server_name or not hs.federation_on then return nil end
+  if #server == 0 or #server > 255 or server:find("[/%s]") then
+    return nil, errors.new("M_INVALID_PARAM", "Invalid server name")
+  end
+  return server
+end
+
 local function get_public_rooms(hs, req)
   local limit = req:arg("limit") and req:arg_integer("limit", nil, 0)
+  local server, serr = remote_server(hs, req)
+  if serr then return serr end
+  if server then return fed_query.public_rooms(hs, server, { limit = limit, since = req:arg("since") }) end
   return public_rooms(hs, limit, req:arg("since"), nil)
 end
 
@@ -316,6 +341,12 @@ local function post_public_rooms(hs, req)
   local term = filter and field(filter, "generic_search_term")
   if term ~= nil and type(term) ~= "string" then
     return errors.new("M_BAD_JSON", "generic_search_term must be a string")
+  end
+  local server, serr = remote_server(hs, req)
+  if serr then return serr end
+  if server then
+    return fed_query.public_rooms(hs, server, { limit = field(body, "limit"), since = field(body, "since"),
+      term = term })
   end
   return public_rooms(hs, field(body, "limit"), field(body, "since"), term)
 end

@@ -19,10 +19,12 @@ local sync_token = require "loom.sync.token"
 local ljson = require "loom.json"
 local visibility = require "loom.room.visibility"
 local fed_join = require "loom.federation.join"
+local fed_query = require "loom.federation.query"
+local fed_membership = require "loom.federation.membership"
 
 local json = core.json
-local ipairs, pairs, type = ipairs, pairs, type
-local table_sort = table.sort
+local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
+local table_sort, table_insert = table.sort, table.insert
 local error = error
 
 local _ENV = nil -- luacheck: ignore 211
@@ -108,6 +110,10 @@ local function state_events(hs, state, filter)
     if e then out[#out + 1] = e end
   end
   return out
+end
+
+local function user_domain(user_id)
+  return type(user_id) == "string" and user_id:match("^@[^:]*:(.+)$") or nil
 end
 
 -- Resolve a room ID or alias: room_id, or nil and a Matrix error.
@@ -261,6 +267,7 @@ local function create_room(hs, req)
   for _, e in ipairs(body.initial_state or {}) do initial[statemap.key(e.type, e.state_key or "")] = true end
 
   local rid
+  local remote_invites = {}
   local room_id, err, ecode = hs.store:transaction(function()
     local function state(t, content, sk)
       return send(hs, rid, { type = t, state_key = sk or "", sender = user, content = content }, hook_opts)
@@ -320,8 +327,12 @@ local function create_room(hs, req)
       if denied then return nil, denied end
       local content = profile_content(hs, u, "invite")
       if body.is_direct then content.is_direct = true end
-      e, e2 = state("m.room.member", content, u)
-      if not e then return nil, e2 end
+      if hs.federation_on and user_domain(u) ~= hs.server_name then
+        remote_invites[#remote_invites + 1] = { u, content }    -- once the room exists
+      else
+        e, e2 = state("m.room.member", content, u)
+        if not e then return nil, e2 end
+      end
     end
     if c.visibility == "public" then
       denied = hs:check("directory/publish/check", { user_id = user, room_id = rid, visibility = "public" })
@@ -331,6 +342,12 @@ local function create_room(hs, req)
     return rid
   end)
   if not room_id then return nil, err, ecode end
+  -- users of other servers: each server signs its invite first (a failure
+  -- is the answer, the room stays, as in Synapse)
+  for _, ri in ipairs(remote_invites) do
+    local ok, ierr = fed_membership.invite(hs, room_id, user, ri[1], ri[2])
+    if not ok then return ierr end
+  end
   return { room_id = room_id, room_alias = c.alias }
 end
 
@@ -339,8 +356,9 @@ end
 
 -- The servers to join a room through: ?server_name= and ?via= (in that
 -- order), then the room ID's own server.
-local function join_servers(req, room_id)
+local function join_servers(req, room_id, extra)
   local out = {}
+  for _, v in ipairs(extra or {}) do out[#out + 1] = v end
   local args = req.args or {}
   for _, k in ipairs { "server_name", "via" } do
     for _, v in ipairs(args[k] or {}) do out[#out + 1] = v end
@@ -352,11 +370,11 @@ end
 
 -- A join through another server (the room is not known here, or nobody of
 -- this server is in it).
-local function remote_join(hs, req, room_id, reason)
+local function remote_join(hs, req, room_id, reason, extra)
   local denied = hs:check("room/join/check", { user_id = req.user_id, room_id = room_id, invited = false })
   if denied then return denied end
   local servers = {}
-  for _, srv in ipairs(join_servers(req, room_id)) do
+  for _, srv in ipairs(join_servers(req, room_id, extra)) do
     if srv ~= hs.server_name then servers[#servers + 1] = srv end
   end
   if #servers == 0 then return errors.new("M_NOT_FOUND", "Room " .. room_id .. " not found") end
@@ -370,16 +388,30 @@ end
 local function join(hs, req, id)
   local body = body_object(req)
   local reason = optional_string(body, "reason")
+  local via
+  if hs.federation_on and type(id) == "string" and id:sub(1, 1) == "#" and directory.valid_alias(id)
+      and id:match(":(.+)$") ~= hs.server_name then
+    -- another server's alias: ask it for the room and the servers to join through
+    local d, derr = fed_query.directory(hs, id)
+    if not d then return derr end
+    id, via = d.room_id, d.servers
+  end
   if hs.federation_on and type(id) == "string" and id:sub(1, 1) == "!" and not room_exists(hs, id) then
-    return remote_join(hs, req, id, reason)
+    return remote_join(hs, req, id, reason, via)
   end
   local room_id, err = resolve_room(hs, id)
   if not room_id then return err end
   local rn = hs.store:room_nid(room_id)
   if hs.federation_on and not hs.store:host_joined(rn, hs.server_name) then
+    -- invited from another server: join through the inviter's
+    local oob, inviter = hs.store:latest_membership(req.user_id, rn)
+    if oob == "invite" and user_domain(inviter) then
+      via = via or {}
+      table_insert(via, 1, user_domain(inviter))
+    end
     local others = false
-    for _, srv in ipairs(join_servers(req, room_id)) do if srv ~= hs.server_name then others = true end end
-    if others then return remote_join(hs, req, room_id, reason) end
+    for _, srv in ipairs(join_servers(req, room_id, via)) do if srv ~= hs.server_name then others = true end end
+    if others then return remote_join(hs, req, room_id, reason, via) end
   end
   local ms = membership_of(member_event(hs, room_id, req.user_id))
   if ms == "join" then return { room_id = room_id } end
@@ -396,6 +428,46 @@ local function join(hs, req, id)
   return { room_id = room_id }
 end
 
+-- POST /knock/{roomIdOrAlias}: a knock on a room here, or through another
+-- server (?server_name= / ?via=, the alias's servers, the room ID's server)
+-- when this server is not in the room.
+local function knock(hs, req)
+  local id = req.params.roomIdOrAlias
+  local body = body_object(req)
+  local reason = optional_string(body, "reason")
+  local via
+  if hs.federation_on and type(id) == "string" and id:sub(1, 1) == "#" and directory.valid_alias(id)
+      and id:match(":(.+)$") ~= hs.server_name then
+    local d, derr = fed_query.directory(hs, id)
+    if not d then return derr end
+    id, via = d.room_id, d.servers
+  elseif type(id) == "string" and id:sub(1, 1) == "#" then
+    local rid, rerr = resolve_room(hs, id)
+    if not rid then return rerr end
+    id = rid
+  end
+  if type(id) ~= "string" or not id:match("^![^:]+:.+$") then
+    return errors.new("M_INVALID_PARAM", "Invalid room ID or alias")
+  end
+  local content = profile_content(hs, req.user_id, "knock", { reason = reason })
+  local rn = room_exists(hs, id) and hs.store:room_nid(id)
+  if hs.federation_on and not (rn and hs.store:host_joined(rn, hs.server_name)) then
+    local servers = {}
+    for _, srv in ipairs(join_servers(req, id, via)) do
+      if srv ~= hs.server_name then servers[#servers + 1] = srv end
+    end
+    if #servers == 0 then return errors.new("M_NOT_FOUND", "Room " .. id .. " not found") end
+    local ok, kerr = fed_membership.remote_knock(hs, id, req.user_id, servers, content)
+    if not ok then return kerr end
+    return { room_id = id }
+  end
+  if not rn then return errors.new("M_NOT_FOUND", "Room " .. id .. " not found") end
+  local ev, e2 = send(hs, id, { type = "m.room.member", state_key = req.user_id, sender = req.user_id,
+    content = content }, { user_id = req.user_id, device_id = req.device_id })
+  if not ev then return e2 end
+  return { room_id = id }
+end
+
 -- invite / kick / ban / unban / leave: a member event about `target`.
 -- only_from: the target's memberships this change applies to (kick: join,
 -- invite, knock); any other is 403 and nothing is sent.
@@ -407,6 +479,27 @@ local function membership_change(hs, req, membership, target_from_body, only_fro
   local reason = optional_string(body, "reason")
   local room_id = req.params.roomId
   if not room_exists(hs, room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  local rn = hs.store:room_nid(room_id)
+  if hs.federation_on and not target_from_body and membership == "leave"
+      and not hs.store:host_joined(rn, hs.server_name) then
+    -- rejecting an invite (or rescinding a knock) of a room this server is
+    -- not in: through the inviter's server, then the room ID's
+    local oob, inviter, oob_id = hs.store:latest_membership(req.user_id, rn)
+    if oob == "invite" or oob == "knock" then
+      local servers = {}
+      if oob == "invite" and user_domain(inviter) then servers[1] = user_domain(inviter) end
+      for _, srv in ipairs(join_servers(req, room_id)) do servers[#servers + 1] = srv end
+      local leave_content = { membership = "leave", reason = reason }
+      local ok, lerr = fed_membership.remote_leave(hs, room_id, req.user_id, servers, leave_content)
+      if not ok and oob == "invite" then
+        -- no server takes it: the invite is declined here alone (as Synapse)
+        hs.server:log("info", "rejecting the invite to %s locally: %s", room_id, tostring(lerr and lerr.message))
+        ok, lerr = fed_membership.local_leave(hs, room_id, req.user_id, oob_id, leave_content)
+      end
+      if not ok then return lerr end
+      return {}
+    end
+  end
   local target = req.user_id
   if target_from_body then
     target = body.user_id
@@ -428,6 +521,12 @@ local function membership_change(hs, req, membership, target_from_body, only_fro
     local denied = hs:check("room/invite/check", { user_id = req.user_id, invitee = target, room_id = room_id })
     if denied then return denied end
     content = profile_content(hs, target, "invite", { reason = reason })
+    if hs.federation_on and user_domain(target) ~= hs.server_name then
+      -- a user of another server: its server signs the invite first
+      local ok, ierr = fed_membership.invite(hs, room_id, req.user_id, target, content)
+      if not ok then return ierr end
+      return {}
+    end
   end
   local ev, e2 = send(hs, room_id, { type = "m.room.member", state_key = target, sender = req.user_id,
     content = content }, { user_id = req.user_id, device_id = req.device_id })
@@ -624,6 +723,7 @@ rooms_api.routes = {
   { "POST", P .. "/join/{roomIdOrAlias}", function(hs, req) return join(hs, req, req.params.roomIdOrAlias) end,
     auth = true },
   { "POST", R .. "/join", function(hs, req) return join(hs, req, req.params.roomId) end, auth = true },
+  { "POST", P .. "/knock/{roomIdOrAlias}", knock, auth = true },
   { "POST", R .. "/leave", membership("leave", false), auth = true },
   { "POST", R .. "/invite", membership("invite", true, nil, "invite"), auth = true },
   { "POST", R .. "/kick", membership("leave", true, { join = true, invite = true, knock = true }, "kick"),

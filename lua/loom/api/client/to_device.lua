@@ -4,9 +4,11 @@
 -- for local users wait in each target device's inbox until its /sync
 -- acknowledges them (to_device section of /sync); a retry with the same
 -- txnId from the same device queues nothing again. Messages for users of
--- other servers are ignored (no federation of to-device messages yet), as
--- are messages for users who ignore the sender (m.ignored_user_list): those
--- are dropped here, so they never arrive, not even after un-ignoring.
+-- other servers go to each server as one m.direct_to_device EDU (a fresh
+-- message_id per send; queued in the same transaction, so only once per
+-- txnId). Messages for local users who ignore the sender
+-- (m.ignored_user_list) are dropped here, so they never arrive, not even
+-- after un-ignoring.
 -- See docs/sync.md.
 local core = require "loom.core"
 local errors = require "loom.http.errors"
@@ -23,6 +25,12 @@ local to_device_api = {}
 local MAX_TYPE = 255
 local MAX_DEVICE_ID = 255
 
+local function domain(user_id) return user_id:match("^@[^:]+:(.+)$") end
+
+local function message_id()
+  return (core.crypto.base64_encode(core.crypto.random_bytes(12), true):gsub("[-_]", "x"))
+end
+
 local function bad(msg) return errors.new("M_BAD_JSON", msg) end
 
 local function send(hs, req)
@@ -34,13 +42,14 @@ local function send(hs, req)
   local messages = body.messages
   if messages == nil then return errors.new("M_MISSING_PARAM", "Missing messages") end
   if not ljson.is_object(messages) then return bad("messages must be an object") end
-  local targets = {}
+  local targets, remote = {}, {}
   for user_id, devices in pairs(messages) do
     if type(user_id) ~= "string" or not store_filter.is_id("user", user_id) then
       return bad("Invalid user ID in messages")
     end
     if not ljson.is_object(devices) then return bad("messages for " .. user_id .. " must be an object") end
-    local ours = user_id:match("^@[^:]+:(.+)$") == hs.server_name
+    local server = domain(user_id)
+    local ours = server == hs.server_name
     -- a user who ignores the sender gets nothing from them
     local deliver = ours and not hs.store:ignored_users(user_id)[req.user_id]
     for device_id, content in pairs(devices) do
@@ -51,9 +60,30 @@ local function send(hs, req)
       local text, msg = json.encode(content, { floats = true })
       if not text then return bad(msg) end
       if deliver then targets[#targets + 1] = { user_id, device_id, text } end
+      if not ours then
+        -- federation requests are canonical JSON: integers only
+        if not json.encode(content) then
+          return bad("Messages for users of other servers cannot hold non-integer numbers")
+        end
+        local per_server = remote[server]
+        if not per_server then per_server = {}; remote[server] = per_server end
+        local per_user = per_server[user_id]
+        if not per_user then per_user = {}; per_server[user_id] = per_user end
+        per_user[device_id] = content
+      end
     end
   end
-  hs.store:send_to_device(req.user_id, req.device_id, txn_id, etype, targets)
+  local store = hs.store
+  store:transaction(function()
+    local fresh = store:send_to_device(req.user_id, req.device_id, txn_id, etype, targets)
+    if fresh and hs.sender then
+      for server, msgs in pairs(remote) do
+        hs.sender:queue_edu({ server }, "m.direct_to_device",
+          { sender = req.user_id, type = etype, message_id = message_id(), messages = msgs })
+      end
+    end
+    return true
+  end)
   return {}
 end
 

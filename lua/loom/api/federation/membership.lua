@@ -4,6 +4,8 @@
 --   PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}   (and v1)
 --   GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
 --   PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}  (and v1)
+--   GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=...
+--   PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}
 --
 -- make_*: a template of the membership event this server would accept now
 -- (403 M_FORBIDDEN when the auth rules would refuse it; 400
@@ -11,7 +13,8 @@
 -- room's version). send_*: the signed event, checked as any received event
 -- (format, the origin's signature, content hash, auth against its auth
 -- events, the state before it and the current state); a join is answered
--- with the state before it and the auth chain of that state. The user must
+-- with the state before it and the auth chain of that state, a knock with
+-- the room's stripped state (knock_room_state). The user must
 -- belong to the origin server, and this server must be in the room.
 local type, ipairs, setmetatable, tostring = type, ipairs, setmetatable, tostring
 local core = require "loom.core"
@@ -22,6 +25,7 @@ local version_mod = require "loom.room.version"
 local stateres = require "loom.room.stateres"
 local acl = require "loom.federation.acl"
 local receive = require "loom.federation.receive"
+local fed_membership = require "loom.federation.membership"
 
 local array_mt, now_ms = core.json.array_mt, core.now_ms
 local is_object = ljson.is_object
@@ -59,7 +63,7 @@ local function make(kind)
     local room_id, user_id = req.params.roomId, req.params.userId
     local version, err = check_room(hs, req, room_id, user_id)
     if not version then return err end
-    if kind == "join" then
+    if kind == "join" or kind == "knock" then
       local vers = req.args and req.args.ver or { "1" }
       local speaks = false
       for _, v in ipairs(vers) do if v == version.id then speaks = true end end
@@ -152,6 +156,10 @@ local function send(kind, v1)
       body = { origin = hs.server_name, state = pdus(load_ids(hs.store, state_ids)),
                auth_chain = pdus(load_ids(hs.store, chain_ids)), event = event_mod.pdu(stored),
                members_omitted = false, origin_server_ts = now_ms() }
+    elseif kind == "knock" then
+      -- knock_state_events: the name before the spec's (Synapse before 1.80 reads only it)
+      local st = fed_membership.stripped_state(hs, room_id)
+      body = { knock_room_state = st, knock_state_events = st }
     else
       body = {}
     end
@@ -168,6 +176,8 @@ membership.routes = {
   { "GET", F1 .. "/make_leave/{roomId}/{userId}", make("leave"), auth = "server" },
   { "PUT", F2 .. "/send_leave/{roomId}/{eventId}", send("leave"), auth = "server" },
   { "PUT", F1 .. "/send_leave/{roomId}/{eventId}", send("leave", true), auth = "server" },
+  { "GET", F1 .. "/make_knock/{roomId}/{userId}", make("knock"), auth = "server" },
+  { "PUT", F1 .. "/send_knock/{roomId}/{eventId}", send("knock"), auth = "server" },
 }
 
 return membership

@@ -88,7 +88,7 @@ edu_handlers["m.direct_to_device"] = function(hs, origin, c)
     if domain(user_id) == hs.server_name and is_object(devices) then
       for device, content in pairs(devices) do
         if type(device) == "string" and is_object(content) then
-          local text = json.encode(content)
+          local text = json.encode(content, { floats = true })
           if text then targets[#targets + 1] = { user_id, device, text } end
         end
       end
