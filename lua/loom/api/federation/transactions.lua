@@ -8,7 +8,8 @@
 -- are refused; events whose prev_events are missing are filled in first
 -- (loom.federation.inbound: /get_missing_events, then the state at the
 -- event). EDUs: m.typing, m.receipt and m.direct_to_device, each for users of
--- the origin only (and, for typing and receipts, joined to the room).
+-- the origin only (and, for typing and receipts, joined to the room, from a
+-- server the room's ACL allows).
 local type, ipairs, pairs, tostring, next, pcall, error, select = type, ipairs, pairs, tostring, next, pcall, error,
   select
 local math_type = math.type
@@ -17,6 +18,7 @@ local ljson = require "loom.json"
 local errors = require "loom.http.errors"
 local async = require "loom.async"
 local inbound = require "loom.federation.inbound"
+local acl = require "loom.federation.acl"
 local response = require "loom.http.response"
 
 local json = core.json
@@ -45,7 +47,7 @@ edu_handlers["m.typing"] = function(hs, origin, c)
       or type(c.typing) ~= "boolean" then
     return
   end
-  if not joined(hs, c.room_id, c.user_id) then return end
+  if acl.check(hs, c.room_id, origin) or not joined(hs, c.room_id, c.user_id) then return end
   hs.typing:set(c.room_id, c.user_id, c.typing, TYPING_TIMEOUT)
 end
 
@@ -53,7 +55,7 @@ edu_handlers["m.receipt"] = function(hs, origin, c)
   if not is_object(c) then return end
   local store = hs.store
   for room_id, by_type in pairs(c) do
-    if type(room_id) == "string" and is_object(by_type) then
+    if type(room_id) == "string" and is_object(by_type) and not acl.check(hs, room_id, origin) then
       for rtype, users in pairs(by_type) do
         if (rtype == "m.read") and is_object(users) then
           for user_id, r in pairs(users) do
