@@ -60,8 +60,9 @@ function C:request_at(port, method, path, body, token)
   return { status = st.status, body = st.body, json = st.json, raw = st.raw }
 end
 
---- An HTTP request (Connection: close) to 127.0.0.1:port that runs while
--- the caller turns the loop. Returns a state table: done, then status, body,
+--- An HTTP request (Connection: close) to 127.0.0.1:port (or to
+-- "host:port" when port is such a string) that runs while the caller turns
+-- the loop. Returns a state table: done, then status, body,
 -- json, raw (err when the connection failed or broke). on_done(state), when
 -- given, runs as it completes.
 function _M.begin_request(port, method, path, body, token, on_done)
@@ -83,7 +84,9 @@ function _M.begin_request(port, method, path, body, token, on_done)
     if not tcp:is_closing() then tcp:close() end
     if on_done then on_done(st) end
   end
-  tcp:connect("127.0.0.1", port, function(e)
+  local host = "127.0.0.1"
+  if type(port) == "string" then host, port = port:match("^(.*):(%d+)$"); port = tonumber(port) end
+  tcp:connect(host, port, function(e)
     if e then return complete(e) end
     tcp:read_start(function(err, data)
       if data then st.raw = st.raw .. data else complete(err) end
