@@ -19,6 +19,7 @@ local sync_token = require "loom.sync.token"
 local ljson = require "loom.json"
 local visibility = require "loom.room.visibility"
 local fed_join = require "loom.federation.join"
+local restricted = require "loom.room.restricted"
 local fed_query = require "loom.federation.query"
 local fed_membership = require "loom.federation.membership"
 
@@ -420,8 +421,13 @@ local function join(hs, req, id)
   end
   local denied = hs:check("room/join/check", { user_id = req.user_id, room_id = room_id, invited = ms == "invite" })
   if denied then return denied end
+  -- a restricted room: a local member who may invite vouches for the join
+  local version = version_mod.get(hs.store:room_version(room_id))
+  local vouch, why = nil, nil
+  if version then vouch, why = restricted.authoriser(hs.rooms, version, room_id, req.user_id, hs.server_name) end
+  if why then return errors.new("M_FORBIDDEN", "You may not join this room: " .. why) end
   local ev, e2 = send(hs, room_id, { type = "m.room.member", state_key = req.user_id, sender = req.user_id,
-    content = profile_content(hs, req.user_id, "join", { reason = reason }) },
+    content = profile_content(hs, req.user_id, "join", { reason = reason, join_authorised_via_users_server = vouch }) },
     { user_id = req.user_id, device_id = req.device_id })
   if not ev then return e2 end
   hs.store:unforget_room(req.user_id, room_id)

@@ -25,6 +25,8 @@ local version_mod = require "loom.room.version"
 local stateres = require "loom.room.stateres"
 local acl = require "loom.federation.acl"
 local receive = require "loom.federation.receive"
+local restricted = require "loom.room.restricted"
+local crypto = require "loom.room.crypto"
 local fed_membership = require "loom.federation.membership"
 
 local array_mt, now_ms = core.json.array_mt, core.now_ms
@@ -72,8 +74,15 @@ local function make(kind)
           { room_version = version.id })
       end
     end
+    local content = { membership = kind }
+    if kind == "join" then
+      -- a restricted room: a user of this server who may invite vouches
+      local vouch, why = restricted.authoriser(hs.rooms, version, room_id, user_id, hs.server_name)
+      if why then return forbidden("The user may not join: " .. why) end
+      content.join_authorised_via_users_server = vouch
+    end
     local template, terr, code = hs.rooms:template(room_id, { type = "m.room.member", sender = user_id,
-      state_key = user_id, content = { membership = kind } })
+      state_key = user_id, content = content })
     if not template then
       if code == "forbidden" then return forbidden(tostring(terr)) end
       return hs:error(terr, code)
@@ -133,6 +142,14 @@ local function send(kind, v1)
     if not version then return err end
     local id = event_mod.compute_id(version, ev)
     if id ~= event_id then return errors.new("M_BAD_JSON", "Event ID does not match the event") end
+    -- a join one of this server's users vouches for gets this server's
+    -- signature too (the auth rules look for it)
+    local vouch = kind == "join" and ev.content.join_authorised_via_users_server
+    if type(vouch) == "string" and vouch:match("^@[^:]*:(.+)$") == hs.server_name then
+      local by = restricted.authoriser(hs.rooms, version, room_id, ev.sender, hs.server_name)
+      if by == nil then return forbidden("This server does not vouch for the join") end
+      crypto.sign_event(ev, hs.key, version.id)
+    end
     local keys = receive.prefetch_keys(hs, version, { ev })
     local r, rerr, code = hs.rooms:receive(ev, { keys = keys })
     if not r then
