@@ -25,7 +25,7 @@ local xmatrix = require "loom.federation.xmatrix"
 local dns = require "loom.net.dns"
 local sender_mod = require "loom.federation.sender"
 
-local setmetatable, type, tostring, assert = setmetatable, type, tostring, assert
+local setmetatable, type, tostring, assert, ipairs = setmetatable, type, tostring, assert, ipairs
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -91,8 +91,23 @@ function homeserver.new(server, opts)
     server:hook("server/started", function() self.sender:start() end)
     server:hook("server/stopping", function() self.sender:close() end)
   end
+  local suffix = ":" .. name
   self.presence = presence_mod.new(store, { enabled = config.presence ~= false, idle_ms = config.presence_idle_ms,
-    offline_ms = config.presence_offline_ms, log = function(level, message) server:log(level, "%s", message) end })
+    offline_ms = config.presence_offline_ms, log = function(level, message) server:log(level, "%s", message) end,
+    is_local = function(user_id) return user_id:sub(-#suffix) == suffix end,
+    -- a local user's change goes to the servers sharing a room with them
+    on_change = self.sender and function(user_id, row)
+      local dests, seen = {}, {}
+      for _, room_id in ipairs(store:rooms_for_user(user_id, "join")) do
+        local rn = store:room_nid(room_id)
+        for _, srv in ipairs(rn and store:joined_servers(rn) or {}) do
+          if not seen[srv] then seen[srv] = true; dests[#dests + 1] = srv end
+        end
+      end
+      local c = presence_mod.format(row, core.now_ms())
+      c.user_id = user_id
+      self.sender:queue_edu(dests, "m.presence", { push = core.json.array { c } })
+    end or nil })
   server:hook("server/stopping", function()
     if self.http_client then self.http_client:close() end
     self.typing:close()

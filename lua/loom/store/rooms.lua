@@ -124,6 +124,16 @@ function methods:summary_changed(room_ids, since, to)
   return out
 end
 
+--- Whether the user (of any server) is joined to some room in its current
+-- state here — as the rooms' state says, outlier memberships included.
+function methods:joined_anywhere(user_id)
+  local type_nid, sk = self:type_nid("m.room.member"), self:state_key_nid(user_id)
+  if not type_nid or not sk then return false end
+  return self.conn:value([[SELECT 1 FROM room_memberships m JOIN current_state c ON c.room_nid = m.room_nid
+      AND c.type_nid = ? AND c.state_key_nid = ? AND c.event_nid = m.event_nid
+    WHERE m.user_id = ? AND m.membership = 'join' LIMIT 1]], type_nid, sk, user_id) ~= nil
+end
+
 --- The user's membership in a room as of stream position pos (by the
 -- latest non-outlier membership event at or before it), or nil.
 function methods:membership_at(user_id, room_nid, pos)

@@ -15,7 +15,8 @@
 --
 -- A disabled handler (presence.new(store, { enabled = false })) records
 -- nothing, runs no timer and answers offline for everyone.
-local setmetatable, pairs, tostring = setmetatable, pairs, tostring
+local setmetatable, pairs, tostring, type = setmetatable, pairs, tostring, type
+local math_type = math.type
 local math_max, math_min = math.max, math.min
 local uv = require "luv"
 local core = require "loom.core"
@@ -33,14 +34,22 @@ presence.IDLE_MS = 300000      -- Synapse's IDLE_TIMER: 5 minutes without activi
 presence.OFFLINE_MS = 30000    -- Synapse's SYNC_ONLINE_TIMEOUT: 30 s after the last sync -> offline
 -- last_active_ts is written at most this often while a user stays active
 local ACTIVE_GRANULARITY = 60000
+-- a user of another server with no news this long goes offline
+presence.REMOTE_TIMEOUT_MS = 30 * 60 * 1000
 -- at most this many users' presence is kept in memory
 local ROWS_MAX = 10000
 
 --- presence.new(store, opts) -> Presence. opts: enabled (default true),
--- idle_ms, offline_ms, now (a clock in ms, for tests), log(level, message).
+-- idle_ms, offline_ms, now (a clock in ms, for tests), log(level, message),
+-- is_local(user_id) (default: every user is local) and on_change(user_id,
+-- row) (called after a local user's presence changed: federation sends it
+-- on). Other servers' users are not aged by idle or sync timeouts (their
+-- server says when they change); they go offline after
+-- presence.REMOTE_TIMEOUT_MS without news.
 function presence.new(store, opts)
   opts = opts or {}
   return setmetatable({ store = store, enabled = opts.enabled ~= false,
+    is_local = opts.is_local, on_change = opts.on_change,
     idle_ms = opts.idle_ms or presence.IDLE_MS, offline_ms = opts.offline_ms or presence.OFFLINE_MS,
     now = opts.now or core.now_ms, log = opts.log,
     rows = {}, nrows = 0, -- user_id -> the stored presence (false: none), for users seen lately
@@ -103,9 +112,11 @@ local function update(self, user_id, cur, state, status_msg, last_active, active
   self.rows[user_id] = nil     -- read again should the write fail
   local pos = self.store:set_presence(user_id, { state = state, status_msg = status_msg,
     last_active_ts = last_active, currently_active = active })
-  self.rows[user_id] = { user_id = user_id, state = state, status_msg = status_msg, last_active_ts = last_active,
+  local row = { user_id = user_id, state = state, status_msg = status_msg, last_active_ts = last_active,
     currently_active = active, stream_id = pos }
+  self.rows[user_id] = row
   if state ~= "offline" then arm(self) end
+  if self.on_change and (not self.is_local or self.is_local(user_id)) then self.on_change(user_id, row) end
   return true
 end
 
@@ -170,12 +181,16 @@ function methods:tick()
   for _, p in pairs(self.store:presence_not_offline()) do
     if self.closed then return changed end
     local state, active = p.state, p.currently_active
-    if state == "online" and now - p.last_active_ts >= self.idle_ms then
-      state, active = "unavailable", false
-    end
-    if not self.syncs[p.user_id] then
-      local seen = math_max(self.last_sync[p.user_id] or 0, p.last_active_ts)
-      if now - seen >= self.offline_ms then state, active = "offline", false end
+    if self.is_local and not self.is_local(p.user_id) then
+      if now - p.last_active_ts >= presence.REMOTE_TIMEOUT_MS then state, active = "offline", false end
+    else
+      if state == "online" and now - p.last_active_ts >= self.idle_ms then
+        state, active = "unavailable", false
+      end
+      if not self.syncs[p.user_id] then
+        local seen = math_max(self.last_sync[p.user_id] or 0, p.last_active_ts)
+        if now - seen >= self.offline_ms then state, active = "offline", false end
+      end
     end
     if state ~= p.state or active ~= p.currently_active then
       update(self, p.user_id, p, state, p.status_msg, p.last_active_ts, active)
@@ -190,6 +205,18 @@ function methods:tick()
   end
   if left == 0 and not self.closed then disarm(self) end
   return changed
+end
+
+--- p:remote(user_id, content): the presence of another server's user as
+-- its server sent it (an m.presence EDU's push entry: presence,
+-- last_active_ago, currently_active, status_msg).
+function methods:remote(user_id, c)
+  if not self.enabled or self.closed or not presence.STATES[c.presence] then return false end
+  local cur = current(self, user_id)
+  local ago = math_type(c.last_active_ago) == "integer" and c.last_active_ago >= 0 and c.last_active_ago or nil
+  local last_active = ago and (self.now() - ago) or (cur and cur.last_active_ts or 0)
+  local msg = type(c.status_msg) == "string" and c.status_msg:sub(1, 1024) or nil
+  return update(self, user_id, cur, c.presence, msg, last_active, c.currently_active == true)
 end
 
 --- p:content(user_id) -> the m.presence content of a user: { presence,

@@ -7,7 +7,7 @@
 -- result ({} or { error }): unknown rooms and servers the room's ACL denies
 -- are refused; events whose prev_events are missing are filled in first
 -- (loom.federation.inbound: /get_missing_events, then the state at the
--- event). EDUs: m.typing, m.receipt and m.direct_to_device, each for users of
+-- event). EDUs: m.typing, m.receipt, m.presence and m.direct_to_device, each for users of
 -- the origin only (and, for typing and receipts, joined to the room, from a
 -- server the room's ACL allows).
 local type, ipairs, pairs, tostring, next, pcall, error, select = type, ipairs, pairs, tostring, next, pcall, error,
@@ -76,6 +76,18 @@ edu_handlers["m.receipt"] = function(hs, origin, c)
           end
         end
       end
+    end
+  end
+end
+
+edu_handlers["m.presence"] = function(hs, origin, c)
+  if not is_object(c) or not is_array(c.push) then return end
+  local store = hs.store
+  for i, p in ipairs(c.push) do
+    if i > 1000 then break end
+    -- users of the origin who are in a room here
+    if is_object(p) and domain(p.user_id) == origin and store:joined_anywhere(p.user_id) then
+      hs.presence:remote(p.user_id, p)
     end
   end
 end
