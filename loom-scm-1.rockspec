@@ -105,6 +105,7 @@ build = {
       ["loom.room.event"] = "lua/loom/room/event.lua",
       ["loom.room"] = "lua/loom/room/init.lua",
       ["loom.room.redact"] = "lua/loom/room/redact.lua",
+      ["loom.room.restricted"] = "lua/loom/room/restricted.lua",
       ["loom.room.statemap"] = "lua/loom/room/statemap.lua",
       ["loom.room.stateres"] = "lua/loom/room/stateres.lua",
       ["loom.room.version"] = "lua/loom/room/version.lua",
