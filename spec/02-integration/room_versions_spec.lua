@@ -42,6 +42,39 @@ describe("room versions (client API)", function()
     end)
   end
 
+  for _, id in ipairs({ "5", "9", "10" }) do
+    it("v" .. id .. ": power levels from a client must be integers (400 M_BAD_JSON), as the event schema says",
+      function()
+      local room = t:create_room(alice, { room_version = id })
+      local path = "/_matrix/client/v3/rooms/" .. enc(room) .. "/state/m.room.power_levels/"
+      local pl = t:request("GET", path, nil, alice.access_token).json
+      for _, change in ipairs({
+        function(c) c.users[bob.user_id] = "50" end,
+        function(c) c.ban = "50" end,
+        function(c) c.events["m.room.topic"] = 1.5 end,
+        function(c) c.notifications = { room = "50" } end,
+        function(c) c.users = "all" end,
+      }) do
+        local c = t:request("GET", path, nil, alice.access_token).json
+        change(c)
+        local r = t:request("PUT", path, c, alice.access_token)
+        assert.equal(400, r.status, r.body)
+        assert.equal("M_BAD_JSON", r.json.errcode)
+      end
+      assert.same(pl, t:request("GET", path, nil, alice.access_token).json)
+      pl.users[bob.user_id] = 50
+      assert.equal(200, t:request("PUT", path, pl, alice.access_token).status)
+      -- createRoom's override too, and nothing is left of the room
+      local before = #t:request("GET", "/_matrix/client/v3/joined_rooms", nil, alice.access_token).json.joined_rooms
+      local r = t:request("POST", "/_matrix/client/v3/createRoom", { room_version = id,
+        power_level_content_override = { users_default = "10" } }, alice.access_token)
+      assert.equal(400, r.status, r.body)
+      assert.equal("M_BAD_JSON", r.json.errcode)
+      assert.equal(before,
+        #t:request("GET", "/_matrix/client/v3/joined_rooms", nil, alice.access_token).json.joined_rooms)
+    end)
+  end
+
   for _, id in ipairs(SUPPORTED) do
     it("a version " .. id .. " room: create, join, messages, history and a redaction", function()
       local room = t:create_room(alice, { room_version = id, preset = "public_chat", name = "v" .. id })

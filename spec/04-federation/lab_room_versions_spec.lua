@@ -31,11 +31,17 @@ for _, rv in ipairs({ "3", "5", "9" }) do
         local cr = b:client("GET", "/_matrix/client/v3/rooms/" .. E(room) .. "/state/m.room.create/", nil,
           bob.access_token)
         assert(cr.status == 200, cr.body)
-        -- alice gives bob 50 as a string: valid in v3-v9; bob may then set the topic
+        -- alice gives bob 50 as a string: valid in v3-v9 (a client cannot send
+        -- one, so the event is made by the room service itself, as an older
+        -- server might send it); bob may then set the topic
         local pl = a:client("GET", "/_matrix/client/v3/rooms/" .. E(room) .. "/state/m.room.power_levels/", nil,
           alice.access_token).json
         pl.users[bob.user_id] = "50"
-        a:state(alice, room, "m.room.power_levels", "", pl)
+        local refused = a:client("PUT", "/_matrix/client/v3/rooms/" .. E(room) .. "/state/m.room.power_levels/", pl,
+          alice.access_token)
+        assert(refused.status == 400 and refused.json.errcode == "M_BAD_JSON", refused.body)
+        assert(a.hs.rooms:send(room, { type = "m.room.power_levels", state_key = "", sender = alice.user_id,
+          content = pl }))
         assert(lab:settle())
         local topic_id = b:state(bob, room, "m.room.topic", "", { topic = "set by bob" })
         assert(lab:settle())

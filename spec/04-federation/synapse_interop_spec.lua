@@ -224,6 +224,16 @@ describe("federation with Synapse 1.67", function()
         salice.access_token)
       return bodies(sm)["v9 from loom"] == bob.user_id
     end, 20000), "Synapse never got loom's v9 message")
+    -- a client may not send a power level as a string, even before v10:
+    -- Synapse refuses it with 400 M_BAD_JSON, as loom does
+    local pl = scall("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.power_levels/", nil,
+      salice.access_token)
+    assert.equal(200, pl.status, pl.body)
+    pl.json.users[bob.user_id] = "50"
+    local put = scall("PUT", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.power_levels/", pl.json,
+      salice.access_token)
+    assert.equal(400, put.status, put.body)
+    assert.equal("M_BAD_JSON", put.json.errcode)
   end)
 
   it("refuses to join Synapse rooms of versions 1 and 2 with M_UNSUPPORTED_ROOM_VERSION", function()
@@ -266,6 +276,27 @@ describe("federation with Synapse 1.67", function()
         local b = bodies(sm)
         return b["v" .. rv .. " from loom"] ~= nil and b["v" .. rv .. " history"] ~= nil
       end, 20000), "Synapse never got loom's message and history")
+      -- a power level as a string (valid before v10; made by the room service,
+      -- as a client may not send one): Synapse reads it as 50 and lets salice
+      -- set the topic, and loom accepts the topic from Synapse
+      local pl = loom.hs.rooms:state_event(room_id, "m.room.power_levels", "").content
+      local content = { users = { [carol.user_id] = 100, [salice.user_id] = "50" } }
+      for k, v in pairs(pl) do if k ~= "users" then content[k] = v end end
+      assert(loom.hs.rooms:send(room_id, { type = "m.room.power_levels", state_key = "", sender = carol.user_id,
+        content = content }))
+      assert.is_true(until_(function()
+        local st = syn:call("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.power_levels/", nil,
+          salice.access_token)
+        return st.status == 200 and st.json.users[salice.user_id] == "50"
+      end, 20000), "Synapse never got the power levels")
+      local tp = scall("PUT", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.topic/",
+        { topic = "v" .. rv .. " topic by salice" }, salice.access_token)
+      assert.equal(200, tp.status, tp.body)
+      assert.is_true(until_(function()
+        local st = loom:call("GET", "/_matrix/client/v3/rooms/" .. E(room_id) .. "/state/m.room.topic/", nil,
+          carol.access_token)
+        return st.status == 200 and st.json.topic == "v" .. rv .. " topic by salice"
+      end, 20000), "loom never took salice's topic")
     end)
   end
 end)
