@@ -1,13 +1,15 @@
--- loom.room.auth: the authorization rules of room versions 10, 11 and 12.
+-- loom.room.auth: the authorization rules of room versions 3 to 12.
 -- Every rejecting rule is reached by at least one event (checked at the end
 -- against the full list per version), and every "allow" branch by one.
+-- Cases name their outcome in v10, v11 and v12; versions 3 to 9 follow v10
+-- (renumbered as their spec pages number the rules) except where OLDER says.
 local auth = require("loom.room.auth")
 local version = require("loom.room.version")
 local crypto = require("loom.room.crypto")
 local core = require("loom.core")
 local json = core.json
 
-local VERSIONS = { "10", "11", "12" }
+local VERSIONS = { "3", "4", "5", "6", "7", "8", "9", "10", "11", "12" }
 local IDX = { ["10"] = 1, ["11"] = 2, ["12"] = 3 }
 
 local ALICE = "@alice:a.example"   -- the creator
@@ -136,7 +138,85 @@ end
 
 -- ---- expectations -------------------------------------------------------------
 
-local seen = { ["10"] = {}, ["11"] = {}, ["12"] = {} }
+local seen = {}
+for _, vid in ipairs(VERSIONS) do seen[vid] = {} end
+
+-- A v10 rule number as versions 3-9 number it. v8/v9 pages: no power-levels
+-- rules 9.1 and 9.2 (integers only, new in v10), so 9.3 is 9.1 and 9.5-9.9
+-- are 9.3-9.7. v6/v7 pages: no 4.2 (join_authorised_via_users_server) and no
+-- 4.3.5 (restricted), so join is 4.2 (its last rule 4.2.6) and the later
+-- memberships move up by one; v6 has no 4.7 (knock) either. v3-v5 pages:
+-- rule 4 is m.room.aliases, every later top-level rule moves down by one.
+local PL_BEFORE_V10 = { ["9.3"] = "9.1", ["9.5.1"] = "9.3.1", ["9.5.2"] = "9.3.2", ["9.6"] = "9.4",
+  ["9.7"] = "9.5", ["9.8"] = "9.6", ["9.9"] = "9.7" }
+local function relabel(vid, label)
+  local n = tonumber(vid)
+  if label == "allow" or n >= 10 then return label end
+  if label:sub(1, 1) == "=" then return label:sub(2) end   -- already in the version's numbering
+  label = PL_BEFORE_V10[label] or label
+  if n < 8 then
+    local sub, rest = label:match("^4%.(%d+)(.*)$")
+    sub = tonumber(sub)
+    if label == "4.3.7" then
+      label = "4.2.6"
+    elseif label == "4.8" then
+      label = n == 7 and "4.7" or "4.6"
+    elseif sub and sub >= 3 then
+      label = "4." .. (sub - 1) .. rest
+    end
+  end
+  if n < 6 then
+    local top, rest = label:match("^(%d+)(.*)$")
+    if tonumber(top) >= 4 then label = (tonumber(top) + 1) .. rest end
+  end
+  return label
+end
+
+-- Cases whose outcome in versions 3-9 is not v10's: { { below, outcome }, ... }
+-- in order; the first entry with vid < below gives the outcome (a v10 rule
+-- number, renumbered; "=x" is already the version's own number).
+local OLDER = {
+  -- restricted joins (v8) and knock_restricted (v10): before, an unknown join rule
+  ["join_authorised_via_users_server not signed by its server"] = { { 8, "4.3.7" } },
+  ["join_authorised_via_users_server not a user ID"] = { { 8, "4.3.7" } },
+  ["join_authorised_via_users_server: verify_signature says no"] = { { 8, "4.3.7" } },
+  ["restricted: invited user joins"] = { { 8, "4.3.7" } },
+  ["restricted: no authorising user"] = { { 8, "4.3.7" } },
+  ["restricted: authorising user below the invite level"] = { { 8, "4.3.7" } },
+  ["restricted: authorising user not joined"] = { { 8, "4.3.7" } },
+  ["restricted: authorised by a joined moderator"] = { { 8, "4.3.7" } },
+  ["knock_restricted: authorised join"] = { { 10, "4.3.7" } },
+  ["knock_restricted: unauthorised join"] = { { 10, "4.3.7" } },
+  ["knock_restricted: joined member re-joins"] = { { 10, "4.3.7" } },
+  -- knocking (v7): before, "knock" is an unknown membership and join rule
+  ["knock: invited user joins"] = { { 7, "4.3.7" } },
+  ["knocking user withdraws"] = { { 7, "4.5.1" } },
+  ["knock in a public room"] = { { 7, "4.8" } },
+  ["knock for someone else"] = { { 7, "4.8" } },
+  ["knock in a knock room"] = { { 7, "4.8" } },
+  ["knock in a knock_restricted room after leaving"] = { { 7, "4.8" }, { 10, "4.7.1" } },
+  ["joined user knocks"] = { { 7, "4.8" } },
+  ["banned user knocks"] = { { 7, "4.8" } },
+  -- integer power levels (v10): before, only users is checked, and strings count
+  ["power_levels: string level"] = { { 10, "allow" } },
+  ["power_levels: float level"] = { { 10, "allow" } },
+  ["power_levels: events value not an integer"] = { { 10, "allow" } },
+  ["power_levels: notifications not an object"] = { { 10, "allow" } },
+  -- notifications in rules 9.4/9.5 from v6
+  ["power_levels: changing a notifications entry above the sender's"] = { { 6, "allow" } },
+  -- m.room.aliases (v3-v5 rule 4)
+  ["m.room.aliases for another server"] = { { 6, "=4.2" } },
+  ["m.room.aliases without a state_key"] = { { 6, "=4.1" } },
+  ["m.room.aliases by a server not in the room"] = { { 6, "allow" } },
+}
+
+local function expected(case, vid)
+  if IDX[vid] then return case[2][IDX[vid]] end
+  for _, o in ipairs(OLDER[case[1]] or {}) do
+    if tonumber(vid) < o[1] then return relabel(vid, o[2]) end
+  end
+  return relabel(vid, case[2][1])
+end
 
 local function expect(vid, want, ok, reason, rule, what)
   if want == "allow" then
@@ -635,6 +715,22 @@ local CASES = {
     return r, r:member_ev(BOB, BOB, 5)
   end },
 
+  -- m.room.aliases: rule 4 of v3-v5, an ordinary state event from v6
+  { "m.room.aliases for another server", { "7", "7", "8" }, function(vid)
+    local r = standard(vid)
+    return r, r:ev({ type = "m.room.aliases", state_key = "a.example", sender = BOB,
+      content = { aliases = arr({ "#x:a.example" }) } })
+  end },
+  { "m.room.aliases without a state_key", { "allow", "allow", "allow" }, function(vid)
+    local r = standard(vid)
+    return r, r:ev({ type = "m.room.aliases", sender = BOB, content = { aliases = arr() } })
+  end },
+  { "m.room.aliases by a server not in the room", { "5", "5", "6" }, function(vid)
+    local r = standard(vid)
+    return r, r:ev({ type = "m.room.aliases", state_key = "c.example", sender = CAROL,
+      content = { aliases = arr({ "#x:c.example" }) } })
+  end },
+
   -- 5, 6, 7, 8
   { "message from a non-member", { "5", "5", "6" }, function(vid)
     local r = standard(vid)
@@ -823,7 +919,7 @@ local CASES = {
 for _, vid in ipairs(VERSIONS) do
   describe("loom.room.auth v" .. vid, function()
     for _, case in ipairs(CASES) do
-      local want = case[2][IDX[vid]]
+      local want = expected(case, vid)
       if want then
         it(case[1] .. " -> " .. want, function()
           local r, ev, opts = case[3](vid)
@@ -932,7 +1028,7 @@ local AUTH_CASES = {
 for _, vid in ipairs(VERSIONS) do
   describe("loom.room.auth.check_auth_events v" .. vid, function()
     for _, case in ipairs(AUTH_CASES) do
-      local want = case[2][IDX[vid]]
+      local want = expected(case, vid)
       it(case[1] .. " -> " .. want, function()
         local r = standard(vid)
         local ev, list, opts = case[3](r)
@@ -964,6 +1060,22 @@ local ALL_RULES = {
     "5.7.2", "5.7.4", "5.8", "6", "7.1", "8", "9", "10.1", "10.2", "10.3", "10.4", "10.6.1", "10.6.2",
     "10.7", "10.8", "10.9", "10.10" },
 }
+
+-- Versions 3-9: v10's rules, without those the version lacks, renumbered;
+-- v3-v5 add the m.room.aliases rules 4.1 and 4.2.
+for _, vid in ipairs({ "3", "4", "5", "6", "7", "8", "9" }) do
+  local n = tonumber(vid)
+  local list, dup = {}, {}
+  local absent = { ["9.1"] = true, ["9.2"] = true }
+  if n < 8 then absent["4.2.1"], absent["4.3.5.2"] = true, true end
+  if n < 7 then absent["4.7.1"], absent["4.7.2"], absent["4.7.4"] = true, true, true end
+  for _, rule in ipairs(ALL_RULES["10"]) do
+    local label = relabel(vid, rule)
+    if not absent[rule] and not dup[label] then dup[label] = true; list[#list + 1] = label end
+  end
+  if n < 6 then list[#list + 1] = "4.1"; list[#list + 1] = "4.2" end
+  ALL_RULES[vid] = list
+end
 
 describe("loom.room.auth rule coverage", function()
   for _, vid in ipairs(VERSIONS) do
@@ -1087,9 +1199,13 @@ describe("loom.room.auth selection", function()
 
       local join = r:member_ev(BOB, BOB, "join", { join_authorised_via_users_server = MOD })
       want = { r:get("m.room.power_levels").event_id, r:get("m.room.member", BOB).event_id,
-        r:get("m.room.join_rules").event_id, r:get("m.room.member", MOD).event_id }
+        r:get("m.room.join_rules").event_id }
       if not r.v.room_id_is_create_hash then want[#want + 1] = r.create.event_id end
-      assert.same(sorted(want), ids(auth.select(r.v, join, r:state())))
+      -- the authorising user's membership only where restricted rooms exist (v8+)
+      local with_via = { table.unpack(want) }
+      with_via[#with_via + 1] = r:get("m.room.member", MOD).event_id
+      assert.same(sorted(r.v.restricted_join_rule and with_via or want), ids(auth.select(r.v, join, r:state())))
+      want = with_via
 
       local knock = r:member_ev(CAROL, CAROL, "knock")
       assert.equals(#want - 1, #auth.select(r.v, knock, r:state())) -- no authorising user

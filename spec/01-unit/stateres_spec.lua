@@ -78,7 +78,7 @@ end
 local function start(vid)
   local r = new_room(vid)
   local m = { state = {} }
-  r:send(m, "CREATE", CREATE, A, "", { room_version = vid })
+  r:send(m, "CREATE", CREATE, A, "", { room_version = vid, creator = r.v.creator_in_content and A or nil })
   r:send(m, "IMA", MEMBER, A, A, { membership = "join" })
   r:send(m, "IPOWER", PL, A, "", r:pl { [A] = 100 })
   r:send(m, "IJR", JR, A, "", { join_rule = "public" })
@@ -127,7 +127,7 @@ local function initial_with(changes)
   return m
 end
 
-local VERSIONS = { "11", "12" }
+local VERSIONS = { "3", "5", "6", "9", "10", "11", "12" }
 
 -- ---- scenarios ------------------------------------------------------------------------
 

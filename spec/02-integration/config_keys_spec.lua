@@ -9,7 +9,7 @@ describe("configuration keys", function()
       { { port = 70000 }, "port must be an integer 0..65535" },
       { { port = 1.5 }, "port must be an integer" },
       { { server_name = "a b" }, "server_name must be a server name" },
-      { { default_room_version = "1" }, "default_room_version must be one of 10, 11, 12" },
+      { { default_room_version = "1" }, "default_room_version must be one of 3, 4, 5, 6, 7, 8, 9, 10, 11, 12" },
       { { log_level = "loud" }, "log_level must be one of debug, info, warn, error" },
       { { database = "x.db" }, "database must be a table with a path string" },
       { { logger = 5 }, "logger must be a function" },

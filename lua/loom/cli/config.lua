@@ -131,7 +131,7 @@ config.checks = {
       return bad
     end
   end,
-  default_room_version = one_of("10", "11", "12"),
+  default_room_version = one_of("3", "4", "5", "6", "7", "8", "9", "10", "11", "12"),
   password_iterations = integer(1000, 100000000),
   enable_registration = function(v) if type(v) ~= "boolean" then return "true or false" end end,
   versions = of_type("table"),

@@ -11,7 +11,8 @@
 -- the keys every event names in its signatures (for the servers whose
 -- signatures count: the sender's, and the authorising server of a
 -- restricted join) are fetched here first, each valid at the event's
--- origin_server_ts, and handed over as a table lookup.
+-- origin_server_ts (room version 5 and later; in v3 and v4 any published key
+-- counts), and handed over as a table lookup.
 local type, pairs, ipairs = type, pairs, ipairs
 local math_type = math.type
 local ljson = require "loom.json"
@@ -43,13 +44,18 @@ end
 --- receive.prefetch_keys(hs, version, events) -> keys(server, key_id) ->
 -- public key | nil. Inside a task. Keys that cannot be fetched are absent
 -- (the event's check then fails on them).
-function receive.prefetch_keys(hs, _, events)
+function receive.prefetch_keys(hs, version, events)
   local found = {}
   local wanted = {}   -- server -> key_id -> latest ts needed
   for _, ev in ipairs(events) do
     local sigs = is_object(ev) and ev.signatures
     if is_object(sigs) then
-      local ts = math_type(ev.origin_server_ts) == "integer" and ev.origin_server_ts or 0
+      -- from v5 a key counts only while valid at the event's origin_server_ts;
+      -- before, any key the server has published counts
+      local ts = 0
+      if version.enforce_key_validity and math_type(ev.origin_server_ts) == "integer" then
+        ts = ev.origin_server_ts
+      end
       for server in pairs(receive.signing_servers(ev)) do
         local mine = sigs[server]
         if is_object(mine) then

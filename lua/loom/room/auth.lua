@@ -1,4 +1,4 @@
--- loom.room.auth: the authorization rules of room versions 10, 11 and 12,
+-- loom.room.auth: the authorization rules of room versions 3 to 12,
 -- and the auth events selection algorithm. Contracts and examples:
 -- docs/room-events-and-auth.md.
 --
@@ -8,12 +8,12 @@
 -- `state(type, state_key)` returns the event the rules consult (or nil). A
 -- rejection returns nil, a human reason and the number of the rule that
 -- rejected, in the numbering of that room version's spec page ("4.3.2" in
--- v11 is "5.3.2" in v12). Version differences are read from the version
--- table's flags, never from its id.
+-- v11 is "5.3.2" in v12, "5.2.2" in v3). Version differences are read from
+-- the version table's flags, never from its id.
 
-local type, pairs, ipairs, next, tostring = type, pairs, ipairs, next, tostring
+local type, pairs, ipairs, next, tostring, tonumber = type, pairs, ipairs, next, tostring, tonumber
 local getmetatable, error = getmetatable, error
-local math_type, math_huge = math.type, math.huge
+local math_type, math_huge, math_tointeger = math.type, math.huge, math.tointeger
 local string_match, string_sub, string_format = string.match, string.sub, string.format
 
 local core = require("loom.core")
@@ -29,9 +29,9 @@ local _ENV = nil -- luacheck: ignore 211
 
 local auth = {}
 
-local CREATE, MEMBER, POWER, JOIN_RULES, TPI =
+local CREATE, MEMBER, POWER, JOIN_RULES, TPI, ALIASES =
   "m.room.create", "m.room.member", "m.room.power_levels", "m.room.join_rules",
-  "m.room.third_party_invite"
+  "m.room.third_party_invite", "m.room.aliases"
 
 -- ---- helpers ---------------------------------------------------------------
 
@@ -42,6 +42,21 @@ local function is_int(v)
 end
 
 local check_version = room_version.check
+
+-- A power level value as an integer, or nil. From v10 only integers count;
+-- before, a string holding a base-10 integer counts too ("50", " +050 ",
+-- "-1"; spec: "m.room.power_levels events accept values as strings"), while
+-- one out of the 64-bit range does not.
+local function level_of(version, v)
+  if is_int(v) then return v end
+  if version.integer_power_levels or type(v) ~= "string" then return nil end
+  local sign, digits = string_match(v, "^%s*([+-]?)0*(%d+)%s*$")
+  if not digits or #digits > 18 then return nil end
+  local n = math_tointeger(tonumber(digits))
+  if sign == "-" then n = -n end
+  return n
+end
+auth.level_of = level_of
 
 local function check_fn(f, n, fname)
   if type(f) ~= "function" then
@@ -99,9 +114,35 @@ end
 
 -- The rule label for a version: `label` is in v11 numbering. In v12 every
 -- top-level rule after 1 moves down by one (the new rule 2), and the
--- power-levels rules after 10.3 by one more (the new 10.4).
+-- power-levels rules after 10.3 by one more (the new 10.4). Before v10 the
+-- power-levels rules 9.1 and 9.2 (integers only) do not exist, so 9.3 is 9.1
+-- and 9.5 .. 9.9 are 9.3 .. 9.7; before v8 rule 4.2 (join_authorised_via_users_server)
+-- and 4.3.5 (restricted) do not, and before v7 neither does 4.7 (knock);
+-- in v3 .. v5 rule 4 is m.room.aliases and every later rule moves down by one.
+local function old_rule(version, label)
+  local top, rest = string_match(label, "^(%d+)(.*)$")
+  if top == "9" and not version.integer_power_levels then
+    local sub, tail = string_match(rest, "^%.(%d+)(.*)$")
+    sub = sub + 0
+    rest = "." .. (sub == 3 and 1 or sub - 2) .. tail
+  elseif top == "4" and not version.restricted_join_rule then
+    if rest == ".3.7" then
+      rest = ".2.6"
+    else
+      local sub, tail = string_match(rest, "^%.(%d+)(.*)$")
+      if sub and sub + 0 >= 3 then rest = "." .. (sub - 1) .. tail end
+    end
+    if rest == ".7" and not version.knock_join_rule then rest = ".6" end
+  end
+  if version.aliases_auth_rule and top + 0 >= 4 then top = top + 1 end
+  return top .. rest
+end
+
 local function rule(version, label)
-  if not version.room_id_is_create_hash then return label end
+  if not version.room_id_is_create_hash then
+    if version.integer_power_levels then return label end
+    return old_rule(version, label)
+  end
   local top, rest = string_match(label, "^(%d+)(.*)$")
   top = top + 1
   if top == 10 and version.creators_have_infinite_power then
@@ -136,9 +177,9 @@ function auth.power_level(version, state, user_id)
   local pl = pl_content(state)
   if pl then
     local users = pl.users
-    if is_object(users) and is_int(users[user_id]) then return users[user_id] end
-    if is_int(pl.users_default) then return pl.users_default end
-    return 0
+    local own = is_object(users) and level_of(version, users[user_id])
+    if own then return own end
+    return level_of(version, pl.users_default) or 0
   end
   if create then
     local creator
@@ -167,8 +208,8 @@ function auth.levels(version, state)
   local pl = pl_content(state)
   local out = {}
   for k, default in pairs(LEVEL_DEFAULTS) do
-    local v = pl and pl[k]
-    if is_int(v) then out[k] = v else out[k] = default end
+    local v = pl and level_of(version, pl[k])
+    if v then out[k] = v else out[k] = default end
   end
   if not pl then out.state_default = 0 end
   return out
@@ -181,7 +222,8 @@ function auth.required_level(version, state, event_type, is_state)
   check_fn(state, 2, "required_level")
   local pl = pl_content(state)
   local events = pl and pl.events
-  if is_object(events) and is_int(events[event_type]) then return events[event_type] end
+  local own = is_object(events) and level_of(version, events[event_type])
+  if own then return own end
   local levels = auth.levels(version, state)
   if is_state then return levels.state_default end
   return levels.events_default
@@ -443,7 +485,9 @@ local function check_member(version, ev, state, create, opts)
 
   elseif membership == "leave" then
     if sender == target then
-      if sender_m == "invite" or sender_m == "join" or sender_m == "knock" then return true end
+      if sender_m == "invite" or sender_m == "join" or (sender_m == "knock" and version.knock_join_rule) then
+        return true
+      end
       return reject(version, "4.5.1", "leave: sender is not invited, joined or knocking")
     end
     if sender_m ~= "join" then
@@ -481,10 +525,10 @@ end
 
 local PL_LEVELS = { "users_default", "events_default", "state_default", "ban", "redact", "kick", "invite" }
 
-local function int_map(v)
+local function int_map(version, v)
   if not is_object(v) then return false end
   for k, x in pairs(v) do
-    if type(k) ~= "string" or not is_int(x) then return false end
+    if type(k) ~= "string" or not level_of(version, x) then return false end
   end
   return true
 end
@@ -492,21 +536,23 @@ end
 -- Rule 9 (v11 numbering): m.room.power_levels.
 local function check_power_levels(version, ev, state, create)
   local content = content_of(ev) or {}
-  for _, k in ipairs(PL_LEVELS) do
-    if content[k] ~= nil and not is_int(content[k]) then
-      return reject(version, "9.1", "power_levels: " .. k .. " is not an integer")
-    end
-  end
   local maps = { "events" }
   if version.notifications_in_power_levels then maps[2] = "notifications" end
-  for _, k in ipairs(maps) do
-    if content[k] ~= nil and not int_map(content[k]) then
-      return reject(version, "9.2", "power_levels: " .. k .. " is not an object of integers")
+  if version.integer_power_levels then
+    for _, k in ipairs(PL_LEVELS) do
+      if content[k] ~= nil and not is_int(content[k]) then
+        return reject(version, "9.1", "power_levels: " .. k .. " is not an integer")
+      end
+    end
+    for _, k in ipairs(maps) do
+      if content[k] ~= nil and not int_map(version, content[k]) then
+        return reject(version, "9.2", "power_levels: " .. k .. " is not an object of integers")
+      end
     end
   end
   local users = content.users
   if users ~= nil then
-    local ok = int_map(users)
+    local ok = int_map(version, users)
     if ok then
       for u in pairs(users) do
         if not auth.valid_user_id(u) then ok = false break end
@@ -528,9 +574,9 @@ local function check_power_levels(version, ev, state, create)
   if not old then return true end
   local power = auth.power_level(version, state, ev.sender)
 
-  local function int_or_nil(v) if is_int(v) then return v end return nil end
+  local function int_or_nil(v) return level_of(version, v) end
   for _, k in ipairs(PL_LEVELS) do
-    local was, now = int_or_nil(old[k]), content[k]
+    local was, now = int_or_nil(old[k]), int_or_nil(content[k])
     if was ~= now then
       if was ~= nil and was > power then
         return reject(version, "9.5.1", "power_levels: current " .. k .. " is above the sender's level")
@@ -546,7 +592,7 @@ local function check_power_levels(version, ev, state, create)
     local was, now = obj(old[k]), obj(content[k])
     for key, v in pairs(was) do
       v = int_or_nil(v)
-      if v ~= nil and now[key] ~= v and v > power then
+      if v ~= nil and int_or_nil(now[key]) ~= v and v > power then
         return reject(version, "9.6", "power_levels: " .. k .. "[" .. key .. "] was above the sender's level")
       end
     end
@@ -554,7 +600,8 @@ local function check_power_levels(version, ev, state, create)
   for _, k in ipairs(maps) do
     local was, now = obj(old[k]), obj(content[k])
     for key, v in pairs(now) do
-      if int_or_nil(was[key]) ~= v and v > power then
+      v = int_or_nil(v)
+      if v ~= nil and int_or_nil(was[key]) ~= v and v > power then
         return reject(version, "9.7", "power_levels: " .. k .. "[" .. key .. "] is above the sender's level")
       end
     end
@@ -563,11 +610,12 @@ local function check_power_levels(version, ev, state, create)
   local was_users, now_users = obj(old.users), obj(users)
   for u, v in pairs(was_users) do
     v = int_or_nil(v)
-    if v ~= nil and u ~= ev.sender and now_users[u] ~= v and v >= power then
+    if v ~= nil and u ~= ev.sender and int_or_nil(now_users[u]) ~= v and v >= power then
       return reject(version, "9.8", "power_levels: cannot change " .. u .. ", whose level is not below the sender's")
     end
   end
   for u, v in pairs(now_users) do
+    v = int_or_nil(v)
     if int_or_nil(was_users[u]) ~= v and v > power then
       return reject(version, "9.9", "power_levels: cannot give " .. u .. " a level above the sender's")
     end
@@ -618,6 +666,14 @@ function auth.check(version, ev, state, opts)
   local create_content = content_of(create) or {}
   if create_content["m.federate"] == false and domain(ev.sender) ~= domain(create.sender) then
     return reject(version, "3", "room is not federated and the sender is on another server")
+  end
+
+  if ev.type == ALIASES and version.aliases_auth_rule then
+    if type(ev.state_key) ~= "string" then return nil, "m.room.aliases without state_key", "4.1" end
+    if domain(ev.sender) ~= ev.state_key then
+      return nil, "m.room.aliases: the sender's server is not the state_key", "4.2"
+    end
+    return true
   end
 
   if ev.type == MEMBER then return check_member(version, ev, state, create, opts) end

@@ -1,5 +1,5 @@
 -- loom.room.event: building local events and checking received ones, per
--- room version (v10, v11, v12: the "v4" event format with hash-based event
+-- room version (v3 to v12: the "v3"/"v4" event formats with hash-based event
 -- IDs). Contracts and examples: docs/room-events-and-auth.md.
 --
 --   local event = require "loom.room.event"
@@ -104,8 +104,9 @@ end
 
 -- ---- event IDs -------------------------------------------------------------
 
---- The event ID: "$" .. URL-safe unpadded base64 of the reference hash of
--- the event without its (loom-local) event_id. Returns the ID, or nil,
+--- The event ID: "$" .. unpadded base64 (v3: standard alphabet; v4 and
+-- later: URL-safe) of the reference hash of the event without its
+-- (loom-local) event_id. Returns the ID, or nil,
 -- message, code (a JSON encoder code).
 function event.compute_id(version, ev)
   check_version(version, 1, "compute_id")

@@ -1,4 +1,4 @@
--- loom.room.stateres: state resolution v2 (room versions 10, 11) and v2.1
+-- loom.room.stateres: state resolution v2 (room versions 3 to 11) and v2.1
 -- (room version 12). The graph work (auth chains, auth difference, conflicted
 -- subgraph, the two orderings) runs in C over a loom.StateGraph; this module
 -- loads the events, runs the iterative auth checks with loom.room.auth and

@@ -6,9 +6,9 @@
 --   local v = assert(version.get("11"))
 --   if v.creator_in_content then ... end
 --
--- Versions 10, 11 and 12 are supported; 6-9 are the same table with a few
--- flags turned off, listed here so that joining older rooms is a small step
--- (they are marked supported = false until their differences are tested).
+-- Versions 3 to 12 (every version whose event IDs are reference hashes) are
+-- supported; 1 and 2 (event IDs chosen by the origin server) are known but
+-- refused. Each older version is the next one with a few flags turned off.
 local pairs, setmetatable, getmetatable, error = pairs, setmetatable, getmetatable, error
 local tostring = tostring
 
@@ -21,21 +21,24 @@ version.DEFAULT = "11"
 
 local base = {
   -- event format
-  event_id_format = "v4",          -- "$" .. urlsafe base64 of the reference hash
+  event_id_format = "v4",          -- "$" .. urlsafe base64 of the reference hash (v3: standard)
   max_prev_events = 20,
   max_auth_events = 10,
   max_event_bytes = 65536,          -- canonical JSON with signatures
   strict_canonical_json = true,     -- v6+: reject floats/out-of-range integers
+  -- signatures
+  enforce_key_validity = true,      -- v5+: a key counts only while valid_until_ts >= origin_server_ts
   -- redaction (loom.room.redact takes the version string)
   -- authorization
-  integer_power_levels = true,      -- v10+: power levels must be integers
+  aliases_auth_rule = false,        -- v3-v5: rule 4, m.room.aliases by the state_key's server
+  integer_power_levels = true,      -- v10+: power levels must be integers (before: "50" reads as 50)
   restricted_join_rule = true,      -- v8+
   knock_join_rule = true,           -- v7+
   knock_restricted_join_rule = true, -- v10+
   creator_in_content = true,        -- before v11: m.room.create content.creator
   redacts_in_content = false,       -- v11+: m.room.redaction carries content.redacts
   join_after_create_by_sender = false, -- v11+: rule 5.3.1 uses the create's sender
-  notifications_in_power_levels = true,
+  notifications_in_power_levels = true, -- v6+: rules 9.4/9.5 cover notifications too
   -- v12
   room_id_is_create_hash = false,   -- room ID = "!" .. create event reference hash
   create_in_auth_events = true,     -- v12: never select m.room.create
@@ -54,13 +57,18 @@ local function derive(parent, changes)
 end
 
 local defs = {}
-defs["6"] = derive(base, { integer_power_levels = false, restricted_join_rule = false,
-  knock_join_rule = false, knock_restricted_join_rule = false, supported = false })
+defs["3"] = derive(base, { event_id_format = "v3", strict_canonical_json = false,
+  enforce_key_validity = false, aliases_auth_rule = true, integer_power_levels = false,
+  restricted_join_rule = false, knock_join_rule = false, knock_restricted_join_rule = false,
+  notifications_in_power_levels = false })
+defs["4"] = derive(defs["3"], { event_id_format = "v4" })
+defs["5"] = derive(defs["4"], { enforce_key_validity = true })
+defs["6"] = derive(defs["5"], { strict_canonical_json = true, aliases_auth_rule = false,
+  notifications_in_power_levels = true })
 defs["7"] = derive(defs["6"], { knock_join_rule = true })
 defs["8"] = derive(defs["7"], { restricted_join_rule = true })
-defs["9"] = derive(defs["8"], {})
-defs["10"] = derive(defs["9"], { integer_power_levels = true, knock_restricted_join_rule = true,
-  supported = true })
+defs["9"] = derive(defs["8"], {})   -- redaction keeps join_authorised_via_users_server (loom.room.redact)
+defs["10"] = derive(defs["9"], { integer_power_levels = true, knock_restricted_join_rule = true })
 defs["11"] = derive(defs["10"], { creator_in_content = false, join_after_create_by_sender = true,
   redacts_in_content = true })
 defs["12"] = derive(defs["11"], { room_id_is_create_hash = true, create_in_auth_events = false,
@@ -99,7 +107,7 @@ end
 
 --- Is this string a room version the spec defines (supported or not)?
 function version.known(id)
-  return defs[id] ~= nil or id == "1" or id == "2" or id == "3" or id == "4" or id == "5"
+  return defs[id] ~= nil or id == "1" or id == "2"
 end
 
 --- Is v a version table (what get returns)?

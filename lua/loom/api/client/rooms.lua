@@ -25,6 +25,7 @@ local fed_membership = require "loom.federation.membership"
 
 local json = core.json
 local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
+local math_type = math.type
 local table_sort, table_insert = table.sort, table.insert
 local error = error
 
@@ -194,6 +195,31 @@ end
 
 local function bad(msg) return nil, errors.new("M_BAD_JSON", msg) end
 
+-- m.room.power_levels content from a client: every level an integer, as the
+-- event schema says, in every room version (the strings room versions before
+-- 10 accept are for events from other servers; Synapse refuses them from
+-- clients too). Returns nil, or nil, an M_BAD_JSON error.
+local PL_LEVELS = { "ban", "events_default", "invite", "kick", "redact", "state_default", "users_default" }
+local PL_MAPS = { "events", "notifications", "users" }
+local function check_power_levels(content)
+  if not is_object(content) then return nil end
+  for _, k in ipairs(PL_LEVELS) do
+    if content[k] ~= nil and math_type(content[k]) ~= "integer" then
+      return bad('"' .. k .. '": not an integer')
+    end
+  end
+  for _, k in ipairs(PL_MAPS) do
+    local m = content[k]
+    if m ~= nil then
+      if not is_object(m) then return bad('"' .. k .. '": not an object') end
+      for key, v in pairs(m) do
+        if math_type(v) ~= "integer" then return bad('"' .. tostring(key) .. '": not an integer') end
+      end
+    end
+  end
+  return nil
+end
+
 -- Check the request body; returns a table of checked values or nil, error.
 local function check_create(hs, body)
   local c = {}
@@ -271,6 +297,10 @@ local function create_room(hs, req)
   local remote_invites = {}
   local room_id, err, ecode = hs.store:transaction(function()
     local function state(t, content, sk)
+      if t == "m.room.power_levels" then
+        local _, refused = check_power_levels(content)
+        if refused then return nil, refused end
+      end
       return send(hs, rid, { type = t, state_key = sk or "", sender = user, content = content }, hook_opts)
     end
     local ev, code
@@ -594,6 +624,10 @@ local function put_state(hs, req)
   if not room_exists(hs, room_id) then return errors.new("M_FORBIDDEN", "You are not a member of this room") end
   local same = unchanged_state(hs, room_id, req.params.eventType, req.params.stateKey or "", req.user_id, body)
   if same then return { event_id = same.event_id } end
+  if req.params.eventType == "m.room.power_levels" then
+    local _, refused = check_power_levels(body)
+    if refused then return refused end
+  end
   -- new aliases must be local aliases of this room (checked for members; the
   -- send refuses the others)
   if req.params.eventType == "m.room.canonical_alias"
