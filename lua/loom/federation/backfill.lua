@@ -33,7 +33,8 @@ local MAX_EXTREMITIES = 20
 local in_graph = inbound.in_graph
 
 --- backfill.room(hs, room_id, opts) -> number of events stored (0 when
--- there was nothing to fetch or nobody answered). opts: limit.
+-- there was nothing to fetch or nobody answered). opts: limit, timeout (ms
+-- per /backfill request; a client waiting on /messages is not kept long).
 function backfill.room(hs, room_id, opts)
   opts = opts or {}
   local store = hs.store
@@ -49,7 +50,7 @@ function backfill.room(hs, room_id, opts)
   for _, server in ipairs(servers) do
     if server ~= hs.server_name then
       local status, body = hs.federation:request(server, "GET", "/_matrix/federation/v1/backfill/" .. E(room_id),
-        { query = { v = v, limit = tostring(opts.limit or DEFAULT_LIMIT) } })
+        { query = { v = v, limit = tostring(opts.limit or DEFAULT_LIMIT) }, timeout = opts.timeout })
       if status == 200 and is_object(body) and is_array(body.pdus) then
         local list = {}
         for _, e in ipairs(body.pdus) do

@@ -15,13 +15,15 @@
 -- The prev_events still missing stay as backward extremities, where
 -- /messages backfills. Checks on each event (format, signatures, hash,
 -- auth, soft failure) are the room service's.
-local type, ipairs, tostring, table_sort = type, ipairs, tostring, table.sort
+local type, ipairs, pairs, tostring, table_sort = type, ipairs, pairs, tostring, table.sort
 local ljson = require "loom.json"
 local event_mod = require "loom.room.event"
 local version_mod = require "loom.room.version"
 local acl = require "loom.federation.acl"
 local receive = require "loom.federation.receive"
 local fedclient = require "loom.federation.client"
+local statemap = require "loom.room.statemap"
+local stateres = require "loom.room.stateres"
 local core = require "loom.core"
 
 local is_object, is_array = ljson.is_object, ljson.is_array
@@ -131,6 +133,8 @@ local function fetch_state(hs, origin, version, ev)
   return ids
 end
 
+local state_at_gap   -- below
+
 -- Asks origin for the events between the room's extremities and ev; stores
 -- those it can, oldest first.
 local function fill_gap(hs, origin, version, ev)
@@ -159,7 +163,7 @@ local function fill_gap(hs, origin, version, ev)
   for _, e in ipairs(list) do
     if e.event_id and not in_graph(store, e.event_id) then
       local state
-      if #missing_prevs(store, e) > 0 then state = fetch_state(hs, origin, version, e) end
+      if #missing_prevs(store, e) > 0 then state = state_at_gap(hs, origin, version, e) end
       local ok, err = store_event(hs, origin, version, e, state)
       if not ok then hs.server:log("info", "missing event %s from %s: %s", e.event_id, origin, tostring(err)) end
     end
@@ -167,6 +171,57 @@ local function fill_gap(hs, origin, version, ev)
 end
 
 inbound.in_graph, inbound.fetch_state = in_graph, fetch_state
+
+-- The state before ev when some of its prev_events are not in the graph:
+-- for each prev held, the state after it (this server's view); for each
+-- missing one, the state before it as origin answers /state_ids plus the
+-- prev itself (fetched and stored as an outlier); these resolved together
+-- (state resolution of the room's version) when they differ. Returns the
+-- state's event IDs, or nil, message, transient.
+function state_at_gap(hs, origin, version, ev)
+  local store = hs.store
+  local sets = {}
+  for _, p in ipairs(is_array(ev.prev_events) and ev.prev_events or {}) do
+    if type(p) == "string" then
+      if in_graph(store, p) then
+        local m = hs.rooms:state_at(p)
+        if m then sets[#sets + 1] = m end
+      else
+        local ids, err, transient = fetch_state(hs, origin, version, { room_id = ev.room_id, event_id = p })
+        if not ids then return nil, err, transient end
+        if not store:event(p) then
+          local s3, one = hs.federation:request(origin, "GET", "/_matrix/federation/v1/event/" .. E(p))
+          if s3 == nil then return nil, "cannot fetch " .. p .. ": " .. tostring(one), true end
+          if s3 == 200 and is_object(one) and is_array(one.pdus) and is_object(one.pdus[1]) then
+            local keys = receive.prefetch_keys(hs, version, { one.pdus[1] })
+            hs.rooms:receive_outliers({ one.pdus[1] }, { keys = keys, room_version = version.id })
+          end
+        end
+        local evs = {}
+        for _, id in ipairs(ids) do evs[#evs + 1] = store:event(id) end
+        local m = statemap.from_events(evs)
+        local pev, pmeta = store:event(p)
+        if pev and type(pev.state_key) == "string" and not pmeta.rejected then
+          m[statemap.key(pev.type, pev.state_key)] = p
+        end
+        sets[#sets + 1] = m
+      end
+    end
+  end
+  if #sets == 0 then return nil, "no state for any prev_event of " .. tostring(ev.event_id) end
+  local result = sets[1]
+  local same = true
+  for i = 2, #sets do if not statemap.equal(sets[i], result) then same = false end end
+  if not same then
+    local err
+    result, err = stateres.resolve(version, sets, function(id) return (store:event(id)) end)
+    if not result then return nil, "resolving the state at a gap: " .. tostring(err) end
+  end
+  local out = {}
+  for _, id in pairs(result) do out[#out + 1] = id end
+  table_sort(out)
+  return out
+end
 
 --- inbound.pdu(hs, origin, pdu) -> event_id, err, transient (true when
 -- the failure was the origin not answering a request made for the PDU: the
@@ -187,7 +242,7 @@ function inbound.pdu(hs, origin, pdu)
   local state
   if #missing_prevs(store, pdu) > 0 then
     local err, transient
-    state, err, transient = fetch_state(hs, origin, version, pdu)
+    state, err, transient = state_at_gap(hs, origin, version, pdu)
     if not state then return id, err, transient end
   end
   local ok, err, transient = store_event(hs, origin, version, pdu, state)

@@ -7,6 +7,8 @@ local response = require "loom.http.response"
 local store_filter = require "loom.store.filter"
 local visibility = require "loom.room.visibility"
 local fed_backfill = require "loom.federation.backfill"
+-- how long /messages waits for each server asked for older history (ms)
+local BACKFILL_TIMEOUT = 5000
 local filters = require "loom.sync.filters"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
@@ -162,7 +164,7 @@ local function messages(hs, req)
       and #hs.store:backward_extremities(room_id) > 0 then
     -- the start of what this server holds: older history from the room's
     -- other servers, then the page again
-    if fed_backfill.room(hs, room_id, { limit = limit }) > 0 then
+    if fed_backfill.room(hs, room_id, { limit = limit, timeout = BACKFILL_TIMEOUT }) > 0 then
       shown, page, stop = visible_page(hs, req, room_id, from, popts, limit)
     end
   end
