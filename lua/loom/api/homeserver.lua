@@ -99,8 +99,7 @@ function homeserver.new(server, opts)
     on_change = self.sender and function(user_id, row)
       local dests, seen = {}, {}
       for _, room_id in ipairs(store:rooms_for_user(user_id, "join")) do
-        local rn = store:room_nid(room_id)
-        for _, srv in ipairs(rn and store:joined_servers(rn) or {}) do
+        for _, srv in ipairs(store:servers_in_room(room_id)) do
           if not seen[srv] then seen[srv] = true; dests[#dests + 1] = srv end
         end
       end

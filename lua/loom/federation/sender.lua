@@ -59,9 +59,8 @@ end
 function Sender.destinations(self, ev, room_id, except)
   local hs = self.hs
   local store = hs.store
-  local rn = store:room_nid(room_id)
   local set = {}
-  for _, s in ipairs(rn and store:joined_servers(rn) or {}) do set[s] = true end
+  for _, s in ipairs(store:servers_in_room(room_id)) do set[s] = true end
   if ev.type == "m.room.member" then
     local t = domain(ev.state_key)
     if t then set[t] = true end
@@ -168,7 +167,7 @@ local function run(self, dest)
     local pdus, edus = setmetatable({}, array_mt), setmetatable({}, array_mt)
     local ids = {}
     for _, r in ipairs(rows) do if r.kind == "pdu" then ids[#ids + 1] = r.payload end end
-    local loaded = #ids > 0 and store:events(ids) or {}
+    local loaded = store:events(ids)
     for _, r in ipairs(rows) do
       if r.kind == "pdu" then
         local e = loaded[r.payload]

@@ -114,6 +114,14 @@ function methods:joined_servers(room_nid)
   return out
 end
 
+--- The servers with a user joined to a room now, by room ID ({} for a room
+-- this server does not know).
+function methods:servers_in_room(room_id)
+  local rn = self:room_nid(room_id)
+  if not rn then return {} end
+  return self:joined_servers(rn)
+end
+
 --- The IDs of the events in a room's graph (not outliers, not rejected),
 -- sorted: what servers that share the room should agree on.
 function methods:graph_event_ids(room_nid)

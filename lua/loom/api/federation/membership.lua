@@ -125,7 +125,12 @@ local function state_and_chain(hs, event_nid, auth_ids)
   local seeds = {}
   for _, id in ipairs(ids) do seeds[#seeds + 1] = id end
   for _, id in ipairs(auth_ids) do seeds[#seeds + 1] = id end
-  local chain = stateres.auth_chain(seeds, function(id) return (store:event(id)) end) or {}
+  local chain, err = stateres.auth_chain(seeds, function(id) return (store:event(id)) end)
+  if not chain then
+    -- an auth event this server never had: the chain goes without it
+    hs.server:log("warn", "send_join: auth chain incomplete: %s", tostring(err))
+    chain = {}
+  end
   return ids, chain
 end
 

@@ -52,8 +52,7 @@ local function alias_directory(hs, req)
   local room_id = directory.resolve(hs, alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
   local servers = array { hs.server_name }
-  local rn = hs.store:room_nid(room_id)
-  for _, s in ipairs(rn and hs.store:joined_servers(rn) or {}) do
+  for _, s in ipairs(hs.store:servers_in_room(room_id)) do
     if s ~= hs.server_name then servers[#servers + 1] = s end
   end
   return { room_id = room_id, servers = servers }
