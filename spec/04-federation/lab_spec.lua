@@ -3,6 +3,7 @@
 -- messages and state changes on both sides, healing, and convergence of
 -- every server on the same events, state and extremities.
 local lab_mod = require "loom.lab"
+local async_sleep = require("loom.async").sleep
 
 describe("the federation lab", function()
   it("converges after a partition with messages on both sides", function()
@@ -118,6 +119,42 @@ describe("the federation lab with a gap get_missing_events cannot close", functi
       return lab:check(room)
     end)
     assert.same({}, report.problems)
+    lab:close()
+  end)
+end)
+
+describe("/messages reaching history another server holds", function()
+  it("answers with what is here and an end token that continues once the backfill landed", function()
+    local lab = lab_mod.new { seed = 31 }
+    local a, b = lab:server("a.lab"), lab:server("b.lab")
+    lab:run(function()
+      local alice, bob = a:register("alice"), b:register("bob")
+      local room = a:create_room(alice, { preset = "public_chat" })
+      for i = 1, 5 do a:say(alice, room, "old " .. i) end
+      b:join(bob, room, { "a.lab" })
+      assert(lab:settle())
+      -- a slow link: the backfill outlasts /messages' wait
+      lab:link("b.lab", "a.lab", { delay = 2500 })
+      local path = "/_matrix/client/v3/rooms/" .. require("loom.federation.client").encode(room)
+        .. "/messages?dir=b&limit=20"
+      local r = b:client("GET", path, nil, bob.access_token)
+      assert.equal(200, r.status)
+      local function bodies(chunk)
+        local out = {}
+        for _, ev in ipairs(chunk) do if ev.content and ev.content.body then out[#out + 1] = ev.content.body end end
+        return out
+      end
+      assert.same({}, bodies(r.json.chunk))   -- nothing old yet
+      assert.is_string(r.json["end"], "no end token while the backfill runs")
+      lab:link("b.lab", "a.lab", {})
+      assert(lab:settle(10000))
+      async_sleep(3000)
+      local r2 = b:client("GET", path:gsub("dir=b", "dir=b&from=" .. r.json["end"]), nil, bob.access_token)
+      assert.equal(200, r2.status)
+      local got = bodies(r2.json.chunk)
+      assert.equal("old 5", got[1])
+      assert.equal("old 1", got[5])
+    end, 60000)
     lab:close()
   end)
 end)

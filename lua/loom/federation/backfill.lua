@@ -17,6 +17,8 @@ local ljson = require "loom.json"
 local event_mod = require "loom.room.event"
 local version_mod = require "loom.room.version"
 local receive = require "loom.federation.receive"
+local async = require "loom.async"
+local uv = require "luv"
 local inbound = require "loom.federation.inbound"
 local fedclient = require "loom.federation.client"
 
@@ -85,6 +87,40 @@ function backfill.room(hs, room_id, opts)
     end
   end
   return 0
+end
+
+--- backfill.within(hs, room_id, opts, wait_ms) -> done, stored: runs
+-- backfill.room for the room in a task of its own (one per room at a time:
+-- a second caller waits for the same one) and waits for it at most
+-- wait_ms. done is false when it is still running then; it goes on, and
+-- what it stores is there for the next request. Inside a task.
+function backfill.within(hs, room_id, opts, wait_ms)
+  local running = hs.backfilling
+  if not running then running = {}; hs.backfilling = running end
+  local job = running[room_id]
+  if not job then
+    job = { done = false, n = 0, waiters = {} }
+    running[room_id] = job
+    async.spawn(function() return backfill.room(hs, room_id, opts) end, nil, function(ok, n)
+      job.done, job.n = true, ok and n or 0
+      running[room_id] = nil
+      for _, w in ipairs(job.waiters) do w() end
+    end)
+  end
+  if job.done then return true, job.n end
+  async.wait(function(wake)
+    local fired = false
+    local timer = uv.new_timer()
+    local function once()
+      if fired then return end
+      fired = true
+      timer:close()
+      wake()
+    end
+    job.waiters[#job.waiters + 1] = once
+    timer:start(wait_ms, 0, once)
+  end)
+  return job.done, job.n
 end
 
 return backfill

@@ -7,8 +7,10 @@ local response = require "loom.http.response"
 local store_filter = require "loom.store.filter"
 local visibility = require "loom.room.visibility"
 local fed_backfill = require "loom.federation.backfill"
--- how long /messages waits for each server asked for older history (ms)
-local BACKFILL_TIMEOUT = 5000
+-- how long a backfill waits for each server asked for older history, and
+-- how long /messages waits for the backfill before answering with what is
+-- here (ms)
+local BACKFILL_TIMEOUT, BACKFILL_WAIT = 5000, 1500
 local filters = require "loom.sync.filters"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
@@ -17,7 +19,7 @@ local ljson = require "loom.json"
 local presence = require "loom.sync.presence"
 
 local json = core.json
-local ipairs, pairs, tostring = ipairs, pairs, tostring
+local ipairs, pairs, tostring, select = ipairs, pairs, tostring, select
 local assert, table, math_type, setmetatable = assert, table, math.type, setmetatable
 
 local _ENV = nil -- luacheck: ignore 211
@@ -163,9 +165,22 @@ local function messages(hs, req)
   if shown and dir == "b" and #shown < limit and hs.federation_on
       and #hs.store:backward_extremities(room_id) > 0 then
     -- the start of what this server holds: older history from the room's
-    -- other servers, then the page again
-    if fed_backfill.room(hs, room_id, { limit = limit, timeout = BACKFILL_TIMEOUT }) > 0 then
+    -- other servers (waited for a short while), then the page again
+    local done, stored = fed_backfill.within(hs, room_id, { limit = limit, timeout = BACKFILL_TIMEOUT },
+      BACKFILL_WAIT)
+    if done and stored > 0 then
       shown, page, stop = visible_page(hs, req, room_id, from, popts, limit)
+    elseif not done and not stop then
+      -- still fetching: what is here now, and an end token that asks again
+      -- from the oldest event shown once the backfill has landed
+      local oldest, meta = shown[#shown], nil
+      if oldest then meta = select(2, hs.store:event(oldest.event_id)) end
+      if meta then
+        local before = core.token.for_event(meta.depth, meta.stream_ordering)
+        stop = tostring(before)
+      else
+        stop = (from_param ~= nil and from_param ~= "") and from_param or (page and page.start)
+      end
     end
   end
   if not shown then
