@@ -26,6 +26,8 @@ api.modules = {
   "loom.api.client.receipts",  -- receipts, read markers
   "loom.api.client.search",    -- server-side search
   "loom.api.client.presence",  -- presence status
+  "loom.api.client.devices",   -- device management
+  "loom.api.client.keys",      -- end-to-end encryption keys
 }
 
 -- Server-Server API modules: their routes are served on the federation

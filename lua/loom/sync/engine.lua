@@ -602,6 +602,41 @@ local function changed_joined(hs, user_id, since, typing_since, rc_since, room_a
   return out
 end
 
+-- Device lists and key counts (Client-Server API "Tracking the device list
+-- for a user"): changed = users sharing a room whose devices changed in
+-- (since, to], the user's own changes, and the members of rooms newly
+-- joined; left = members of rooms left who share no room any more.
+-- Returns whether there is a change to send.
+local function device_lists(hs, user_id, device_id, since, to, newly, left, body)
+  local store = hs.store
+  local counts = store:one_time_key_counts(user_id, device_id)
+  if not counts.signed_curve25519 then counts.signed_curve25519 = 0 end
+  body.device_one_time_keys_count = counts
+  body.device_unused_fallback_key_types = json.array(store:unused_fallback_key_types(user_id, device_id))
+  if not since then return false end
+  local changed, gone = {}, {}
+  local list = {}
+  for u in pairs(store:device_list_changes(since, to)) do list[#list + 1] = u end
+  for u in pairs(store:sharing_among(user_id, list)) do changed[u] = true end
+  for _, u in ipairs(list) do if u == user_id then changed[u] = true end end
+  for room_id in pairs(newly) do
+    for _, u in ipairs(store:joined_members(room_id)) do if u ~= user_id then changed[u] = true end end
+  end
+  local former = {}
+  for room_id in pairs(left) do
+    for _, u in ipairs(store:joined_members(room_id)) do
+      if u ~= user_id and not changed[u] then former[#former + 1] = u end
+    end
+  end
+  local still = store:sharing_among(user_id, former)
+  for _, u in ipairs(former) do if not still[u] then gone[u] = true end end
+  for u in pairs(changed) do body.device_lists.changed[#body.device_lists.changed + 1] = u end
+  for u in pairs(gone) do body.device_lists.left[#body.device_lists.left + 1] = u end
+  table_sort(body.device_lists.changed)
+  table_sort(body.device_lists.left)
+  return next(changed) ~= nil or next(gone) ~= nil
+end
+
 --- Compute a sync response: body, has_data (something for the client).
 function engine.sync(hs, opts)
   local store = hs.store
@@ -648,8 +683,11 @@ function engine.sync(hs, opts)
   local pr_to = store:presence_position()
   local pr_since = opts.since and opts.since.presence or nil
   if pr_since and pr_since > pr_to then pr_since = pr_to end
+  local dl_to = store:device_list_position()
+  local dl_since = opts.since and opts.since.device_lists or nil
+  if dl_since and dl_since > dl_to then dl_since = dl_to end
   ctx.next_batch = sync_token.format { stream = to, to_device = td_to, account_data = ad_to,
-    typing = typing and typing.position or 0, receipts = rc_to, presence = pr_to }
+    typing = typing and typing.position or 0, receipts = rc_to, presence = pr_to, device_lists = dl_to }
   local sf = store_filter.compile(state_def)
   if sf and not sf:is_empty() then ctx.state_filter = sf end
   local tl_filter = assert(store_filter.compile(tl_def))
@@ -793,6 +831,9 @@ function engine.sync(hs, opts)
     has_data = true
   end
 
+  if device_lists(hs, user_id, device, since and dl_since, dl_to, newly, left, body) then
+    has_data = true
+  end
   store:record_lazy_members_sent_many(user_id, opts.device_id or "", ctx.lazy_record)
   return body, has_data
 end

@@ -1,12 +1,13 @@
 -- loom.sync.token: the composite /sync token (opaque to clients).
 --
---   "s<stream>_<typing>_<receipts>_<to_device>_<account_data>_<presence>"
+--   "s<stream>_<typing>_<receipts>_<to_device>_<account_data>_<presence>_<device_lists>"
 --
 -- The first part is the store's stream position (the timeline, membership
 -- and state); typing is the typing position (loom.sync.typing); receipts
 -- the receipts position (loom.store.receipts); to_device is reserved (0
 -- until it exists); account_data is the account-data stream position;
--- presence the presence position (loom.store.presence). The older five-
+-- presence the presence position (loom.store.presence); device_lists the
+-- device-list position (loom.store.devices). The older six-, five-
 -- and four-part forms and a bare store token ("s<n>") are accepted too
 -- (the parts they lack are 0: everything is new). token.check refuses a
 -- parsed token with a negative part or a part beyond the server's current
@@ -25,6 +26,7 @@ local INT = "(%-?%d+)"
 local FOUR = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
 local FIVE = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
 local SIX = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
+local SEVEN = "^s" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "_" .. INT .. "$"
 
 local function int(s)
   if not s or #s > 19 then return nil end
@@ -35,45 +37,52 @@ local function int(s)
 end
 
 --- Parse a sync token: { stream, typing, receipts, to_device, account_data,
--- presence } or nil, message.
+-- presence, device_lists } or nil, message.
 function token.parse(text)
-  if type(text) ~= "string" or #text > 128 then return nil, "invalid sync token" end
-  local a, b, c, d, e, f = text:match(SIX)
+  if type(text) ~= "string" or #text > 160 then return nil, "invalid sync token" end
+  local a, b, c, d, e, f, g = text:match(SEVEN)
+  if not a then
+    a, b, c, d, e, f = text:match(SIX)
+    g = a and "0"
+  end
   if not a then
     a, b, c, d, e = text:match(FIVE)
     f = a and "0"
+    g = f
   end
   if not a then
     a, b, c, d = text:match(FOUR)
     e = a and "0"
-    f = e
+    f, g = e, e
   end
   if a then
     local t = { stream = int(a), typing = int(b), receipts = int(c), to_device = int(d), account_data = int(e),
-      presence = int(f) }
+      presence = int(f), device_lists = int(g) }
     if t.stream and t.typing and t.receipts and t.to_device and t.account_data and t.account_data >= 0
-        and t.presence and t.presence >= 0 then
+        and t.presence and t.presence >= 0 and t.device_lists and t.device_lists >= 0 then
       return t
     end
     return nil, "invalid sync token"
   end
   local tok = store_token.parse(text)
   if tok and not tok.topological then
-    return { stream = tok.stream, typing = 0, receipts = 0, to_device = 0, account_data = 0, presence = 0 }
+    return { stream = tok.stream, typing = 0, receipts = 0, to_device = 0, account_data = 0, presence = 0,
+      device_lists = 0 }
   end
   return nil, "invalid sync token"
 end
 
 local MAX_DEPTH = 9007199254740991
-local PARTS = { "stream", "typing", "receipts", "to_device", "account_data", "presence" }
+local PARTS = { "stream", "typing", "receipts", "to_device", "account_data", "presence", "device_lists" }
 
 --- The server's current position of every stream in the token:
--- { stream, typing, receipts, to_device, account_data, presence }.
+-- { stream, typing, receipts, to_device, account_data, presence, device_lists }.
 function token.current(hs)
   local store = hs.store
   return { stream = store:current_position(), typing = hs.typing and hs.typing.position or 0,
     receipts = store:receipts_position(), to_device = store:to_device_position(),
-    account_data = store:account_data_position(), presence = store:presence_position() }
+    account_data = store:account_data_position(), presence = store:presence_position(),
+    device_lists = store:device_list_position() }
 end
 
 --- t (parsed), or nil, message when a part is negative or beyond the
@@ -89,8 +98,8 @@ end
 
 --- Format a sync token from its parts (a table with stream, typing, …).
 function token.format(t)
-  return ("s%d_%d_%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0,
-    t.account_data or 0, t.presence or 0)
+  return ("s%d_%d_%d_%d_%d_%d_%d"):format(t.stream, t.typing or 0, t.receipts or 0, t.to_device or 0,
+    t.account_data or 0, t.presence or 0, t.device_lists or 0)
 end
 
 --- A store token for /messages from a client token: a sync token becomes

@@ -1,0 +1,251 @@
+-- loom.api.client.keys: the Client-Server API "End-to-End Encryption" key
+-- endpoints — POST /keys/upload, /keys/query, /keys/claim and GET
+-- /keys/changes. Device keys must be signed by the device's own ed25519
+-- key and name the user and device of the access token; signed one-time
+-- and fallback keys must carry a valid signature by that key too. Users
+-- of other servers are answered in `failures` until federation carries
+-- their keys. See docs/api-client-keys.md.
+--
+--   keys.routes  --> { { "POST", "/_matrix/client/v3/keys/upload", handler, auth = true }, ... }
+local core = require "loom.core"
+local errors = require "loom.http.errors"
+local ljson = require "loom.json"
+local crypto = require "loom.room.crypto"
+local sync_token = require "loom.sync.token"
+local store_filter = require "loom.store.filter"
+
+local json = core.json
+local pairs, ipairs, type = pairs, ipairs, type
+local table_sort = table.sort
+local b64decode = core.crypto.base64_decode
+
+local _ENV = nil -- luacheck: ignore 211
+
+local keys_api = {}
+
+local V3 = "/_matrix/client/v3"
+local MAX_KEYS = 1000          -- one-time or fallback keys per upload
+local MAX_QUERY = 1000         -- users per query or claim
+local MAX_ID = 255
+
+local function bad(msg) return errors.new("M_BAD_JSON", msg) end
+local function invalid(msg) return errors.new("M_INVALID_PARAM", msg) end
+local function domain(user_id) return user_id:match("^@[^:]+:(.+)$") end
+
+local function encode(v) return (json.encode(v, { floats = true })) end
+
+-- The device's ed25519 public key (raw) from a device_keys object.
+local function ed25519_of(dk, device_id)
+  local k = ljson.is_object(dk) and ljson.is_object(dk.keys) and dk.keys["ed25519:" .. device_id]
+  if type(k) ~= "string" then return nil end
+  local raw = b64decode(k)
+  if not raw or #raw ~= 32 then return nil end
+  return raw
+end
+
+-- Check an uploaded device_keys object: nil, or an error value.
+local function check_device_keys(req, dk)
+  if not ljson.is_object(dk) then return bad("device_keys must be an object") end
+  if dk.user_id ~= req.user_id or dk.device_id ~= req.device_id then
+    return invalid("device_keys.user_id and device_id must be those of the access token")
+  end
+  if not json.is_array(dk.algorithms) then
+    return bad("device_keys.algorithms must be an array")
+  end
+  for _, a in ipairs(dk.algorithms) do
+    if type(a) ~= "string" then return bad("device_keys.algorithms must be strings") end
+  end
+  if not ljson.is_object(dk.keys) then return bad("device_keys.keys must be an object") end
+  for k, v in pairs(dk.keys) do
+    if type(k) ~= "string" or type(v) ~= "string" then return bad("device_keys.keys must map IDs to strings") end
+  end
+  if not ljson.is_object(dk.signatures) then return bad("device_keys.signatures must be an object") end
+  local pub = ed25519_of(dk, req.device_id)
+  if not pub then return invalid("device_keys has no valid ed25519 key of the device") end
+  if not crypto.verify_json(dk, req.user_id, "ed25519:" .. req.device_id, pub) then
+    return invalid("device_keys is not signed by the device's ed25519 key")
+  end
+  return nil
+end
+
+-- { { algorithm, key_id, json_text }, ... } from a one_time_keys or
+-- fallback_keys object, or nil, error value. A key that is an object must
+-- be signed by the device (pub: its ed25519 key, raw).
+local function key_list(req, obj, what, pub)
+  if not ljson.is_object(obj) then return nil, bad(what .. " must be an object") end
+  local out = {}
+  for id, key in pairs(obj) do
+    if #out >= MAX_KEYS then return nil, invalid("too many " .. what) end
+    if type(id) ~= "string" then return nil, bad(what .. ": key IDs are strings") end
+    local alg, key_id = id:match("^([^:]+):(.+)$")
+    if not alg or #id > MAX_ID then return nil, invalid(what .. ": key IDs are <algorithm>:<id>") end
+    if ljson.is_object(key) then
+      if not pub or not crypto.verify_json(key, req.user_id, "ed25519:" .. req.device_id, pub) then
+        return nil, invalid(what .. ": " .. id .. " is not signed by the device's ed25519 key")
+      end
+      local copy = {}
+      for k, v in pairs(key) do if k ~= "unsigned" then copy[k] = v end end
+      key = copy
+    elseif type(key) ~= "string" then
+      return nil, bad(what .. ": a key is a string or a signed object")
+    end
+    if alg:find("^signed_") and type(key) ~= "table" then
+      return nil, invalid(what .. ": " .. id .. " must be a signed object")
+    end
+    out[#out + 1] = { alg, key_id, encode(key) }
+  end
+  return out
+end
+
+local function upload(hs, req)
+  local body = req:json()
+  local store = hs.store
+  local user_id, device_id = req.user_id, req.device_id
+  local dk = body.device_keys
+  if dk == json.null then dk = nil end
+  if dk ~= nil then
+    local err = check_device_keys(req, dk)
+    if err then return err end
+  end
+  local pub = dk and ed25519_of(dk, device_id)
+  if not pub then
+    local stored = store:device_keys_json(user_id, device_id)
+    pub = stored and ed25519_of(json.decode(stored), device_id)
+  end
+  local otks, fbks, err
+  if body.one_time_keys ~= nil and body.one_time_keys ~= json.null then
+    otks, err = key_list(req, body.one_time_keys, "one_time_keys", pub)
+    if not otks then return err end
+  end
+  if body.fallback_keys ~= nil and body.fallback_keys ~= json.null then
+    fbks, err = key_list(req, body.fallback_keys, "fallback_keys", pub)
+    if not fbks then return err end
+  end
+  if dk then
+    local copy = {}
+    for k, v in pairs(dk) do if k ~= "unsigned" then copy[k] = v end end
+    store:put_device_keys(user_id, device_id, encode(copy))
+  end
+  if otks then store:add_one_time_keys(user_id, device_id, otks) end
+  if fbks then store:put_fallback_keys(user_id, device_id, fbks) end
+  return { one_time_key_counts = store:one_time_key_counts(user_id, device_id) }
+end
+
+-- The users asked for (object user_id -> value), split into ours and the
+-- servers of the others; or nil, error value.
+local function split_users(hs, obj, what)
+  if not ljson.is_object(obj) then return nil, nil, bad(what .. " must be an object") end
+  local ours, failures, n = {}, {}, 0
+  for user_id, v in pairs(obj) do
+    n = n + 1
+    if n > MAX_QUERY then return nil, nil, invalid("too many users in " .. what) end
+    if type(user_id) ~= "string" or not store_filter.is_id("user", user_id) then
+      return nil, nil, invalid("invalid user ID in " .. what)
+    end
+    if domain(user_id) == hs.server_name then ours[user_id] = v
+    else failures[domain(user_id)] = { status = 503, message = "Not reachable over federation yet" } end
+  end
+  return ours, failures
+end
+
+local function query(hs, req)
+  local body = req:json()
+  local asked = body.device_keys
+  if asked == nil then return errors.new("M_MISSING_PARAM", "device_keys is required") end
+  local ours, failures, err = split_users(hs, asked, "device_keys")
+  if not ours then return err end
+  local users = {}
+  for u, devs in pairs(ours) do
+    if not json.is_array(devs) then return bad("device_keys values must be arrays of device IDs") end
+    for _, d in ipairs(devs) do
+      if type(d) ~= "string" then return bad("device_keys values must be arrays of device IDs") end
+    end
+    users[#users + 1] = u
+  end
+  for _, devs in pairs(asked) do
+    if not json.is_array(devs) then return bad("device_keys values must be arrays of device IDs") end
+  end
+  table_sort(users)
+  local all = hs.store:device_keys_of(users)
+  local names = hs.store:device_names_of(users)
+  local out = {}
+  for _, u in ipairs(users) do
+    local wanted = ours[u]
+    local only
+    if type(wanted) == "table" and #wanted > 0 then
+      only = {}
+      for _, d in ipairs(wanted) do if type(d) == "string" then only[d] = true end end
+    end
+    local devs = {}
+    for d, text in pairs(all[u]) do
+      if not only or only[d] then
+        local k = json.decode(text)
+        local name = names[u] and names[u][d]
+        if name then k.unsigned = { device_display_name = name } end
+        devs[d] = k
+      end
+    end
+    out[u] = devs
+  end
+  return { device_keys = out, failures = failures }
+end
+
+local function claim(hs, req)
+  local body = req:json()
+  local asked = body.one_time_keys
+  if asked == nil then return errors.new("M_MISSING_PARAM", "one_time_keys is required") end
+  local ours, failures, err = split_users(hs, asked, "one_time_keys")
+  if not ours then return err end
+  local requests = {}
+  for u, devs in pairs(ours) do
+    if not ljson.is_object(devs) then return bad("one_time_keys values must be objects") end
+    for d, alg in pairs(devs) do
+      if type(d) ~= "string" or type(alg) ~= "string" then
+        return bad("one_time_keys must map device IDs to algorithms")
+      end
+      if #requests >= MAX_QUERY then return invalid("too many devices in one_time_keys") end
+      requests[#requests + 1] = { u, d, alg }
+    end
+  end
+  local out = {}
+  for _, c in ipairs(hs.store:claim_keys(requests)) do
+    local u, d = c[1], c[2]
+    out[u] = out[u] or {}
+    out[u][d] = out[u][d] or {}
+    out[u][d][c[3]] = json.decode(c[4])
+  end
+  return { one_time_keys = out, failures = failures }
+end
+
+-- GET /keys/changes?from&to: the users sharing a room with the caller
+-- (and the caller) whose devices changed between the two sync tokens.
+local function changes(hs, req)
+  local from, to = req:arg("from"), req:arg("to")
+  if not from or not to then return errors.new("M_MISSING_PARAM", "from and to are required") end
+  local now = sync_token.current(hs)
+  local f, e1 = sync_token.parse(from)
+  if f then f, e1 = sync_token.check(f, now) end
+  if not f then return invalid("from: " .. e1) end
+  local t, e2 = sync_token.parse(to)
+  if t then t, e2 = sync_token.check(t, now) end
+  if not t then return invalid("to: " .. e2) end
+  local store = hs.store
+  local list = {}
+  for u in pairs(store:device_list_changes(f.device_lists, t.device_lists)) do list[#list + 1] = u end
+  local shared = store:sharing_among(req.user_id, list)
+  local changed = {}
+  for _, u in ipairs(list) do
+    if shared[u] or u == req.user_id then changed[#changed + 1] = u end
+  end
+  table_sort(changed)
+  return { changed = json.array(changed), left = json.array() }
+end
+
+keys_api.routes = {
+  { "POST", V3 .. "/keys/upload", upload, auth = true },
+  { "POST", V3 .. "/keys/query", query, auth = true },
+  { "POST", V3 .. "/keys/claim", claim, auth = true },
+  { "GET", V3 .. "/keys/changes", changes, auth = true },
+}
+
+return keys_api
