@@ -106,7 +106,8 @@ describe("e2e keys", function()
     assert.equal(400, upload(a, { device_keys = device_keys(a), one_time_keys = { ["signed_curve25519:AAA"] = k } })
       .status)
     -- malformed
-    for _, body in ipairs { { device_keys = "x" }, { one_time_keys = { x = 1 } }, { one_time_keys = { [""] = "k" } } } do
+    local bad = { { device_keys = "x" }, { one_time_keys = { x = 1 } }, { one_time_keys = { [""] = "k" } } }
+    for _, body in ipairs(bad) do
       r = upload(a, body)
       assert.equal(400, r.status)
       assert.is_string(r.json.errcode)
@@ -157,7 +158,9 @@ describe("e2e keys", function()
     t:run(function()
       local hs = {}
       for i, u in ipairs(claimers) do
-        hs[i] = t:go(function() return t:call("POST", V3 .. "/keys/claim", { one_time_keys = want }, u.access_token) end)
+        hs[i] = t:go(function()
+          return t:call("POST", V3 .. "/keys/claim", { one_time_keys = want }, u.access_token)
+        end)
       end
       for i = 1, #hs do results[i] = t:await(hs[i]) end
     end)
