@@ -28,6 +28,7 @@ api.modules = {
   "loom.api.client.presence",  -- presence status
   "loom.api.client.devices",   -- device management
   "loom.api.client.keys",      -- end-to-end encryption keys
+  "loom.api.client.room_keys", -- server-side key backups
 }
 
 -- Server-Server API modules: their routes are served on the federation
