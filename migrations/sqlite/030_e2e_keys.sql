@@ -35,3 +35,23 @@ CREATE TABLE device_list_changes (
   user_id    TEXT NOT NULL
 );
 CREATE INDEX device_list_changes_user ON device_list_changes (user_id, stream_id);
+
+-- Cross-signing keys (usage: master, self_signing, user_signing), each the
+-- uploaded key object with the signatures added later; and signatures of
+-- another user's master key by a user's user-signing key (seen by the
+-- signer only).
+CREATE TABLE e2e_cross_signing_keys (
+  user_id    TEXT NOT NULL,
+  usage      TEXT NOT NULL,
+  key_json   TEXT NOT NULL,
+  PRIMARY KEY (user_id, usage)
+) WITHOUT ROWID;
+
+CREATE TABLE e2e_cross_signing_sigs (
+  signer       TEXT NOT NULL,
+  target_user  TEXT NOT NULL,
+  target_key   TEXT NOT NULL,        -- the signed key's ID (its public key)
+  key_id       TEXT NOT NULL,        -- "ed25519:<signing public key>"
+  signature    TEXT NOT NULL,
+  PRIMARY KEY (signer, target_user, target_key, key_id)
+) WITHOUT ROWID;

@@ -29,6 +29,7 @@ api.modules = {
   "loom.api.client.devices",   -- device management
   "loom.api.client.keys",      -- end-to-end encryption keys
   "loom.api.client.room_keys", -- server-side key backups
+  "loom.api.client.cross_signing", -- cross-signing keys and signatures
 }
 
 -- Server-Server API modules: their routes are served on the federation

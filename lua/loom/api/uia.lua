@@ -5,8 +5,8 @@
 -- body without `auth`): used for another request, or by another user, it
 -- is refused; a completed session is gone.
 --
---   local challenge = uia.check(hs, req, body)   -- nil: authenticated, go on
---   if challenge then return challenge end      -- 401 with flows / session, or an error
+--   local answer, extra = uia.check(hs, req, body)   -- nil: authenticated, go on
+--   if answer then return answer, extra end         -- 401 and its body, or an error value
 --
 -- The open sessions live on the homeserver context (hs.uia_sessions), at
 -- most MAX_SESSIONS of them (the oldest set is dropped when full).

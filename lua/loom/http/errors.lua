@@ -51,6 +51,7 @@ local registry = {
   M_TOO_LARGE = { "M_TOO_LARGE", 413, "Request too large" },
   M_INVALID_PARAM = { "M_INVALID_PARAM", 400, "Invalid parameter" },
   M_WRONG_ROOM_KEYS_VERSION = { "M_WRONG_ROOM_KEYS_VERSION", 403, "Wrong backup version" },
+  M_INVALID_SIGNATURE = { "M_INVALID_SIGNATURE", 400, "Invalid signature" },
   M_MISSING_PARAM = { "M_MISSING_PARAM", 400, "Missing parameter" },
   M_EXCLUSIVE = { "M_EXCLUSIVE", 400, "Namespace reserved by an application service" },
   M_CANNOT_LEAVE_SERVER_NOTICE_ROOM = { "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM", 403,

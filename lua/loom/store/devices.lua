@@ -69,6 +69,11 @@ local function changed(self, user_id)
   return pos
 end
 
+--- A device-list change of the user (inside a transaction of the caller's).
+function methods:device_list_changed(user_id)
+  return changed(self, user_id)
+end
+
 --- Rename a device (name nil: no name). false when there is no such device.
 function methods:set_device_display_name(user_id, device_id, name)
   local conn = self.conn

@@ -148,6 +148,28 @@ local function split_users(hs, obj, what)
   return ours, failures
 end
 
+-- The users' cross-signing keys for /keys/query: master keys (with the
+-- caller's signatures of them), self-signing keys, and the caller's own
+-- user-signing key.
+local function cross_signing_keys(hs, caller, users)
+  local store = hs.store
+  local masters, selfs, usks = {}, {}, {}
+  for u, keys in pairs(store:cross_signing_keys_of(users)) do
+    if keys.master then masters[u] = json.decode(keys.master) end
+    if keys.self_signing then selfs[u] = json.decode(keys.self_signing) end
+    if keys.user_signing and u == caller then usks[u] = json.decode(keys.user_signing) end
+  end
+  for _, sig in ipairs(store:cross_signing_signatures(caller, users)) do
+    local m = masters[sig[1]]
+    if m and ljson.is_object(m.keys) and m.keys["ed25519:" .. sig[2]] then
+      m.signatures = ljson.is_object(m.signatures) and m.signatures or {}
+      m.signatures[caller] = ljson.is_object(m.signatures[caller]) and m.signatures[caller] or {}
+      m.signatures[caller][sig[3]] = sig[4]
+    end
+  end
+  return masters, selfs, usks
+end
+
 local function query(hs, req)
   local body = req:json()
   local asked = body.device_keys
@@ -187,7 +209,9 @@ local function query(hs, req)
     end
     out[u] = devs
   end
-  return { device_keys = out, failures = failures }
+  local masters, selfs, usks = cross_signing_keys(hs, req.user_id, users)
+  return { device_keys = out, failures = failures, master_keys = masters, self_signing_keys = selfs,
+    user_signing_keys = usks }
 end
 
 local function claim(hs, req)
