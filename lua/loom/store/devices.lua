@@ -87,20 +87,22 @@ function methods:set_device_display_name(user_id, device_id, name)
 end
 
 --- Delete devices of the user: their access tokens (logged out), keys and
--- waiting to-device messages go with them. Returns how many existed.
+-- waiting to-device messages go with them. Returns how many existed. Also
+-- used after a logout (the device row is gone already) to drop the keys.
 function methods:delete_devices(user_id, ids)
   local conn = self.conn
   return conn:transaction(function()
-    local n = 0
+    local n, keys = 0, 0
     for _, d in ipairs(ids) do
       n = n + conn:run("DELETE FROM devices WHERE user_id = ? AND device_id = ?", user_id, d)
       conn:run("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", user_id, d)
       conn:run("DELETE FROM to_device_inbox WHERE user_id = ? AND device_id = ?", user_id, d)
-      conn:run("DELETE FROM e2e_device_keys WHERE user_id = ? AND device_id = ?", user_id, d)
+      keys = keys + conn:run("DELETE FROM e2e_device_keys WHERE user_id = ? AND device_id = ?", user_id, d)
       conn:run("DELETE FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ?", user_id, d)
       conn:run("DELETE FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ?", user_id, d)
     end
-    if n > 0 then changed(self, user_id) end
+    -- (a device logged out already has no row but may still have keys)
+    if n > 0 or keys > 0 then changed(self, user_id) end
     return n
   end)
 end

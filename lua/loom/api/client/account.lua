@@ -231,8 +231,14 @@ end
 -- logout, whoami
 
 local function logout(hs, req, all)
+  local ids = { req.device_id }
+  if all then
+    for i, d in ipairs(hs.store:user_devices(req.user_id)) do ids[i] = d.device_id end
+  end
   local ok, err, code = hs.accounts:logout(req.access_token, all)
   if not ok then return hs:error(err, code) end
+  -- the devices' keys go too (a device-list change for those who track it)
+  hs.store:delete_devices(req.user_id, ids)
   return {}
 end
 
