@@ -49,20 +49,24 @@ end)
 describe("sync token account-data part", function()
   it("formats the account-data part and parses the old forms with account_data 0", function()
     local text = sync_token.format { stream = 7, account_data = 3 }
-    assert.equal("s7_0_0_0_3_0", text)
-    assert.same({ stream = 7, typing = 0, receipts = 0, to_device = 0, account_data = 3, presence = 0 },
+    assert.equal("s7_0_0_0_3_0_0", text)
+    assert.same({ stream = 7, typing = 0, receipts = 0, to_device = 0, account_data = 3, presence = 0,
+      device_lists = 0 },
       sync_token.parse(text))
-    assert.same({ stream = 7, typing = 0, receipts = 0, to_device = 0, account_data = 3, presence = 0 },
+    assert.same({ stream = 7, typing = 0, receipts = 0, to_device = 0, account_data = 3, presence = 0,
+      device_lists = 0 },
       sync_token.parse("s7_0_0_0_3"))
-    assert.same({ stream = 7, typing = 0, receipts = 0, to_device = 0, account_data = 0, presence = 0 },
+    assert.same({ stream = 7, typing = 0, receipts = 0, to_device = 0, account_data = 0, presence = 0,
+      device_lists = 0 },
       sync_token.parse("s7_0_0_0"))
-    assert.same({ stream = 7, typing = 0, receipts = 0, to_device = 0, account_data = 0, presence = 0 },
+    assert.same({ stream = 7, typing = 0, receipts = 0, to_device = 0, account_data = 0, presence = 0,
+      device_lists = 0 },
       sync_token.parse("s7"))
     assert.equal("s7", sync_token.to_store("s7_0_0_0_3"))
   end)
 
   it("refuses malformed tokens", function()
-    for _, bad in ipairs { "s7_0_0_0_", "s7_0_0_0_-1", "s7_0_0_0_01", "s7_0_0_0_3_4_5", "s7_0_0_0_x",
+    for _, bad in ipairs { "s7_0_0_0_", "s7_0_0_0_-1", "s7_0_0_0_01", "s7_0_0_0_3_4_5_6", "s7_0_0_0_x",
                            "s7_0_0_0_99999999999999999999" } do
       assert.is_nil(sync_token.parse(bad), bad)
     end

@@ -156,14 +156,14 @@ describe("presence timer rules", function()
 end)
 
 describe("sync token presence part", function()
-  it("formats six parts and reads the old forms with presence 0", function()
-    assert.equal("s7_1_2_3_4_5", sync_token.format { stream = 7, typing = 1, receipts = 2, to_device = 3,
+  it("formats six parts (and the device-list part) and reads the old forms with presence 0", function()
+    assert.equal("s7_1_2_3_4_5_0", sync_token.format { stream = 7, typing = 1, receipts = 2, to_device = 3,
       account_data = 4, presence = 5 })
     assert.equal(5, sync_token.parse("s7_1_2_3_4_5").presence)
     assert.equal(0, sync_token.parse("s7_1_2_3_4").presence)
     assert.equal(0, sync_token.parse("s7_1_2_3").presence)
     assert.equal(0, sync_token.parse("s7").presence)
-    for _, bad in ipairs { "s7_0_0_0_0_-1", "s7_0_0_0_0_01", "s7_0_0_0_0_", "s7_0_0_0_0_x", "s7_0_0_0_0_1_2",
+    for _, bad in ipairs { "s7_0_0_0_0_-1", "s7_0_0_0_0_01", "s7_0_0_0_0_", "s7_0_0_0_0_x", "s7_0_0_0_0_1_2_3",
                            "s7_0_0_0_0_99999999999999999999" } do
       assert.is_nil(sync_token.parse(bad), bad)
     end

@@ -141,7 +141,7 @@ describe("presence", function()
     assert.is_nil(presence_of(body, c))
     -- the token carries a presence part
     assert.is_true(sync_token.parse(body.next_batch).presence > 0)
-    assert.matches("^s%d+_%d+_%d+_%d+_%d+_%d+$", body.next_batch)
+    assert.matches("^s%d+_%d+_%d+_%d+_%d+_%d+_%d+$", body.next_batch)
     local since = body.next_batch
     -- nothing changed: no presence events
     body = sync(a, "?since=" .. enc(since))

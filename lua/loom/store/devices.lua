@@ -11,9 +11,11 @@
 --   store:put_fallback_keys(user_id, device_id, { { algorithm, key_id, json_text }, ... })
 --   local counts = store:one_time_key_counts(user_id, device_id)   -- { [algorithm] = n }
 --   local algs = store:unused_fallback_key_types(user_id, device_id) -- { algorithm, ... }
+--   local counts, algs = store:device_key_counts(user_id, device_id)  -- both in one statement
 --   local claimed = store:claim_keys({ { user_id, device_id, algorithm }, ... })
 --                                      -- { { user_id, device_id, key_id, json_text }, ... }
---   local keys = store:device_keys_of({ user_id, ... }) -- { [user_id] = { [device_id] = json_text } }
+--   local keys, names = store:device_keys_of({ user_id, ... })
+--                          -- { [user_id] = { [device_id] = json_text } }, { [user_id] = { [device_id] = name } }
 --   local pos = store:device_list_position()
 --   local users = store:device_list_changes(since, to)  -- { [user_id] = true }
 --   local members = store:joined_members(room_id)       -- { user_id, ... }
@@ -167,6 +169,21 @@ function methods:one_time_key_counts(user_id, device_id)
   return out
 end
 
+--- What /sync tells a device about its keys, in one statement: the
+-- one-time key counts { [algorithm] = n } and the algorithms of its unused
+-- fallback keys (sorted).
+function methods:device_key_counts(user_id, device_id)
+  local counts, unused = {}, {}
+  for _, row in ipairs(self.conn:all([[
+      SELECT 0, algorithm, count(*) FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ? GROUP BY algorithm
+      UNION ALL
+      SELECT 1, algorithm, 0 FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? AND used = 0
+      ORDER BY 1, 2]], user_id, device_id, user_id, device_id)) do
+    if row[1] == 0 then counts[row[2]] = row[3] else unused[#unused + 1] = row[2] end
+  end
+  return counts, unused
+end
+
 --- The algorithms of the device's fallback keys not used yet, sorted.
 function methods:unused_fallback_key_types(user_id, device_id)
   return self.conn:column([[SELECT algorithm FROM e2e_fallback_keys
@@ -201,34 +218,22 @@ function methods:claim_keys(requests)
   end)
 end
 
---- The device keys of the users' devices: { [user_id] = { [device_id] =
--- json_text } }; every user asked for has a table, empty without keys
--- (one statement per 500 users).
+--- The device keys of the users' devices and the devices' display names:
+-- { [user_id] = { [device_id] = json_text } }, { [user_id] = { [device_id]
+-- = name } }; every user asked for has a table, empty without keys (one
+-- statement per 500 users).
 function methods:device_keys_of(user_ids)
-  local out = {}
-  for _, u in ipairs(user_ids) do out[u] = {} end
+  local out, names = {}, {}
+  for _, u in ipairs(user_ids) do out[u] = {}; names[u] = {} end
   for marks, chunk in sql.chunks(user_ids) do
-    for _, row in ipairs(self.conn:all([[SELECT k.user_id, k.device_id, k.key_json FROM e2e_device_keys k
-        JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
+    for _, row in ipairs(self.conn:all([[SELECT k.user_id, k.device_id, k.key_json, d.display_name
+        FROM e2e_device_keys k JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
         WHERE k.user_id IN (]] .. marks .. ")", table_unpack(chunk))) do
       out[row[1]][row[2]] = row[3]
+      names[row[1]][row[2]] = row[4]
     end
   end
-  return out
-end
-
---- The display names of the users' devices: { [user_id] = { [device_id] = name or false } }.
-function methods:device_names_of(user_ids)
-  local out = {}
-  for marks, chunk in sql.chunks(user_ids) do
-    for _, row in ipairs(self.conn:all("SELECT user_id, device_id, display_name FROM devices WHERE user_id IN ("
-        .. marks .. ")", table_unpack(chunk))) do
-      local t = out[row[1]]
-      if not t then t = {}; out[row[1]] = t end
-      t[row[2]] = row[3] or false
-    end
-  end
-  return out
+  return out, names
 end
 
 --- The highest committed device-list position (0 when there is none).
@@ -242,9 +247,10 @@ function methods:device_list_position()
 end
 
 --- The users whose devices or device keys changed in (since, to]:
--- { [user_id] = true }.
+-- { [user_id] = true } (no statement for an empty range).
 function methods:device_list_changes(since, to)
   local out = {}
+  if since >= to then return out end
   for _, u in ipairs(self.conn:column([[SELECT DISTINCT user_id FROM device_list_changes
       WHERE stream_id > ? AND stream_id <= ?]], since, to)) do
     out[u] = true

@@ -609,10 +609,10 @@ end
 -- Returns whether there is a change to send.
 local function device_lists(hs, user_id, device_id, since, to, newly, left, body)
   local store = hs.store
-  local counts = store:one_time_key_counts(user_id, device_id)
+  local counts, unused = store:device_key_counts(user_id, device_id)
   if not counts.signed_curve25519 then counts.signed_curve25519 = 0 end
   body.device_one_time_keys_count = counts
-  body.device_unused_fallback_key_types = json.array(store:unused_fallback_key_types(user_id, device_id))
+  body.device_unused_fallback_key_types = json.array(unused)
   if not since then return false end
   local changed, gone = {}, {}
   local list = {}

@@ -13,10 +13,11 @@ local ljson = require "loom.json"
 local crypto = require "loom.room.crypto"
 local sync_token = require "loom.sync.token"
 local store_filter = require "loom.store.filter"
+local response = require "loom.http.response"
 
 local json = core.json
 local pairs, ipairs, type = pairs, ipairs, type
-local table_sort = table.sort
+local table_sort, table_concat = table.sort, table.concat
 local b64decode = core.crypto.base64_decode
 
 local _ENV = nil -- luacheck: ignore 211
@@ -148,70 +149,93 @@ local function split_users(hs, obj, what)
   return ours, failures
 end
 
--- The users' cross-signing keys for /keys/query: master keys (with the
--- caller's signatures of them), self-signing keys, and the caller's own
--- user-signing key.
-local function cross_signing_keys(hs, caller, users)
-  local store = hs.store
-  local masters, selfs, usks = {}, {}, {}
-  for u, keys in pairs(store:cross_signing_keys_of(users)) do
-    if keys.master then masters[u] = json.decode(keys.master) end
-    if keys.self_signing then selfs[u] = json.decode(keys.self_signing) end
-    if keys.user_signing and u == caller then usks[u] = json.decode(keys.user_signing) end
-  end
-  for _, sig in ipairs(store:cross_signing_signatures(caller, users)) do
-    local m = masters[sig[1]]
-    if m and ljson.is_object(m.keys) and m.keys["ed25519:" .. sig[2]] then
+-- A JSON string (user and device IDs as object keys).
+local function str(v)
+  if not v:find('[%c"\\\128-\255]') then return '"' .. v .. '"' end
+  return (json.encode(v))
+end
+
+-- A stored key object (JSON text) with `unsigned` spliced in: the stored
+-- text is a canonical object without unsigned, so the result is valid JSON
+-- (not canonical; no response needs that).
+local function with_unsigned(text, unsigned)
+  if not unsigned then return text end
+  return "{\"unsigned\":" .. encode(unsigned) .. "," .. text:sub(2)
+end
+
+-- The master key text of user u with the caller's signatures of it added.
+local function master_with(text, caller, sigs)
+  local m = json.decode(text)
+  for _, sig in ipairs(sigs) do
+    if ljson.is_object(m.keys) and m.keys["ed25519:" .. sig[2]] then
       m.signatures = ljson.is_object(m.signatures) and m.signatures or {}
       m.signatures[caller] = ljson.is_object(m.signatures[caller]) and m.signatures[caller] or {}
       m.signatures[caller][sig[3]] = sig[4]
     end
   end
-  return masters, selfs, usks
+  return encode(m)
 end
 
+-- The response is assembled from the stored JSON texts (no decoding and
+-- encoding of every key: /keys/query of 500 users x 3 devices stays well
+-- under 20 ms, bench/keys_query.lua): device_keys with each device's
+-- display name in unsigned, master and self-signing keys of the users asked
+-- for (master keys with the caller's signatures of them), the caller's own
+-- user-signing key, and failures for users of other servers.
 local function query(hs, req)
   local body = req:json()
   local asked = body.device_keys
   if asked == nil then return errors.new("M_MISSING_PARAM", "device_keys is required") end
   local ours, failures, err = split_users(hs, asked, "device_keys")
   if not ours then return err end
-  local users = {}
-  for u, devs in pairs(ours) do
+  for _, devs in pairs(asked) do
     if not json.is_array(devs) then return bad("device_keys values must be arrays of device IDs") end
     for _, d in ipairs(devs) do
       if type(d) ~= "string" then return bad("device_keys values must be arrays of device IDs") end
     end
-    users[#users + 1] = u
   end
-  for _, devs in pairs(asked) do
-    if not json.is_array(devs) then return bad("device_keys values must be arrays of device IDs") end
-  end
+  local users = {}
+  for u in pairs(ours) do users[#users + 1] = u end
   table_sort(users)
-  local all = hs.store:device_keys_of(users)
-  local names = hs.store:device_names_of(users)
-  local out = {}
-  for _, u in ipairs(users) do
-    local wanted = ours[u]
+  local store = hs.store
+  local all, names = store:device_keys_of(users)
+  local cs_keys = store:cross_signing_keys_of(users)
+  local sigs = {}
+  for _, sig in ipairs(store:cross_signing_signatures(req.user_id, users)) do
+    sigs[sig[1]] = sigs[sig[1]] or {}
+    sigs[sig[1]][#sigs[sig[1]] + 1] = sig
+  end
+  local out = { "{\"device_keys\":{" }
+  local masters, selfs, usks = {}, {}, {}
+  for i, u in ipairs(users) do
     local only
-    if type(wanted) == "table" and #wanted > 0 then
+    if #ours[u] > 0 then
       only = {}
-      for _, d in ipairs(wanted) do if type(d) == "string" then only[d] = true end end
+      for _, d in ipairs(ours[u]) do only[d] = true end
     end
     local devs = {}
     for d, text in pairs(all[u]) do
       if not only or only[d] then
-        local k = json.decode(text)
-        local name = names[u] and names[u][d]
-        if name then k.unsigned = { device_display_name = name } end
-        devs[d] = k
+        local name = names[u][d]
+        devs[#devs + 1] = str(d) .. ":" .. with_unsigned(text, name and { device_display_name = name })
       end
     end
-    out[u] = devs
+    out[#out + 1] = (i > 1 and "," or "") .. str(u) .. ":{" .. table_concat(devs, ",") .. "}"
+    local cs = cs_keys[u]
+    if cs then
+      if cs.master then
+        masters[#masters + 1] = str(u) .. ":" .. (sigs[u] and master_with(cs.master, req.user_id, sigs[u])
+          or cs.master)
+      end
+      if cs.self_signing then selfs[#selfs + 1] = str(u) .. ":" .. cs.self_signing end
+      if cs.user_signing and u == req.user_id then usks[#usks + 1] = str(u) .. ":" .. cs.user_signing end
+    end
   end
-  local masters, selfs, usks = cross_signing_keys(hs, req.user_id, users)
-  return { device_keys = out, failures = failures, master_keys = masters, self_signing_keys = selfs,
-    user_signing_keys = usks }
+  out[#out + 1] = "},\"failures\":" .. encode(failures)
+  out[#out + 1] = ",\"master_keys\":{" .. table_concat(masters, ",") .. "}"
+  out[#out + 1] = ",\"self_signing_keys\":{" .. table_concat(selfs, ",") .. "}"
+  out[#out + 1] = ",\"user_signing_keys\":{" .. table_concat(usks, ",") .. "}}"
+  return response.new(200, table_concat(out))
 end
 
 local function claim(hs, req)
