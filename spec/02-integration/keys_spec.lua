@@ -212,6 +212,36 @@ describe("e2e keys", function()
     assert.equal(400, r.status)
   end)
 
+  it("a device-list change wakes a waiting /sync of a user sharing a room", function()
+    local a, b = t:fresh("k"), t:fresh("k")
+    local room = t:create_room(a, { preset = "public_chat" })
+    t:join(b, room)
+    local since = t:sync(a).next_batch
+    local uv = require "luv"
+    t:run(function()
+      local h = t:go(function()
+        return t:call("GET", V3 .. "/sync?timeout=5000&since=" .. tesths.enc(since), nil, a.access_token)
+      end)
+      t:sleep(50)
+      local sent = uv.hrtime()
+      assert.equal(200, t:call("POST", V3 .. "/keys/upload", { device_keys = device_keys(b) }, b.access_token).status)
+      local r = t:await(h)
+      local waited = (uv.hrtime() - sent) / 1e6
+      assert.equal(200, r.status)
+      assert.same({ b.user_id }, r.json.device_lists.changed)
+      assert.is_true(waited < 1000, "returned " .. waited .. " ms after the upload")
+    end)
+  end)
+
+  it("lists the members of a room joined since the token as changed", function()
+    local a, b = t:fresh("k"), t:fresh("k")
+    local room = t:create_room(b, { preset = "public_chat" })
+    local since = t:sync(a).next_batch
+    t:join(a, room)
+    local s = t:sync(a, since)
+    assert.same({ b.user_id }, s.device_lists.changed)
+  end)
+
   it("a deleted device's keys are gone from /keys/query", function()
     local a, b = t:fresh("k"), t:fresh("k")
     local a2 = second_device(a)
