@@ -140,6 +140,7 @@ build = {
       ["loom.store.to_device"] = "lua/loom/store/to_device.lua",
       ["loom.store.txns"] = "lua/loom/store/txns.lua",
       ["loom.store.user_filters"] = "lua/loom/store/user_filters.lua",
+      ["loom.sync.device_lists"] = "lua/loom/sync/device_lists.lua",
       ["loom.sync.engine"] = "lua/loom/sync/engine.lua",
       ["loom.sync.filters"] = "lua/loom/sync/filters.lua",
       ["loom.sync.notifier"] = "lua/loom/sync/notifier.lua",

@@ -201,6 +201,10 @@ describe("e2e keys", function()
     assert.equal(200, t:request("POST", V3 .. "/rooms/" .. tesths.enc(room) .. "/leave", {}, a.access_token).status)
     local s4 = t:sync(a, s3.next_batch)
     assert.same({ b.user_id }, s4.device_lists.left)
+    r = t:request("GET", V3 .. "/keys/changes?from=" .. tesths.enc(s3.next_batch) .. "&to="
+      .. tesths.enc(s4.next_batch), nil, a.access_token)
+    assert.same({ b.user_id }, r.json.left)
+    assert.same({}, r.json.changed)
     -- a six-part token from before device lists is still accepted
     local six = s4.next_batch:match("^(s%d+_%d+_%d+_%d+_%d+_%d+)_%d+$")
     assert.truthy(six)

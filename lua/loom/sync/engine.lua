@@ -17,6 +17,7 @@ local store_filter = require "loom.store.filter"
 local visibility = require "loom.room.visibility"
 local sync_events = require "loom.api.client.events"
 local sync_token = require "loom.sync.token"
+local device_lists_mod = require "loom.sync.device_lists"
 
 local json = core.json
 local ipairs, pairs, type, next = ipairs, pairs, type, next
@@ -602,11 +603,8 @@ local function changed_joined(hs, user_id, since, typing_since, rc_since, room_a
   return out
 end
 
--- Device lists and key counts (Client-Server API "Tracking the device list
--- for a user"): changed = users sharing a room whose devices changed in
--- (since, to], the user's own changes, and the members of rooms newly
--- joined; left = members of rooms left who share no room any more.
--- Returns whether there is a change to send.
+-- Device lists (loom.sync.device_lists) and key counts of the device.
+-- Returns whether there is a device-list change to send.
 local function device_lists(hs, user_id, device_id, since, to, newly, left, body)
   local store = hs.store
   local counts, unused = store:device_key_counts(user_id, device_id)
@@ -614,27 +612,9 @@ local function device_lists(hs, user_id, device_id, since, to, newly, left, body
   body.device_one_time_keys_count = counts
   body.device_unused_fallback_key_types = json.array(unused)
   if not since then return false end
-  local changed, gone = {}, {}
-  local list = {}
-  for u in pairs(store:device_list_changes(since, to)) do list[#list + 1] = u end
-  for u in pairs(store:sharing_among(user_id, list)) do changed[u] = true end
-  for _, u in ipairs(list) do if u == user_id then changed[u] = true end end
-  for room_id in pairs(newly) do
-    for _, u in ipairs(store:joined_members(room_id)) do if u ~= user_id then changed[u] = true end end
-  end
-  local former = {}
-  for room_id in pairs(left) do
-    for _, u in ipairs(store:joined_members(room_id)) do
-      if u ~= user_id and not changed[u] then former[#former + 1] = u end
-    end
-  end
-  local still = store:sharing_among(user_id, former)
-  for _, u in ipairs(former) do if not still[u] then gone[u] = true end end
-  for u in pairs(changed) do body.device_lists.changed[#body.device_lists.changed + 1] = u end
-  for u in pairs(gone) do body.device_lists.left[#body.device_lists.left + 1] = u end
-  table_sort(body.device_lists.changed)
-  table_sort(body.device_lists.left)
-  return next(changed) ~= nil or next(gone) ~= nil
+  local changed, gone = device_lists_mod.between(store, user_id, since, to, newly, left)
+  body.device_lists = { changed = json.array(changed), left = json.array(gone) }
+  return #changed > 0 or #gone > 0
 end
 
 --- Compute a sync response: body, has_data (something for the client).

@@ -12,6 +12,7 @@ local errors = require "loom.http.errors"
 local ljson = require "loom.json"
 local crypto = require "loom.room.crypto"
 local sync_token = require "loom.sync.token"
+local device_lists = require "loom.sync.device_lists"
 local store_filter = require "loom.store.filter"
 local response = require "loom.http.response"
 
@@ -265,8 +266,8 @@ local function claim(hs, req)
   return { one_time_keys = out, failures = failures }
 end
 
--- GET /keys/changes?from&to: the users sharing a room with the caller
--- (and the caller) whose devices changed between the two sync tokens.
+-- GET /keys/changes?from&to: what /sync's device_lists would have said
+-- between the two sync tokens (loom.sync.device_lists).
 local function changes(hs, req)
   local from, to = req:arg("from"), req:arg("to")
   if not from or not to then return errors.new("M_MISSING_PARAM", "from and to are required") end
@@ -277,16 +278,9 @@ local function changes(hs, req)
   local t, e2 = sync_token.parse(to)
   if t then t, e2 = sync_token.check(t, now) end
   if not t then return invalid("to: " .. e2) end
-  local store = hs.store
-  local list = {}
-  for u in pairs(store:device_list_changes(f.device_lists, t.device_lists)) do list[#list + 1] = u end
-  local shared = store:sharing_among(req.user_id, list)
-  local changed = {}
-  for _, u in ipairs(list) do
-    if shared[u] or u == req.user_id then changed[#changed + 1] = u end
-  end
-  table_sort(changed)
-  return { changed = json.array(changed), left = json.array() }
+  local newly, gone = device_lists.rooms(hs.store, req.user_id, f.stream, t.stream)
+  local changed, left = device_lists.between(hs.store, req.user_id, f.device_lists, t.device_lists, newly, gone)
+  return { changed = json.array(changed), left = json.array(left) }
 end
 
 keys_api.routes = {
