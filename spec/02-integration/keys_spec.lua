@@ -237,6 +237,15 @@ describe("e2e keys", function()
     end)
   end)
 
+  it("lists a user who joined a room of the syncing user as changed", function()
+    local a, b = t:fresh("k"), t:fresh("k")
+    local room = t:create_room(a, { preset = "public_chat" })
+    local since = t:sync(a).next_batch
+    t:join(b, room)
+    local s = t:sync(a, since)
+    assert.same({ b.user_id }, s.device_lists.changed)
+  end)
+
   it("lists the members of a room joined since the token as changed", function()
     local a, b = t:fresh("k"), t:fresh("k")
     local room = t:create_room(b, { preset = "public_chat" })

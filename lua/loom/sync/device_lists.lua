@@ -2,14 +2,16 @@
 -- (Client-Server API "Tracking the device list for a user"), for /sync's
 -- device_lists and GET /keys/changes.
 --
---   local changed, left = device_lists.between(store, user_id, since, to, newly, gone)
+--   local changed, left = device_lists.between(store, user_id, since, to, newly, gone, joiners)
 --     since, to: device-list positions; newly / gone: { [room_id] = true }, the
---     rooms the user joined / left in the range  --> sorted arrays of user IDs
+--     rooms the user joined / left in the range; joiners (optional): { [user_id]
+--     = true }, users who joined a room of the user  --> sorted arrays of user IDs
 --   local newly, gone = device_lists.rooms(store, user_id, from_stream, to_stream)
 --
 -- changed: users sharing a joined room whose devices or device keys changed
--- in (since, to], the user's own changes, and the members of rooms newly
--- joined; left: members of rooms left who share no joined room any more.
+-- in (since, to], the user's own changes, the members of rooms newly
+-- joined and those who joined a room of the user; left: members of rooms
+-- left who share no joined room any more.
 local ipairs, pairs, assert = ipairs, pairs, assert
 local table_sort = table.sort
 
@@ -18,8 +20,9 @@ local _ENV = nil -- luacheck: ignore 211
 local device_lists = {}
 
 --- changed, left (sorted arrays of user IDs); see the top.
-function device_lists.between(store, user_id, since, to, newly, gone)
+function device_lists.between(store, user_id, since, to, newly, gone, joiners)
   local changed, left = {}, {}
+  for u in pairs(joiners or {}) do if u ~= user_id then changed[u] = true end end
   local list = {}
   for u in pairs(store:device_list_changes(since, to)) do list[#list + 1] = u end
   for u in pairs(store:sharing_among(user_id, list)) do changed[u] = true end

@@ -612,7 +612,18 @@ local function device_lists(hs, user_id, device_id, since, to, newly, left, body
   body.device_one_time_keys_count = counts
   body.device_unused_fallback_key_types = json.array(unused)
   if not since then return false end
-  local changed, gone = device_lists_mod.between(store, user_id, since, to, newly, left)
+  -- those who joined a room of the user: from the join events being sent
+  local joiners = {}
+  for _, sec in pairs(body.rooms.join) do
+    for _, part in ipairs { sec.timeline, sec.state } do
+      for _, ev in ipairs(part and part.events or {}) do
+        if ev.type == "m.room.member" and type(ev.content) == "table" and ev.content.membership == "join" then
+          joiners[ev.state_key] = true
+        end
+      end
+    end
+  end
+  local changed, gone = device_lists_mod.between(store, user_id, since, to, newly, left, joiners)
   body.device_lists = { changed = json.array(changed), left = json.array(gone) }
   return #changed > 0 or #gone > 0
 end
