@@ -21,15 +21,14 @@ local V3 = "/_matrix/client/v3"
 local MAX_DISPLAYNAME = 256
 local MAX_DEVICES = 1000
 
-local function view(user_id, d)
-  return { device_id = d.device_id, display_name = d.display_name, last_seen_ts = d.last_seen_ts,
-    user_id = user_id }
+local function view(d)
+  return { device_id = d.device_id, display_name = d.display_name, last_seen_ts = d.last_seen_ts }
 end
 
 local function list(hs, req)
   local out = {}
   for i, d in ipairs(hs.store:user_devices(req.user_id)) do
-    out[i] = view(nil, d)
+    out[i] = view(d)
   end
   return { devices = json.array(out) }
 end
@@ -37,7 +36,7 @@ end
 local function get(hs, req)
   local d = hs.store:user_device(req.user_id, req.params.deviceId)
   if not d then return errors.new("M_NOT_FOUND", "Unknown device") end
-  return view(nil, d)
+  return view(d)
 end
 
 local function put(hs, req)
