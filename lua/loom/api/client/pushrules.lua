@@ -29,6 +29,10 @@ local SIMPLE_ACTIONS = { notify = true, dont_notify = true, coalesce = true }
 
 local function encode(v) return json.encode(v, { floats = true }) end
 
+local function changed(hs, user_id)
+  if hs.push then hs.push:invalidate(user_id) end
+end
+
 local function rule_set(hs, user_id)
   return pushrules.merge(user_id, hs.store:push_rule_rows(user_id))
 end
@@ -144,6 +148,7 @@ local function put_rule(hs, req)
     end
     return store:add_push_rule(user_id, kind, rule_id, fields, before, after)
   end, render(user_id))
+  changed(hs, user_id)
   if not ok then
     if msg == "Too many push rules" then return errors.new("M_RESOURCE_LIMIT_EXCEEDED", msg) end
     return errors.new("M_NOT_FOUND", msg)
@@ -158,6 +163,7 @@ local function delete_rule(hs, req)
   local ok = hs.store:change_push_rules(user_id, function(store)
     return store:delete_push_rule(user_id, kind, rule_id)
   end, render(user_id))
+  changed(hs, user_id)
   if not ok then return errors.new("M_NOT_FOUND", "Unknown push rule") end
   return {}
 end
@@ -181,6 +187,7 @@ local function put_attr(hs, req, what)
   local ok = hs.store:change_push_rules(user_id, function(store)
     return store:set_push_rule_attr(user_id, kind, rule_id, r.default, change)
   end, render(user_id))
+  changed(hs, user_id)
   if not ok then return errors.new("M_NOT_FOUND", "Unknown push rule") end
   return {}
 end
