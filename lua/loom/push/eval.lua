@@ -109,15 +109,15 @@ local function compile_condition(c)
       return false
     end
   elseif kind == "contains_display_name" then
+    -- the last name's compiled pattern, kept with the rule set (one user's)
+    local last_name, last_re
     return function(event, ctx)
       local name, body = ctx.display_name, lookup(event, { "content", "body" })
       if type(name) ~= "string" or name == "" or type(body) ~= "string" then return false end
-      local re = ctx.display_name_re
-      if re == nil then
-        re = glob.compile(name, { words = true, literal = true }) or false
-        ctx.display_name_re = re
+      if name ~= last_name then
+        last_name, last_re = name, glob.compile(name, { words = true, literal = true }) or false
       end
-      return re and re:match(body) == true or false
+      return last_re and last_re:match(body) == true or false
     end
   elseif kind == "room_member_count" then
     local op, n = parse_is(c.is)
