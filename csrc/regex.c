@@ -56,11 +56,12 @@ static size_t skip_bracket(const char *p, size_t len, size_t i)
     return len;
 }
 
-/* Parse an interval {n}, {n,} or {n,m} at p[i] == '{'. Returns the index past
- * it and stores n and the number of copies glibc builds ({n,} counts n + 1), or
+/* Parse an interval {n}, {n,}, {,m} (glibc reads it as {0,m}) or {n,m} at
+ * p[i] == '{'. Returns the index past it and stores n, the number of copies
+ * glibc builds ({n,} counts n + 1) and how many of them are optional, or
  * returns 0 when the text is not an interval. */
 static size_t parse_interval(const char *p, size_t len, size_t i, uint64_t *lop,
-                             uint64_t *copies)
+                             uint64_t *copies, uint64_t *optional)
 {
     uint64_t lo = 0, hi = 0;
     size_t j = i + 1;
@@ -81,6 +82,7 @@ static size_t parse_interval(const char *p, size_t len, size_t i, uint64_t *lop,
     else if (!have_hi)
         hi = lo + 1;
     *lop = lo;
+    *optional = hi > lo ? hi - lo : 0;
     *copies = hi > lo ? hi : lo;
     if (*copies == 0)
         *copies = 1;
@@ -99,6 +101,7 @@ typedef struct {
     uint64_t total;  /* expanded weight of this group so far */
     int branch_null; /* every atom of the current branch can match empty */
     int any_null;    /* an earlier branch can match empty */
+    uint64_t nullw;  /* nullable copies built inside this group so far */
 } Level;
 
 typedef struct {
@@ -108,34 +111,54 @@ typedef struct {
     int last_null;   /* the last atom can match empty */
     int pre_null;    /* branch_null before the last atom */
     int quantified;  /* the last atom already carries a repetition operator */
-    uint64_t nullw;  /* weight of copied nullable operands */
+    uint64_t last_nullw; /* nullable copies inside the last atom */
 } Scan;
 
-static void scan_atom(Scan *sc, uint64_t w, int nul)
+static void level_init(Level *lv)
+{
+    lv->total = 0;
+    lv->branch_null = 1;
+    lv->any_null = 0;
+    lv->nullw = 0;
+}
+
+/* w: expanded weight; nul: the atom can match empty; nw: nullable copies
+ * built inside it (a group's tally). */
+static void scan_atom(Scan *sc, uint64_t w, int nul, uint64_t nw)
 {
     Level *lv = &sc->lv[sc->depth];
     sc->last = w;
     sc->last_null = nul;
+    sc->last_nullw = nw;
     sc->pre_null = lv->branch_null;
     lv->branch_null = sc->pre_null && nul;
     lv->total += w;
+    lv->nullw += nw;
     sc->quantified = 0;
 }
 
-/* copies: how many times glibc copies the operand; nul: whether the result
- * can match empty. */
-static const char *scan_repeat(Scan *sc, uint64_t copies, int nul)
+/* copies: how many times glibc copies the operand; optional: how many of
+ * those copies are optional (x? nodes: m - n for {n,m}, one for {n,}, x+,
+ * x* and x?); nul: whether the result can match empty.
+ *
+ * glibc builds x{n,m} as n copies of x followed by m - n left-nested
+ * optional copies ((x?x)?x)?..., and every one of those is a node that can
+ * match empty whose epsilon closure reaches all the others. So the nullable
+ * tally of a repetition is every copy when x itself can match empty, else
+ * the nullable nodes inside x times the copies plus the optional copies. */
+static const char *scan_repeat(Scan *sc, uint64_t copies, uint64_t optional, int nul)
 {
     Level *lv = &sc->lv[sc->depth];
+    uint64_t nw;
     if (sc->last == 0)
         return NULL; /* nothing to repeat: regcomp reports it */
     if (sc->quantified)
         return "stacked repetition operators (like a** or a+?) are not supported";
-    if (copies > 1 && sc->last_null) {
-        sc->nullw += sc->last * copies;
-        if (sc->nullw > REGEX_MAX_NULLABLE)
-            return "pattern too complex (repeats an operand that can match empty too often)";
-    }
+    nw = sc->last_null ? sc->last * copies : sc->last_nullw * copies + optional;
+    lv->nullw += nw - sc->last_nullw;
+    sc->last_nullw = nw;
+    if (lv->nullw > REGEX_MAX_NULLABLE)
+        return "pattern too complex (repeats an operand that can match empty too often)";
     lv->total += sc->last * (copies - 1);
     sc->last *= copies;
     sc->last_null = nul;
@@ -148,51 +171,47 @@ static const char *check_complexity(const char *p, size_t len)
 {
     Scan sc;
     const char *why = NULL;
-    uint64_t copies = 0, lo = 0;
+    uint64_t copies = 0, lo = 0, optional = 0;
     size_t i = 0, next;
     sc.depth = 0;
-    sc.lv[0].total = 0;
-    sc.lv[0].branch_null = 1;
-    sc.lv[0].any_null = 0;
+    level_init(&sc.lv[0]);
     sc.last = 0;
     sc.last_null = sc.pre_null = 1;
     sc.quantified = 0;
-    sc.nullw = 0;
+    sc.last_nullw = 0;
     while (i < len && why == NULL) {
         switch (p[i]) {
         case '\\':
             if (i + 1 < len && p[i + 1] >= '1' && p[i + 1] <= '9')
                 return "back-references are not supported";
             /* \b \B \< \> \` \' are zero-width */
-            scan_atom(&sc, 1, i + 1 < len && strchr("bB<>`'", p[i + 1]) != NULL);
+            scan_atom(&sc, 1, i + 1 < len && strchr("bB<>`'", p[i + 1]) != NULL, 0);
             i += 2;
             break;
         case '[':
             i = skip_bracket(p, len, i);
-            scan_atom(&sc, 1, 0);
+            scan_atom(&sc, 1, 0, 0);
             break;
         case '^':
         case '$':
-            scan_atom(&sc, 1, 1);
+            scan_atom(&sc, 1, 1, 0);
             i++;
             break;
         case '(':
             if (sc.depth == REGEX_MAX_DEPTH)
                 return "pattern nests groups too deeply";
             sc.depth++;
-            sc.lv[sc.depth].total = 0;
-            sc.lv[sc.depth].branch_null = 1;
-            sc.lv[sc.depth].any_null = 0;
+            level_init(&sc.lv[sc.depth]);
             sc.last = 0;
             sc.quantified = 0;
             i++;
             break;
         case ')':
             if (sc.depth == 0) { /* a literal in ERE */
-                scan_atom(&sc, 1, 0);
+                scan_atom(&sc, 1, 0, 0);
             } else {
                 Level *in = &sc.lv[sc.depth--];
-                scan_atom(&sc, in->total ? in->total : 1, in->any_null || in->branch_null);
+                scan_atom(&sc, in->total ? in->total : 1, in->any_null || in->branch_null, in->nullw);
             }
             i++;
             break;
@@ -205,25 +224,25 @@ static const char *check_complexity(const char *p, size_t len)
             break;
         case '*':
         case '?':
-            why = scan_repeat(&sc, 1, 1);
+            why = scan_repeat(&sc, 1, 1, 1);
             i++;
             break;
         case '+': /* glibc builds x+ as x x* */
-            why = scan_repeat(&sc, 2, sc.last_null);
+            why = scan_repeat(&sc, 2, 1, sc.last_null);
             i++;
             break;
         case '{':
-            next = parse_interval(p, len, i, &lo, &copies);
+            next = parse_interval(p, len, i, &lo, &copies, &optional);
             if (next) {
-                why = scan_repeat(&sc, copies, lo == 0 || sc.last_null);
+                why = scan_repeat(&sc, copies, optional, lo == 0 || sc.last_null);
                 i = next;
             } else {
-                scan_atom(&sc, 1, 0);
+                scan_atom(&sc, 1, 0, 0);
                 i++;
             }
             break;
         default:
-            scan_atom(&sc, 1, 0);
+            scan_atom(&sc, 1, 0, 0);
             i++;
             break;
         }

@@ -2,9 +2,14 @@
 # Builds every libFuzzer target in fuzz/ with clang (ASan + UBSan) and runs
 # each for FUZZ_SECONDS (default 60). A crash stops the run with its input
 # saved as build/fuzz/crash-*. Corpora live in build/fuzz/<target>-corpus.
+# Every target runs with an RSS limit (FUZZ_RSS_MB, default 512) and a per-input
+# time limit (FUZZ_INPUT_SECONDS, default 10): an input that makes a parser or
+# compiler allocate without bound or hang is a finding and fails the run.
 set -eu
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-60}
+rss=${FUZZ_RSS_MB:-512}
+input_secs=${FUZZ_INPUT_SECONDS:-10}
 command -v clang >/dev/null || { echo "clang is needed for fuzzing (apt-get install clang)"; exit 1; }
 mkdir -p build/fuzz
 cflags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icsrc \
@@ -18,7 +23,7 @@ for src in fuzz/fuzz_*.c; do
   mkdir -p "build/fuzz/$name-corpus"
   echo "== $name: ${secs}s"
   if ! (cd build/fuzz && "./$name" -max_total_time="$secs" -max_len=4096 -print_final_stats=1 \
-        -artifact_prefix="$name-" "$name-corpus" 2>&1 | tail -n 12); then
+        -rss_limit_mb="$rss" -malloc_limit_mb="$rss" -timeout="$input_secs" -artifact_prefix="$name-" "$name-corpus" 2>&1 | tail -n 12); then
     echo "!! $name found a failure (see build/fuzz/$name-crash-*)"; status=1
   fi
 done

@@ -24,6 +24,7 @@ local keyring_mod = require "loom.federation.keyring"
 local xmatrix = require "loom.federation.xmatrix"
 local dns = require "loom.net.dns"
 local sender_mod = require "loom.federation.sender"
+local push_notify = require "loom.push.notify"
 
 local setmetatable, type, tostring, assert, ipairs = setmetatable, type, tostring, assert, ipairs
 
@@ -91,6 +92,9 @@ function homeserver.new(server, opts)
     server:hook("server/started", function() self.sender:start() end)
     server:hook("server/stopping", function() self.sender:close() end)
   end
+  -- push rules: each new event against the local members' rules (unread counts)
+  self.push = push_notify.new(self)
+  server:hook("room/event/persisted", function(ev, c) return self.push:event_persisted(ev, c) end)
   local suffix = ":" .. name
   self.presence = presence_mod.new(store, { enabled = config.presence ~= false, idle_ms = config.presence_idle_ms,
     offline_ms = config.presence_offline_ms, log = function(level, message) server:log(level, "%s", message) end,

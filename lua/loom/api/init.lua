@@ -16,7 +16,7 @@ local api = {}
 
 -- Client-Server API modules, each exporting a route table.
 api.modules = {
-  "loom.api.client.account",   -- versions, capabilities, login, register, logout, whoami, profile, pushrules
+  "loom.api.client.account",   -- versions, capabilities, login, register, logout, whoami, profile
   "loom.api.client.rooms",     -- createRoom, membership, send, state, members, event, redact
   "loom.api.client.directory", -- room aliases, room directory, publicRooms
   "loom.api.client.sync",      -- sync, messages, context, filters
@@ -30,6 +30,7 @@ api.modules = {
   "loom.api.client.keys",      -- end-to-end encryption keys
   "loom.api.client.room_keys", -- server-side key backups
   "loom.api.client.cross_signing", -- cross-signing keys and signatures
+  "loom.api.client.pushrules", -- push rules
 }
 
 -- Server-Server API modules: their routes are served on the federation

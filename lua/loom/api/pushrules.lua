@@ -12,9 +12,10 @@
 -- json.array_mt so they encode as [].
 local json = require("loom.core").json
 
-local type = type
+local type, ipairs = type, ipairs
 local array = json.array
 local error = error
+local decode = json.decode
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -100,6 +101,58 @@ function pushrules.defaults(user_id)
     sender = array(),
     underride = array(underride),
   }
+end
+
+pushrules.KINDS = { "override", "content", "room", "sender", "underride" }
+
+local function own_rule(kind, row)
+  local r = { rule_id = row.rule_id, default = false, enabled = row.enabled ~= 0, actions = decode(row.actions) }
+  if kind == "override" or kind == "underride" then
+    r.conditions = row.conditions and decode(row.conditions) or array()
+  elseif kind == "content" then
+    r.pattern = row.pattern
+  end
+  return r
+end
+
+--- A user's rule set: the predefined rules with the user's stored rows
+-- (store:push_rule_rows) applied. The user's own rules of a kind come
+-- before the predefined ones of that kind, except .m.rule.master, which
+-- stays first (as in Synapse); a row for a predefined rule changes its
+-- enabled flag and/or actions.
+function pushrules.merge(user_id, rows)
+  local base = pushrules.defaults(user_id)
+  local own, changed = {}, {}
+  for _, kind in ipairs(pushrules.KINDS) do own[kind] = {} end
+  for _, row in ipairs(rows) do
+    if row.is_default == 1 then
+      changed[row.kind .. "\0" .. row.rule_id] = row
+    elseif own[row.kind] then
+      local list = own[row.kind]
+      list[#list + 1] = own_rule(row.kind, row)
+    end
+  end
+  local out = {}
+  for _, kind in ipairs(pushrules.KINDS) do
+    local list = array()
+    local rest = base[kind]
+    local first = 1
+    if kind == "override" and rest[1] and rest[1].rule_id == ".m.rule.master" then
+      list[1] = rest[1]
+      first = 2
+    end
+    for _, r in ipairs(own[kind]) do list[#list + 1] = r end
+    for i = first, #rest do list[#list + 1] = rest[i] end
+    for _, r in ipairs(list) do
+      local c = r.default and changed[kind .. "\0" .. r.rule_id]
+      if c then
+        if c.enabled ~= nil then r.enabled = c.enabled ~= 0 end
+        if c.actions ~= nil then r.actions = decode(c.actions) end
+      end
+    end
+    out[kind] = list
+  end
+  return out
 end
 
 return pushrules

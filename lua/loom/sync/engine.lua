@@ -777,6 +777,7 @@ function engine.sync(hs, opts)
   prefetch(ctx, streams)
   local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
   local receipt_evs = receipt_events(store, user_id, joined, newly, rc_since, rc_to, eph_filter)
+  local unread = store:unread_counts(user_id)
   for _, room_id in ipairs(joined) do
     local st = streams[room_id]
     local full = full_state or newly[room_id]
@@ -791,7 +792,8 @@ function engine.sync(hs, opts)
           and not room_ad[room_id] and next(summary) == nil) then
         sec.ephemeral = { events = ephemeral }
         sec.account_data = { events = room_ad[room_id] or json.array {} }
-        sec.unread_notifications = {}
+        local u = unread[room_id]
+        sec.unread_notifications = { notification_count = u and u[1] or 0, highlight_count = u and u[2] or 0 }
         sec.summary = summary
         body.rooms.join[room_id] = sec
         has_data = true

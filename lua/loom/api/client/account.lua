@@ -10,7 +10,6 @@
 local core = require "loom.core"
 local errors = require "loom.http.errors"
 local version = require "loom.room.version"
-local pushrules = require "loom.api.pushrules"
 local ljson = require "loom.json"
 local fed_query = require "loom.federation.query"
 
@@ -341,30 +340,6 @@ local function put_field(hs, req, field)
 end
 
 ---------------------------------------------------------------------------
--- push rules (the predefined rules; changes are not stored yet)
-
-local KINDS = { override = true, content = true, room = true, sender = true, underride = true }
-
-local function get_pushrules(_, req, scope_only)
-  local rules = pushrules.defaults(req.user_id)
-  if scope_only then return rules end
-  return { global = rules }
-end
-
-local function get_pushrule(_, req, what)
-  local p = req.params
-  if not KINDS[p.kind] then return errors.new("M_INVALID_PARAM", "Unknown push rule kind") end
-  for _, r in ipairs(pushrules.defaults(req.user_id)[p.kind]) do
-    if r.rule_id == p.ruleId then
-      if what == "enabled" then return { enabled = r.enabled } end
-      if what == "actions" then return { actions = r.actions } end
-      return r
-    end
-  end
-  return errors.new("M_NOT_FOUND", "Unknown push rule")
-end
-
----------------------------------------------------------------------------
 
 --- The account endpoints: { method, path, handler(hs, req), auth = bool },
 -- installed by loom.api.install.
@@ -382,14 +357,6 @@ local routes = {
   { "POST", V3 .. "/logout/all", function(hs, req) return logout(hs, req, true) end, auth = true },
   { "GET", V3 .. "/account/whoami", whoami, auth = true },
   { "GET", V3 .. "/profile/{userId}", get_profile, auth = false },
-  { "GET", V3 .. "/pushrules/", function(hs, req) return get_pushrules(hs, req, false) end, auth = true },
-  { "GET", V3 .. "/pushrules", function(hs, req) return get_pushrules(hs, req, false) end, auth = true },
-  { "GET", V3 .. "/pushrules/global/", function(hs, req) return get_pushrules(hs, req, true) end, auth = true },
-  { "GET", V3 .. "/pushrules/global/{kind}/{ruleId}", get_pushrule, auth = true },
-  { "GET", V3 .. "/pushrules/global/{kind}/{ruleId}/enabled",
-    function(hs, req) return get_pushrule(hs, req, "enabled") end, auth = true },
-  { "GET", V3 .. "/pushrules/global/{kind}/{ruleId}/actions",
-    function(hs, req) return get_pushrule(hs, req, "actions") end, auth = true },
 }
 for field in pairs(PROFILE_FIELDS) do
   routes[#routes + 1] = { "GET", V3 .. "/profile/{userId}/" .. field,
