@@ -52,7 +52,9 @@ end
 -- hs.typing (loom.sync.typing: who is typing in which room, in memory),
 -- hs.presence (loom.sync.presence: presence and its idle/offline timer;
 -- config.presence = false turns it off),
--- hs.register_sessions (the open user-interactive /register sessions).
+-- hs.register_sessions (the open user-interactive /register sessions),
+-- hs.uia_sessions (the open m.login.password sessions, each bound to a user
+-- and a request).
 function homeserver.new(server, opts)
   opts = opts or {}
   local config = server.config
@@ -70,6 +72,7 @@ function homeserver.new(server, opts)
       default_version = config.default_room_version, hooks = server }),
     notifier = notifier_mod.new(store),
     register_sessions = { map = {}, n = 0 },   -- open user-interactive /register sessions
+    uia_sessions = { map = {}, n = 0 },   -- open password UIA sessions: { user_id, request }
   }, mt)
   self.typing = typing_mod.new(self.notifier)   -- who is typing where (in memory, expiring)
   -- federation: the outbound client (TLS, address guard), signed requests,

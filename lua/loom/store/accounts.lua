@@ -137,12 +137,48 @@ end
 
 --- Does the password open this (active) account? true, or nil, message,
 -- "forbidden" (the same answer for an unknown user and a wrong password).
+-- A deactivated account whose password matches answers "user_deactivated"
+-- (Synapse's order: the account's state is told only to who knows the
+-- password).
 function methods:verify_password(user_id, password)
   local row = self.conn:first("SELECT password_hash, deactivated FROM users WHERE user_id = ?", user_id)
-  if not row or row[2] == 1 or type(password) ~= "string" or not accounts.check_password(password, row[1]) then
+  if not row or type(password) ~= "string" or not accounts.check_password(password, row[1]) then
     return nil, "Invalid username or password", "forbidden"
   end
+  if row[2] == 1 then return nil, "This account has been deactivated", "user_deactivated" end
   return true
+end
+
+--- Set a new password (the account's hash replaced).
+function methods:set_password(user_id, password)
+  return self.conn:run("UPDATE users SET password_hash = ? WHERE user_id = ?",
+    accounts.hash_password(password, self.iterations), user_id)
+end
+
+--- Log out every device of the user but keep_device, and every other access
+-- token of keep_device but keep_token (their to-device queues go with them).
+function methods:logout_others(user_id, keep_device, keep_token)
+  return self.conn:transaction(function()
+    self.conn:run("DELETE FROM access_tokens WHERE user_id = ? AND token_hash <> ?", user_id,
+      keep_token and token_hash(keep_token) or core.sqlite.blob(""))
+    self.conn:run("DELETE FROM devices WHERE user_id = ? AND device_id IS NOT ?", user_id, keep_device)
+    self.conn:run("DELETE FROM to_device_inbox WHERE user_id = ? AND device_id IS NOT ?", user_id, keep_device)
+    return true
+  end)
+end
+
+--- Deactivate an account for good: marked deactivated (the row stays, so
+-- the user ID is never registered again), profile erased, every device,
+-- access token and to-device message deleted. The password hash stays, so
+-- that a login with the right password is told the account is deactivated.
+function methods:deactivate(user_id)
+  return self.conn:transaction(function()
+    self.conn:run("UPDATE users SET deactivated = 1, displayname = NULL, avatar_url = NULL WHERE user_id = ?", user_id)
+    self.conn:run("DELETE FROM access_tokens WHERE user_id = ?", user_id)
+    self.conn:run("DELETE FROM devices WHERE user_id = ?", user_id)
+    self.conn:run("DELETE FROM to_device_inbox WHERE user_id = ?", user_id)
+    return true
+  end)
 end
 
 --- Password login. Returns what issue_token returns, or what
