@@ -57,6 +57,7 @@ build = {
       ["loom.api.client.sync"] = "lua/loom/api/client/sync.lua",
       ["loom.api.client.to_device"] = "lua/loom/api/client/to_device.lua",
       ["loom.api.client.typing"] = "lua/loom/api/client/typing.lua",
+      ["loom.api.client.upgrade"] = "lua/loom/api/client/upgrade.lua",
       ["loom.api.federation.events"] = "lua/loom/api/federation/events.lua",
       ["loom.api.federation.invite"] = "lua/loom/api/federation/invite.lua",
       ["loom.api.federation.keys"] = "lua/loom/api/federation/keys.lua",

@@ -26,6 +26,7 @@ api.modules = {
   "loom.api.client.receipts",  -- receipts, read markers
   "loom.api.client.search",    -- server-side search
   "loom.api.client.presence",  -- presence status
+  "loom.api.client.upgrade",   -- room upgrades
 }
 
 -- Server-Server API modules: their routes are served on the federation
