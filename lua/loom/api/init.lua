@@ -2,12 +2,15 @@
 -- homeserver context (loom.api.homeserver) and registers every module's routes
 -- through server:route, like any other route. An endpoint module exports
 -- routes = { { method, path, handler, auth = true|false }, ... } with
--- handler(hs, req); auth routes run behind hs:authed (req.user_id set).
+-- handler(hs, req); auth routes run behind hs:authed (req.user_id set);
+-- guest = true (or loom.api.guest's list) lets guest accounts call an auth
+-- route.
 --
 --   local server = loom.new(config)
 --   local hs = require("loom.api").install(server)
 --   server:run()
 local homeserver = require "loom.api.homeserver"
+local guest = require "loom.api.guest"
 local ipairs, require, type, error, tostring = ipairs, require, type, error, tostring
 
 local _ENV = nil -- luacheck: ignore 211
@@ -77,7 +80,7 @@ function api.install_routes(hs, routes, listener)
     end
     local fn = function(req) return handler(hs, req) end
     if r.auth == "server" then fn = hs:server_authed(fn)
-    elseif r.auth then fn = hs:authed(fn) end
+    elseif r.auth then fn = hs:authed(fn, r.guest or guest.allowed(method, path)) end
     server:route(method, path, fn, listener)
   end
 end

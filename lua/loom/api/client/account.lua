@@ -156,16 +156,63 @@ local function uia_challenge(sessions, session, extra)
   return 401, body
 end
 
+-- POST /register?kind=guest: a guest account (no password, no UIA), when
+-- config.allow_guest_access (before enable_registration, as in Synapse).
+local function register_guest(hs, req)
+  if hs.config.allow_guest_access ~= true then
+    return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+  end
+  local body = req:json()
+  local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
+  local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
+  local localpart
+  for _ = 1, 10 do
+    localpart = random_string(12)
+    if hs.accounts:available(localpart) then break end
+  end
+  local denied = hs:check("register/check", { user_id = hs.accounts:user_id(localpart), localpart = localpart,
+    kind = "guest", device_id = device_id, initial_device_display_name = display })
+  if denied then return denied end
+  local user_id, err, code = hs.accounts:register(localpart, nil, { guest = true })
+  if not user_id then return hs:error(err, code) end
+  hs.server:log("info", "registered guest %s", user_id)
+  local r
+  r, err, code = hs.accounts:issue_token(user_id, device_id, display)
+  if not r then return hs:error(err, code) end
+  return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
+    home_server = hs.server_name }
+end
+
+-- The guest account a /register body's guest_access_token names (the
+-- upgrade of a guest to a full account): user_id, or nil and an error.
+local function guest_of(hs, body)
+  local token = opt_string(body, "guest_access_token")
+  if not token then return nil end
+  local user_id, _, is_guest = hs.accounts:authenticate(token)
+  if not user_id then return nil, errors.new("M_UNKNOWN_TOKEN", "Unknown guest access token") end
+  if not is_guest then return nil, errors.new("M_FORBIDDEN", "guest_access_token is not a guest's") end
+  return user_id
+end
+
 local function register(hs, req)
   local sessions = hs.register_sessions -- this homeserver's open UIA sessions
+  local kind = req:arg("kind", "user")
+  if kind == "guest" then return register_guest(hs, req) end
   if hs.config.enable_registration == false then
     return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
   end
-  local kind = req:arg("kind", "user")
-  if kind == "guest" then return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled") end
   if kind ~= "user" then return errors.new("M_INVALID_PARAM", "kind must be user or guest") end
   local body = req:json()
   local username = opt_string(body, "username")
+  local guest_id, gerr = guest_of(hs, body)
+  if gerr then return gerr end
+  if guest_id then
+    -- the spec: the username is the guest's own localpart
+    if not username then return errors.new("M_MISSING_PARAM", "username is required with guest_access_token") end
+    if hs.accounts:user_id(username:lower()) ~= guest_id then
+      return errors.new("M_FORBIDDEN", "username must be the guest's own localpart")
+    end
+  end
   local password = opt_string(body, "password")
   if password and #password > MAX_PASSWORD then
     return errors.new("M_INVALID_PARAM", "password is longer than " .. MAX_PASSWORD .. " bytes")
@@ -176,7 +223,7 @@ local function register(hs, req)
   if inhibit ~= nil and inhibit ~= json.null and type(inhibit) ~= "boolean" then
     return errors.new("M_BAD_JSON", "inhibit_login must be a boolean")
   end
-  if username then
+  if username and not guest_id then
     username = username:lower()
     local ok, err, code = hs.accounts:available(username)
     if not ok then return hs:error(err, code) end
@@ -194,6 +241,17 @@ local function register(hs, req)
       errcode = "M_UNRECOGNIZED", error = "Unsupported authentication type" })
   end
   if session then sessions.map[session] = nil end
+  if guest_id then
+    local ok, err, code = hs.accounts:upgrade_guest(guest_id, password)
+    if not ok then return hs:error(err, code) end
+    hs.server:log("info", "guest %s upgraded to a full account", guest_id)
+    if inhibit then return { user_id = guest_id } end
+    local r
+    r, err, code = hs.accounts:issue_token(guest_id, device_id, display)
+    if not r then return hs:error(err, code) end
+    return { user_id = guest_id, access_token = r.access_token, device_id = r.device_id,
+      home_server = hs.server_name }
+  end
   -- register
   local localpart = username
   if not localpart then
@@ -297,8 +355,9 @@ end
 local function optional_user(hs, req)
   local h = req:header("Authorization")
   if h == nil and req:arg("access_token") == nil then return true end
-  local user_id, device_id, token = hs:authenticate(req)
+  local user_id, device_id, token, is_guest = hs:authenticate(req)
   if not user_id then return nil, device_id end
+  if is_guest then return nil, errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here") end
   req.user_id, req.device_id, req.access_token = user_id, device_id, token
   return true
 end
@@ -389,7 +448,7 @@ local function logout(hs, req, all)
 end
 
 local function whoami(_, req)
-  return { user_id = req.user_id, device_id = req.device_id, is_guest = false }
+  return { user_id = req.user_id, device_id = req.device_id, is_guest = req.is_guest == true }
 end
 
 ---------------------------------------------------------------------------
