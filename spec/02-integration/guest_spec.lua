@@ -117,6 +117,28 @@ describe("guest access", function()
       assert.equal(404, r.status)
     end)
 
+    it("makes joined guests leave when the room's guest_access stops being can_join", function()
+      local g = guest()
+      local bob = t:fresh("ga")
+      local rid = room { ["m.room.guest_access"] = { guest_access = "can_join" } }
+      t:join(bob, rid)
+      assert.equal(200, t:request("POST", V3 .. "/rooms/" .. enc(rid) .. "/join", {}, g.access_token).status)
+      local r = t:request("PUT", V3 .. "/rooms/" .. enc(rid) .. "/state/m.room.guest_access/",
+        { guest_access = "forbidden" }, alice.access_token)
+      assert.equal(200, r.status)
+      local membership
+      for _ = 1, 50 do
+        membership = t:request("GET", V3 .. "/rooms/" .. enc(rid) .. "/state/m.room.member/" .. enc(g.user_id), nil,
+          alice.access_token).json.membership
+        if membership ~= "join" then break end
+        t:run(function() t:sleep(20) end)
+      end
+      assert.equal("leave", membership)
+      -- full members stay
+      assert.equal("join", t:request("GET", V3 .. "/rooms/" .. enc(rid) .. "/state/m.room.member/"
+        .. enc(bob.user_id), nil, alice.access_token).json.membership)
+    end)
+
     it("lets guests keep their own account data and display name", function()
       local g = guest()
       local r = t:request("PUT", V3 .. "/user/" .. enc(g.user_id) .. "/account_data/org.example.x", { a = 1 },

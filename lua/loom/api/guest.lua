@@ -9,6 +9,11 @@
 -- end-to-end keys), plus what Synapse also lets guests do and clients need
 -- on their way: capabilities, push rules (read), joined rooms, filters,
 -- and their own account data and room tags.
+local statemap = require "loom.room.statemap"
+local ljson = require "loom.json"
+
+local pairs, tostring = pairs, tostring
+
 local _ENV = nil -- luacheck: ignore 211
 
 local guest = {}
@@ -74,6 +79,42 @@ guest.routes = list
 --- May a guest call the route (its method and path pattern, as registered)?
 function guest.allowed(method, path)
   return set[method .. " " .. path] == true
+end
+
+-- The spec's server behaviour: when a room's m.room.guest_access stops
+-- being can_join, the local guests joined to it leave (each sends its own
+-- leave, as Synapse does).
+local function kick_guests(hs, ev)
+  if ev.type ~= "m.room.guest_access" or ev.state_key ~= "" then return end
+  if ljson.is_object(ev.content) and ev.content.guest_access == "can_join" then return end
+  local room_id = ev.room_id
+  local now = hs.rooms:state_event(room_id, "m.room.guest_access", "")
+  if now and ljson.is_object(now.content) and now.content.guest_access == "can_join" then return end
+  local suffix = ":" .. hs.server_name
+  local state = hs.rooms:current_state(room_id)
+  if not state then return end
+  for k in pairs(state) do
+    local t, user_id = statemap.split(k)
+    if t == "m.room.member" and user_id:sub(-#suffix) == suffix then
+      local u = hs.accounts:user(user_id)
+      local m = u and u.is_guest and hs.rooms:state_event(room_id, "m.room.member", user_id)
+      if m and ljson.is_object(m.content) and m.content.membership == "join" then
+        local left, err, code = hs.rooms:send(room_id, { type = "m.room.member", state_key = user_id,
+          sender = user_id, content = { membership = "leave" } })
+        if not left then
+          hs.server:log("warn", "guest %s could not leave %s: %s (%s)", user_id, room_id, tostring(err),
+            tostring(code))
+        end
+      end
+    end
+  end
+end
+
+--- With config.allow_guest_access: guests leave the rooms that stop
+-- letting guests join (an observer of room/event/persisted).
+function guest.install(hs)
+  if hs.config.allow_guest_access ~= true then return end
+  hs.server:hook("room/event/persisted", function(ev) kick_guests(hs, ev) end)
 end
 
 return guest

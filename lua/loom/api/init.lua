@@ -61,6 +61,7 @@ function api.install(server, opts)
   for _, name in ipairs(api.federation_modules) do
     api.install_routes(hs, require(name).routes, "federation")
   end
+  guest.install(hs)   -- guests leave rooms closed to them (config.allow_guest_access)
   hs.scripts = require("loom.modules").install(hs)   -- config.scripts (docs/scripting.md)
   return hs
 end
