@@ -53,7 +53,9 @@ end
 -- hs.typing (loom.sync.typing: who is typing in which room, in memory),
 -- hs.presence (loom.sync.presence: presence and its idle/offline timer;
 -- config.presence = false turns it off),
--- hs.register_sessions (the open user-interactive /register sessions).
+-- hs.register_sessions (the open user-interactive /register sessions),
+-- hs.uia_sessions (the open m.login.password sessions, each bound to a user
+-- and a request).
 function homeserver.new(server, opts)
   opts = opts or {}
   local config = server.config
@@ -71,6 +73,7 @@ function homeserver.new(server, opts)
       default_version = config.default_room_version, hooks = server }),
     notifier = notifier_mod.new(store),
     register_sessions = { map = {}, n = 0 },   -- open user-interactive /register sessions
+    uia_sessions = { map = {}, n = 0 },   -- open password UIA sessions: { user_id, request }
   }, mt)
   self.typing = typing_mod.new(self.notifier)   -- who is typing where (in memory, expiring)
   -- federation: the outbound client (TLS, address guard), signed requests,
@@ -134,26 +137,31 @@ function homeserver.new(server, opts)
 end
 
 --- The user and device of a request's access token (Authorization: Bearer,
--- or the access_token query parameter): user_id, device_id — or nil and a
--- Matrix error (M_MISSING_TOKEN / M_UNKNOWN_TOKEN, 401).
+-- or the access_token query parameter): user_id, device_id, token, is_guest
+-- — or nil and a Matrix error (M_MISSING_TOKEN / M_UNKNOWN_TOKEN, 401).
 function methods:authenticate(req)
   local token
   local h = req:header("Authorization")
   if type(h) == "string" then token = h:match("^[Bb]earer%s+(%S+)%s*$") end
   token = token or req:arg("access_token")
   if not token then return nil, errors.new("M_MISSING_TOKEN", "Missing access token") end
-  local user_id, device_id = self.accounts:authenticate(token)
+  local user_id, device_id, is_guest = self.accounts:authenticate(token)
   if not user_id then return nil, errors.new("M_UNKNOWN_TOKEN", "Unknown access token", { soft_logout = false }) end
-  return user_id, device_id, token
+  return user_id, device_id, token, is_guest
 end
 
 --- Wrap a handler so it runs only for authenticated requests, with
--- req.user_id, req.device_id and req.access_token set.
-function methods:authed(handler)
+-- req.user_id, req.device_id, req.access_token and req.is_guest set. A
+-- guest's token is refused (403 M_GUEST_ACCESS_FORBIDDEN) unless
+-- allow_guest (the spec's guest access list).
+function methods:authed(handler, allow_guest)
   return function(req, ...)
-    local user_id, device_id, token = self:authenticate(req)
+    local user_id, device_id, token, is_guest = self:authenticate(req)
     if not user_id then return device_id end
-    req.user_id, req.device_id, req.access_token = user_id, device_id, token
+    if is_guest and not allow_guest then
+      return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here")
+    end
+    req.user_id, req.device_id, req.access_token, req.is_guest = user_id, device_id, token, is_guest
     return handler(req, ...)
   end
 end

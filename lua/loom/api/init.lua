@@ -2,12 +2,15 @@
 -- homeserver context (loom.api.homeserver) and registers every module's routes
 -- through server:route, like any other route. An endpoint module exports
 -- routes = { { method, path, handler, auth = true|false }, ... } with
--- handler(hs, req); auth routes run behind hs:authed (req.user_id set).
+-- handler(hs, req); auth routes run behind hs:authed (req.user_id set);
+-- guest = true (or loom.api.guest's list) lets guest accounts call an auth
+-- route.
 --
 --   local server = loom.new(config)
 --   local hs = require("loom.api").install(server)
 --   server:run()
 local homeserver = require "loom.api.homeserver"
+local guest = require "loom.api.guest"
 local ipairs, require, type, error, tostring = ipairs, require, type, error, tostring
 
 local _ENV = nil -- luacheck: ignore 211
@@ -31,6 +34,7 @@ api.modules = {
   "loom.api.client.room_keys", -- server-side key backups
   "loom.api.client.cross_signing", -- cross-signing keys and signatures
   "loom.api.client.pushrules", -- push rules
+  "loom.api.client.upgrade",   -- room upgrades
 }
 
 -- Server-Server API modules: their routes are served on the federation
@@ -62,6 +66,7 @@ function api.install(server, opts)
   for _, name in ipairs(api.federation_modules) do
     api.install_routes(hs, require(name).routes, "federation")
   end
+  guest.install(hs)   -- guests leave rooms closed to them (config.allow_guest_access)
   hs.scripts = require("loom.modules").install(hs)   -- config.scripts (docs/scripting.md)
   return hs
 end
@@ -81,7 +86,7 @@ function api.install_routes(hs, routes, listener)
     end
     local fn = function(req) return handler(hs, req) end
     if r.auth == "server" then fn = hs:server_authed(fn)
-    elseif r.auth then fn = hs:authed(fn) end
+    elseif r.auth then fn = hs:authed(fn, r.guest or guest.allowed(method, path)) end
     server:route(method, path, fn, listener)
   end
 end

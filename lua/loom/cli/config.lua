@@ -36,6 +36,7 @@ config.defaults = {
   default_room_version = "11",         -- room version of new rooms
   password_iterations = 100000,        -- PBKDF2-SHA256 rounds for new password hashes
   enable_registration = true,          -- open /register (false: 403; bin/loom register-user still works)
+  allow_guest_access = false,          -- /register?kind=guest (false: 403 M_GUEST_ACCESS_FORBIDDEN)
   versions = {},                       -- /versions list; empty: what loom implements (loom.api)
   unstable_features = {},              -- /versions unstable_features
   well_known_client = nil,             -- body of /.well-known/matrix/client; default m.homeserver
@@ -134,6 +135,7 @@ config.checks = {
   default_room_version = one_of("3", "4", "5", "6", "7", "8", "9", "10", "11", "12"),
   password_iterations = integer(1000, 100000000),
   enable_registration = function(v) if type(v) ~= "boolean" then return "true or false" end end,
+  allow_guest_access = function(v) if type(v) ~= "boolean" then return "true or false" end end,
   versions = of_type("table"),
   unstable_features = of_type("table"),
   well_known_client = of_type("table"),

@@ -96,6 +96,7 @@ local codes = {
   bad_signature = "M_FORBIDDEN",
   bad_signatures = "M_FORBIDDEN",
   user_in_use = "M_USER_IN_USE",
+  user_deactivated = "M_USER_DEACTIVATED",
   invalid_username = "M_INVALID_USERNAME",
   unknown_token = "M_UNKNOWN_TOKEN",
   unsupported_room_version = "M_UNSUPPORTED_ROOM_VERSION",

@@ -85,27 +85,38 @@ function methods:available(name)
   return user_id
 end
 
---- Create a user. password may be nil (no password login). opts.admin.
--- Returns the user ID.
+--- Create a user. password may be nil (no password login). opts.admin,
+-- opts.guest (a guest account). Returns the user ID.
 function methods:register(localpart, password, opts)
   local user_id, err, code = self:available(localpart)
   if not user_id then return nil, err, code end
   local hash = password and accounts.hash_password(password, self.iterations) or nil
   -- a database failure raises; a user ID taken meanwhile changes no row
-  local n = self.conn:run("INSERT INTO users (user_id, password_hash, admin, created_ts) VALUES (?, ?, ?, ?)"
-    .. " ON CONFLICT (user_id) DO NOTHING", user_id, hash, opts and opts.admin and 1 or 0, now_ms())
+  local n = self.conn:run("INSERT INTO users (user_id, password_hash, admin, created_ts, is_guest)"
+    .. " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING", user_id, hash, opts and opts.admin and 1 or 0,
+    now_ms(), opts and opts.guest and 1 or 0)
   if n == 0 then return nil, "user ID already taken", "user_in_use" end
   return user_id
 end
 
+--- Turn a guest account into a full one with a password (nil: none).
+-- true, or nil, message, "forbidden" when the user is not a guest (any more).
+function methods:upgrade_guest(user_id, password)
+  local hash = password and accounts.hash_password(password, self.iterations) or nil
+  local n = self.conn:run("UPDATE users SET is_guest = 0, password_hash = ? WHERE user_id = ? AND is_guest = 1",
+    hash, user_id)
+  if n == 0 then return nil, "not a guest account", "forbidden" end
+  return true
+end
+
 --- The user's row: { user_id, admin, deactivated, displayname, avatar_url,
--- created_ts } or nil when there is no such user.
+-- created_ts, is_guest } or nil when there is no such user.
 function methods:user(user_id)
-  local row = self.conn:first(
-    "SELECT user_id, admin, deactivated, displayname, avatar_url, created_ts FROM users WHERE user_id = ?", user_id)
+  local row = self.conn:first("SELECT user_id, admin, deactivated, displayname, avatar_url, created_ts, is_guest"
+    .. " FROM users WHERE user_id = ?", user_id)
   if not row then return nil end
   return { user_id = row[1], admin = row[2] == 1, deactivated = row[3] == 1, displayname = row[4],
-    avatar_url = row[5], created_ts = row[6] }
+    avatar_url = row[5], created_ts = row[6], is_guest = row[7] == 1 }
 end
 
 --- Set profile fields (displayname, avatar_url; json.null or nil clears).
@@ -137,12 +148,48 @@ end
 
 --- Does the password open this (active) account? true, or nil, message,
 -- "forbidden" (the same answer for an unknown user and a wrong password).
+-- A deactivated account whose password matches answers "user_deactivated"
+-- (Synapse's order: the account's state is told only to who knows the
+-- password).
 function methods:verify_password(user_id, password)
   local row = self.conn:first("SELECT password_hash, deactivated FROM users WHERE user_id = ?", user_id)
-  if not row or row[2] == 1 or type(password) ~= "string" or not accounts.check_password(password, row[1]) then
+  if not row or type(password) ~= "string" or not accounts.check_password(password, row[1]) then
     return nil, "Invalid username or password", "forbidden"
   end
+  if row[2] == 1 then return nil, "This account has been deactivated", "user_deactivated" end
   return true
+end
+
+--- Set a new password (the account's hash replaced).
+function methods:set_password(user_id, password)
+  return self.conn:run("UPDATE users SET password_hash = ? WHERE user_id = ?",
+    accounts.hash_password(password, self.iterations), user_id)
+end
+
+--- Log out every device of the user but keep_device, and every other access
+-- token of keep_device but keep_token (their to-device queues go with them).
+function methods:logout_others(user_id, keep_device, keep_token)
+  return self.conn:transaction(function()
+    self.conn:run("DELETE FROM access_tokens WHERE user_id = ? AND token_hash <> ?", user_id,
+      keep_token and token_hash(keep_token) or core.sqlite.blob(""))
+    self.conn:run("DELETE FROM devices WHERE user_id = ? AND device_id IS NOT ?", user_id, keep_device)
+    self.conn:run("DELETE FROM to_device_inbox WHERE user_id = ? AND device_id IS NOT ?", user_id, keep_device)
+    return true
+  end)
+end
+
+--- Deactivate an account for good: marked deactivated (the row stays, so
+-- the user ID is never registered again), profile erased, every device,
+-- access token and to-device message deleted. The password hash stays, so
+-- that a login with the right password is told the account is deactivated.
+function methods:deactivate(user_id)
+  return self.conn:transaction(function()
+    self.conn:run("UPDATE users SET deactivated = 1, displayname = NULL, avatar_url = NULL WHERE user_id = ?", user_id)
+    self.conn:run("DELETE FROM access_tokens WHERE user_id = ?", user_id)
+    self.conn:run("DELETE FROM devices WHERE user_id = ?", user_id)
+    self.conn:run("DELETE FROM to_device_inbox WHERE user_id = ?", user_id)
+    return true
+  end)
 end
 
 --- Password login. Returns what issue_token returns, or what
@@ -153,15 +200,16 @@ function methods:login(user_id, password, device_id, display_name)
   return self:issue_token(user_id, device_id, display_name)
 end
 
---- The user and device an access token belongs to: user_id, device_id, or
--- nil, message, "unknown_token".
+--- The user and device an access token belongs to: user_id, device_id,
+-- is_guest, or nil, message, "unknown_token".
 function methods:authenticate(token)
   if type(token) ~= "string" or #token == 0 or #token > 512 then
     return nil, "Unknown access token", "unknown_token"
   end
-  local row = self.conn:first("SELECT user_id, device_id FROM access_tokens WHERE token_hash = ?", token_hash(token))
+  local row = self.conn:first("SELECT t.user_id, t.device_id, u.is_guest FROM access_tokens t"
+    .. " LEFT JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?", token_hash(token))
   if not row then return nil, "Unknown access token", "unknown_token" end
-  return row[1], row[2]
+  return row[1], row[2], row[3] == 1
 end
 
 --- Log out one access token (and delete its device, with the to-device

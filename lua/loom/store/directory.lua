@@ -41,6 +41,12 @@ function methods:delete_alias(alias)
   return self.conn:run("DELETE FROM room_aliases WHERE alias = ?", alias) > 0
 end
 
+--- Move every local alias of a room to another room (a room upgrade);
+-- returns how many moved.
+function methods:move_room_aliases(from_room_id, to_room_id)
+  return self.conn:run("UPDATE room_aliases SET room_id = ? WHERE room_id = ?", to_room_id, from_room_id)
+end
+
 --- A room's directory visibility ("public" / "private"), nil when never set.
 function methods:room_visibility(room_id)
   return self.conn:value("SELECT visibility FROM room_directory WHERE room_id = ?", room_id)

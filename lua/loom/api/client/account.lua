@@ -14,7 +14,7 @@ local ljson = require "loom.json"
 local fed_query = require "loom.federation.query"
 
 local json = core.json
-local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error
+local pairs, ipairs, type, tostring, error, pcall = pairs, ipairs, type, tostring, error, pcall
 local table = table
 
 local _ENV = nil -- luacheck: ignore 211
@@ -66,7 +66,7 @@ local function capabilities(hs)
         default = hs.config.default_room_version or version.DEFAULT,
         available = version.available(),
       },
-      ["m.change_password"] = { enabled = false },
+      ["m.change_password"] = { enabled = true },
       ["m.set_displayname"] = { enabled = true },
       ["m.set_avatar_url"] = { enabled = true },
       ["m.3pid_changes"] = { enabled = false },
@@ -155,16 +155,63 @@ local function uia_challenge(sessions, session, extra)
   return 401, body
 end
 
+-- POST /register?kind=guest: a guest account (no password, no UIA), when
+-- config.allow_guest_access (before enable_registration, as in Synapse).
+local function register_guest(hs, req)
+  if hs.config.allow_guest_access ~= true then
+    return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
+  end
+  local body = req:json()
+  local display = opt_string(body, "initial_device_display_name", MAX_DISPLAYNAME)
+  local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
+  local localpart
+  for _ = 1, 10 do
+    localpart = random_string(12)
+    if hs.accounts:available(localpart) then break end
+  end
+  local denied = hs:check("register/check", { user_id = hs.accounts:user_id(localpart), localpart = localpart,
+    kind = "guest", device_id = device_id, initial_device_display_name = display })
+  if denied then return denied end
+  local user_id, err, code = hs.accounts:register(localpart, nil, { guest = true })
+  if not user_id then return hs:error(err, code) end
+  hs.server:log("info", "registered guest %s", user_id)
+  local r
+  r, err, code = hs.accounts:issue_token(user_id, device_id, display)
+  if not r then return hs:error(err, code) end
+  return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
+    home_server = hs.server_name }
+end
+
+-- The guest account a /register body's guest_access_token names (the
+-- upgrade of a guest to a full account): user_id, or nil and an error.
+local function guest_of(hs, body)
+  local token = opt_string(body, "guest_access_token")
+  if not token then return nil end
+  local user_id, _, is_guest = hs.accounts:authenticate(token)
+  if not user_id then return nil, errors.new("M_UNKNOWN_TOKEN", "Unknown guest access token") end
+  if not is_guest then return nil, errors.new("M_FORBIDDEN", "guest_access_token is not a guest's") end
+  return user_id
+end
+
 local function register(hs, req)
   local sessions = hs.register_sessions -- this homeserver's open UIA sessions
+  local kind = req:arg("kind", "user")
+  if kind == "guest" then return register_guest(hs, req) end
   if hs.config.enable_registration == false then
     return errors.new("M_FORBIDDEN", "Registration is disabled on this server")
   end
-  local kind = req:arg("kind", "user")
-  if kind == "guest" then return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled") end
   if kind ~= "user" then return errors.new("M_INVALID_PARAM", "kind must be user or guest") end
   local body = req:json()
   local username = opt_string(body, "username")
+  local guest_id, gerr = guest_of(hs, body)
+  if gerr then return gerr end
+  if guest_id then
+    -- the spec: the username is the guest's own localpart
+    if not username then return errors.new("M_MISSING_PARAM", "username is required with guest_access_token") end
+    if hs.accounts:user_id(username:lower()) ~= guest_id then
+      return errors.new("M_FORBIDDEN", "username must be the guest's own localpart")
+    end
+  end
   local password = opt_string(body, "password")
   if password and #password > MAX_PASSWORD then
     return errors.new("M_INVALID_PARAM", "password is longer than " .. MAX_PASSWORD .. " bytes")
@@ -175,7 +222,7 @@ local function register(hs, req)
   if inhibit ~= nil and inhibit ~= json.null and type(inhibit) ~= "boolean" then
     return errors.new("M_BAD_JSON", "inhibit_login must be a boolean")
   end
-  if username then
+  if username and not guest_id then
     username = username:lower()
     local ok, err, code = hs.accounts:available(username)
     if not ok then return hs:error(err, code) end
@@ -193,6 +240,17 @@ local function register(hs, req)
       errcode = "M_UNRECOGNIZED", error = "Unsupported authentication type" })
   end
   if session then sessions.map[session] = nil end
+  if guest_id then
+    local ok, err, code = hs.accounts:upgrade_guest(guest_id, password)
+    if not ok then return hs:error(err, code) end
+    hs.server:log("info", "guest %s upgraded to a full account", guest_id)
+    if inhibit then return { user_id = guest_id } end
+    local r
+    r, err, code = hs.accounts:issue_token(guest_id, device_id, display)
+    if not r then return hs:error(err, code) end
+    return { user_id = guest_id, access_token = r.access_token, device_id = r.device_id,
+      home_server = hs.server_name }
+  end
   -- register
   local localpart = username
   if not localpart then
@@ -213,6 +271,163 @@ local function register(hs, req)
   if not r then return hs:error(err, code) end
   return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
     home_server = hs.server_name }
+end
+
+---------------------------------------------------------------------------
+-- user-interactive authentication with m.login.password (password change,
+-- deactivation): the session is bound to the user and the request it was
+-- opened for.
+
+local PASSWORD_FLOWS = { { stages = { "m.login.password" } } }
+
+-- The 401 challenge; err (an error value) adds its errcode and error, as
+-- the spec's UIA answers do after a failed stage.
+local function password_challenge(hs, session, bound, err)
+  local sessions = hs.uia_sessions
+  if not session then
+    session = random_string(24)
+    if sessions.n >= MAX_SESSIONS then sessions.map, sessions.n = {}, 0 end
+    sessions.map[session] = bound
+    sessions.n = sessions.n + 1
+  end
+  local body = err and err:body() or {}
+  body.flows, body.params, body.session, body.completed = json.array(PASSWORD_FLOWS), {}, session, json.array()
+  return 401, body
+end
+
+-- The user that the request's auth proves to be (the token's user when
+-- there is a token), or nil plus the answer (401 challenge or an error).
+-- user_id: the token's user or nil (then the auth's identifier names it).
+local function uia_password(hs, req, body, user_id)
+  local what = req.method .. " " .. req.path
+  local auth = body.auth
+  if auth == nil or auth == json.null then
+    return nil, password_challenge(hs, nil, { user_id = user_id, request = what })
+  end
+  if not ljson.is_object(auth) then return nil, errors.new("M_BAD_JSON", "auth must be an object") end
+  local session = auth.session
+  if session ~= nil and type(session) ~= "string" then
+    return nil, errors.new("M_BAD_JSON", "auth.session must be a string")
+  end
+  local bound
+  if session then
+    bound = hs.uia_sessions.map[session]
+    if not bound then return nil, errors.new("BAD_REQUEST", "Unknown session ID") end
+    if bound.request ~= what or (bound.user_id and user_id and bound.user_id ~= user_id) then
+      return nil, errors.new("M_FORBIDDEN", "The session was opened for another request")
+    end
+  else
+    bound = { user_id = user_id, request = what }
+  end
+  if auth.type ~= "m.login.password" then
+    return nil, password_challenge(hs, session, bound,
+      errors.new("M_UNRECOGNIZED", "Unsupported authentication type"))
+  end
+  local ok, named = pcall(login_user, hs, auth)
+  if not ok then
+    if not errors.is(named) then error(named, 0) end
+    -- without an identifier the auth is for the token's user
+    if not user_id or named.errcode ~= "M_MISSING_PARAM" then return nil, named end
+    named = user_id
+  end
+  if user_id and named ~= user_id then
+    return nil, errors.new("M_FORBIDDEN", "The authentication is for another user")
+  end
+  if bound.user_id and named ~= bound.user_id then
+    return nil, errors.new("M_FORBIDDEN", "The session was opened for another user")
+  end
+  local password = auth.password
+  local pok, perr, pcode = hs.accounts:verify_password(named, type(password) == "string" and password or nil)
+  if not pok then
+    if pcode == "user_deactivated" then return nil, hs:error(perr, pcode) end
+    return nil, password_challenge(hs, session, bound, errors.new("M_FORBIDDEN", "Invalid password"))
+  end
+  if session then
+    hs.uia_sessions.map[session] = nil
+    hs.uia_sessions.n = hs.uia_sessions.n - 1
+  end
+  return named
+end
+
+-- The token's user when the request has a token (a bad token is an error),
+-- else nil: these endpoints take an optional access token.
+local function optional_user(hs, req)
+  local h = req:header("Authorization")
+  if h == nil and req:arg("access_token") == nil then return true end
+  local user_id, device_id, token, is_guest = hs:authenticate(req)
+  if not user_id then return nil, device_id end
+  if is_guest then return nil, errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here") end
+  req.user_id, req.device_id, req.access_token = user_id, device_id, token
+  return true
+end
+
+local function change_password(hs, req)
+  local ok, aerr = optional_user(hs, req)
+  if not ok then return aerr end
+  local body = req:json()
+  local new_password = body.new_password
+  if new_password == nil or new_password == json.null then
+    return errors.new("M_MISSING_PARAM", "new_password is required")
+  end
+  if type(new_password) ~= "string" then return errors.new("M_BAD_JSON", "new_password must be a string") end
+  if #new_password > MAX_PASSWORD then
+    return errors.new("M_INVALID_PARAM", "new_password is longer than " .. MAX_PASSWORD .. " bytes")
+  end
+  local logout_devices = body.logout_devices
+  if logout_devices == nil or logout_devices == json.null then logout_devices = true end
+  if type(logout_devices) ~= "boolean" then return errors.new("M_BAD_JSON", "logout_devices must be a boolean") end
+  local user_id, status, challenge = uia_password(hs, req, body, req.user_id)
+  if not user_id then return status, challenge end
+  hs.accounts:set_password(user_id, new_password)
+  if logout_devices then
+    -- the requesting device keeps working; without a token every device goes
+    hs.accounts:logout_others(user_id, req.device_id, req.access_token)
+  end
+  hs.server:log("info", "password of %s changed", user_id)
+  return {}
+end
+
+-- Leave (or refuse) every room the user is in, through the room service.
+local function leave_all_rooms(hs, user_id)
+  for _, membership in ipairs { "join", "invite", "knock" } do
+    for _, room_id in ipairs(hs.store:rooms_for_user(user_id, membership)) do
+      local ev, err, code = hs.rooms:send(room_id, { type = "m.room.member", state_key = user_id,
+        sender = user_id, content = { membership = "leave" } })
+      if not ev then
+        hs.server:log("warn", "deactivating %s: cannot leave %s: %s (%s)", user_id, room_id,
+          tostring(err), tostring(code))
+      end
+    end
+  end
+end
+
+local function deactivate(hs, req)
+  local ok, aerr = optional_user(hs, req)
+  if not ok then return aerr end
+  local body = req:json()
+  local erase = body.erase
+  if erase ~= nil and erase ~= json.null and type(erase) ~= "boolean" then
+    return errors.new("M_BAD_JSON", "erase must be a boolean")
+  end
+  if body.id_server ~= nil and body.id_server ~= json.null and type(body.id_server) ~= "string" then
+    return errors.new("M_BAD_JSON", "id_server must be a string")
+  end
+  local user_id, status, challenge = uia_password(hs, req, body, req.user_id)
+  if not user_id then return status, challenge end
+  -- the membership events go out first: they carry the profile as it was,
+  -- and the user's own token must not be needed by the room service
+  leave_all_rooms(hs, user_id)
+  -- every device's keys go with the devices (their device list changes)
+  local ids = {}
+  for _, d in ipairs(hs.store:user_devices(user_id)) do ids[#ids + 1] = d.device_id end
+  if #ids > 0 then hs.store:delete_devices(user_id, ids) end
+  hs.accounts:deactivate(user_id)
+  hs.server:log("info", "deactivated %s", user_id)
+  return { id_server_unbind_result = "no-support" }
+end
+
+local function threepids()
+  return { threepids = json.array() }
 end
 
 local function register_available(hs, req)
@@ -242,7 +457,7 @@ local function logout(hs, req, all)
 end
 
 local function whoami(_, req)
-  return { user_id = req.user_id, device_id = req.device_id, is_guest = false }
+  return { user_id = req.user_id, device_id = req.device_id, is_guest = req.is_guest == true }
 end
 
 ---------------------------------------------------------------------------
@@ -356,6 +571,9 @@ local routes = {
   { "POST", V3 .. "/logout", function(hs, req) return logout(hs, req, false) end, auth = true },
   { "POST", V3 .. "/logout/all", function(hs, req) return logout(hs, req, true) end, auth = true },
   { "GET", V3 .. "/account/whoami", whoami, auth = true },
+  { "POST", V3 .. "/account/password", change_password, auth = false },   -- token optional
+  { "POST", V3 .. "/account/deactivate", deactivate, auth = false },      -- token optional
+  { "GET", V3 .. "/account/3pid", threepids, auth = true },
   { "GET", V3 .. "/profile/{userId}", get_profile, auth = false },
 }
 for field in pairs(PROFILE_FIELDS) do

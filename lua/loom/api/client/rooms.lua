@@ -419,6 +419,15 @@ end
 local function join(hs, req, id)
   local body = body_object(req)
   local reason = optional_string(body, "reason")
+  if req.is_guest then
+    -- guests join only rooms here whose m.room.guest_access is can_join
+    local rid, rerr = resolve_room(hs, id)
+    if not rid then return rerr end
+    local ga = hs.rooms:state_event(rid, "m.room.guest_access", "")
+    if not (ga and is_object(ga.content) and ga.content.guest_access == "can_join") then
+      return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guests may not join this room")
+    end
+  end
   local via
   if hs.federation_on and type(id) == "string" and id:sub(1, 1) == "#" and directory.valid_alias(id)
       and id:match(":(.+)$") ~= hs.server_name then
