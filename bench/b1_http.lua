@@ -9,6 +9,8 @@
 -- For the /messages pages the client shares the server's process and loop.
 --
 -- Usage: lua5.4 bench/b1_http.lua [messages]   (database built once into bench/data/)
+package.path = arg[0]:gsub("[^/]*$", "") .. "?.lua;" .. package.path
+local bl = require "benchlib"
 local uv = require "luv"
 local loom = require "loom"
 local api = require "loom.api"
@@ -19,7 +21,7 @@ local json, token = core.json, core.token
 local N = tonumber(arg and arg[1]) or tonumber(os.getenv("LOOM_B1_EVENTS")) or 1000000
 local PAGES, PAGE = 100, 50
 local PATH = ("bench/data/b1http-%d.db"):format(N)
-local function now() return uv.hrtime() end
+local now = bl.now
 
 os.execute("mkdir -p bench/data")
 local fresh = io.open(PATH, "rb") == nil
@@ -77,53 +79,13 @@ local login = assert(hs.accounts:login(ALICE, "alice-password"))
 
 -- ---- a keep-alive client on the same loop ---------------------------------
 
-local function client()
-  local c = { tcp = uv.new_tcp(), buf = "" }
-  local co = coroutine.running()
-  c.tcp:connect("127.0.0.1", port, function(err) assert(not err, err); coroutine.resume(co) end)
-  coroutine.yield()
-  c.tcp:read_start(function(err, data)
-    assert(not err, err)
-    if data then c.buf = c.buf .. data end
-    local w = c.waiting
-    c.waiting = nil
-    if w then coroutine.resume(w) end
-  end)
-  function c.call(method, path, body)
-    local text = body and assert(json.encode(body)) or ""
-    c.tcp:write(("%s %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s")
-      :format(method, path, login.access_token, #text, text))
-    while true do
-      local head_end = c.buf:find("\r\n\r\n", 1, true)
-      if head_end then
-        local len = tonumber(c.buf:sub(1, head_end):match("[Cc]ontent%-[Ll]ength: (%d+)"))
-        if #c.buf >= head_end + 3 + len then
-          local status = tonumber(c.buf:match("^HTTP/1%.1 (%d+)"))
-          local resp = c.buf:sub(head_end + 4, head_end + 3 + len)
-          c.buf = c.buf:sub(head_end + 4 + len)
-          return status, resp
-        end
-      end
-      c.waiting = coroutine.running()
-      coroutine.yield()
-    end
-  end
-  return c
-end
-
-local function run(fn)
-  local done = false
-  local co = coroutine.create(function() fn(); done = true end)
-  assert(coroutine.resume(co))
-  while not done do uv.run("once") end
-end
+local function client() return bl.client(port, login.access_token) end
+local run, enc = bl.run, bl.enc
 
 local function pct(list, p)
   table.sort(list)
-  return list[math.max(1, math.ceil(#list * p))] / 1e6
+  return bl.percentile(list, p) / 1e6
 end
-
-local function enc(s) return (s:gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end)) end
 
 -- ---- 1. /messages ------------------------------------------------------------
 

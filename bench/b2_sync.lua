@@ -12,6 +12,8 @@
 -- B2_TRACE=1 prints the SQL of one /sync; B2_SLOW=1 prints each /sync over
 -- 3 ms with its statements and the Lua heap after it (a heap that shrank:
 -- the collector ran a major collection during that /sync).
+package.path = arg[0]:gsub("[^/]*$", "") .. "?.lua;" .. package.path
+local bl = require "benchlib"
 local uv = require "luv"
 local loom = require "loom"
 local api = require "loom.api"
@@ -23,7 +25,7 @@ local ROOMS = tonumber(arg and arg[1]) or 1000
 local ROUNDS = tonumber(arg and arg[2]) or 200
 local CHANGED = 10
 local WAKES = 100
-local function now() return uv.hrtime() end
+local now = bl.now
 
 local path = os.tmpname()
 local server = loom.new { port = 0, server_name = "bench.local", log_level = "warn",
@@ -47,65 +49,10 @@ assert(hs.accounts:register("bob", "bob-password"))
 local alice = assert(hs.accounts:login(ALICE, "alice-password"))
 local bob = assert(hs.accounts:login(BOB, "bob-password"))
 
--- ---- a keep-alive client on the same loop ---------------------------------
+-- ---- a keep-alive client on the same loop (benchlib) ----------------------
 
-local function client(access_token)
-  local c = { tcp = uv.new_tcp(), buf = "" }
-  local co = coroutine.running()
-  c.tcp:connect("127.0.0.1", port, function(err) assert(not err, err); coroutine.resume(co) end)
-  coroutine.yield()
-  c.tcp:read_start(function(err, data)
-    assert(not err, err)
-    if data then c.buf = c.buf .. data end
-    local w = c.waiting
-    c.waiting = nil
-    if w then
-      local ok, rerr = coroutine.resume(w)
-      if not ok then print(debug.traceback(w, rerr)); os.exit(1) end
-    end
-  end)
-  function c.call(method, p, body)
-    local text = body and assert(json.encode(body)) or ""
-    c.tcp:write(("%s %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s")
-      :format(method, p, access_token, #text, text))
-    while true do
-      local head_end = c.buf:find("\r\n\r\n", 1, true)
-      if head_end then
-        local len = tonumber(c.buf:sub(1, head_end):match("[Cc]ontent%-[Ll]ength: (%d+)"))
-        if #c.buf >= head_end + 3 + len then
-          local status = tonumber(c.buf:match("^HTTP/1%.1 (%d+)"))
-          local resp = c.buf:sub(head_end + 4, head_end + 3 + len)
-          c.buf = c.buf:sub(head_end + 4 + len)
-          return status, resp
-        end
-      end
-      c.waiting = coroutine.running()
-      coroutine.yield()
-    end
-  end
-  return c
-end
-
--- fn in a plain coroutine (the client yields on its reads; the room
--- service then commits each send at once, outside loom.async's tasks)
-local function run(fn)
-  local done = false
-  local co = coroutine.create(function() fn(); done = true end)
-  local ok, err = coroutine.resume(co)
-  assert(ok, err)
-  while not done do
-    uv.run("once")
-    if coroutine.status(co) == "dead" and not done then error("the bench coroutine died") end
-  end
-end
-
-local function enc(s) return (s:gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end)) end
-
-local function percentile(sorted, p) return sorted[math.max(1, math.ceil(#sorted * p))] end
-local function stats(samples)
-  table.sort(samples)
-  return percentile(samples, 0.5) / 1e6, percentile(samples, 0.99) / 1e6
-end
+local function client(access_token) return bl.client(port, access_token) end
+local run, enc, percentile, stats = bl.run, bl.enc, bl.percentile, bl.stats
 
 -- ---- the rooms ------------------------------------------------------------
 

@@ -9,7 +9,8 @@
 --
 -- Usage: lua5.4 bench/b3_initial.lua [rooms=1000] [all_rooms=2200] [runs=20]
 -- B3_PHASES=1 adds the server's time in engine.sync and in encoding.
-local uv = require "luv"
+package.path = arg[0]:gsub("[^/]*$", "") .. "?.lua;" .. package.path
+local bl = require "benchlib"
 local loom = require "loom"
 local api = require "loom.api"
 local core = require "loom.core"
@@ -19,7 +20,7 @@ local json = core.json
 local ROOMS = tonumber(arg and arg[1]) or 1000
 local ALL = tonumber(arg and arg[2]) or 2200
 local RUNS = tonumber(arg and arg[3]) or 20
-local function now() return uv.hrtime() end
+local now = bl.now
 
 local path = os.tmpname()
 local server = loom.new { port = 0, server_name = "bench.local", log_level = "warn",
@@ -34,72 +35,10 @@ assert(hs.accounts:register("bob", "bob-password"))
 local alice = assert(hs.accounts:login(ALICE, "alice-password"))
 local bob = assert(hs.accounts:login(BOB, "bob-password"))
 
--- ---- a keep-alive client on the same loop ---------------------------------
+-- ---- a keep-alive client on the same loop (benchlib) ----------------------
 
--- (answers are megabytes: the client keeps the chunks it reads and joins
--- them once it has the whole answer)
-local function client(access_token)
-  local c = { tcp = uv.new_tcp(), parts = {}, have = 0 }
-  local co = coroutine.running()
-  c.tcp:connect("127.0.0.1", port, function(err) assert(not err, err); coroutine.resume(co) end)
-  coroutine.yield()
-  c.tcp:read_start(function(err, data)
-    assert(not err, err)
-    if data then c.parts[#c.parts + 1] = data; c.have = c.have + #data end
-    local w = c.waiting
-    c.waiting = nil
-    if w then
-      local ok, rerr = coroutine.resume(w)
-      if not ok then print(debug.traceback(w, rerr)); os.exit(1) end
-    end
-  end)
-  function c.call(method, p, body)
-    local text = body and assert(json.encode(body)) or ""
-    c.tcp:write(("%s %s HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s")
-      :format(method, p, access_token, #text, text))
-    local head_end, len, head
-    while true do
-      if not head_end and c.parts[1] then
-        head = table.concat(c.parts)
-        c.parts = { head }
-        head_end = head:find("\r\n\r\n", 1, true)
-        if head_end then len = tonumber(head:sub(1, head_end):match("[Cc]ontent%-[Ll]ength: (%d+)")) end
-      end
-      if head_end and c.have >= head_end + 3 + len then
-        local buf = table.concat(c.parts)
-        local status = tonumber(buf:match("^HTTP/1%.1 (%d+)"))
-        local resp = buf:sub(head_end + 4, head_end + 3 + len)
-        local rest = buf:sub(head_end + 4 + len)
-        c.parts, c.have = { rest }, #rest
-        return status, resp
-      end
-      c.waiting = coroutine.running()
-      coroutine.yield()
-    end
-  end
-  return c
-end
-
--- fn in a plain coroutine (the client yields on its reads; the room
--- service then commits each send at once, outside loom.async's tasks)
-local function run(fn)
-  local done = false
-  local co = coroutine.create(function() fn(); done = true end)
-  local ok, err = coroutine.resume(co)
-  assert(ok, err)
-  while not done do
-    uv.run("once")
-    if coroutine.status(co) == "dead" and not done then error("the bench coroutine died") end
-  end
-end
-
-local function enc(s) return (s:gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end)) end
-
-local function percentile(sorted, p) return sorted[math.max(1, math.ceil(#sorted * p))] end
-local function stats(samples)
-  table.sort(samples)
-  return percentile(samples, 0.5) / 1e6, percentile(samples, 0.99) / 1e6
-end
+local function client(access_token) return bl.client(port, access_token) end
+local run, enc, stats = bl.run, bl.enc, bl.stats
 
 -- ---- the rooms: alice in ALL rooms, bob in ROOMS of them ---------------
 
