@@ -1,0 +1,179 @@
+// matrix-js-sdk's Rust crypto (initRustCrypto, the WebAssembly build from
+// the npm package) against a loom server (spec/03-clients/jssdk_crypto_spec.lua).
+// Usage: node crypto.mjs BASE_URL messages|cross-signing
+//   messages: two users, each with a Rust crypto client, in a room with
+//     m.room.encryption; each sees the other's device through /keys/query,
+//     each sends an encrypted message and the other decrypts it.
+//   cross-signing: bootstrapCrossSigning with password UIA, then a new key
+//     backup version (resetKeyBackup) that the client finds and trusts.
+// Prints one JSON line with what it saw; exits 1 on the first failure.
+import * as sdk from "matrix-js-sdk";
+
+const base = process.argv[2];
+const mode = process.argv[3] || "messages";
+const need = (cond, what) => { if (!cond) throw new Error("js-sdk crypto scenario failed: " + what); };
+const quiet = { log() {}, info() {}, warn() {}, error() {}, debug() {}, trace() {}, getChild() { return quiet; } };
+
+async function register(username) {
+  const password = username + "-password";
+  const c = sdk.createClient({ baseUrl: base, logger: quiet });
+  let res;
+  try {
+    res = await c.registerRequest({ username, password });
+  } catch (e) {
+    need(e.httpStatus === 401 && e.data && e.data.session, "register: expected 401 with a session, got " + e);
+    res = await c.registerRequest({ username, password, auth: { type: "m.login.dummy", session: e.data.session } });
+  }
+  need(res.access_token && res.user_id && res.device_id, "register " + username);
+  const client = sdk.createClient({ baseUrl: base, accessToken: res.access_token, userId: res.user_id,
+    deviceId: res.device_id, logger: quiet });
+  await client.initRustCrypto({ useIndexedDB: false });
+  need(client.getCrypto(), "no crypto after initRustCrypto");
+  client.password = password;
+  return client;
+}
+
+function waitFor(emitter, name, check, what, ms = 20000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { emitter.off(name, fn); reject(new Error("timed out waiting for " + what)); }, ms);
+    function fn(...args) {
+      let ok = false;
+      try { ok = check(...args); } catch (e) { ok = false; }
+      if (ok) { clearTimeout(timer); emitter.off(name, fn); resolve(args); }
+    }
+    emitter.on(name, fn);
+  });
+}
+
+async function until(check, what, ms = 20000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > end) throw new Error("timed out waiting for " + what);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function start(client) {
+  const prepared = waitFor(client, sdk.ClientEvent.Sync, (state) => state === "PREPARED",
+    client.getUserId() + " PREPARED");
+  client.startClient({ initialSyncLimit: 10 });
+  await prepared;
+}
+
+// The client's own device keys were uploaded: /keys/query (through the
+// client's crypto) lists the other user's device with its keys.
+async function seesDevice(client, other) {
+  const map = await client.getCrypto().getUserDeviceInfo([other.getUserId()], true);
+  const devices = map.get(other.getUserId());
+  const device = devices && devices.get(other.getDeviceId());
+  return device && device.getIdentityKey() && device.getFingerprint() ? device : null;
+}
+
+// The receiver's client gets the sender's message and decrypts it.
+async function exchange(sender, receiver, roomId, body) {
+  const got = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("timed out waiting for " + body)), 30000);
+    const fn = async (ev, room) => {
+      if (!room || room.roomId !== roomId || ev.getSender() !== sender.getUserId()) return;
+      if (ev.getWireType() !== "m.room.encrypted") return;
+      await receiver.decryptEventIfNeeded(ev);
+      if (ev.isBeingDecrypted()) await new Promise((r) => ev.once(sdk.MatrixEventEvent.Decrypted, r));
+      if (ev.getContent().body !== body) return;
+      clearTimeout(timer);
+      receiver.off(sdk.RoomEvent.Timeline, fn);
+      resolve(ev);
+    };
+    receiver.on(sdk.RoomEvent.Timeline, fn);
+  });
+  const { event_id: eventId } = await sender.sendMessage(roomId, { msgtype: "m.text", body });
+  const ev = await got;
+  need(ev.getId() === eventId, "decrypted event id");
+  need(ev.isEncrypted() && !ev.isDecryptionFailure(), "not a decrypted encrypted event");
+  need(ev.getType() === "m.room.message", "clear type " + ev.getType());
+  // the server saw only ciphertext
+  const raw = await receiver.fetchRoomEvent(roomId, eventId);
+  need(raw.type === "m.room.encrypted" && raw.content.algorithm === "m.megolm.v1.aes-sha2"
+    && raw.content.ciphertext && raw.content.body === undefined, "the server has the clear text");
+}
+
+async function messages() {
+  const out = {};
+  const alice = await register("cryptoalice");
+  const bob = await register("cryptobob");
+  await start(alice);
+  await start(bob);
+  const { room_id: roomId } = await alice.createRoom({ name: "secret", preset: "private_chat",
+    initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] });
+  await alice.invite(roomId, bob.getUserId());
+  await until(() => bob.getRoom(roomId), "bob's invite");
+  await bob.joinRoom(roomId);
+  await until(() => alice.getRoom(roomId) && alice.getRoom(roomId).getJoinedMemberCount() === 2, "bob's join");
+  await until(() => alice.getCrypto().isEncryptionEnabledInRoom(roomId), "alice: encryption on");
+  await until(() => bob.getCrypto().isEncryptionEnabledInRoom(roomId), "bob: encryption on");
+
+  await until(() => seesDevice(alice, bob), "alice seeing bob's device");
+  await until(() => seesDevice(bob, alice), "bob seeing alice's device");
+  out.devices = true;
+
+  await exchange(alice, bob, roomId, "hello bob, from alice");
+  out.alice_to_bob = true;
+  await exchange(bob, alice, roomId, "hello alice, from bob");
+  out.bob_to_alice = true;
+  // a second message on each side reuses the megolm sessions
+  await exchange(alice, bob, roomId, "second from alice");
+  await exchange(bob, alice, roomId, "second from bob");
+  out.again = true;
+
+  alice.stopClient();
+  bob.stopClient();
+  out.ok = true;
+  return out;
+}
+
+async function crossSigning() {
+  const out = {};
+  const carol = await register("cryptocarol");
+  await start(carol);
+  const crypto = carol.getCrypto();
+  need(!(await crypto.isCrossSigningReady()), "cross-signing ready before the bootstrap");
+  let asked = 0;
+  await crypto.bootstrapCrossSigning({
+    authUploadDeviceSigningKeys: async (makeRequest) => {
+      asked++;
+      await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: carol.getUserId() },
+        password: carol.password });
+    },
+  });
+  need(asked === 1, "the upload asked for auth " + asked + " times");
+  const status = await crypto.getCrossSigningStatus();
+  need(status.publicKeysOnDevice && status.privateKeysCachedLocally.masterKey
+    && status.privateKeysCachedLocally.selfSigningKey && status.privateKeysCachedLocally.userSigningKey,
+  "cross-signing status " + JSON.stringify(status));
+  need(await crypto.isCrossSigningReady(), "cross-signing not ready");
+  // the server serves the keys: the device is signed by the self-signing key
+  const verification = await crypto.getDeviceVerificationStatus(carol.getUserId(), carol.getDeviceId());
+  need(verification && verification.crossSigningVerified, "own device not cross-signed");
+  out.cross_signing = true;
+
+  await crypto.resetKeyBackup();
+  // resetKeyBackup starts the check without waiting for it: wait here
+  const check = await crypto.checkKeyBackupAndEnable();
+  need(check && check.trustInfo.trusted, "the new backup is not trusted " + JSON.stringify(check && check.trustInfo));
+  const version = await crypto.getActiveSessionBackupVersion();
+  need(version, "no active backup version");
+  const info = await crypto.getKeyBackupInfo();
+  need(info && info.version === version && info.algorithm === "m.megolm_backup.v1.curve25519-aes-sha2",
+    "backup info " + JSON.stringify(info));
+  const trust = await crypto.isKeyBackupTrusted(info);
+  need(trust.trusted && trust.matchesDecryptionKey, "backup trust " + JSON.stringify(trust));
+  out.key_backup = true;
+
+  carol.stopClient();
+  out.ok = true;
+  return out;
+}
+
+const run = mode === "cross-signing" ? crossSigning : messages;
+run().then((out) => { console.log(JSON.stringify(out)); process.exit(0); },
+  (e) => { console.error(String(e && e.stack || e)); process.exit(1); });
