@@ -3,7 +3,9 @@
 -- into build/js-clients on first use) against loom. Two users in a room with
 -- m.room.encryption see each other's devices through /keys/query, and each
 -- decrypts the other's megolm messages (keys shared over olm to-device
--- messages); a third bootstraps cross-signing through password UIA and
+-- messages); a device logged in later is heard of through /sync's
+-- device_lists and gets the next keys; a new device restores a key backup
+-- (/room_keys) and decrypts the history; a third bootstraps cross-signing through password UIA and
 -- creates a key backup version (spec/03-clients/js/crypto.mjs).
 local tesths = require "support.hs"
 local shell = require "support.shell"
@@ -34,6 +36,13 @@ describe("matrix-js-sdk's Rust crypto against loom", function()
     assert.is_true(result.alice_to_bob)
     assert.is_true(result.bob_to_alice)
     assert.is_true(result.again)
+    assert.is_true(result.ok)
+  end)
+
+  it("shares keys with a device logged in later, and restores a key backup on a new device", function()
+    local result = scenario("late-devices")
+    assert.is_true(result.new_device)
+    assert.is_true(result.backup_restore)
     assert.is_true(result.ok)
   end)
 

@@ -4,6 +4,11 @@
 //   messages: two users, each with a Rust crypto client, in a room with
 //     m.room.encryption; each sees the other's device through /keys/query,
 //     each sends an encrypted message and the other decrypts it.
+//   late-devices: after a first exchange, Bob logs in a second device
+//     (Alice's client learns of it through /sync's device_lists.changed and
+//     shares her next session with it), the new device sends too; Alice
+//     backs her room keys up (/room_keys) and a new device of hers restores
+//     the backup and decrypts the history.
 //   cross-signing: bootstrapCrossSigning with password UIA, then a new key
 //     backup version (resetKeyBackup) that the client finds and trusts.
 // Prints one JSON line with what it saw; exits 1 on the first failure.
@@ -14,15 +19,21 @@ const mode = process.argv[3] || "messages";
 const need = (cond, what) => { if (!cond) throw new Error("js-sdk crypto scenario failed: " + what); };
 const quiet = { log() {}, info() {}, warn() {}, error() {}, debug() {}, trace() {}, getChild() { return quiet; } };
 
-async function register(username) {
+async function register(username, login = false) {
   const password = username + "-password";
   const c = sdk.createClient({ baseUrl: base, logger: quiet });
   let res;
-  try {
-    res = await c.registerRequest({ username, password });
-  } catch (e) {
-    need(e.httpStatus === 401 && e.data && e.data.session, "register: expected 401 with a session, got " + e);
-    res = await c.registerRequest({ username, password, auth: { type: "m.login.dummy", session: e.data.session } });
+  if (login) {
+    res = await c.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: username },
+      password });
+  } else {
+    try {
+      res = await c.registerRequest({ username, password });
+    } catch (e) {
+      need(e.httpStatus === 401 && e.data && e.data.session, "register: expected 401 with a session, got " + e);
+      res = await c.registerRequest({ username, password,
+        auth: { type: "m.login.dummy", session: e.data.session } });
+    }
   }
   need(res.access_token && res.user_id && res.device_id, "register " + username);
   const client = sdk.createClient({ baseUrl: base, accessToken: res.access_token, userId: res.user_id,
@@ -97,10 +108,10 @@ async function exchange(sender, receiver, roomId, body) {
     && raw.content.ciphertext && raw.content.body === undefined, "the server has the clear text");
 }
 
-async function messages() {
-  const out = {};
-  const alice = await register("cryptoalice");
-  const bob = await register("cryptobob");
+// Two users with Rust crypto in a new encrypted room: [alice, bob, roomId].
+async function encryptedRoom(a, b) {
+  const alice = await register(a);
+  const bob = await register(b);
   await start(alice);
   await start(bob);
   const { room_id: roomId } = await alice.createRoom({ name: "secret", preset: "private_chat",
@@ -111,7 +122,12 @@ async function messages() {
   await until(() => alice.getRoom(roomId) && alice.getRoom(roomId).getJoinedMemberCount() === 2, "bob's join");
   await until(() => alice.getCrypto().isEncryptionEnabledInRoom(roomId), "alice: encryption on");
   await until(() => bob.getCrypto().isEncryptionEnabledInRoom(roomId), "bob: encryption on");
+  return [alice, bob, roomId];
+}
 
+async function messages() {
+  const out = {};
+  const [alice, bob, roomId] = await encryptedRoom("cryptoalice", "cryptobob");
   await until(() => seesDevice(alice, bob), "alice seeing bob's device");
   await until(() => seesDevice(bob, alice), "bob seeing alice's device");
   out.devices = true;
@@ -127,6 +143,62 @@ async function messages() {
 
   alice.stopClient();
   bob.stopClient();
+  out.ok = true;
+  return out;
+}
+
+// The encrypted event `eventId` as the client sees it in its timeline,
+// decrypted (retrying decryption, e.g. after a key backup restore).
+async function decryptedInTimeline(client, roomId, eventId, body) {
+  await until(async () => {
+    const ev = client.getRoom(roomId) && client.getRoom(roomId).findEventById(eventId);
+    if (!ev) return false;
+    if (ev.isDecryptionFailure()) await client.decryptEventIfNeeded(ev, { isRetry: true });
+    return ev.isEncrypted() && !ev.isDecryptionFailure() && ev.getContent().body === body;
+  }, client.getDeviceId() + " decrypting " + body);
+}
+
+async function lateDevices() {
+  const out = {};
+  const [alice, bob, roomId] = await encryptedRoom("latealice", "latebob");
+  await exchange(alice, bob, roomId, "before the new device");
+  const first = (await alice.getRoom(roomId).getLiveTimeline().getEvents())
+    .find((ev) => ev.getContent().body === "before the new device").getId();
+
+  // Bob's second device: Alice's client hears of it from /sync
+  const bob2 = await register("latebob", true);
+  await start(bob2);
+  await until(() => seesDevice(alice, bob2), "alice seeing bob's new device");
+  await exchange(alice, bob2, roomId, "to both of bob's devices");
+  await exchange(bob2, alice, roomId, "from bob's new device");
+  await exchange(alice, bob, roomId, "bob's first device still decrypts");
+  out.new_device = true;
+
+  // Alice backs her keys up; her own new device restores them
+  const crypto = alice.getCrypto();
+  await crypto.resetKeyBackup();
+  const check = await crypto.checkKeyBackupAndEnable();
+  need(check && check.trustInfo.trusted, "alice's backup is not trusted");
+  const version = check.backupInfo.version;
+  await until(async () => {
+    const keys = await alice.http.authedRequest(sdk.Method.Get, "/room_keys/keys", { version });
+    const room = keys.rooms && keys.rooms[roomId];
+    return room && Object.keys(room.sessions).length >= 2;
+  }, "alice's room keys in the backup");
+  const key = await crypto.getSessionBackupPrivateKey();
+  need(key, "no backup private key on alice's device");
+  const alice2 = await register("latealice", true);
+  await start(alice2);
+  await until(() => alice2.getRoom(roomId), "the room on alice's new device");
+  await alice2.getCrypto().storeSessionBackupPrivateKey(key, version);
+  const check2 = await alice2.getCrypto().checkKeyBackupAndEnable();
+  need(check2 && check2.backupInfo.version === version, "alice's new device does not find the backup");
+  const restored = await alice2.getCrypto().restoreKeyBackup();
+  need(restored.imported >= 2, "restored " + JSON.stringify(restored));
+  await decryptedInTimeline(alice2, roomId, first, "before the new device");
+  out.backup_restore = true;
+
+  for (const c of [alice, bob, bob2, alice2]) c.stopClient();
   out.ok = true;
   return out;
 }
@@ -174,6 +246,6 @@ async function crossSigning() {
   return out;
 }
 
-const run = mode === "cross-signing" ? crossSigning : messages;
+const run = { "messages": messages, "late-devices": lateDevices, "cross-signing": crossSigning }[mode];
 run().then((out) => { console.log(JSON.stringify(out)); process.exit(0); },
   (e) => { console.error(String(e && e.stack || e)); process.exit(1); });
