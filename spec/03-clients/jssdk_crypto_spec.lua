@@ -4,7 +4,7 @@
 -- m.room.encryption see each other's devices through /keys/query, and each
 -- decrypts the other's megolm messages (keys shared over olm to-device
 -- messages); a device logged in later is heard of through /sync's
--- device_lists and gets the next keys; a new device restores a key backup
+-- device_lists and gets the next keys (and dropped once it logs out); a new device restores a key backup
 -- (/room_keys) and decrypts the history; a third bootstraps cross-signing through password UIA and
 -- creates a key backup version (spec/03-clients/js/crypto.mjs).
 local tesths = require "support.hs"
@@ -42,6 +42,7 @@ describe("matrix-js-sdk's Rust crypto against loom", function()
   it("shares keys with a device logged in later, and restores a key backup on a new device", function()
     local result = scenario("late-devices")
     assert.is_true(result.new_device)
+    assert.is_true(result.logged_out)
     assert.is_true(result.backup_restore)
     assert.is_true(result.ok)
   end)

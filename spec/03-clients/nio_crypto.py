@@ -37,6 +37,18 @@ async def register(base, store, name):
     return c
 
 
+async def login(base, store, name, device):
+    path = os.path.join(store, device)
+    os.makedirs(path, exist_ok=True)
+    config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False)
+    c = nio.AsyncClient(base, name, store_path=path, config=config)
+    r = await c.login(name + "-password", device_name=device)
+    need(isinstance(r, nio.LoginResponse), "login %s: %r" % (device, r))
+    r = await c.keys_upload()
+    need(isinstance(r, nio.KeysUploadResponse), "keys_upload %s: %r" % (device, r))
+    return c
+
+
 async def sync(c):
     r = await c.sync(timeout=0, since=c.next_batch, full_state=c.next_batch is None)
     need(isinstance(r, nio.SyncResponse), "sync %s: %r" % (c.user_id, r))
@@ -106,8 +118,27 @@ async def main(base, store):
     await exchange(bob, alice, room_id, "second from bob")
     out["again"] = True
 
-    await alice.close()
-    await bob.close()
+    # Bob logs in a second device: Alice hears of it through /sync's
+    # device_lists.changed, queries and verifies it, and her next session
+    # reaches it too
+    bob2 = await login(base, store, "niobob", "niobob2")
+    await sync(bob2)
+    r = await sync(alice)
+    need(bob.user_id in r.device_list.changed, "alice's sync misses bob's new device: %r" % (r.device_list,))
+    r = await sync(bob)
+    need(bob.user_id in r.device_list.changed, "bob's sync misses his own new device: %r" % (r.device_list,))
+    await meet(alice, bob2)
+    await meet(bob2, alice)
+    await meet(bob, bob2)
+    await meet(bob2, bob)
+    await exchange(alice, bob2, room_id, "to bob's new device")
+    await exchange(alice, bob, room_id, "to bob's first device")
+    await exchange(bob2, alice, room_id, "from bob's new device")
+    out["new_device"] = True
+
+    for c in (alice, bob, bob2):
+        await c.close()
+
     out["ok"] = True
     print(json.dumps(out))
 

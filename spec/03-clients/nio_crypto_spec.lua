@@ -2,7 +2,8 @@
 -- python3-olm, run with /usr/bin/python3) against loom. Two clients with key
 -- stores upload device and one-time keys, see and verify each other's device
 -- through /keys/query, and each decrypts the other's megolm messages (the
--- room keys go over olm to-device messages after /keys/claim)
+-- room keys go over olm to-device messages after /keys/claim); a device
+-- logged in later is announced in /sync's device_lists and gets the keys
 -- (spec/03-clients/nio_crypto.py).
 local tesths = require "support.hs"
 local shell = require "support.shell"
@@ -23,6 +24,7 @@ describe("matrix-nio's olm encryption against loom", function()
     assert.is_true(result.alice_to_bob)
     assert.is_true(result.bob_to_alice)
     assert.is_true(result.again)
+    assert.is_true(result.new_device)
     assert.is_true(result.ok)
   end)
 end)

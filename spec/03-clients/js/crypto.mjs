@@ -6,7 +6,8 @@
 //     each sends an encrypted message and the other decrypts it.
 //   late-devices: after a first exchange, Bob logs in a second device
 //     (Alice's client learns of it through /sync's device_lists.changed and
-//     shares her next session with it), the new device sends too; Alice
+//     shares her next session with it), the new device sends too, then
+//     logs out (and Alice's client drops it); Alice
 //     backs her room keys up (/room_keys) and a new device of hers restores
 //     the backup and decrypts the history.
 //   cross-signing: bootstrapCrossSigning with password UIA, then a new key
@@ -174,6 +175,13 @@ async function lateDevices() {
   await exchange(alice, bob, roomId, "bob's first device still decrypts");
   out.new_device = true;
 
+  // Bob's second device logs out: Alice's client hears of that too
+  bob2.stopClient();
+  await bob2.logout(true);
+  await until(async () => !(await seesDevice(alice, bob2)), "alice no longer seeing bob's logged-out device");
+  await exchange(alice, bob, roomId, "after the logout");
+  out.logged_out = true;
+
   // Alice backs her keys up; her own new device restores them
   const crypto = alice.getCrypto();
   await crypto.resetKeyBackup();
@@ -198,7 +206,7 @@ async function lateDevices() {
   await decryptedInTimeline(alice2, roomId, first, "before the new device");
   out.backup_restore = true;
 
-  for (const c of [alice, bob, bob2, alice2]) c.stopClient();
+  for (const c of [alice, bob, alice2]) c.stopClient();
   out.ok = true;
   return out;
 }
