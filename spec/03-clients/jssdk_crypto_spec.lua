@@ -47,6 +47,13 @@ describe("matrix-js-sdk's Rust crypto against loom", function()
     assert.is_true(result.ok)
   end)
 
+  it("two users verify each other with SAS and the signatures of their master keys reach the server", function()
+    local result = scenario("verification")
+    assert.is_true(result.sas)
+    assert.is_true(result.signatures)
+    assert.is_true(result.ok)
+  end)
+
   it("bootstraps cross-signing with password UIA and creates a trusted key backup", function()
     local result = scenario("cross-signing")
     assert.is_true(result.cross_signing)

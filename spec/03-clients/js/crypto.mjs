@@ -10,6 +10,10 @@
 //     logs out (and Alice's client drops it); Alice
 //     backs her room keys up (/room_keys) and a new device of hers restores
 //     the backup and decrypts the history.
+//   verification: Alice and Bob bootstrap cross-signing, verify each other
+//     with SAS (m.key.verification.* in their encrypted room), and each
+//     uploads a signature of the other's master key (/keys/signatures/upload)
+//     that /keys/query then serves.
 //   cross-signing: bootstrapCrossSigning with password UIA, then a new key
 //     backup version (resetKeyBackup) that the client finds and trusts.
 // Prints one JSON line with what it saw; exits 1 on the first failure.
@@ -211,6 +215,70 @@ async function lateDevices() {
   return out;
 }
 
+async function bootstrap(client) {
+  await client.getCrypto().bootstrapCrossSigning({
+    authUploadDeviceSigningKeys: async (makeRequest) => {
+      await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: client.getUserId() },
+        password: client.password });
+    },
+  });
+  need(await client.getCrypto().isCrossSigningReady(), client.getUserId() + ": cross-signing not ready");
+}
+
+async function verification() {
+  const out = {};
+  const [alice, bob, roomId] = await encryptedRoom("verifyalice", "verifybob");
+  await bootstrap(alice);
+  await bootstrap(bob);
+  await until(() => alice.getCrypto().userHasCrossSigningKeys(bob.getUserId(), true), "alice seeing bob's keys");
+  await until(() => bob.getCrypto().userHasCrossSigningKeys(alice.getUserId(), true), "bob seeing alice's keys");
+  need(!(await alice.getCrypto().getUserVerificationStatus(bob.getUserId())).isCrossSigningVerified(),
+    "bob verified before the verification");
+
+  const received = waitFor(bob, sdk.Crypto.CryptoEvent.VerificationRequestReceived, () => true,
+    "bob receiving the verification request");
+  const aliceReq = await alice.getCrypto().requestVerificationDM(bob.getUserId(), roomId);
+  const [bobReq] = await received;
+  need(bobReq.otherUserId === alice.getUserId(), "request from " + bobReq.otherUserId);
+  await bobReq.accept();
+  await until(() => aliceReq.phase === sdk.Crypto.VerificationPhase.Ready, "the request being ready");
+  const shown = [];
+  const confirm = (verifier) => verifier.on(sdk.Crypto.VerifierEvent.ShowSas, (sas) => {
+    shown.push(sas.sas.emoji.map((e) => e[1]).join(" "));
+    sas.confirm();
+  });
+  const aliceVerifier = await aliceReq.startVerification("m.sas.v1");
+  confirm(aliceVerifier);
+  const aliceDone = aliceVerifier.verify();
+  await until(() => bobReq.verifier, "bob's side of the SAS");
+  confirm(bobReq.verifier);
+  await Promise.all([aliceDone, bobReq.verifier.verify()]);
+  need(shown.length === 2 && shown[0] === shown[1], "the two sides showed " + JSON.stringify(shown));
+  out.sas = true;
+
+  for (const [c, other] of [[alice, bob], [bob, alice]]) {
+    await until(async () => (await c.getCrypto().getUserVerificationStatus(other.getUserId())).isCrossSigningVerified(),
+      c.getUserId() + " trusting " + other.getUserId());
+    // the server holds the signature: c's user-signing key signed the other's master key
+    const q = await c.http.authedRequest(sdk.Method.Post, "/keys/query", undefined,
+      { device_keys: { [other.getUserId()]: [] } });
+    const master = q.master_keys[other.getUserId()];
+    const usk = q.user_signing_keys[c.getUserId()];
+    need(!usk, "the other's user-signing key is served to " + c.getUserId());
+    const own = await c.http.authedRequest(sdk.Method.Post, "/keys/query", undefined,
+      { device_keys: { [c.getUserId()]: [] } });
+    const uskId = Object.keys(own.user_signing_keys[c.getUserId()].keys)[0];
+    need(master.signatures[c.getUserId()] && master.signatures[c.getUserId()][uskId],
+      "no signature by " + uskId + " on the master key: " + JSON.stringify(master.signatures));
+  }
+  out.signatures = true;
+
+  alice.stopClient();
+  bob.stopClient();
+  out.ok = true;
+  return out;
+}
+
 async function crossSigning() {
   const out = {};
   const carol = await register("cryptocarol");
@@ -254,6 +322,7 @@ async function crossSigning() {
   return out;
 }
 
-const run = { "messages": messages, "late-devices": lateDevices, "cross-signing": crossSigning }[mode];
+const run = { "messages": messages, "late-devices": lateDevices, "verification": verification,
+  "cross-signing": crossSigning }[mode];
 run().then((out) => { console.log(JSON.stringify(out)); process.exit(0); },
   (e) => { console.error(String(e && e.stack || e)); process.exit(1); });
