@@ -14,6 +14,8 @@
 //     with SAS (m.key.verification.* in their encrypted room), and each
 //     uploads a signature of the other's master key (/keys/signatures/upload)
 //     that /keys/query then serves.
+//   lazy-members: a client with lazyLoadMembers shares its keys with
+//     members whose joins it has not seen (it fetches /members first).
 //   cross-signing: bootstrapCrossSigning with password UIA, then a new key
 //     backup version (resetKeyBackup) that the client finds and trusts.
 // Prints one JSON line with what it saw; exits 1 on the first failure.
@@ -70,10 +72,10 @@ async function until(check, what, ms = 20000) {
   }
 }
 
-async function start(client) {
+async function start(client, opts = {}) {
   const prepared = waitFor(client, sdk.ClientEvent.Sync, (state) => state === "PREPARED",
     client.getUserId() + " PREPARED");
-  client.startClient({ initialSyncLimit: 10 });
+  client.startClient({ initialSyncLimit: 10, ...opts });
   await prepared;
 }
 
@@ -279,6 +281,39 @@ async function verification() {
   return out;
 }
 
+// Members loaded lazily: Alice's client starts with lazyLoadMembers after
+// Bob and Carol joined and enough traffic to push their joins out of the
+// timeline; to share her keys it must fetch the members (/members with `at`
+// and `not_membership`), and both decrypt.
+async function lazyMembers() {
+  const out = {};
+  const [alice, bob, roomId] = await encryptedRoom("lazyalice", "lazybob");
+  const carol = await register("lazycarol");
+  await start(carol);
+  await alice.invite(roomId, carol.getUserId());
+  await until(() => carol.getRoom(roomId), "carol's invite");
+  await carol.joinRoom(roomId);
+  await until(() => carol.getCrypto().isEncryptionEnabledInRoom(roomId), "carol: encryption on");
+  for (let i = 0; i < 5; i++) await exchange(bob, carol, roomId, "filler " + i);
+  alice.stopClient();
+
+  const lazy = await register("lazyalice", true);
+  await start(lazy, { lazyLoadMembers: true, initialSyncLimit: 2 });
+  const room = lazy.getRoom(roomId);
+  need(room, "the room on the lazy client");
+  need(!room.getMember(carol.getUserId()), "carol's membership was not lazily left out");
+  await until(() => lazy.getCrypto().isEncryptionEnabledInRoom(roomId), "lazy: encryption on");
+  await exchange(lazy, carol, roomId, "to carol, members loaded lazily");
+  need(room.getMember(carol.getUserId()), "the lazy client never loaded carol's membership");
+  await exchange(lazy, bob, roomId, "to bob, members loaded lazily");
+  await exchange(carol, lazy, roomId, "from carol to the lazy client");
+  out.lazy_members = true;
+
+  for (const c of [lazy, bob, carol]) c.stopClient();
+  out.ok = true;
+  return out;
+}
+
 async function crossSigning() {
   const out = {};
   const carol = await register("cryptocarol");
@@ -323,6 +358,6 @@ async function crossSigning() {
 }
 
 const run = { "messages": messages, "late-devices": lateDevices, "verification": verification,
-  "cross-signing": crossSigning }[mode];
+  "lazy-members": lazyMembers, "cross-signing": crossSigning }[mode];
 run().then((out) => { console.log(JSON.stringify(out)); process.exit(0); },
   (e) => { console.error(String(e && e.stack || e)); process.exit(1); });
