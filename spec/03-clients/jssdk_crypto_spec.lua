@@ -11,6 +11,8 @@
 -- * two users verify each other with SAS; their master-key signatures
 --   reach the server (/keys/signatures/upload, /keys/query);
 -- * a client loading members lazily fetches them before sharing its keys;
+-- * the cross-signing and backup keys kept in secret storage (account data)
+--   by one device and taken from there by a second, which signs itself;
 -- * cross-signing bootstrapped through password UIA, and a key backup
 --   version the client trusts.
 local tesths = require "support.hs"
@@ -63,6 +65,13 @@ describe("matrix-js-sdk's Rust crypto against loom", function()
   it("a client loading members lazily fetches them to share its keys", function()
     local result = scenario("lazy-members")
     assert.is_true(result.lazy_members)
+    assert.is_true(result.ok)
+  end)
+
+  it("keeps the cross-signing and backup keys in secret storage; a second device takes them", function()
+    local result = scenario("secret-storage")
+    assert.is_true(result.secret_storage)
+    assert.is_true(result.recovered)
     assert.is_true(result.ok)
   end)
 

@@ -16,6 +16,9 @@
 //     that /keys/query then serves.
 //   lazy-members: a client with lazyLoadMembers shares its keys with
 //     members whose joins it has not seen (it fetches /members first).
+//   secret-storage: cross-signing and backup keys kept in secret storage
+//     (account data) by one device and taken from there by a second one,
+//     which signs itself; the first device then trusts it.
 //   cross-signing: bootstrapCrossSigning with password UIA, then a new key
 //     backup version (resetKeyBackup) that the client finds and trusts.
 // Prints one JSON line with what it saw; exits 1 on the first failure.
@@ -26,7 +29,7 @@ const mode = process.argv[3] || "messages";
 const need = (cond, what) => { if (!cond) throw new Error("js-sdk crypto scenario failed: " + what); };
 const quiet = { log() {}, info() {}, warn() {}, error() {}, debug() {}, trace() {}, getChild() { return quiet; } };
 
-async function register(username, login = false) {
+async function register(username, { login = false, callbacks = undefined } = {}) {
   const password = username + "-password";
   const c = sdk.createClient({ baseUrl: base, logger: quiet });
   let res;
@@ -44,7 +47,7 @@ async function register(username, login = false) {
   }
   need(res.access_token && res.user_id && res.device_id, "register " + username);
   const client = sdk.createClient({ baseUrl: base, accessToken: res.access_token, userId: res.user_id,
-    deviceId: res.device_id, logger: quiet });
+    deviceId: res.device_id, logger: quiet, cryptoCallbacks: callbacks });
   await client.initRustCrypto({ useIndexedDB: false });
   need(client.getCrypto(), "no crypto after initRustCrypto");
   client.password = password;
@@ -173,7 +176,7 @@ async function lateDevices() {
     .find((ev) => ev.getContent().body === "before the new device").getId();
 
   // Bob's second device: Alice's client hears of it from /sync
-  const bob2 = await register("latebob", true);
+  const bob2 = await register("latebob", { login: true });
   await start(bob2);
   await until(() => seesDevice(alice, bob2), "alice seeing bob's new device");
   await exchange(alice, bob2, roomId, "to both of bob's devices");
@@ -201,7 +204,7 @@ async function lateDevices() {
   }, "alice's room keys in the backup");
   const key = await crypto.getSessionBackupPrivateKey();
   need(key, "no backup private key on alice's device");
-  const alice2 = await register("latealice", true);
+  const alice2 = await register("latealice", { login: true });
   await start(alice2);
   await until(() => alice2.getRoom(roomId), "the room on alice's new device");
   await alice2.getCrypto().storeSessionBackupPrivateKey(key, version);
@@ -297,7 +300,7 @@ async function lazyMembers() {
   for (let i = 0; i < 5; i++) await exchange(bob, carol, roomId, "filler " + i);
   alice.stopClient();
 
-  const lazy = await register("lazyalice", true);
+  const lazy = await register("lazyalice", { login: true });
   await start(lazy, { lazyLoadMembers: true, initialSyncLimit: 2 });
   const room = lazy.getRoom(roomId);
   need(room, "the room on the lazy client");
@@ -310,6 +313,62 @@ async function lazyMembers() {
   out.lazy_members = true;
 
   for (const c of [lazy, bob, carol]) c.stopClient();
+  out.ok = true;
+  return out;
+}
+
+// Secret storage: Dave's first device keeps the cross-signing keys and the
+// backup key in account data (bootstrapSecretStorage with a recovery key);
+// his second device takes them from there, signs itself, and the first
+// device hears of the signature (/sync device_lists) and trusts it.
+async function secretStorage() {
+  const out = {};
+  let recovery = null;
+  const callbacks = {
+    getSecretStorageKey: async ({ keys }) => (recovery ? [Object.keys(keys)[0], recovery.privateKey] : null),
+  };
+  const dave = await register("cryptodave", { callbacks });
+  await start(dave);
+  await bootstrap(dave);
+  const crypto = dave.getCrypto();
+  await crypto.bootstrapSecretStorage({
+    createSecretStorageKey: async () => { recovery = await crypto.createRecoveryKeyFromPassphrase(); return recovery; },
+    setupNewSecretStorage: true,
+    setupNewKeyBackup: true,
+  });
+  need(await crypto.isSecretStorageReady(), "secret storage not ready");
+  const data = (type) => dave.http.authedRequest(sdk.Method.Get,
+    `/user/${encodeURIComponent(dave.getUserId())}/account_data/${type}`);
+  const { key: keyId } = await data("m.secret_storage.default_key");
+  need(keyId, "no default secret storage key in account data");
+  for (const type of ["m.cross_signing.master", "m.cross_signing.self_signing", "m.cross_signing.user_signing",
+    "m.megolm_backup.v1"]) {
+    const secret = await data(type);
+    need(secret.encrypted && secret.encrypted[keyId] && secret.encrypted[keyId].ciphertext, "no secret " + type);
+  }
+  out.secret_storage = true;
+
+  const dave2 = await register("cryptodave", { login: true, callbacks });
+  await start(dave2);
+  const crypto2 = dave2.getCrypto();
+  // the public keys first (/keys/query): the private ones are checked against them
+  await until(() => crypto2.userHasCrossSigningKeys(dave.getUserId(), true), "the second device seeing the keys");
+  await crypto2.bootstrapCrossSigning({});
+  need(await crypto2.isCrossSigningReady(), "the second device did not take the cross-signing keys");
+  const status = await crypto2.getCrossSigningStatus();
+  need(status.privateKeysCachedLocally.masterKey, "no master key on the second device");
+  await until(async () => {
+    const v = await crypto.getDeviceVerificationStatus(dave.getUserId(), dave2.getDeviceId());
+    return v && v.crossSigningVerified;
+  }, "the first device trusting the second");
+  await crypto2.loadSessionBackupPrivateKeyFromSecretStorage();
+  const check = await crypto2.checkKeyBackupAndEnable();
+  need(check && check.trustInfo.trusted && check.trustInfo.matchesDecryptionKey,
+    "the second device's backup check " + JSON.stringify(check && check.trustInfo));
+  out.recovered = true;
+
+  dave.stopClient();
+  dave2.stopClient();
   out.ok = true;
   return out;
 }
@@ -358,6 +417,6 @@ async function crossSigning() {
 }
 
 const run = { "messages": messages, "late-devices": lateDevices, "verification": verification,
-  "lazy-members": lazyMembers, "cross-signing": crossSigning }[mode];
+  "lazy-members": lazyMembers, "secret-storage": secretStorage, "cross-signing": crossSigning }[mode];
 run().then((out) => { console.log(JSON.stringify(out)); process.exit(0); },
   (e) => { console.error(String(e && e.stack || e)); process.exit(1); });
