@@ -12,9 +12,10 @@ local errors = require "loom.http.errors"
 local version = require "loom.room.version"
 local ljson = require "loom.json"
 local fed_query = require "loom.federation.query"
+local uia = require "loom.api.uia"
 
 local json = core.json
-local pairs, ipairs, type, tostring, error, pcall = pairs, ipairs, type, tostring, error, pcall
+local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error
 local table = table
 
 local _ENV = nil -- luacheck: ignore 211
@@ -77,47 +78,12 @@ end
 ---------------------------------------------------------------------------
 -- login
 
--- The user ID a login names: identifier {type = "m.id.user", user} or the
--- legacy top-level user. Returns the user ID or raises an error value.
-local function login_user(hs, body)
-  local name
-  local ident = body.identifier
-  if ident ~= nil and ident ~= json.null then
-    if not ljson.is_object(ident) then
-      error(errors.new("M_BAD_JSON", "identifier must be an object"))
-    end
-    if ident.type ~= "m.id.user" then
-      error(errors.new("BAD_REQUEST", "Unknown login identifier type"))
-    end
-    name = opt_string(ident, "user")
-    if not name then error(errors.new("M_MISSING_PARAM", "identifier.user is required")) end
-  else
-    name = opt_string(body, "user")
-    if not name then
-      if body.medium ~= nil or body.address ~= nil then
-        error(errors.new("BAD_REQUEST", "Third-party identifiers are not supported"))
-      end
-      error(errors.new("M_MISSING_PARAM", "identifier is required"))
-    end
-  end
-  if #name > 255 then error(errors.new("M_FORBIDDEN", "Invalid username or password")) end
-  -- localparts are registered in lower case; accept any case at login
-  if name:sub(1, 1) == "@" then
-    name = name:gsub("^@([^:]*)", function(lp) return "@" .. lp:lower() end)
-  else
-    name = name:lower()
-  end
-  local user_id = hs.accounts:user_id(name)
-  if not is_local(hs, user_id) then error(errors.new("M_FORBIDDEN", "Invalid username or password")) end
-  return user_id
-end
-
 local function login(hs, req)
   local body = req:json()
   local ltype = body.type
   if ltype == nil then return errors.new("M_MISSING_PARAM", "type is required") end
   if ltype ~= "m.login.password" then return errors.new("BAD_REQUEST", "Unknown login type") end
-  local user_id = login_user(hs, body)
+  local user_id = uia.identify(hs, body)
   local password = opt_string(body, "password")
   if not password then return errors.new("M_MISSING_PARAM", "password is required") end
   local device_id = opt_string(body, "device_id", MAX_DEVICE_ID)
@@ -273,82 +239,6 @@ local function register(hs, req)
     home_server = hs.server_name }
 end
 
----------------------------------------------------------------------------
--- user-interactive authentication with m.login.password (password change,
--- deactivation): the session is bound to the user and the request it was
--- opened for.
-
-local PASSWORD_FLOWS = { { stages = { "m.login.password" } } }
-
--- The 401 challenge; err (an error value) adds its errcode and error, as
--- the spec's UIA answers do after a failed stage.
-local function password_challenge(hs, session, bound, err)
-  local sessions = hs.uia_sessions
-  if not session then
-    session = random_string(24)
-    if sessions.n >= MAX_SESSIONS then sessions.map, sessions.n = {}, 0 end
-    sessions.map[session] = bound
-    sessions.n = sessions.n + 1
-  end
-  local body = err and err:body() or {}
-  body.flows, body.params, body.session, body.completed = json.array(PASSWORD_FLOWS), {}, session, json.array()
-  return 401, body
-end
-
--- The user that the request's auth proves to be (the token's user when
--- there is a token), or nil plus the answer (401 challenge or an error).
--- user_id: the token's user or nil (then the auth's identifier names it).
-local function uia_password(hs, req, body, user_id)
-  local what = req.method .. " " .. req.path
-  local auth = body.auth
-  if auth == nil or auth == json.null then
-    return nil, password_challenge(hs, nil, { user_id = user_id, request = what })
-  end
-  if not ljson.is_object(auth) then return nil, errors.new("M_BAD_JSON", "auth must be an object") end
-  local session = auth.session
-  if session ~= nil and type(session) ~= "string" then
-    return nil, errors.new("M_BAD_JSON", "auth.session must be a string")
-  end
-  local bound
-  if session then
-    bound = hs.uia_sessions.map[session]
-    if not bound then return nil, errors.new("BAD_REQUEST", "Unknown session ID") end
-    if bound.request ~= what or (bound.user_id and user_id and bound.user_id ~= user_id) then
-      return nil, errors.new("M_FORBIDDEN", "The session was opened for another request")
-    end
-  else
-    bound = { user_id = user_id, request = what }
-  end
-  if auth.type ~= "m.login.password" then
-    return nil, password_challenge(hs, session, bound,
-      errors.new("M_UNRECOGNIZED", "Unsupported authentication type"))
-  end
-  local ok, named = pcall(login_user, hs, auth)
-  if not ok then
-    if not errors.is(named) then error(named, 0) end
-    -- without an identifier the auth is for the token's user
-    if not user_id or named.errcode ~= "M_MISSING_PARAM" then return nil, named end
-    named = user_id
-  end
-  if user_id and named ~= user_id then
-    return nil, errors.new("M_FORBIDDEN", "The authentication is for another user")
-  end
-  if bound.user_id and named ~= bound.user_id then
-    return nil, errors.new("M_FORBIDDEN", "The session was opened for another user")
-  end
-  local password = auth.password
-  local pok, perr, pcode = hs.accounts:verify_password(named, type(password) == "string" and password or nil)
-  if not pok then
-    if pcode == "user_deactivated" then return nil, hs:error(perr, pcode) end
-    return nil, password_challenge(hs, session, bound, errors.new("M_FORBIDDEN", "Invalid password"))
-  end
-  if session then
-    hs.uia_sessions.map[session] = nil
-    hs.uia_sessions.n = hs.uia_sessions.n - 1
-  end
-  return named
-end
-
 -- The token's user when the request has a token (a bad token is an error),
 -- else nil: these endpoints take an optional access token.
 local function optional_user(hs, req)
@@ -376,8 +266,8 @@ local function change_password(hs, req)
   local logout_devices = body.logout_devices
   if logout_devices == nil or logout_devices == json.null then logout_devices = true end
   if type(logout_devices) ~= "boolean" then return errors.new("M_BAD_JSON", "logout_devices must be a boolean") end
-  local user_id, status, challenge = uia_password(hs, req, body, req.user_id)
-  if not user_id then return status, challenge end
+  local answer, user_id = uia.check(hs, req, body)
+  if answer then return answer, user_id end
   hs.accounts:set_password(user_id, new_password)
   if logout_devices then
     -- the requesting device keeps working; without a token every device goes
@@ -412,8 +302,8 @@ local function deactivate(hs, req)
   if body.id_server ~= nil and body.id_server ~= json.null and type(body.id_server) ~= "string" then
     return errors.new("M_BAD_JSON", "id_server must be a string")
   end
-  local user_id, status, challenge = uia_password(hs, req, body, req.user_id)
-  if not user_id then return status, challenge end
+  local answer, user_id = uia.check(hs, req, body)
+  if answer then return answer, user_id end
   -- the membership events go out first: they carry the profile as it was,
   -- and the user's own token must not be needed by the room service
   leave_all_rooms(hs, user_id)
