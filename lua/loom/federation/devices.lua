@@ -47,6 +47,7 @@ local devices = {}
 
 local MAX_DEVICES = 1000     -- devices of one user taken from an answer
 local MAX_ID = 255
+local RESYNC_TIMEOUT = 10000 -- ms, for a resync after a gap
 
 local F1 = "/_matrix/federation/v1"
 
@@ -167,14 +168,13 @@ local function mark_changed(store, user_id)
   end)
 end
 
---- devices.resync(hs, user_id, [timeout]) -> true | nil, message: the
--- user's device list from their server (GET /user/devices), held from now
--- on.
-function devices.resync(hs, user_id, timeout)
+-- The user's device list from their server (GET /user/devices), held from
+-- now on: true | nil, message.
+local function resync(hs, user_id, timeout)
   local server = domain(user_id)
   if not server then return nil, "not a user ID" end
   local status, body = hs.federation:request(server, "GET", F1 .. "/user/devices/" .. E(user_id),
-    { timeout = timeout })
+    { timeout = timeout or RESYNC_TIMEOUT })
   if status ~= 200 or not is_object(body) then
     return nil, "GET /user/devices: " .. tostring(status or body)
   end
@@ -197,6 +197,27 @@ function devices.resync(hs, user_id, timeout)
   }
   hs.store:replace_remote_device_list(user_id, body.stream_id, list, keys)
   return true
+end
+
+--- devices.resync(hs, user_id, [timeout]) -> true | nil, message: the
+-- user's device list from their server (GET /user/devices, timeout default
+-- 10 s), held from now on. Inside a task.
+function devices.resync(hs, user_id, timeout)
+  -- one fetch of a user's list at a time: the others wait for its outcome
+  -- (a burst of EDUs with gaps, or queries meanwhile, ask once)
+  local busy = hs.device_list_resyncs
+  if not busy then busy = {}; hs.device_list_resyncs = busy end
+  local waiters = busy[user_id]
+  if waiters then
+    return async.wait(function(wake) waiters[#waiters + 1] = wake end)
+  end
+  waiters = {}
+  busy[user_id] = waiters
+  local ok, res, err = pcall(resync, hs, user_id, timeout)
+  busy[user_id] = nil
+  if not ok then res, err = nil, tostring(res) end
+  for _, w in ipairs(waiters) do w(res, err) end
+  return res, err
 end
 
 -- Does prev_id (the EDU's) follow the held stream_id?
