@@ -8,6 +8,7 @@ local lab_mod = require "loom.lab"
 local crypto = require "loom.room.crypto"
 local core = require "loom.core"
 local fedclient = require "loom.federation.client"
+local async = require "loom.async"
 
 local V3 = "/_matrix/client/v3"
 local F1 = "/_matrix/federation/v1"
@@ -292,6 +293,40 @@ describe("e2e keys over federation", function()
       assert.equal(200, edu_send(a, b, "m9", "m.signing_key_update", { user_id = alice.user_id, master_key = "x" }))
       assert(lab:settle())
       assert.same({ alice.device_id }, device_ids(query(b, bob, { [alice.user_id] = arr() }), alice.user_id))
+    end)
+  end)
+
+  it("fetches a shared user's list once for queries at the same time", function()
+    lab:run(function()
+      local dave = keyed_user(a, "dave")
+      a:join(dave, room)
+      assert(lab:settle())
+      assert.is_nil(b.hs.store:remote_device_list(dave.user_id))
+      local fed = b.hs.federation
+      local fetches = 0
+      local request = fed.request
+      fed.request = function(self, dest, method, path, opts)
+        if path:find("/user/devices/", 1, true) then fetches = fetches + 1 end
+        return request(self, dest, method, path, opts)
+      end
+      lab:link("b.lab", "a.lab", { delay = 50 })   -- the fetches overlap
+      local results, left = {}, 3
+      local done = async.wait(function(wake)
+        for i = 1, 3 do
+          async.spawn(function()
+            results[i] = query(b, bob, { [dave.user_id] = arr() })
+          end, nil, function() left = left - 1; if left == 0 then wake(true) end end)
+        end
+      end)
+      fed.request = request
+      lab:link("b.lab", "a.lab", {})
+      assert.is_true(done)
+      assert.equal(1, fetches)
+      for i = 1, 3 do
+        assert.same({}, results[i].failures)
+        assert.same({ dave.device_id }, device_ids(results[i], dave.user_id))
+      end
+      assert.truthy(b.hs.store:remote_device_list(dave.user_id))
     end)
   end)
 
