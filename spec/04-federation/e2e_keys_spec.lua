@@ -291,8 +291,27 @@ describe("e2e keys over federation", function()
         assert.equal(200, edu_send(a, b, "m" .. i, "m.device_list_update", bad))
       end
       assert.equal(200, edu_send(a, b, "m9", "m.signing_key_update", { user_id = alice.user_id, master_key = "x" }))
+      -- a self-signing key is taken when signed by the master key, not otherwise
+      local m3, m3_pub = keypair(alice.user_id)
+      local _, s3_pub = keypair(alice.user_id)
+      local function ssk_of(pub, signer)
+        return assert(crypto.sign_json({ user_id = alice.user_id, usage = { "self_signing" },
+          keys = { ["ed25519:" .. pub] = pub } }, signer))
+      end
+      assert.equal(200, edu_send(a, b, "m10", "m.signing_key_update", { user_id = alice.user_id,
+        master_key = { user_id = alice.user_id, usage = { "master" }, keys = { ["ed25519:" .. m3_pub] = m3_pub } },
+        self_signing_key = ssk_of(s3_pub, m3) }))
+      q = query(b, bob, { [alice.user_id] = arr() })
+      assert.equal(m3_pub, next(q.master_keys[alice.user_id].keys):sub(9))
+      assert.equal(s3_pub, next(q.self_signing_keys[alice.user_id].keys):sub(9))
+      local other = keypair(alice.user_id)
+      local _, s4_pub = keypair(alice.user_id)
+      assert.equal(200, edu_send(a, b, "m11", "m.signing_key_update", { user_id = alice.user_id,
+        self_signing_key = ssk_of(s4_pub, other) }))
       assert(lab:settle())
-      assert.same({ alice.device_id }, device_ids(query(b, bob, { [alice.user_id] = arr() }), alice.user_id))
+      q = query(b, bob, { [alice.user_id] = arr() })
+      assert.same({ alice.device_id }, device_ids(q, alice.user_id))
+      assert.equal(s3_pub, next(q.self_signing_keys[alice.user_id].keys):sub(9))
     end)
   end)
 

@@ -88,6 +88,24 @@ local function check_cs_key(user_id, obj, usage)
   return encode(obj)
 end
 
+-- The master and self-signing keys of user_id from an answer or EDU, as
+-- JSON texts: the self-signing key only when signed by the master key (the
+-- one given, else the one held).
+local function cs_keys(store, user_id, master, ssk)
+  local out = { master = check_cs_key(user_id, master, "master") }
+  local text = check_cs_key(user_id, ssk, "self_signing")
+  if text then
+    local m = out.master and master or nil
+    if not m then
+      local held = store:cross_signing_keys(user_id).master
+      m = held and json.decode(held)
+    end
+    local pub, raw = cross_signing.public_key(m)
+    if pub and crypto.verify_json(ssk, user_id, "ed25519:" .. pub, raw) then out.self_signing = text end
+  end
+  return out
+end
+
 local function valid_device_id(d) return type(d) == "string" and #d > 0 and #d <= MAX_ID end
 
 -- ---- outbound ---------------------------------------------------------------
@@ -191,10 +209,7 @@ local function resync(hs, user_id, timeout)
       list[#list + 1] = { d.device_id, name, text }
     end
   end
-  local keys = {
-    master = check_cs_key(user_id, body.master_key, "master"),
-    self_signing = check_cs_key(user_id, body.self_signing_key, "self_signing"),
-  }
+  local keys = cs_keys(hs.store, user_id, body.master_key, body.self_signing_key)
   hs.store:replace_remote_device_list(user_id, body.stream_id, list, keys)
   return true
 end
@@ -262,10 +277,7 @@ function devices.signing_key_update(hs, origin, c)
   local store, user_id = hs.store, c.user_id
   if not store:joined_anywhere(user_id) then return end
   if not store:remote_device_list(user_id) then return mark_changed(store, user_id) end
-  local keys = {
-    master = check_cs_key(user_id, c.master_key, "master"),
-    self_signing = check_cs_key(user_id, c.self_signing_key, "self_signing"),
-  }
+  local keys = cs_keys(store, user_id, c.master_key, c.self_signing_key)
   if next(keys) then store:put_cross_signing_keys(user_id, keys) end
 end
 
@@ -389,7 +401,7 @@ function devices.query(hs, remote, timeout)
           end
         end
         keys[u], names[u] = devs, {}
-        cs[u] = { master = check_cs_key(u, mk[u], "master"), self_signing = check_cs_key(u, sk[u], "self_signing") }
+        cs[u] = cs_keys(store, u, mk[u], sk[u])
       end
     end
   end
