@@ -21,6 +21,7 @@ local errors = require "loom.http.errors"
 local http_client = require "loom.http.client"
 local fedclient = require "loom.federation.client"
 local keyring_mod = require "loom.federation.keyring"
+local fed_devices = require "loom.federation.devices"
 local xmatrix = require "loom.federation.xmatrix"
 local dns = require "loom.net.dns"
 local sender_mod = require "loom.federation.sender"
@@ -94,6 +95,8 @@ function homeserver.new(server, opts)
     self.rooms.outbound = function(ev, room_id) return self.sender:queue_event(ev, room_id) end
     server:hook("server/started", function() self.sender:start() end)
     server:hook("server/stopping", function() self.sender:close() end)
+    -- device and key changes of local users go out as EDUs
+    fed_devices.install(self)
   end
   -- push rules: each new event against the local members' rules (unread counts)
   self.push = push_notify.new(self)

@@ -47,6 +47,7 @@ api.federation_modules = {
   "loom.api.federation.transactions", -- /send: PDUs and EDUs
   "loom.api.federation.query", -- query/profile, query/directory, publicRooms
   "loom.api.federation.invite", -- invites of this server's users
+  "loom.api.federation.user_keys", -- user/devices, user/keys/query, user/keys/claim
 }
 
 -- The spec versions loom implements (/versions): only what is served.

@@ -62,7 +62,7 @@ function methods:replace_device_keys_json(user_id, device_id, text)
   local conn = self.conn
   return conn:transaction(function()
     conn:run("UPDATE e2e_device_keys SET key_json = ? WHERE user_id = ? AND device_id = ?", text, user_id, device_id)
-    self:device_list_changed(user_id)
+    self:device_list_changed(user_id, device_id)
     return true
   end)
 end

@@ -56,11 +56,15 @@ function methods:user_device(user_id, device_id)
 end
 
 -- A new device-list position for user_id (inside the open transaction);
--- the waiting syncs are woken after the commit.
-local function changed(self, user_id)
+-- the waiting syncs are woken after the commit. device_id: the device that
+-- changed (nil: the user's cross-signing keys). self.on_device_list_change,
+-- when set, is called inside the transaction with (user_id, pos, device_id)
+-- (loom.federation.device_lists queues the EDUs for other servers there).
+local function changed(self, user_id, device_id)
   local conn = self.conn
-  conn:run("INSERT INTO device_list_changes (user_id) VALUES (?)", user_id)
+  conn:run("INSERT INTO device_list_changes (user_id, device_id) VALUES (?, ?)", user_id, device_id)
   local pos = conn:value("SELECT last_insert_rowid()")
+  if self.on_device_list_change then self.on_device_list_change(user_id, pos, device_id) end
   conn:after_commit(function()
     if pos > self:device_list_position() then self.device_list_pos = pos end
     local rooms = {}
@@ -71,9 +75,10 @@ local function changed(self, user_id)
   return pos
 end
 
---- A device-list change of the user (inside a transaction of the caller's).
-function methods:device_list_changed(user_id)
-  return changed(self, user_id)
+--- A device-list change of the user (inside a transaction of the caller's);
+-- device_id: the device that changed (nil: the cross-signing keys).
+function methods:device_list_changed(user_id, device_id)
+  return changed(self, user_id, device_id)
 end
 
 --- Rename a device (name nil: no name). false when there is no such device.
@@ -83,7 +88,7 @@ function methods:set_device_display_name(user_id, device_id, name)
     local n = conn:run("UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
       name, user_id, device_id)
     if n == 0 then return false end
-    changed(self, user_id)
+    changed(self, user_id, device_id)
     return true
   end)
 end
@@ -94,17 +99,18 @@ end
 function methods:delete_devices(user_id, ids)
   local conn = self.conn
   return conn:transaction(function()
-    local n, keys = 0, 0
+    local n = 0
     for _, d in ipairs(ids) do
-      n = n + conn:run("DELETE FROM devices WHERE user_id = ? AND device_id = ?", user_id, d)
+      local gone = conn:run("DELETE FROM devices WHERE user_id = ? AND device_id = ?", user_id, d)
       conn:run("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", user_id, d)
       conn:run("DELETE FROM to_device_inbox WHERE user_id = ? AND device_id = ?", user_id, d)
-      keys = keys + conn:run("DELETE FROM e2e_device_keys WHERE user_id = ? AND device_id = ?", user_id, d)
+      local keys = conn:run("DELETE FROM e2e_device_keys WHERE user_id = ? AND device_id = ?", user_id, d)
       conn:run("DELETE FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ?", user_id, d)
       conn:run("DELETE FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ?", user_id, d)
+      -- (a device logged out already has no row but may still have keys)
+      if gone > 0 or keys > 0 then changed(self, user_id, d) end
+      n = n + gone
     end
-    -- (a device logged out already has no row but may still have keys)
-    if n > 0 or keys > 0 then changed(self, user_id) end
     return n
   end)
 end
@@ -120,7 +126,7 @@ function methods:put_device_keys(user_id, device_id, text)
     conn:run([[INSERT INTO e2e_device_keys (user_id, device_id, key_json) VALUES (?, ?, ?)
       ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json]], user_id, device_id, text)
     conn:run("UPDATE devices SET last_seen_ts = ? WHERE user_id = ? AND device_id = ?", now_ms(), user_id, device_id)
-    changed(self, user_id)
+    changed(self, user_id, device_id)
     return true
   end)
 end

@@ -2,16 +2,18 @@
 -- (Client-Server API "Tracking the device list for a user"), for /sync's
 -- device_lists and GET /keys/changes.
 --
---   local changed, left = device_lists.between(store, user_id, since, to, newly, gone, joiners)
+--   local changed, left = device_lists.between(store, user_id, since, to, newly, gone, joiners, leavers)
 --     since, to: device-list positions; newly / gone: { [room_id] = true }, the
---     rooms the user joined / left in the range; joiners (optional): { [user_id]
---     = true }, users who joined a room of the user  --> sorted arrays of user IDs
+--     rooms the user joined / left in the range; joiners, leavers (optional):
+--     { [user_id] = true }, users who joined / left a room of the user
+--     --> sorted arrays of user IDs
 --   local newly, gone = device_lists.rooms(store, user_id, from_stream, to_stream)
 --
 -- changed: users sharing a joined room whose devices or device keys changed
 -- in (since, to], the user's own changes, the members of rooms newly
 -- joined and those who joined a room of the user; left: members of rooms
--- left who share no joined room any more.
+-- left, and those who left a room of the user, who share no joined room
+-- any more.
 local ipairs, pairs, assert = ipairs, pairs, assert
 local table_sort = table.sort
 
@@ -20,7 +22,7 @@ local _ENV = nil -- luacheck: ignore 211
 local device_lists = {}
 
 --- changed, left (sorted arrays of user IDs); see the top.
-function device_lists.between(store, user_id, since, to, newly, gone, joiners)
+function device_lists.between(store, user_id, since, to, newly, gone, joiners, leavers)
   local changed, left = {}, {}
   for u in pairs(joiners or {}) do if u ~= user_id then changed[u] = true end end
   local list = {}
@@ -31,6 +33,9 @@ function device_lists.between(store, user_id, since, to, newly, gone, joiners)
     for _, u in ipairs(store:joined_members(room_id)) do if u ~= user_id then changed[u] = true end end
   end
   local former = {}
+  for u in pairs(leavers or {}) do
+    if u ~= user_id and not changed[u] then former[#former + 1] = u end
+  end
   for room_id in pairs(gone) do
     for _, u in ipairs(store:joined_members(room_id)) do
       if u ~= user_id and not changed[u] then former[#former + 1] = u end

@@ -613,17 +613,19 @@ local function device_lists(hs, user_id, device_id, since, to, newly, left, body
   body.device_unused_fallback_key_types = json.array(unused)
   if not since then return false end
   -- those who joined a room of the user: from the join events being sent
-  local joiners = {}
+  local joiners, leavers = {}, {}
   for _, sec in pairs(body.rooms.join) do
     for _, part in ipairs { sec.timeline, sec.state } do
       for _, ev in ipairs(part and part.events or {}) do
-        if ev.type == "m.room.member" and type(ev.content) == "table" and ev.content.membership == "join" then
-          joiners[ev.state_key] = true
+        if ev.type == "m.room.member" and type(ev.content) == "table" then
+          local m = ev.content.membership
+          if m == "join" then joiners[ev.state_key] = true
+          elseif m == "leave" or m == "ban" then leavers[ev.state_key] = true end
         end
       end
     end
   end
-  local changed, gone = device_lists_mod.between(store, user_id, since, to, newly, left, joiners)
+  local changed, gone = device_lists_mod.between(store, user_id, since, to, newly, left, joiners, leavers)
   body.device_lists = { changed = json.array(changed), left = json.array(gone) }
   return #changed > 0 or #gone > 0
 end

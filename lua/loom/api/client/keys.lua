@@ -3,8 +3,9 @@
 -- /keys/changes. Device keys must be signed by the device's own ed25519
 -- key and name the user and device of the access token; signed one-time
 -- and fallback keys must carry a valid signature by that key too. Users
--- of other servers are answered in `failures` until federation carries
--- their keys. See docs/api-client-keys.md.
+-- of other servers are answered from the device lists held for them or by
+-- their servers (loom.federation.devices); servers that do not answer are
+-- in `failures`. See docs/api-client-keys.md.
 --
 --   keys.routes  --> { { "POST", "/_matrix/client/v3/keys/upload", handler, auth = true }, ... }
 local core = require "loom.core"
@@ -15,9 +16,11 @@ local sync_token = require "loom.sync.token"
 local device_lists = require "loom.sync.device_lists"
 local store_filter = require "loom.store.filter"
 local response = require "loom.http.response"
+local fed_devices = require "loom.federation.devices"
 
 local json = core.json
-local pairs, ipairs, type = pairs, ipairs, type
+local pairs, ipairs, type, next = pairs, ipairs, type, next
+local math_type = math.type
 local table_sort, table_concat = table.sort, table.concat
 local b64decode = core.crypto.base64_decode
 
@@ -29,6 +32,7 @@ local V3 = "/_matrix/client/v3"
 local MAX_KEYS = 1000          -- one-time or fallback keys per upload
 local MAX_QUERY = 1000         -- users per query or claim
 local MAX_ID = 255
+local DEFAULT_TIMEOUT, MAX_TIMEOUT = 10000, 60000   -- ms, for other servers' answers
 
 local function bad(msg) return errors.new("M_BAD_JSON", msg) end
 local function invalid(msg) return errors.new("M_INVALID_PARAM", msg) end
@@ -133,21 +137,29 @@ local function upload(hs, req)
   return { one_time_key_counts = store:one_time_key_counts(user_id, device_id) }
 end
 
--- The users asked for (object user_id -> value), split into ours and the
--- servers of the others; or nil, error value.
+-- The users asked for (object user_id -> value), split into ours and
+-- those of other servers; or nil, nil, error value.
 local function split_users(hs, obj, what)
   if not ljson.is_object(obj) then return nil, nil, bad(what .. " must be an object") end
-  local ours, failures, n = {}, {}, 0
+  local ours, theirs, n = {}, {}, 0
   for user_id, v in pairs(obj) do
     n = n + 1
     if n > MAX_QUERY then return nil, nil, invalid("too many users in " .. what) end
     if type(user_id) ~= "string" or not store_filter.is_id("user", user_id) then
       return nil, nil, invalid("invalid user ID in " .. what)
     end
-    if domain(user_id) == hs.server_name then ours[user_id] = v
-    else failures[domain(user_id)] = { status = 503, message = "Not reachable over federation yet" } end
+    if domain(user_id) == hs.server_name then ours[user_id] = v else theirs[user_id] = v end
   end
-  return ours, failures
+  return ours, theirs
+end
+
+-- The request's timeout for other servers (ms): `timeout`, default 10 s.
+local function timeout_of(body)
+  local t = body.timeout
+  if math_type(t) ~= "integer" then return DEFAULT_TIMEOUT end
+  if t < 0 then return 0 end
+  if t > MAX_TIMEOUT then return MAX_TIMEOUT end
+  return t
 end
 
 -- A JSON string (user and device IDs as object keys).
@@ -182,86 +194,152 @@ end
 -- under 20 ms, bench/keys_query.lua): device_keys with each device's
 -- display name in unsigned, master and self-signing keys of the users asked
 -- for (master keys with the caller's signatures of them), the caller's own
--- user-signing key, and failures for users of other servers.
-local function query(hs, req)
-  local body = req:json()
-  local asked = body.device_keys
-  if asked == nil then return errors.new("M_MISSING_PARAM", "device_keys is required") end
-  local ours, failures, err = split_users(hs, asked, "device_keys")
-  if not ours then return err end
+-- user-signing key, and failures for servers that did not answer.
+--
+-- keys_api.query_text(hs, asked, caller, remote, failures) -> JSON text.
+-- asked: { [user_id] = { device_id, ... } } (empty: every device); users of
+-- this server are read from the store, the others from remote ({ keys,
+-- names, cs } as loom.federation.devices.query answers). caller nil (a
+-- federation query): no signatures of the caller, no user_signing_keys and
+-- no failures.
+function keys_api.query_text(hs, asked, caller, remote, failures)
+  local users, mine = {}, {}
+  for u in pairs(asked) do
+    users[#users + 1] = u
+    if domain(u) == hs.server_name then mine[#mine + 1] = u end
+  end
+  table_sort(users)
+  local store = hs.store
+  local all, names = store:device_keys_of(mine)
+  local cs_keys = store:cross_signing_keys_of(mine)
+  if remote then
+    for u, devs in pairs(remote.keys) do all[u] = devs; names[u] = remote.names[u] or {} end
+    for u, cs in pairs(remote.cs) do cs_keys[u] = cs end
+  end
+  local sigs = {}
+  if caller then
+    for _, sig in ipairs(store:cross_signing_signatures(caller, users)) do
+      sigs[sig[1]] = sigs[sig[1]] or {}
+      sigs[sig[1]][#sigs[sig[1]] + 1] = sig
+    end
+  end
+  local out = { "{\"device_keys\":{" }
+  local masters, selfs, usks = {}, {}, {}
+  local first = true
+  for _, u in ipairs(users) do
+    if all[u] then
+      local only
+      if #asked[u] > 0 then
+        only = {}
+        for _, d in ipairs(asked[u]) do only[d] = true end
+      end
+      local devs = {}
+      for d, text in pairs(all[u]) do
+        if not only or only[d] then
+          local name = names[u][d]
+          devs[#devs + 1] = str(d) .. ":" .. with_unsigned(text, name and { device_display_name = name })
+        end
+      end
+      out[#out + 1] = (first and "" or ",") .. str(u) .. ":{" .. table_concat(devs, ",") .. "}"
+      first = false
+    end
+    local cs = cs_keys[u]
+    if cs then
+      if cs.master then
+        masters[#masters + 1] = str(u) .. ":" .. (sigs[u] and master_with(cs.master, caller, sigs[u])
+          or cs.master)
+      end
+      if cs.self_signing then selfs[#selfs + 1] = str(u) .. ":" .. cs.self_signing end
+      if cs.user_signing and caller and u == caller then usks[#usks + 1] = str(u) .. ":" .. cs.user_signing end
+    end
+  end
+  out[#out + 1] = "}"
+  if failures then out[#out + 1] = ",\"failures\":" .. encode(failures) end
+  out[#out + 1] = ",\"master_keys\":{" .. table_concat(masters, ",") .. "}"
+  out[#out + 1] = ",\"self_signing_keys\":{" .. table_concat(selfs, ",") .. "}"
+  if caller then out[#out + 1] = ",\"user_signing_keys\":{" .. table_concat(usks, ",") .. "}" end
+  out[#out + 1] = "}"
+  return table_concat(out)
+end
+
+--- keys_api.check_query(asked) -> nil | error value: device_keys values
+-- must be arrays of device IDs.
+function keys_api.check_query(asked)
   for _, devs in pairs(asked) do
-    if not json.is_array(devs) then return bad("device_keys values must be arrays of device IDs") end
+    if not json.is_array(devs) and not (ljson.is_object(devs) and next(devs) == nil) then
+      return bad("device_keys values must be arrays of device IDs")
+    end
     for _, d in ipairs(devs) do
       if type(d) ~= "string" then return bad("device_keys values must be arrays of device IDs") end
     end
   end
-  local users = {}
-  for u in pairs(ours) do users[#users + 1] = u end
-  table_sort(users)
-  local store = hs.store
-  local all, names = store:device_keys_of(users)
-  local cs_keys = store:cross_signing_keys_of(users)
-  local sigs = {}
-  for _, sig in ipairs(store:cross_signing_signatures(req.user_id, users)) do
-    sigs[sig[1]] = sigs[sig[1]] or {}
-    sigs[sig[1]][#sigs[sig[1]] + 1] = sig
-  end
-  local out = { "{\"device_keys\":{" }
-  local masters, selfs, usks = {}, {}, {}
-  for i, u in ipairs(users) do
-    local only
-    if #ours[u] > 0 then
-      only = {}
-      for _, d in ipairs(ours[u]) do only[d] = true end
-    end
-    local devs = {}
-    for d, text in pairs(all[u]) do
-      if not only or only[d] then
-        local name = names[u][d]
-        devs[#devs + 1] = str(d) .. ":" .. with_unsigned(text, name and { device_display_name = name })
-      end
-    end
-    out[#out + 1] = (i > 1 and "," or "") .. str(u) .. ":{" .. table_concat(devs, ",") .. "}"
-    local cs = cs_keys[u]
-    if cs then
-      if cs.master then
-        masters[#masters + 1] = str(u) .. ":" .. (sigs[u] and master_with(cs.master, req.user_id, sigs[u])
-          or cs.master)
-      end
-      if cs.self_signing then selfs[#selfs + 1] = str(u) .. ":" .. cs.self_signing end
-      if cs.user_signing and u == req.user_id then usks[#usks + 1] = str(u) .. ":" .. cs.user_signing end
-    end
-  end
-  out[#out + 1] = "},\"failures\":" .. encode(failures)
-  out[#out + 1] = ",\"master_keys\":{" .. table_concat(masters, ",") .. "}"
-  out[#out + 1] = ",\"self_signing_keys\":{" .. table_concat(selfs, ",") .. "}"
-  out[#out + 1] = ",\"user_signing_keys\":{" .. table_concat(usks, ",") .. "}}"
-  return response.new(200, table_concat(out))
+  return nil
 end
 
-local function claim(hs, req)
+local function query(hs, req)
   local body = req:json()
-  local asked = body.one_time_keys
-  if asked == nil then return errors.new("M_MISSING_PARAM", "one_time_keys is required") end
-  local ours, failures, err = split_users(hs, asked, "one_time_keys")
-  if not ours then return err end
-  local requests = {}
-  for u, devs in pairs(ours) do
-    if not ljson.is_object(devs) then return bad("one_time_keys values must be objects") end
-    for d, alg in pairs(devs) do
-      if type(d) ~= "string" or type(alg) ~= "string" then
-        return bad("one_time_keys must map device IDs to algorithms")
-      end
-      if #requests >= MAX_QUERY then return invalid("too many devices in one_time_keys") end
-      requests[#requests + 1] = { u, d, alg }
-    end
+  local asked = body.device_keys
+  if asked == nil then return errors.new("M_MISSING_PARAM", "device_keys is required") end
+  local _, theirs, err = split_users(hs, asked, "device_keys")
+  if not theirs then return err end
+  err = keys_api.check_query(asked)
+  if err then return err end
+  local remote, failures = nil, {}
+  if next(theirs) then
+    local keys, names, cs
+    keys, names, cs, failures = fed_devices.query(hs, theirs, timeout_of(body))
+    remote = { keys = keys, names = names, cs = cs }
   end
+  return response.new(200, keys_api.query_text(hs, asked, req.user_id, remote, failures))
+end
+
+--- keys_api.claim_local(hs, requests) -> { [user_id] = { [device_id] = {
+-- [key_id] = key } } }: one key per { user_id, device_id, algorithm } of
+-- this server's users.
+function keys_api.claim_local(hs, requests)
   local out = {}
   for _, c in ipairs(hs.store:claim_keys(requests)) do
     local u, d = c[1], c[2]
     out[u] = out[u] or {}
     out[u][d] = out[u][d] or {}
     out[u][d][c[3]] = json.decode(c[4])
+  end
+  return out
+end
+
+--- keys_api.claim_requests(asked) -> { { user_id, device_id, algorithm } }
+-- | nil, error value (asked: { [user_id] = { [device_id] = algorithm } }).
+function keys_api.claim_requests(asked)
+  local requests = {}
+  for u, devs in pairs(asked) do
+    if not ljson.is_object(devs) then return nil, bad("one_time_keys values must be objects") end
+    for d, alg in pairs(devs) do
+      if type(d) ~= "string" or type(alg) ~= "string" then
+        return nil, bad("one_time_keys must map device IDs to algorithms")
+      end
+      if #requests >= MAX_QUERY then return nil, invalid("too many devices in one_time_keys") end
+      requests[#requests + 1] = { u, d, alg }
+    end
+  end
+  return requests
+end
+
+local function claim(hs, req)
+  local body = req:json()
+  local asked = body.one_time_keys
+  if asked == nil then return errors.new("M_MISSING_PARAM", "one_time_keys is required") end
+  local ours, theirs, err = split_users(hs, asked, "one_time_keys")
+  if not ours then return err end
+  local requests
+  requests, err = keys_api.claim_requests(asked)
+  if not requests then return err end
+  local mine = {}
+  for _, r in ipairs(requests) do if ours[r[1]] then mine[#mine + 1] = r end end
+  local out, failures = keys_api.claim_local(hs, mine), {}
+  if next(theirs) then
+    local claimed
+    claimed, failures = fed_devices.claim(hs, theirs, timeout_of(body))
+    for u, devs in pairs(claimed) do out[u] = devs end
   end
   return { one_time_keys = out, failures = failures }
 end

@@ -7,7 +7,8 @@
 -- result ({} or { error }): unknown rooms and servers the room's ACL denies
 -- are refused; events whose prev_events are missing are filled in first
 -- (loom.federation.inbound: /get_missing_events, then the state at the
--- event). EDUs: m.typing, m.receipt, m.presence and m.direct_to_device, each for users of
+-- event). EDUs: m.typing, m.receipt, m.presence, m.direct_to_device,
+-- m.device_list_update and m.signing_key_update, each for users of
 -- the origin only (and, for typing and receipts, joined to the room, from a
 -- server the room's ACL allows).
 local type, ipairs, pairs, tostring, next, pcall, error, select = type, ipairs, pairs, tostring, next, pcall, error,
@@ -20,6 +21,7 @@ local async = require "loom.async"
 local inbound = require "loom.federation.inbound"
 local acl = require "loom.federation.acl"
 local response = require "loom.http.response"
+local fed_devices = require "loom.federation.devices"
 
 local json = core.json
 local is_object, is_array = ljson.is_object, ljson.is_array
@@ -113,6 +115,10 @@ edu_handlers["m.direct_to_device"] = function(hs, origin, c)
     hs.store:send_to_device(c.sender, "federation:" .. origin, c.message_id, c.type, targets)
   end
 end
+
+-- devices and keys of the origin's users (loom.federation.devices)
+edu_handlers["m.device_list_update"] = fed_devices.device_list_update
+edu_handlers["m.signing_key_update"] = fed_devices.signing_key_update
 
 -- Runs fn while no other transaction of origin runs.
 local function one_at_a_time(hs, origin, fn)
