@@ -254,6 +254,7 @@ local function persist_one(self, event_id, ev, opts, changed)
     link(self, nid, event_id, room_nid, prev_ids(ev), valid and stream > 0)
   end
   if valid and stream > 0 then self:index_for_search(nid, event_id, ev, existing ~= nil) end
+  if valid then self:index_relation(nid, event_id, room_nid, ev, depth, stream) end
   changed.rooms[#changed.rooms + 1] = { ev.room_id, stream, room_nid }
   return {
     event_nid = nid,

@@ -1,0 +1,307 @@
+-- loom.store.relations: event relationships (Client-Server API,
+-- "Relationships"), the rooms' thread lists, events by sending time
+-- ("Jumping to a date") and content reports ("Reporting content").
+--
+--   -- persist: index_relation(nid, event_id, room_nid, ev, depth, stream) (inside its transaction)
+--   -- record_redaction: unindex_relation(event_id)
+--   local page = store:relations_page(room_id, parent_id, { rel_type =, type =, dir = "b",
+--                                      from = "t5-9", to =, limit = 20, recurse = false, ignored = {} })
+--     -- { ids = { event_id, ... }, next = "t5-8" | nil }
+--   local agg = store:relations_of_parents({ parent_id, ... }, ignored)
+--     -- { { parent_id, rel_type, event_id, sender, type, is_state }, ... } (m.replace, m.reference)
+--   local th = store:thread_summaries({ root_id, ... }, user_id, ignored)
+--     -- { [root_id] = { count =, participated =, latest_id = } }
+--   local page = store:threads_page(room_id, { participated_by =, from =, limit = })
+--     -- { ids = { root_id, ... }, next = token | nil }
+--   local ids = store:events_near_ts(room_id, ts, dir, limit, skip)
+--   local id = store:add_report { reporter, room_id?, event_id?, user_id?, reason?, score? }
+--   local list = store:reports_list(from, limit)
+--
+-- Rows are written for timeline events only (not outliers, rejected or
+-- soft-failed), backfilled ones included. Mixed into the store; a
+-- database failure raises (loom.db.Error).
+local core = require "loom.core"
+local sql = require "loom.store.sql"
+
+local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+local table_unpack, table_concat = table.unpack, table.concat
+local math_type, error = math.type, error
+local bound, token = core.bound, core.token
+
+local relations = {}
+local methods = {}
+local _ENV = nil -- luacheck: ignore 211
+
+local MAX_KEY = 255
+
+-- How far `recurse` follows relations of relations (as Synapse does).
+relations.MAX_RECURSION = 3
+
+local function must(res, err)
+  if res == nil then error(err, 0) end
+  return res
+end
+
+--- The relationship an event's content declares: rel_type, parent
+-- event_id, annotation key (or nil when it declares none that loom indexes).
+function relations.relates_to(ev)
+  local c = ev.content
+  if type(c) ~= "table" then return nil end
+  local r = c["m.relates_to"]
+  if type(r) ~= "table" then return nil end
+  local rel, parent = r.rel_type, r.event_id
+  if type(rel) ~= "string" or type(parent) ~= "string" or #rel == 0 or #parent == 0
+      or #rel > MAX_KEY or #parent > MAX_KEY then
+    return nil
+  end
+  local key = r.key
+  if type(key) ~= "string" or #key > MAX_KEY then key = nil end
+  return rel, parent, key
+end
+
+-- Make the thread row of a root follow its latest remaining reply.
+local function refresh_thread(conn, room_nid, root_id)
+  local row = conn:first([[SELECT event_id, depth, stream_ordering FROM event_relations
+    WHERE parent_id = ? AND rel_type = 'm.thread' AND room_nid = ?
+    ORDER BY depth DESC, stream_ordering DESC LIMIT 1]], root_id, room_nid)
+  if row then
+    must(conn:run([[INSERT INTO threads (room_nid, root_id, latest_id, latest_depth, latest_stream)
+      VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_nid, root_id) DO UPDATE SET latest_id = excluded.latest_id,
+      latest_depth = excluded.latest_depth, latest_stream = excluded.latest_stream]],
+      room_nid, root_id, row[1], row[2], row[3]))
+  else
+    must(conn:run("DELETE FROM threads WHERE room_nid = ? AND root_id = ?", room_nid, root_id))
+  end
+end
+
+--- Record the relationship of a timeline event (inside persist's
+-- transaction; again: no change).
+function methods:index_relation(nid, event_id, room_nid, ev, depth, stream)
+  local rel, parent, key = relations.relates_to(ev)
+  if not rel or parent == event_id then return end
+  local conn = self.conn
+  must(conn:run([[INSERT OR IGNORE INTO event_relations (event_nid, event_id, room_nid, parent_id, rel_type,
+    aggregation_key, type, is_state, sender, depth, stream_ordering, origin_server_ts)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], nid, event_id, room_nid, parent, rel, key, ev.type,
+    ev.state_key ~= nil and 1 or 0, ev.sender, depth, stream, ev.origin_server_ts))
+  if rel == "m.thread" and ev.state_key == nil then
+    must(conn:run([[INSERT INTO threads (room_nid, root_id, latest_id, latest_depth, latest_stream)
+      VALUES (?, ?, ?, ?, ?) ON CONFLICT (room_nid, root_id) DO UPDATE SET latest_id = excluded.latest_id,
+      latest_depth = excluded.latest_depth, latest_stream = excluded.latest_stream
+      WHERE excluded.latest_depth > threads.latest_depth
+         OR (excluded.latest_depth = threads.latest_depth AND excluded.latest_stream > threads.latest_stream)]],
+      room_nid, parent, event_id, depth, stream))
+  end
+end
+
+--- A redacted event leaves the aggregations of its parent (and the thread
+-- list follows the thread's latest remaining reply).
+function methods:unindex_relation(event_id)
+  local conn = self.conn
+  local row = conn:first("SELECT room_nid, parent_id, rel_type FROM event_relations WHERE event_id = ?", event_id)
+  if not row then return end
+  must(conn:run("DELETE FROM event_relations WHERE event_id = ?", event_id))
+  if row[3] == "m.thread" then refresh_thread(conn, row[1], row[2]) end
+end
+
+-- A client's pagination token as a bound on (depth, stream): nil, message
+-- when it does not parse.
+local function token_bound(text, op)
+  local t, err = token.parse(text)
+  if not t then return nil, err end
+  return bound.new(t, op)
+end
+
+local function ignored_clause(ignored, col)
+  local list = {}
+  for who in pairs(ignored or {}) do list[#list + 1] = who end
+  if #list == 0 then return "", list end
+  return " AND " .. col .. " NOT IN (" .. sql.marks(#list) .. ")", list
+end
+
+local function append(args, list) for _, v in ipairs(list) do args[#args + 1] = v end end
+
+--- One page of the events that relate to parent_id in the room. opts:
+-- rel_type, type (only with rel_type), dir ("b": newest first, default;
+-- "f"), from and to (store tokens s<n> / t<d>-<n>), limit (>= 1),
+-- recurse (follow relations of relations up to MAX_RECURSION levels),
+-- ignored ({ [user_id] = true }: left out). Returns { ids, next } or nil,
+-- message, "bad_token".
+function methods:relations_page(room_id, parent_id, opts)
+  local room_nid = self:room_nid(room_id)
+  local out = { ids = {} }
+  if not room_nid then return out end
+  local dir = opts.dir == "f" and "f" or "b"
+  local limit = opts.limit
+  if math_type(limit) ~= "integer" or limit < 1 then error("relations_page: limit must be a positive integer", 2) end
+  local where, args = { "r.room_nid = ?" }, { room_nid }
+  if opts.rel_type then where[#where + 1] = "r.rel_type = ?"; args[#args + 1] = opts.rel_type end
+  if opts.type then where[#where + 1] = "r.type = ?"; args[#args + 1] = opts.type end
+  for _, b in ipairs { { opts.from, dir == "b" and "<=" or ">" }, { opts.to, dir == "b" and ">" or "<=" } } do
+    if b[1] then
+      local bnd, err = token_bound(b[1], b[2])
+      if not bnd then return nil, err, "bad_token" end
+      local s, params = bnd:sql("sqlite", "r.depth", "r.stream_ordering")
+      where[#where + 1] = s
+      append(args, params)
+    end
+  end
+  local ign, ign_args = ignored_clause(opts.ignored, "r.sender")
+  local order = dir == "b" and "r.depth DESC, r.stream_ordering DESC" or "r.depth, r.stream_ordering"
+  local rows
+  if opts.recurse then
+    -- the children, their children, ... (MAX_RECURSION levels, each ignored
+    -- sender's events and what hangs from them left out)
+    local cte_args = { parent_id, room_nid }
+    append(cte_args, ign_args)
+    cte_args[#cte_args + 1] = room_nid
+    append(cte_args, ign_args)
+    cte_args[#cte_args + 1] = relations.MAX_RECURSION
+    append(cte_args, args)
+    append(cte_args, ign_args)
+    cte_args[#cte_args + 1] = limit + 1
+    rows = self.conn:all([[WITH RECURSIVE tree(event_id, level) AS (
+        SELECT event_id, 1 FROM event_relations WHERE parent_id = ? AND room_nid = ?]] .. ign:gsub("r%.", "") .. [[
+        UNION SELECT c.event_id, tree.level + 1 FROM event_relations c JOIN tree ON c.parent_id = tree.event_id
+        WHERE c.room_nid = ?]] .. ign:gsub("r%.", "c.") .. [[ AND tree.level < ?)
+      SELECT DISTINCT r.event_id, r.depth, r.stream_ordering FROM tree CROSS JOIN event_relations r
+        ON r.event_id = tree.event_id WHERE ]] .. table_concat(where, " AND ") .. ign .. " ORDER BY " .. order ..
+      " LIMIT ?", table_unpack(cte_args))
+  else
+    local a = { parent_id }
+    append(a, args)
+    append(a, ign_args)
+    a[#a + 1] = limit + 1
+    rows = self.conn:all("SELECT r.event_id, r.depth, r.stream_ordering FROM event_relations r WHERE r.parent_id = ? AND "
+      .. table_concat(where, " AND ") .. ign .. " ORDER BY " .. order .. " LIMIT ?", table_unpack(a))
+  end
+  for i = 1, #rows < limit and #rows or limit do out.ids[i] = rows[i][1] end
+  if #rows > limit then
+    local last = rows[limit]
+    local before, after = token.for_event(last[2], last[3])
+    out.next = tostring(dir == "b" and before or after)
+  end
+  return out
+end
+
+--- The m.replace and m.reference children of some events:
+-- { { parent_id, rel_type, event_id, sender, type, is_state, origin_server_ts }, ... },
+-- replacements in (origin_server_ts, event_id) order; ignored senders left out.
+function methods:relations_of_parents(parent_ids, ignored)
+  local ign, ign_args = ignored_clause(ignored, "sender")
+  local out = {}
+  for marks, chunk in sql.chunks(parent_ids) do
+    local args = {}
+    append(args, chunk)
+    append(args, ign_args)
+    for _, r in ipairs(self.conn:all([[SELECT parent_id, rel_type, event_id, sender, type, is_state, origin_server_ts
+        FROM event_relations WHERE parent_id IN (]] .. marks .. ") AND rel_type IN ('m.replace', 'm.reference')"
+        .. ign .. " ORDER BY origin_server_ts, event_id", table_unpack(args))) do
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
+--- The thread summaries of some events (those that are thread roots):
+-- { [root_id] = { count, participated (user_id sent a reply), latest_id } },
+-- ignored senders' replies left out.
+function methods:thread_summaries(root_ids, user_id, ignored)
+  local ign, ign_args = ignored_clause(ignored, "sender")
+  local ign2 = ign:gsub("sender", "l.sender")
+  local out = {}
+  for marks, chunk in sql.chunks(root_ids) do
+    local args = { user_id }
+    append(args, ign_args)
+    append(args, chunk)
+    append(args, ign_args)
+    for _, r in ipairs(self.conn:all([[SELECT p.parent_id, count(*), max(p.sender = ?),
+        (SELECT l.event_id FROM event_relations l WHERE l.parent_id = p.parent_id AND l.rel_type = 'm.thread'
+           AND l.is_state = 0]] .. ign2 .. [[ ORDER BY l.depth DESC, l.stream_ordering DESC LIMIT 1)
+        FROM event_relations p WHERE p.parent_id IN (]] .. marks .. [[) AND p.rel_type = 'm.thread'
+        AND p.is_state = 0]] .. ign:gsub("sender", "p.sender") .. " GROUP BY p.parent_id", table_unpack(args))) do
+      out[r[1]] = { count = r[2], participated = r[3] == 1, latest_id = r[4] }
+    end
+  end
+  return out
+end
+
+--- One page of a room's thread roots, latest activity first. opts:
+-- participated_by (only threads whose root or a reply that user sent),
+-- from (a token from an earlier page), limit. { ids, next } or nil,
+-- message, "bad_token".
+function methods:threads_page(room_id, opts)
+  local room_nid = self:room_nid(room_id)
+  local out = { ids = {} }
+  if not room_nid then return out end
+  local limit = opts.limit
+  local where, args = { "t.room_nid = ?" }, { room_nid }
+  if opts.from then
+    local bnd, err = token_bound(opts.from, "<=")
+    if not bnd then return nil, err, "bad_token" end
+    local s, params = bnd:sql("sqlite", "t.latest_depth", "t.latest_stream")
+    where[#where + 1] = s
+    append(args, params)
+  end
+  if opts.participated_by then
+    where[#where + 1] = [[(EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.root_id AND e.sender = ?)
+      OR EXISTS (SELECT 1 FROM event_relations r WHERE r.parent_id = t.root_id AND r.rel_type = 'm.thread'
+        AND r.sender = ?))]]
+    args[#args + 1] = opts.participated_by
+    args[#args + 1] = opts.participated_by
+  end
+  args[#args + 1] = limit + 1
+  local rows = self.conn:all([[SELECT t.root_id, t.latest_depth, t.latest_stream FROM threads t
+    WHERE ]] .. table_concat(where, " AND ") .. [[ AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.root_id)
+    ORDER BY t.latest_depth DESC, t.latest_stream DESC LIMIT ?]], table_unpack(args))
+  for i = 1, #rows < limit and #rows or limit do out.ids[i] = rows[i][1] end
+  if #rows > limit then
+    local last = rows[limit]
+    out.next = tostring((token.for_event(last[2], last[3])))
+  end
+  return out
+end
+
+--- Timeline events of a room sent at or after ts (dir "f", earliest
+-- first) or at or before it (dir "b", latest first): up to limit event
+-- IDs, skipping the first `skip`.
+function methods:events_near_ts(room_id, ts, dir, limit, skip)
+  local room_nid = self:room_nid(room_id)
+  if not room_nid then return {} end
+  local cond = dir == "f" and "origin_server_ts >= ? ORDER BY origin_server_ts, stream_ordering"
+    or "origin_server_ts <= ? ORDER BY origin_server_ts DESC, stream_ordering DESC"
+  return self.conn:column("SELECT event_id FROM events WHERE room_nid = ? AND " .. sql.TIMELINE .. " AND "
+    .. cond .. " LIMIT ? OFFSET ?", room_nid, ts, limit, skip or 0)
+end
+
+--- Store a report r = { reporter, room_id?, event_id?, user_id?, reason?,
+-- score?, ts? } for the server's admins; returns its report_id.
+function methods:add_report(r)
+  self.conn:run([[INSERT INTO reports (received_ts, reporter, room_id, event_id, user_id, reason, score)
+    VALUES (?, ?, ?, ?, ?, ?, ?)]], r.ts or core.now_ms(), r.reporter, r.room_id, r.event_id, r.user_id,
+    r.reason, r.score)
+  return self.conn:last_insert_rowid()
+end
+
+--- Reports, newest first: from (a report_id: those below it; nil: the
+-- newest), limit. { { report_id, received_ts, reporter, room_id, event_id,
+-- user_id, reason, score }, ... } (absent fields nil).
+function methods:reports_list(from, limit)
+  local rows
+  if from then
+    rows = self.conn:all([[SELECT report_id, received_ts, reporter, room_id, event_id, user_id, reason, score
+      FROM reports WHERE report_id < ? ORDER BY report_id DESC LIMIT ?]], from, limit)
+  else
+    rows = self.conn:all([[SELECT report_id, received_ts, reporter, room_id, event_id, user_id, reason, score
+      FROM reports ORDER BY report_id DESC LIMIT ?]], limit)
+  end
+  local out = {}
+  for i, r in ipairs(rows) do
+    out[i] = { report_id = r[1], received_ts = r[2], reporter = r[3], room_id = r[4], event_id = r[5],
+      user_id = r[6], reason = r[7], score = r[8] }
+  end
+  return out
+end
+
+relations.methods = methods
+return relations
