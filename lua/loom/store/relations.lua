@@ -74,12 +74,51 @@ local function refresh_thread(conn, room_nid, root_id)
   end
 end
 
+-- Events known to have no relations (so that serving them asks nothing):
+-- filled after a query outside a transaction found none, and by persist
+-- for new events once they commit; a new relation takes its parent out at
+-- once. Bounded: forgotten wholesale past RELATIONLESS_MAX.
+local RELATIONLESS_MAX = 50000
+
+local function relationless(self)
+  local known = self.relationless
+  if not known or known.n > RELATIONLESS_MAX then known = { ids = {}, n = 0 }; self.relationless = known end
+  return known
+end
+
+--- The event IDs among ids that may have relations (those not known to
+-- have none).
+function methods:relations_unknown(ids)
+  local known = relationless(self).ids
+  local out = {}
+  for _, id in ipairs(ids) do if not known[id] then out[#out + 1] = id end end
+  return out
+end
+
+--- Note that the events of ids have no relations, except those in found
+-- ({ [event_id] = true }); nothing while a transaction is open (what it
+-- reads may yet be rolled back).
+function methods:note_relationless(ids, found)
+  if self.conn:in_transaction() then return end
+  local known = relationless(self)
+  for _, id in ipairs(ids) do
+    if not (found and found[id]) and not known.ids[id] then known.ids[id] = true; known.n = known.n + 1 end
+  end
+end
+
 --- Record the relationship of a timeline event (inside persist's
--- transaction; again: no change).
-function methods:index_relation(nid, event_id, room_nid, ev, depth, stream)
+-- transaction; again: no change). fresh: persist's set of the batch's new
+-- events known to have no children, noted once the batch commits.
+function methods:index_relation(nid, event_id, room_nid, ev, depth, stream, fresh)
+  local conn = self.conn
+  if fresh and conn:value("SELECT 1 FROM event_relations WHERE parent_id = ? LIMIT 1", event_id) == nil then
+    fresh[event_id] = true
+  end
   local rel, parent, key = relations.relates_to(ev)
   if not rel or parent == event_id then return end
-  local conn = self.conn
+  if fresh then fresh[parent] = nil end
+  local known = self.relationless
+  if known and known.ids[parent] then known.ids[parent] = nil; known.n = known.n - 1 end
   must(conn:run([[INSERT OR IGNORE INTO event_relations (event_nid, event_id, room_nid, parent_id, rel_type,
     aggregation_key, type, is_state, sender, depth, stream_ordering, origin_server_ts)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]], nid, event_id, room_nid, parent, rel, key, ev.type,

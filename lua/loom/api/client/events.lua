@@ -126,10 +126,19 @@ function client_events.prefetch_relations(store, user_id, events, ignored)
       checked[ev.event_id] = true; ids[#ids + 1] = ev.event_id
     end
   end
+  ids = store:relations_unknown(ids)
   if #ids == 0 then return { checked = checked, rows = {}, threads = {} } end
   ignored = ignored or store:ignored_users(user_id)
-  return { checked = checked, rows = store:relations_of_parents(ids, ignored),
-           threads = store:thread_summaries(ids, user_id, ignored), ignored = ignored }
+  local rows, threads = store:relations_of_parents(ids, ignored), store:thread_summaries(ids, user_id, ignored)
+  if next(ignored) == nil then
+    -- nothing was left out: what has no rows has no relations that
+    -- aggregate (until its next relation is stored)
+    local found = {}
+    for _, r in ipairs(rows) do found[r[1]] = true end
+    for id in pairs(threads) do found[id] = true end
+    store:note_relationless(ids, found)
+  end
+  return { checked = checked, rows = rows, threads = threads }
 end
 
 -- { [event_id] = m.relations } for the events of a page (ctx as clients).
