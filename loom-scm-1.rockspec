@@ -182,6 +182,7 @@ build = {
          ["loom.migrations.sqlite.031_room_keys"] = "migrations/sqlite/031_room_keys.sql",
          ["loom.migrations.sqlite.032_push_rules"] = "migrations/sqlite/032_push_rules.sql",
          ["loom.migrations.sqlite.033_push_actions"] = "migrations/sqlite/033_push_actions.sql",
+         ["loom.migrations.sqlite.041_relations_reports"] = "migrations/sqlite/041_relations_reports.sql",
       },
    },
    copy_directories = { "docs", "examples" },

@@ -211,8 +211,9 @@ function methods:relations_page(room_id, parent_id, opts)
     append(a, args)
     append(a, ign_args)
     a[#a + 1] = limit + 1
-    rows = self.conn:all("SELECT r.event_id, r.depth, r.stream_ordering FROM event_relations r WHERE r.parent_id = ? AND "
-      .. table_concat(where, " AND ") .. ign .. " ORDER BY " .. order .. " LIMIT ?", table_unpack(a))
+    rows = self.conn:all("SELECT r.event_id, r.depth, r.stream_ordering FROM event_relations r"
+      .. " WHERE r.parent_id = ? AND " .. table_concat(where, " AND ") .. ign .. " ORDER BY " .. order .. " LIMIT ?",
+      table_unpack(a))
   end
   for i = 1, #rows < limit and #rows or limit do out.ids[i] = rows[i][1] end
   if #rows > limit then
