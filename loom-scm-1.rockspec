@@ -69,6 +69,7 @@ build = {
       ["loom.api.federation.keys"] = "lua/loom/api/federation/keys.lua",
       ["loom.api.federation.membership"] = "lua/loom/api/federation/membership.lua",
       ["loom.api.federation.query"] = "lua/loom/api/federation/query.lua",
+      ["loom.api.federation.timestamp"] = "lua/loom/api/federation/timestamp.lua",
       ["loom.api.federation.transactions"] = "lua/loom/api/federation/transactions.lua",
       ["loom.api.federation.version"] = "lua/loom/api/federation/version.lua",
       ["loom.api.guest"] = "lua/loom/api/guest.lua",
