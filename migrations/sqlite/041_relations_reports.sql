@@ -20,6 +20,7 @@ CREATE TABLE event_relations (
   stream_ordering  INTEGER NOT NULL,
   origin_server_ts INTEGER NOT NULL
 );
+CREATE UNIQUE INDEX event_relations_child ON event_relations (event_id);
 CREATE INDEX event_relations_parent ON event_relations (parent_id, depth, stream_ordering);
 CREATE INDEX event_relations_parent_rel ON event_relations (parent_id, rel_type, depth, stream_ordering);
 

@@ -176,14 +176,20 @@ function methods:relations_page(room_id, parent_id, opts)
   local where, args = { "r.room_nid = ?" }, { room_nid }
   if opts.rel_type then where[#where + 1] = "r.rel_type = ?"; args[#args + 1] = opts.rel_type end
   if opts.type then where[#where + 1] = "r.type = ?"; args[#args + 1] = opts.type end
-  for _, b in ipairs { { opts.from, dir == "b" and "<=" or ">" }, { opts.to, dir == "b" and ">" or "<=" } } do
-    if b[1] then
-      local bnd, err = token_bound(b[1], b[2])
-      if not bnd then return nil, err, "bad_token" end
-      local s, params = bnd:sql("sqlite", "r.depth", "r.stream_ordering")
-      where[#where + 1] = s
-      append(args, params)
-    end
+  if opts.to then
+    local bnd, err = token_bound(opts.to, dir == "b" and ">" or "<=")
+    if not bnd then return nil, err, "bad_token" end
+    local s, params = bnd:sql("sqlite", "r.depth", "r.stream_ordering")
+    where[#where + 1] = s
+    append(args, params)
+  end
+  -- `from` as plain ranges of the (parent, depth, stream) index, scanned in
+  -- order (bound:sql_parts)
+  local parts = { { sql = "1", params = {} } }
+  if opts.from then
+    local bnd, err = token_bound(opts.from, dir == "b" and "<=" or ">")
+    if not bnd then return nil, err, "bad_token" end
+    parts = bnd:sql_parts("sqlite", "r.depth", "r.stream_ordering")
   end
   local ign, ign_args = ignored_clause(opts.ignored, "r.sender")
   local order = dir == "b" and "r.depth DESC, r.stream_ordering DESC" or "r.depth, r.stream_ordering"
@@ -197,6 +203,8 @@ function methods:relations_page(room_id, parent_id, opts)
     append(cte_args, ign_args)
     cte_args[#cte_args + 1] = relations.MAX_RECURSION
     append(cte_args, args)
+    local from_sql = {}
+    for i, part in ipairs(parts) do from_sql[i] = "(" .. part.sql .. ")"; append(cte_args, part.params) end
     append(cte_args, ign_args)
     cte_args[#cte_args + 1] = limit + 1
     rows = self.conn:all([[WITH RECURSIVE tree(event_id, level) AS (
@@ -204,16 +212,22 @@ function methods:relations_page(room_id, parent_id, opts)
         UNION SELECT c.event_id, tree.level + 1 FROM event_relations c JOIN tree ON c.parent_id = tree.event_id
         WHERE c.room_nid = ?]] .. ign:gsub("r%.", "c.") .. [[ AND tree.level < ?)
       SELECT DISTINCT r.event_id, r.depth, r.stream_ordering FROM tree CROSS JOIN event_relations r
-        ON r.event_id = tree.event_id WHERE ]] .. table_concat(where, " AND ") .. ign .. " ORDER BY " .. order ..
-      " LIMIT ?", table_unpack(cte_args))
+        ON r.event_id = tree.event_id WHERE ]] .. table_concat(where, " AND ") .. " AND ("
+      .. table_concat(from_sql, " OR ") .. ")" .. ign .. " ORDER BY " .. order .. " LIMIT ?", table_unpack(cte_args))
   else
-    local a = { parent_id }
-    append(a, args)
-    append(a, ign_args)
-    a[#a + 1] = limit + 1
-    rows = self.conn:all("SELECT r.event_id, r.depth, r.stream_ordering FROM event_relations r"
-      .. " WHERE r.parent_id = ? AND " .. table_concat(where, " AND ") .. ign .. " ORDER BY " .. order .. " LIMIT ?",
-      table_unpack(a))
+    rows = {}
+    local head = "SELECT r.event_id, r.depth, r.stream_ordering FROM event_relations r WHERE r.parent_id = ? AND "
+      .. table_concat(where, " AND ")
+    for _, part in ipairs(parts) do
+      local a = { parent_id }
+      append(a, args)
+      append(a, part.params)
+      append(a, ign_args)
+      a[#a + 1] = limit + 1 - #rows
+      append(rows, self.conn:all(head .. " AND " .. part.sql .. ign .. " ORDER BY " .. order .. " LIMIT ?",
+        table_unpack(a)))
+      if #rows > limit then break end
+    end
   end
   for i = 1, #rows < limit and #rows or limit do out.ids[i] = rows[i][1] end
   if #rows > limit then
@@ -276,12 +290,11 @@ function methods:threads_page(room_id, opts)
   if not room_nid then return out end
   local limit = opts.limit
   local where, args = { "t.room_nid = ?" }, { room_nid }
+  local parts = { { sql = "1", params = {} } }
   if opts.from then
     local bnd, err = token_bound(opts.from, "<=")
     if not bnd then return nil, err, "bad_token" end
-    local s, params = bnd:sql("sqlite", "t.latest_depth", "t.latest_stream")
-    where[#where + 1] = s
-    append(args, params)
+    parts = bnd:sql_parts("sqlite", "t.latest_depth", "t.latest_stream")
   end
   if opts.participated_by then
     where[#where + 1] = [[(EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.root_id AND e.sender = ?)
@@ -290,10 +303,19 @@ function methods:threads_page(room_id, opts)
     args[#args + 1] = opts.participated_by
     args[#args + 1] = opts.participated_by
   end
-  args[#args + 1] = limit + 1
-  local rows = self.conn:all([[SELECT t.root_id, t.latest_depth, t.latest_stream FROM threads t
-    WHERE ]] .. table_concat(where, " AND ") .. [[ AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.root_id)
-    ORDER BY t.latest_depth DESC, t.latest_stream DESC LIMIT ?]], table_unpack(args))
+  local rows = {}
+  for _, part in ipairs(parts) do
+    local a = { room_nid }
+    append(a, part.params)
+    for i = 2, #args do a[#a + 1] = args[i] end
+    a[#a + 1] = limit + 1 - #rows
+    append(rows, self.conn:all([[SELECT t.root_id, t.latest_depth, t.latest_stream FROM threads t
+      WHERE t.room_nid = ? AND ]] .. part.sql .. (#where > 1 and " AND " .. table_concat(where, " AND ", 2) or "")
+      .. [[
+      AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.root_id)
+      ORDER BY t.latest_depth DESC, t.latest_stream DESC LIMIT ?]], table_unpack(a)))
+    if #rows > limit then break end
+  end
   for i = 1, #rows < limit and #rows or limit do out.ids[i] = rows[i][1] end
   if #rows > limit then
     local last = rows[limit]
