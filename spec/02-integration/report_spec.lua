@@ -55,7 +55,11 @@ describe("reporting content", function()
     local outsider = t:fresh("out")
     local private = t:create_room(alice, { preset = "private_chat" })
     local secret = t:send(alice.access_token, private, { msgtype = "m.text", body = "s" }).json.event_id
+    local leaver = t:fresh("left")
+    t:join(leaver, room)
+    assert.equal(200, t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/leave", {}, leaver.access_token).status)
     local cases = {
+      { leaver, room, msg },            -- no longer joined
       { alice, room, "$doesnotexist" },
       { outsider, private, secret },
       { alice, room, secret },          -- an event of another room

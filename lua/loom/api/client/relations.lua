@@ -93,7 +93,8 @@ local function relations(hs, req)
   local room_id, parent_id = p.roomId, p.eventId
   local dir = req:arg("dir", "b")
   if dir ~= "b" and dir ~= "f" then return invalid("dir must be 'b' or 'f'") end
-  local recurse_arg = req:arg("recurse", "false")
+  local recurse_given = req:arg("recurse")
+  local recurse_arg = recurse_given or "false"
   if recurse_arg ~= "true" and recurse_arg ~= "false" then return invalid("recurse must be true or false") end
   local limit = page_limit(req)
   local from_param = req:arg("from")
@@ -114,7 +115,8 @@ local function relations(hs, req)
   local shown = visible_list(hs, req, room_id, page.ids, ignored)
   local body = { chunk = client_events.clients(ectx(hs, req, room_id, ignored), shown), next_batch = page.next }
   if from_param ~= nil and from_param ~= "" then body.prev_batch = from_param end
-  if recurse_arg == "true" then body.recursion_depth = store_relations.MAX_RECURSION end
+  -- present exactly when the client gave recurse: how deep the server went
+  if recurse_given then body.recursion_depth = recurse_arg == "true" and store_relations.MAX_RECURSION or 1 end
   return body
 end
 
@@ -183,6 +185,11 @@ local function optional_reason(body)
   return true
 end
 
+local function joined(hs, user_id, room_id)
+  local ev = hs.rooms:state_event(room_id, "m.room.member", user_id)
+  return ev ~= nil and type(ev.content) == "table" and ev.content.membership == "join"
+end
+
 local function report_event(hs, req)
   local room_id, event_id = req.params.roomId, req.params.eventId
   local body = req:json()
@@ -192,8 +199,9 @@ local function report_event(hs, req)
   if score ~= nil and (math_type(score) ~= "integer" or score < -100 or score > 0) then
     return invalid("score must be an integer from -100 to 0")
   end
-  -- an event the reporter cannot see answers as one that does not exist
-  if not hs.store:room_nid(room_id) or room_access(hs, req.user_id, room_id)
+  -- the reporter must be joined to the room (v1.8); an event they cannot
+  -- see answers as one that does not exist
+  if not hs.store:room_nid(room_id) or not joined(hs, req.user_id, room_id)
       or not visible_event(hs, req.user_id, room_id, event_id, {}) then
     return not_found("Unable to report event: it does not exist or you aren't able to see it.")
   end
