@@ -181,6 +181,24 @@ describe("relations", function()
     assert.is_nil(get_event(alice, parent).unsigned["m.relations"])
   end)
 
+  it("does not count children sent in another room", function()
+    local parent = msg(alice, "here")
+    local other = t:create_room(bob, { preset = "public_chat" })
+    local function rel_in_other(rel_type, body)
+      local r = t:send(bob.access_token, other, { msgtype = "m.text", body = body,
+        ["m.relates_to"] = { rel_type = rel_type, event_id = parent } })
+      assert.equal(200, r.status, r.body)
+      return r.json.event_id
+    end
+    rel_in_other("m.thread", "elsewhere")
+    rel_in_other("m.reference", "elsewhere too")
+    assert.is_nil(get_event(alice, parent).unsigned["m.relations"])
+    assert.same({}, ids(relations(alice, parent).json.chunk))
+    local th = t:request("GET", V1 .. "/rooms/" .. enc(other) .. "/threads", nil, bob.access_token)
+    assert.equal(200, th.status)
+    assert.same({}, ids(th.json.chunk))
+  end)
+
   it("counts encrypted children (their m.relates_to is in the clear)", function()
     local parent = msg(alice, "p")
     local enc_id = send(bob, { algorithm = "m.megolm.v1.aes-sha2", ciphertext = "AAAA", sender_key = "k",

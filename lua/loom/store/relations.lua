@@ -242,15 +242,18 @@ end
 -- { { parent_id, rel_type, event_id, sender, type, is_state, origin_server_ts }, ... },
 -- replacements in (origin_server_ts, event_id) order; ignored senders left out.
 function methods:relations_of_parents(parent_ids, ignored)
-  local ign, ign_args = ignored_clause(ignored, "sender")
+  local ign, ign_args = ignored_clause(ignored, "r.sender")
   local out = {}
   for marks, chunk in sql.chunks(parent_ids) do
     local args = {}
     append(args, chunk)
     append(args, ign_args)
-    for _, r in ipairs(self.conn:all([[SELECT parent_id, rel_type, event_id, sender, type, is_state, origin_server_ts
-        FROM event_relations WHERE parent_id IN (]] .. marks .. ") AND rel_type IN ('m.replace', 'm.reference')"
-        .. ign .. " ORDER BY origin_server_ts, event_id", table_unpack(args))) do
+    -- (a child counts only in its parent's room)
+    for _, r in ipairs(self.conn:all([[SELECT r.parent_id, r.rel_type, r.event_id, r.sender, r.type, r.is_state,
+        r.origin_server_ts FROM event_relations r CROSS JOIN events e ON e.event_id = r.parent_id
+        WHERE r.parent_id IN (]] .. marks .. ") AND r.rel_type IN ('m.replace', 'm.reference')"
+        .. " AND r.room_nid = e.room_nid" .. ign .. " ORDER BY r.origin_server_ts, r.event_id",
+        table_unpack(args))) do
       out[#out + 1] = r
     end
   end
@@ -269,11 +272,15 @@ function methods:thread_summaries(root_ids, user_id, ignored)
     append(args, ign_args)
     append(args, chunk)
     append(args, ign_args)
+    -- (a reply counts only in its root's room)
     for _, r in ipairs(self.conn:all([[SELECT p.parent_id, count(*), max(p.sender = ?),
         (SELECT l.event_id FROM event_relations l WHERE l.parent_id = p.parent_id AND l.rel_type = 'm.thread'
-           AND l.is_state = 0]] .. ign2 .. [[ ORDER BY l.depth DESC, l.stream_ordering DESC LIMIT 1)
-        FROM event_relations p WHERE p.parent_id IN (]] .. marks .. [[) AND p.rel_type = 'm.thread'
-        AND p.is_state = 0]] .. ign:gsub("sender", "p.sender") .. " GROUP BY p.parent_id", table_unpack(args))) do
+           AND l.is_state = 0 AND l.room_nid = e.room_nid]] .. ign2 .. [[
+           ORDER BY l.depth DESC, l.stream_ordering DESC LIMIT 1)
+        FROM event_relations p CROSS JOIN events e ON e.event_id = p.parent_id
+        WHERE p.parent_id IN (]] .. marks .. [[) AND p.rel_type = 'm.thread'
+        AND p.is_state = 0 AND p.room_nid = e.room_nid]] .. ign:gsub("sender", "p.sender")
+        .. " GROUP BY p.parent_id", table_unpack(args))) do
       out[r[1]] = { count = r[2], participated = r[3] == 1, latest_id = r[4] }
     end
   end
@@ -299,7 +306,7 @@ function methods:threads_page(room_id, opts)
   if opts.participated_by then
     where[#where + 1] = [[(EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.root_id AND e.sender = ?)
       OR EXISTS (SELECT 1 FROM event_relations r WHERE r.parent_id = t.root_id AND r.rel_type = 'm.thread'
-        AND r.sender = ?))]]
+        AND r.sender = ? AND r.room_nid = t.room_nid))]]
     args[#args + 1] = opts.participated_by
     args[#args + 1] = opts.participated_by
   end
@@ -312,7 +319,7 @@ function methods:threads_page(room_id, opts)
     append(rows, self.conn:all([[SELECT t.root_id, t.latest_depth, t.latest_stream FROM threads t
       WHERE t.room_nid = ? AND ]] .. part.sql .. (#where > 1 and " AND " .. table_concat(where, " AND ", 2) or "")
       .. [[
-      AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.root_id)
+      AND EXISTS (SELECT 1 FROM events e WHERE e.event_id = t.root_id AND e.room_nid = t.room_nid)
       ORDER BY t.latest_depth DESC, t.latest_stream DESC LIMIT ?]], table_unpack(a)))
     if #rows > limit then break end
   end
