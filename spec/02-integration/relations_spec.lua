@@ -199,6 +199,31 @@ describe("relations", function()
     assert.same({}, ids(th.json.chunk))
   end)
 
+  it("refuses a duplicate annotation until the first is redacted", function()
+    local parent = msg(alice, "p")
+    local first = react(bob, parent, "👍")
+    local again = t:send(bob.access_token, room, { ["m.relates_to"] = { rel_type = "m.annotation",
+      event_id = parent, key = "👍" } }, "m.reaction")
+    assert.equal(400, again.status)
+    assert.equal("M_DUPLICATE_ANNOTATION", again.json.errcode)
+    -- another key, another sender, another event type: fine
+    react(bob, parent, "🎉")
+    react(alice, parent, "👍")
+    send(bob, { ["m.relates_to"] = { rel_type = "m.annotation", event_id = parent, key = "👍" } }, "org.example.vote")
+    -- the same transaction ID again answers the first event, not an error
+    local txn = "dup-" .. tostring(os.time())
+    local path = "/_matrix/client/v3/rooms/" .. enc(room) .. "/send/m.reaction/" .. txn
+    local content = { ["m.relates_to"] = { rel_type = "m.annotation", event_id = parent, key = "✅" } }
+    local r1 = t:request("PUT", path, content, bob.access_token)
+    local r2 = t:request("PUT", path, content, bob.access_token)
+    assert.equal(200, r1.status)
+    assert.equal(200, r2.status)
+    assert.equal(r1.json.event_id, r2.json.event_id)
+    assert.equal(200, t:request("PUT", "/_matrix/client/v3/rooms/" .. enc(room) .. "/redact/" .. enc(first)
+      .. "/undo", {}, bob.access_token).status)
+    react(bob, parent, "👍")
+  end)
+
   it("counts encrypted children (their m.relates_to is in the clear)", function()
     local parent = msg(alice, "p")
     local enc_id = send(bob, { algorithm = "m.megolm.v1.aes-sha2", ciphertext = "AAAA", sender_key = "k",

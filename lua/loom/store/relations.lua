@@ -14,6 +14,7 @@
 --   local page = store:threads_page(room_id, { participated_by =, from =, limit = })
 --     -- { ids = { root_id, ... }, next = token | nil }
 --   local ids = store:events_near_ts(room_id, ts, dir, limit, skip)
+--   if store:annotation_sent(room_id, parent_id, sender, type, key) then ... end
 --   local id = store:add_report { reporter, room_id?, event_id?, user_id?, reason?, score? }
 --   local list = store:reports_list(from, limit)
 --
@@ -329,6 +330,16 @@ function methods:threads_page(room_id, opts)
     out.next = tostring((token.for_event(last[2], last[3])))
   end
   return out
+end
+
+--- Whether sender has an annotation of this event type and key on
+-- parent_id in the room (redacted ones are gone).
+function methods:annotation_sent(room_id, parent_id, sender, event_type, key)
+  local room_nid = self:room_nid(room_id)
+  if not room_nid then return false end
+  return self.conn:value([[SELECT 1 FROM event_relations WHERE parent_id = ? AND rel_type = 'm.annotation'
+    AND sender = ? AND type = ? AND aggregation_key = ? AND room_nid = ? LIMIT 1]],
+    parent_id, sender, event_type, key, room_nid) ~= nil
 end
 
 --- Timeline events of a room sent at or after ts (dir "f", earliest
