@@ -80,6 +80,13 @@ describe("relations", function()
     -- `to` stops a page
     local bounded = relations(alice, parent, nil, "limit=10&to=" .. enc(r.json.next_batch))
     assert.same({ kids[5], kids[4] }, ids(bounded.json.chunk))
+    -- a /sync token works as `from` too
+    local since = t:sync(alice).next_batch
+    assert.same({ kids[5], kids[4], kids[3] },
+      ids(relations(alice, parent, nil, "limit=3&from=" .. enc(since)).json.chunk))
+    local later = react(alice, parent, "later")
+    assert.same({ kids[5] }, ids(relations(alice, parent, nil, "limit=1&from=" .. enc(since)).json.chunk))
+    assert.same({ later }, ids(relations(alice, parent, nil, "limit=1").json.chunk))
     -- the chunk is in the client format
     local ev = r.json.chunk[1]
     assert.equal("m.reaction", ev.type)
