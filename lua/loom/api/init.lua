@@ -35,6 +35,7 @@ api.modules = {
   "loom.api.client.cross_signing", -- cross-signing keys and signatures
   "loom.api.client.pushrules", -- push rules
   "loom.api.client.upgrade",   -- room upgrades
+  "loom.api.client.relations", -- relations, threads, timestamp_to_event, reports
 }
 
 -- Server-Server API modules: their routes are served on the federation
@@ -48,6 +49,7 @@ api.federation_modules = {
   "loom.api.federation.query", -- query/profile, query/directory, publicRooms
   "loom.api.federation.invite", -- invites of this server's users
   "loom.api.federation.user_keys", -- user/devices, user/keys/query, user/keys/claim
+  "loom.api.federation.timestamp", -- timestamp_to_event
 }
 
 -- The spec versions loom implements (/versions): only what is served.

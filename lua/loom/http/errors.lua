@@ -58,6 +58,7 @@ local registry = {
                                         "Cannot leave the server notices room" },
   M_RESOURCE_LIMIT_EXCEEDED = { "M_RESOURCE_LIMIT_EXCEEDED", 403, "Resource limit exceeded" },
   M_WEAK_PASSWORD = { "M_WEAK_PASSWORD", 400, "Password too weak" },
+  M_DUPLICATE_ANNOTATION = { "M_DUPLICATE_ANNOTATION", 400, "The same annotation was sent already" },
   M_THREEPID_IN_USE = { "M_THREEPID_IN_USE", 400, "Third-party identifier already in use" },
   M_THREEPID_NOT_FOUND = { "M_THREEPID_NOT_FOUND", 400, "Third-party identifier not found" },
   M_THREEPID_AUTH_FAILED = { "M_THREEPID_AUTH_FAILED", 401, "Third-party identifier not validated" },

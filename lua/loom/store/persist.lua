@@ -17,7 +17,7 @@ local core = require "loom.core"
 local sql_mod = require "loom.store.sql"
 local json = core.json
 
-local type, math_type, ipairs, pcall, error = type, math.type, ipairs, pcall, error
+local type, math_type, ipairs, pairs, pcall, error = type, math.type, ipairs, pairs, pcall, error
 local assert, table = assert, table
 
 local _ENV = nil -- luacheck: ignore 211
@@ -254,6 +254,7 @@ local function persist_one(self, event_id, ev, opts, changed)
     link(self, nid, event_id, room_nid, prev_ids(ev), valid and stream > 0)
   end
   if valid and stream > 0 then self:index_for_search(nid, event_id, ev, existing ~= nil) end
+  if valid then self:index_relation(nid, event_id, room_nid, ev, depth, stream, not existing and changed.fresh) end
   changed.rooms[#changed.rooms + 1] = { ev.room_id, stream, room_nid }
   return {
     event_nid = nid,
@@ -268,6 +269,9 @@ end
 -- recent-event caches.
 local function publish(self, changed)
   if self.max_stream > self.current_stream then self.current_stream = self.max_stream end
+  local fresh = {}
+  for id in pairs(changed.fresh) do fresh[#fresh + 1] = id end
+  self:note_relationless(fresh)
   for _, c in ipairs(changed.rooms) do
     self:cache_drop(c[3])
     if c[2] > 0 then self.room_changes:entity_changed(c[1], c[2]) end
@@ -322,7 +326,7 @@ local function persist_batch(self, items)
   local ok, res, err, code = pcall(conn.transaction, conn, function()
     local saved_max, saved_min = self.max_stream, self.min_stream
     local pending = {}
-    local changed = { rooms = {}, members = {}, nids = {} }
+    local changed = { rooms = {}, members = {}, nids = {}, fresh = {} }
     conn:on_rollback(function()
       for i = #pending, 1, -1 do pending[i][1][pending[i][2]] = nil end
       self.nid_version = self.nid_version + 1

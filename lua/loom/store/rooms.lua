@@ -203,6 +203,7 @@ function methods:record_redaction(event_id, redaction_id)
   self.conn:run("INSERT OR IGNORE INTO redactions (event_id, redaction_id) VALUES (?, ?)",
     event_id, redaction_id)
   self:unindex_for_search(event_id)
+  self:unindex_relation(event_id)
   return true
 end
 

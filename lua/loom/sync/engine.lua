@@ -151,14 +151,25 @@ end
 
 local function client_list(ctx, room_id, events)
   return sync_events.clients({ store = ctx.store, user_id = ctx.user_id, device_id = ctx.device_id,
-    room_id = room_id, fields = ctx.fields, redactions = ctx.redactions, txns = ctx.txns }, events)
+    room_id = room_id, fields = ctx.fields, redactions = ctx.redactions, txns = ctx.txns,
+    relations = ctx.relations }, events)
 end
 
 -- What the rooms' sections will read for their timelines, read for all of
 -- them at once (a few statements, not a few per room): the events (only
 -- for small answers: the event cache is bounded), their state snapshots,
--- their redactions, the transaction IDs of the user's own.
+-- their redactions, the transaction IDs of the user's own, what their
+-- aggregations need.
 local PREFETCH_MAX = 1000
+-- the timelines' events as { event_id } (their aggregations are read for
+-- all rooms at once)
+local function st_events(streams)
+  local out = {}
+  for _, st in pairs(streams) do
+    for _, r in ipairs(st.events) do out[#out + 1] = { event_id = r.event_id } end
+  end
+  return out
+end
 local function prefetch(ctx, streams)
   local nids, ids, own = {}, {}, {}
   for _, st in pairs(streams) do
@@ -172,6 +183,7 @@ local function prefetch(ctx, streams)
   if #nids <= PREFETCH_MAX then store:events_by_nid(nids) end
   store:prefetch_event_states(nids)
   ctx.redactions = sync_events.prefetch_redactions(store, ids)
+  ctx.relations = sync_events.prefetch_relations(store, ctx.user_id, st_events(streams))
   if ctx.device_id then ctx.txns = sync_events.prefetch_txn_ids(store, ctx.user_id, ctx.device_id, own) end
 end
 

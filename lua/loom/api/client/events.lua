@@ -10,7 +10,7 @@ local filters = require "loom.sync.filters"
 local redact = require "loom.room.redact"
 
 local json = core.json
-local ipairs, pairs, type = ipairs, pairs, type
+local ipairs, pairs, type, next = ipairs, pairs, type, next
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -92,8 +92,146 @@ function client_events.prefetch_txn_ids(store, user_id, device_id, events)
   return { checked = checked, found = client_events.txn_ids(store, user_id, device_id, events) }
 end
 
+-- Server-side aggregations (Client-Server API, "Aggregations of child
+-- events"): unsigned["m.relations"] of events that are neither state events
+-- nor redacted, computed for a whole page at once:
+--   m.thread    { latest_event (client format, with its own aggregations),
+--                 count, current_user_participated }
+--   m.replace   the most recent valid replacement (same sender and type as
+--               the original, neither a state event, the original not itself
+--               a replacement; m.new_content an object unless encrypted):
+--               the original's content is served unchanged
+--   m.reference { chunk = [ { event_id }, ... ] }
+-- Ignored users' children are left out. Annotations are not aggregated.
+local function replaces_something(ev)
+  local c = ev.content
+  local r = type(c) == "table" and c["m.relates_to"]
+  return type(r) == "table" and r.rel_type == "m.replace"
+end
+
+local function valid_replacement(orig, rep)
+  if rep.sender ~= orig.sender or rep.type ~= orig.type or rep.state_key ~= nil then return false end
+  if rep.type == "m.room.encrypted" then return true end
+  local c = rep.content
+  return type(c) == "table" and type(c["m.new_content"]) == "table"
+end
+
+--- What the aggregations of some events need, read for many events (of
+-- many rooms) in one go, for clients' ctx.relations: { checked = { [id] =
+-- true }, rows = store:relations_of_parents, threads = store:thread_summaries }.
+function client_events.prefetch_relations(store, user_id, events, ignored)
+  local ids, checked = {}, {}
+  for _, ev in ipairs(events) do
+    if ev.state_key == nil and not checked[ev.event_id] then
+      checked[ev.event_id] = true; ids[#ids + 1] = ev.event_id
+    end
+  end
+  ids = store:relations_unknown(ids)
+  if #ids == 0 then return { checked = checked, rows = {}, threads = {} } end
+  ignored = ignored or store:ignored_users(user_id)
+  local rows, threads = store:relations_of_parents(ids, ignored), store:thread_summaries(ids, user_id, ignored)
+  if next(ignored) == nil then
+    -- nothing was left out: what has no rows has no relations that
+    -- aggregate (until its next relation is stored)
+    local found = {}
+    for _, r in ipairs(rows) do found[r[1]] = true end
+    for id in pairs(threads) do found[id] = true end
+    store:note_relationless(ids, found)
+  end
+  return { checked = checked, rows = rows, threads = threads }
+end
+
+-- { [event_id] = m.relations } for the events of a page (ctx as clients).
+local function aggregations(ctx, events, redactions)
+  local want = {}
+  local known = ctx.relations
+  for _, ev in ipairs(events) do
+    if ev.state_key == nil and not redactions[ev.event_id] and not (known and known.checked[ev.event_id]) then
+      want[#want + 1] = ev
+    end
+  end
+  local facts = #want > 0 and client_events.prefetch_relations(ctx.store, ctx.user_id, want, ctx.ignored) or nil
+  local by_parent, threads = {}, {}
+  for _, f in ipairs { known or false, facts or false } do
+    if f then
+      for _, r in ipairs(f.rows) do
+        local list = by_parent[r[1]]
+        if not list then list = {}; by_parent[r[1]] = list end
+        list[#list + 1] = r
+      end
+      for id, t in pairs(f.threads) do threads[id] = t end
+    end
+  end
+  -- the events the aggregations name, loaded together
+  local load, picked = {}, {}
+  for _, ev in ipairs(events) do
+    local id = ev.event_id
+    if ev.state_key == nil and not redactions[id] then
+      local t = threads[id]
+      if t and t.latest_id and not ctx.nested then load[#load + 1] = t.latest_id end
+      if by_parent[id] then
+        for _, r in ipairs(by_parent[id]) do
+          if r[2] == "m.replace" and r[4] == ev.sender and r[5] == ev.type and r[6] == 0 then load[#load + 1] = r[3] end
+        end
+      end
+    end
+  end
+  if #load == 0 and next(by_parent) == nil then return picked end
+  local loaded = #load > 0 and ctx.store:events(load) or {}
+  local latest_events, latest_of = {}, {}
+  for _, ev in ipairs(events) do
+    local id = ev.event_id
+    if ev.state_key == nil and not redactions[id] then
+      local rel = {}
+      local t = threads[id]
+      if t and not ctx.nested then
+        local l = t.latest_id and loaded[t.latest_id]
+        if l then
+          rel["m.thread"] = { count = t.count, current_user_participated = t.participated or ev.sender == ctx.user_id }
+          latest_events[#latest_events + 1] = l[1]; latest_of[#latest_events] = id
+        end
+      end
+      local refs, replacement = nil, nil
+      for _, r in ipairs(by_parent[id] or {}) do
+        if r[2] == "m.reference" then
+          refs = refs or json.array {}
+          refs[#refs + 1] = { event_id = r[3] }
+        elseif loaded[r[3]] and not replaces_something(ev) and valid_replacement(ev, loaded[r[3]][1]) then
+          replacement = loaded[r[3]][1]   -- rows come oldest first: the last valid one wins
+        end
+      end
+      if refs then rel["m.reference"] = { chunk = refs } end
+      if replacement then rel["m.replace"] = replacement end
+      if next(rel) ~= nil then picked[id] = rel end
+    end
+  end
+  local replaced = {}
+  for _, rel in pairs(picked) do
+    if rel["m.replace"] then replaced[#replaced + 1] = rel["m.replace"] end
+  end
+  if #replaced > 0 then
+    local shown = client_events.clients({ store = ctx.store, user_id = ctx.user_id, room_id = ctx.room_id,
+      nested = true, no_relations = true }, replaced)
+    for _, rel in pairs(picked) do
+      local rep = rel["m.replace"]
+      if rep then
+        for i, r in ipairs(replaced) do if r == rep then rel["m.replace"] = shown[i] end end
+      end
+    end
+  end
+  if #latest_events > 0 then
+    -- the latest replies in the client format, with their own aggregations
+    local shown = client_events.clients({ store = ctx.store, user_id = ctx.user_id, device_id = ctx.device_id,
+      room_id = ctx.room_id, nested = true, ignored = ctx.ignored }, latest_events)
+    for i, l in ipairs(shown) do picked[latest_of[i]]["m.thread"].latest_event = l end
+  end
+  return picked
+end
+
 --- Many client events (an array, json.array) for one room and user, with
--- redactions applied (the redacted form, unsigned.redacted_because).
+-- redactions applied (the redacted form, unsigned.redacted_because) and
+-- the server-side aggregations in unsigned["m.relations"] (not with
+-- ctx.no_relations; ctx.relations: from prefetch_relations).
 -- ctx: { store, user_id, device_id, room_id, fields, redactions (optional:
 -- from prefetch_redactions), txns (optional: from prefetch_txn_ids) }.
 function client_events.clients(ctx, events)
@@ -114,6 +252,7 @@ function client_events.clients(ctx, events)
   end
   local redactions = redactions_for(store, events, ctx.redactions)
   local now = core.now_ms()
+  local rels = not ctx.no_relations and aggregations(ctx, events, redactions) or {}
   local out = json.array {}
   for i, ev in ipairs(events) do
     local redaction = redactions[ev.event_id]
@@ -122,8 +261,11 @@ function client_events.clients(ctx, events)
       ev = redact.event(ev, store:room_version(room_id) or "11")
       ev.unsigned = { redacted_because = client_events.client(redaction, { now = now, room_id = room_id }) }
     end
-    out[i] = client_events.client(ev, { now = now, room_id = ctx.room_id, txn = txns[ev.event_id],
-                                        fields = ctx.fields })
+    local c = client_events.client(ev, { now = now, room_id = ctx.room_id, txn = txns[ev.event_id],
+                                         fields = ctx.fields })
+    local rel = rels[ev.event_id]
+    if rel and type(c.unsigned) == "table" then c.unsigned["m.relations"] = rel end
+    out[i] = c
   end
   return out
 end

@@ -152,11 +152,15 @@ end
 -- Transaction IDs
 
 -- Send an event once per (user, device, endpoint, txnId).
-local function send_once(hs, req, endpoint, room_id, proto)
+-- precheck (optional): a Matrix error refusing the event, or nil; asked
+-- only when the transaction ID is new.
+local function send_once(hs, req, endpoint, room_id, proto, precheck)
   local txn_id = req.params.txnId
   local store = hs.store
   local done = store:txn_event(req.user_id, req.device_id, endpoint, txn_id)
   if done then return { event_id = done } end
+  local refused = precheck and precheck()
+  if refused then return refused end
   -- a Matrix error from the send, or nil, message, code when the
   -- transaction itself failed (a logged 500)
   local ev, err, code = store:transaction(function()
@@ -746,11 +750,26 @@ end
 
 ---------------------------------------------------------------------------
 
+-- A second annotation with the same type and key by the same sender on
+-- the same event (unless the first was redacted) is refused (Client-Server
+-- API, "Avoiding duplicate annotations").
+local function duplicate_annotation(hs, req, room_id, t, body)
+  local rel = body["m.relates_to"]
+  if not is_object(rel) or rel.rel_type ~= "m.annotation" or type(rel.event_id) ~= "string"
+      or type(rel.key) ~= "string" then
+    return nil
+  end
+  if hs.store:annotation_sent(room_id, rel.event_id, req.user_id, t, rel.key) then
+    return errors.new("M_DUPLICATE_ANNOTATION", "You sent this annotation already")
+  end
+end
+
 local function send_message(hs, req)
   local room_id, t = req.params.roomId, req.params.eventType
   local body = req:json()
   return send_once(hs, req, "send:" .. room_id .. ":" .. t, room_id,
-    { type = t, sender = req.user_id, content = body })
+    { type = t, sender = req.user_id, content = body },
+    function() return duplicate_annotation(hs, req, room_id, t, body) end)
 end
 
 local function joined_rooms(hs, req)
