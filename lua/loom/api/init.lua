@@ -35,6 +35,9 @@ api.modules = {
   "loom.api.client.cross_signing", -- cross-signing keys and signatures
   "loom.api.client.pushrules", -- push rules
   "loom.api.client.upgrade",   -- room upgrades
+  "loom.api.client.user_directory", -- user directory search
+  "loom.api.client.voip",      -- TURN server credentials
+  "loom.api.client.openid",    -- OpenID tokens
 }
 
 -- Server-Server API modules: their routes are served on the federation
@@ -47,6 +50,7 @@ api.federation_modules = {
   "loom.api.federation.transactions", -- /send: PDUs and EDUs
   "loom.api.federation.query", -- query/profile, query/directory, publicRooms
   "loom.api.federation.invite", -- invites of this server's users
+  "loom.api.federation.openid", -- openid/userinfo
 }
 
 -- The spec versions loom implements (/versions): only what is served.
