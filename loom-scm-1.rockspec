@@ -60,6 +60,7 @@ build = {
       ["loom.api.client.room_keys"] = "lua/loom/api/client/room_keys.lua",
       ["loom.api.client.rooms"] = "lua/loom/api/client/rooms.lua",
       ["loom.api.client.search"] = "lua/loom/api/client/search.lua",
+      ["loom.api.client.spaces"] = "lua/loom/api/client/spaces.lua",
       ["loom.api.client.sync"] = "lua/loom/api/client/sync.lua",
       ["loom.api.client.to_device"] = "lua/loom/api/client/to_device.lua",
       ["loom.api.client.typing"] = "lua/loom/api/client/typing.lua",

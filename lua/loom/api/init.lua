@@ -38,6 +38,7 @@ api.modules = {
   "loom.api.client.user_directory", -- user directory search
   "loom.api.client.voip",      -- TURN server credentials
   "loom.api.client.openid",    -- OpenID tokens
+  "loom.api.client.spaces",    -- space hierarchy, room summary
 }
 
 -- Server-Server API modules: their routes are served on the federation
