@@ -53,6 +53,7 @@ build = {
       ["loom.api.client.directory"] = "lua/loom/api/client/directory.lua",
       ["loom.api.client.events"] = "lua/loom/api/client/events.lua",
       ["loom.api.client.keys"] = "lua/loom/api/client/keys.lua",
+      ["loom.api.client.legacy"] = "lua/loom/api/client/legacy.lua",
       ["loom.api.client.openid"] = "lua/loom/api/client/openid.lua",
       ["loom.api.client.presence"] = "lua/loom/api/client/presence.lua",
       ["loom.api.client.pushrules"] = "lua/loom/api/client/pushrules.lua",

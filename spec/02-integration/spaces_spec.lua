@@ -164,7 +164,8 @@ describe("space hierarchy and room summary", function()
       local a, b = t:fresh("rs"), t:fresh("rsb")
       local room = t:create_room(a, { preset = "public_chat", name = "Cheese", topic = "Tasty",
         room_alias_name = "cheese", room_version = "10",
-        initial_state = { { type = "m.room.encryption", state_key = "", content = { algorithm = "m.megolm.v1.aes-sha2" } } } })
+        initial_state = { { type = "m.room.encryption", state_key = "",
+          content = { algorithm = "m.megolm.v1.aes-sha2" } } } })
       local r = summary(room, a.access_token)
       assert.equal(200, r.status, r.body)
       assert.equal(room, r.json.room_id)

@@ -39,6 +39,7 @@ api.modules = {
   "loom.api.client.voip",      -- TURN server credentials
   "loom.api.client.openid",    -- OpenID tokens
   "loom.api.client.spaces",    -- space hierarchy, room summary
+  "loom.api.client.legacy",    -- deprecated /events, /initialSync, /rooms/{roomId}/initialSync
 }
 
 -- Server-Server API modules: their routes are served on the federation
