@@ -74,6 +74,7 @@ build = {
       ["loom.api.federation.membership"] = "lua/loom/api/federation/membership.lua",
       ["loom.api.federation.openid"] = "lua/loom/api/federation/openid.lua",
       ["loom.api.federation.query"] = "lua/loom/api/federation/query.lua",
+      ["loom.api.federation.spaces"] = "lua/loom/api/federation/spaces.lua",
       ["loom.api.federation.transactions"] = "lua/loom/api/federation/transactions.lua",
       ["loom.api.federation.version"] = "lua/loom/api/federation/version.lua",
       ["loom.api.guest"] = "lua/loom/api/guest.lua",

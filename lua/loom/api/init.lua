@@ -53,6 +53,7 @@ api.federation_modules = {
   "loom.api.federation.query", -- query/profile, query/directory, publicRooms
   "loom.api.federation.invite", -- invites of this server's users
   "loom.api.federation.openid", -- openid/userinfo
+  "loom.api.federation.spaces", -- space hierarchy
 }
 
 -- The spec versions loom implements (/versions): only what is served.

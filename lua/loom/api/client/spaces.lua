@@ -21,6 +21,7 @@ local core = require "loom.core"
 local statemap = require "loom.room.statemap"
 local store_filter = require "loom.store.filter"
 local directory = require "loom.api.client.directory"
+local fedclient = require "loom.federation.client"
 
 local type, ipairs, pairs, tostring, tonumber = type, ipairs, pairs, tostring, tonumber
 local math_type, table_sort, string_format = math.type, table.sort, string.format
@@ -100,16 +101,17 @@ local function valid_order(o)
   return true
 end
 
---- The m.space.child events of a room worth following (a non-empty via
--- array; suggested ones only when asked), in the spec's order.
-function spaces.children(hs, room_id, suggested_only)
-  local by_key = state_events(hs, room_id, { ["m.space.child"] = true })["m.space.child"] or {}
+--- Order m.space.child events (of one room) as the spec says and keep those
+-- worth following: a child room ID as state key, a non-empty via array,
+-- suggested ones only when asked. Returns { { room_id, ev, via }, ... }.
+function spaces.order_children(events, suggested_only)
   local list = {}
-  for sk, ev in pairs(by_key) do
+  for _, ev in ipairs(events) do
     local c = content_of(ev)
-    if store_filter.is_id("room", sk) and ljson.is_array(c.via) and #c.via > 0
+    local sk = ev.state_key
+    if ev.type == "m.space.child" and store_filter.is_id("room", sk) and ljson.is_array(c.via) and #c.via > 0
         and (not suggested_only or c.suggested == true) then
-      list[#list + 1] = { room_id = sk, ev = ev, order = valid_order(c.order) and c.order or nil,
+      list[#list + 1] = { room_id = sk, ev = ev, via = c.via, order = valid_order(c.order) and c.order or nil,
         ts = math_type(ev.origin_server_ts) == "integer" and ev.origin_server_ts or 0 }
     end
   end
@@ -125,13 +127,22 @@ function spaces.children(hs, room_id, suggested_only)
   return list
 end
 
+--- The m.space.child events of a room this server holds worth following,
+-- in the spec's order (see order_children).
+function spaces.children(hs, room_id, suggested_only)
+  local by_key = state_events(hs, room_id, { ["m.space.child"] = true })["m.space.child"] or {}
+  local events = {}
+  for _, ev in pairs(by_key) do events[#events + 1] = ev end
+  return spaces.order_children(events, suggested_only)
+end
+
 -- The stripped form of a child event, with its origin_server_ts.
 local function stripped(ev)
   return { type = ev.type, state_key = ev.state_key, content = ev.content, sender = ev.sender,
     origin_server_ts = ev.origin_server_ts }
 end
 
--- One room's hierarchy entry.
+-- One room's hierarchy entry (a room this server holds).
 local function entry(hs, room_id, children)
   local e = directory.summary(hs, room_id)
   local cs = core.json.array {}
@@ -141,6 +152,152 @@ local function entry(hs, room_id, children)
   e.children_state = cs
   return e
 end
+spaces.entry = entry
+
+-- The room IDs a restricted join rule allows members of.
+local function allowed_rooms(jr)
+  local out = {}
+  if ljson.is_array(jr.allow) then
+    for _, a in ipairs(jr.allow) do
+      if type(a) == "table" and a.type == "m.room_membership" and type(a.room_id) == "string" then
+        out[#out + 1] = a.room_id
+      end
+    end
+  end
+  return out
+end
+
+local function in_list(list, v)
+  for _, x in ipairs(list) do if x == v then return true end end
+  return false
+end
+
+--- May the server `origin` see room_id (a room this server holds)? Anyone
+-- for public, knock, knock_restricted and world_readable rooms; else a
+-- server with a member joined to it, or (restricted) to an allowed room.
+function spaces.may_server_preview(hs, room_id, origin)
+  local hv = content_of(hs.rooms:state_event(room_id, "m.room.history_visibility", "")).history_visibility
+  if hv == "world_readable" then return true end
+  local jr = content_of(hs.rooms:state_event(room_id, "m.room.join_rules", ""))
+  local rule = jr.join_rule
+  if rule == "public" or rule == "knock" or rule == "knock_restricted" then return true end
+  if in_list(hs.store:servers_in_room(room_id), origin) then return true end
+  if rule == "restricted" then
+    for _, id in ipairs(allowed_rooms(jr)) do
+      if in_list(hs.store:servers_in_room(id), origin) then return true end
+    end
+  end
+  return false
+end
+
+--- A room's entry as another server may be given it (GET
+-- /_matrix/federation/v1/hierarchy): the client entry plus allowed_room_ids
+-- for restricted rooms.
+function spaces.federation_entry(hs, room_id, suggested_only)
+  local e = entry(hs, room_id, spaces.children(hs, room_id, suggested_only))
+  if e.join_rule == "restricted" or e.join_rule == "knock_restricted" then
+    local ids = core.json.array {}
+    for i, id in ipairs(allowed_rooms(content_of(hs.rooms:state_event(room_id, "m.room.join_rules", "")))) do
+      ids[i] = id
+    end
+    e.allowed_room_ids = ids
+  end
+  return e
+end
+
+---------------------------------------------------------------------------
+-- Rooms of other servers: asked for over federation (via the child event's
+-- servers), answers checked field by field.
+
+spaces.MAX_REMOTE = 20          -- federation requests one walk may make
+spaces.MAX_VIA = 3              -- servers tried per room
+spaces.MAX_CHILDREN_STATE = 1000
+local SUMMARY_STRINGS = { "name", "topic", "avatar_url", "canonical_alias", "join_rule", "room_type" }
+
+-- A hierarchy chunk from another server, keeping only well-typed fields;
+-- nil unless it is about room_id. Also the allowed room IDs it names.
+local function clean_entry(room_id, r)
+  if not ljson.is_object(r) or r.room_id ~= room_id then return nil end
+  local e = { room_id = room_id }
+  for _, k in ipairs(SUMMARY_STRINGS) do if type(r[k]) == "string" then e[k] = r[k] end end
+  local n = r.num_joined_members
+  e.num_joined_members = (math_type(n) == "integer" and n >= 0) and n or 0
+  e.world_readable = r.world_readable == true
+  e.guest_can_join = r.guest_can_join == true
+  local cs = core.json.array {}
+  if ljson.is_array(r.children_state) then
+    for _, ev in ipairs(r.children_state) do
+      if #cs >= spaces.MAX_CHILDREN_STATE then break end
+      if ljson.is_object(ev) and ev.type == "m.space.child" and type(ev.state_key) == "string"
+          and ljson.is_object(ev.content) and type(ev.sender) == "string" then
+        cs[#cs + 1] = { type = ev.type, state_key = ev.state_key, content = ev.content, sender = ev.sender,
+          origin_server_ts = math_type(ev.origin_server_ts) == "integer" and ev.origin_server_ts or 0 }
+      end
+    end
+  end
+  e.children_state = cs
+  local allowed = {}
+  if ljson.is_array(r.allowed_room_ids) then
+    for _, id in ipairs(r.allowed_room_ids) do if type(id) == "string" then allowed[#allowed + 1] = id end end
+  end
+  return e, allowed
+end
+
+-- The remote room's { entry, allowed } (false: unreachable or refused),
+-- asked of its via servers once per walk; the children the answer carries
+-- are kept for the walk further down.
+local function fetch_remote(hs, walk, room_id, via)
+  local known = walk.remote[room_id]
+  if known ~= nil then return known end
+  walk.remote[room_id] = false
+  if not hs.federation_on then return false end
+  local tried = 0
+  for _, server in ipairs(via) do
+    if tried >= spaces.MAX_VIA or walk.requests >= spaces.MAX_REMOTE then break end
+    if type(server) == "string" and server ~= hs.server_name then
+      tried = tried + 1
+      walk.requests = walk.requests + 1
+      local status, body = hs.federation:request(server, "GET", "/_matrix/federation/v1/hierarchy/"
+        .. fedclient.encode(room_id), { query = { suggested_only = walk.suggested_only and "true" or "false" },
+        timeout = 10000 })
+      if status == 200 and ljson.is_object(body) then
+        local e, allowed = clean_entry(room_id, body.room)
+        if e then
+          walk.remote[room_id] = { entry = e, allowed = allowed }
+          if ljson.is_array(body.children) then
+            for _, c in ipairs(body.children) do
+              local id = ljson.is_object(c) and c.room_id
+              if type(id) == "string" and walk.remote[id] == nil then
+                local ce, ca = clean_entry(id, c)
+                if ce then walk.remote[id] = { entry = ce, allowed = ca } end
+              end
+            end
+          end
+          if ljson.is_array(body.inaccessible_children) then
+            for _, id in ipairs(body.inaccessible_children) do
+              if type(id) == "string" and walk.remote[id] == nil then walk.remote[id] = false end
+            end
+          end
+          return walk.remote[room_id]
+        end
+      end
+    end
+  end
+  return false
+end
+
+-- May the user see a remote room, by what its server said of it?
+local function remote_visible(hs, r, user_id)
+  local e = r.entry
+  local rule = e.join_rule
+  if e.world_readable or rule == "public" or rule == "knock" or rule == "knock_restricted" then return true end
+  if rule == "restricted" then
+    for _, id in ipairs(r.allowed) do
+      if membership_of(hs, id, user_id) == "join" then return true end
+    end
+  end
+  return false
+end
 
 local function parse_bool(v)
   if v == nil then return false end
@@ -148,6 +305,7 @@ local function parse_bool(v)
   if v == "false" then return false end
   return nil
 end
+spaces.parse_bool = parse_bool
 
 local function hierarchy(hs, req)
   local root = req.params.roomId
@@ -188,9 +346,10 @@ local function hierarchy(hs, req)
   if not hs.store:room_version(root) or not spaces.may_preview(hs, root, req.user_id) then
     return errors.new("M_FORBIDDEN", "You are not allowed to view this room")
   end
-  -- depth first: a stack of { room_id, depth, children of the parent }
+  -- depth first: a stack of { room_id, depth, via }
   local rooms = core.json.array {}
   local stack, seen = { { root, 0 } }, { [root] = true }
+  local walk = { remote = {}, requests = 0, suggested_only = suggested_only }
   local listed, visited = 0, 0
   local more = false
   while #stack > 0 and visited < spaces.MAX_ROOMS do
@@ -198,17 +357,33 @@ local function hierarchy(hs, req)
     stack[#stack] = nil
     local room_id, depth = top[1], top[2]
     visited = visited + 1
-    if hs.store:room_version(room_id) and (room_id == root or spaces.may_preview(hs, room_id, req.user_id)) then
-      local children = spaces.children(hs, room_id, suggested_only)
+    local children, make
+    if hs.store:room_version(room_id) then
+      if room_id == root or spaces.may_preview(hs, room_id, req.user_id) then
+        children = spaces.children(hs, room_id, suggested_only)
+        make = function() return entry(hs, room_id, children) end
+      end
+    else
+      local r = fetch_remote(hs, walk, room_id, top[3])
+      if r and remote_visible(hs, r, req.user_id) then
+        children = spaces.order_children(r.entry.children_state, suggested_only)
+        make = function()
+          local e = {}
+          for k, v in pairs(r.entry) do e[k] = v end
+          return e
+        end
+      end
+    end
+    if make then
       listed = listed + 1
       if listed > skip then
         if #rooms >= limit then more = true; break end
-        rooms[#rooms + 1] = entry(hs, room_id, children)
+        rooms[#rooms + 1] = make()
       end
       if depth < max_depth then
         for i = #children, 1, -1 do
           local id = children[i].room_id
-          if not seen[id] then seen[id] = true; stack[#stack + 1] = { id, depth + 1 } end
+          if not seen[id] then seen[id] = true; stack[#stack + 1] = { id, depth + 1, children[i].via } end
         end
       end
     end
