@@ -22,6 +22,7 @@ local statemap = require "loom.room.statemap"
 local store_filter = require "loom.store.filter"
 local directory = require "loom.api.client.directory"
 local fedclient = require "loom.federation.client"
+local fed_query = require "loom.federation.query"
 
 local type, ipairs, pairs, tostring, tonumber = type, ipairs, pairs, tostring, tonumber
 local math_type, table_sort, string_format = math.type, table.sort, string.format
@@ -396,7 +397,9 @@ local function hierarchy(hs, req)
 end
 
 -- GET /room_summary/{roomIdOrAlias}: for a caller with an access token,
--- or without one for rooms anyone may preview.
+-- or without one for rooms anyone may preview. A room this server does not
+-- hold is asked of the `via` servers (or, for another server's alias, the
+-- servers its directory names) over the federation hierarchy.
 local function room_summary(hs, req)
   local user_id
   if req:header("Authorization") or req:arg("access_token") then
@@ -406,15 +409,40 @@ local function room_summary(hs, req)
   end
   local id = req.params.roomIdOrAlias
   local room_id
+  local via = {}
+  for _, v in ipairs(req.args.via or {}) do via[#via + 1] = v end
   if store_filter.is_id("room", id) then
     room_id = id
   elseif type(id) == "string" and directory.valid_alias(id) then
-    room_id = directory.resolve(hs, id)
+    if hs.federation_on and id:match(":(.+)$") ~= hs.server_name then
+      local d = fed_query.directory(hs, id)
+      if ljson.is_object(d) and type(d.room_id) == "string" then
+        room_id = d.room_id
+        if ljson.is_array(d.servers) then
+          for _, srv in ipairs(d.servers) do via[#via + 1] = srv end
+        end
+      end
+    else
+      room_id = directory.resolve(hs, id)
+    end
   else
     return errors.new("M_INVALID_PARAM", "Not a room ID or alias: " .. tostring(id))
   end
-  if not room_id or not hs.store:room_version(room_id) then
-    return errors.new("M_NOT_FOUND", "Room not found")
+  if not room_id then return errors.new("M_NOT_FOUND", "Room not found") end
+  if not hs.store:room_version(room_id) then
+    -- held elsewhere: what its servers say, when the caller may see it
+    local walk = { remote = {}, requests = 0, suggested_only = false }
+    local r = #via > 0 and fetch_remote(hs, walk, room_id, via)
+    if not r then return errors.new("M_NOT_FOUND", "Room not found") end
+    local rule = r.entry.join_rule
+    local open = r.entry.world_readable or rule == "public" or rule == "knock" or rule == "knock_restricted"
+    if not open and not (user_id and remote_visible(hs, r, user_id)) then
+      return errors.new("M_NOT_FOUND", "Room not found or not accessible")
+    end
+    local s = {}
+    for k, v in pairs(r.entry) do if k ~= "children_state" then s[k] = v end end
+    if user_id then s.membership = "leave" end
+    return s
   end
   local ok, membership = spaces.may_preview(hs, room_id, user_id)
   if not ok then return errors.new("M_NOT_FOUND", "Room not found or not accessible") end
