@@ -169,4 +169,21 @@ describe("deprecated /initialSync, /events and /rooms/{roomId}/initialSync", fun
     assert.equal("leave", r.json.membership)
     for _, body in ipairs(bodies(r.json.messages.chunk)) do assert.not_equal("after", body) end
   end)
+
+  it("neither sends nor consumes to-device messages: /sync still gets them", function()
+    local a, b = t:fresh("td"), t:fresh("tdb")
+    local r = t:request("PUT", V3 .. "/sendToDevice/m.test/td1",
+      { messages = { [a.user_id] = { [a.device_id] = { n = 1 } } } }, b.access_token)
+    assert.equal(200, r.status, r.body)
+    local from = t:request("GET", V3 .. "/initialSync", nil, a.access_token).json["end"]
+    r = t:request("GET", V3 .. "/events?timeout=0&from=" .. enc(from), nil, a.access_token)
+    assert.equal(200, r.status, r.body)
+    r = t:request("GET", V3 .. "/events?timeout=0&from=" .. enc(r.json["end"]), nil, a.access_token)
+    assert.equal(200, r.status, r.body)
+    local s = t:sync(a, r.json["end"])
+    local got = s.to_device and s.to_device.events or {}
+    assert.equal(1, #got)
+    assert.equal("m.test", got[1].type)
+    assert.equal(1, got[1].content.n)
+  end)
 end)

@@ -92,7 +92,7 @@ local function initial_sync(hs, req)
   if archived == nil then return invalid("archived must be true or false") end
   local filter = { room = { timeline = { limit = limit }, include_leave = archived } }
   local body = engine.sync(hs, { user_id = req.user_id, device_id = req.device_id, full_state = true,
-    filter = filter })
+    filter = filter, skip_to_device = true })
   local rooms = json.array {}
   local function add(room_id, membership, sec)
     local tl = sec.timeline or {}
@@ -142,8 +142,13 @@ local function events(hs, req)
   local since, err
   local now = sync_token.current(hs)
   if from == nil or from == "" then
-    since = now
-    from = sync_token.format(now)
+    -- from now on; the to-device part stays at 0 (this API neither sends
+    -- nor acknowledges to-device messages, so a /sync from this token
+    -- still gets them all)
+    since = {}
+    for k, v in pairs(now) do since[k] = v end
+    since.to_device = 0
+    from = sync_token.format(since)
   else
     since, err = sync_token.parse(from)
     if since then since, err = sync_token.check(since, now) end
@@ -151,7 +156,7 @@ local function events(hs, req)
   end
   local filter = { room = { timeline = { limit = legacy.EVENTS_LIMIT } } }
   local body = sync_api.wait(hs, { user_id = req.user_id, device_id = req.device_id, since = since,
-    filter = filter }, timeout, "online")
+    filter = filter, skip_to_device = true }, timeout, "online")
   local chunk = json.array {}
   local function add_all(evs, room_id)
     for _, ev in ipairs(evs) do
