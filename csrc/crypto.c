@@ -8,6 +8,7 @@
  *   ed25519_sign(seed, message)          -> 64-byte signature
  *   ed25519_verify(pk, message, sig)     -> boolean
  *   constant_time_equal(a, b)            -> boolean
+ *   hmac_sha1(key, message)              -> 20 raw bytes (TURN REST credentials)
  *
  * JSON signing, content hashes and event IDs are built on these in
  * lua/loom/room/crypto.lua. Every OpenSSL object is freed before anything is pushed
@@ -18,6 +19,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include "loom.h"
@@ -370,7 +372,27 @@ static int l_pbkdf2_sha256(lua_State *L)
     return 1;
 }
 
+/* crypto.hmac_sha1(key, message) -> 20 raw bytes (RFC 2104 over SHA-1).
+ * For TURN REST API credentials, whose password is base64(HMAC-SHA1(secret,
+ * username)); not for anything that needs collision resistance. */
+static int l_hmac_sha1(lua_State *L)
+{
+    size_t klen, mlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const char *msg = luaL_checklstring(L, 2, &mlen);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    luaL_argcheck(L, klen <= INT32_MAX, 1, "key too long");
+    if (HMAC(EVP_sha1(), key, (int)klen, (const unsigned char *)msg, mlen, md, &mdlen) == NULL) {
+        ERR_clear_error();
+        return loom_fail(L, "crypto_error", "HMAC-SHA1 failed");
+    }
+    lua_pushlstring(L, (const char *)md, mdlen);
+    return 1;
+}
+
 static const luaL_Reg crypto_funcs[] = {
+    { "hmac_sha1", l_hmac_sha1 },
     { "pbkdf2_sha256", l_pbkdf2_sha256 },
     { "ed25519_signer", l_ed25519_signer },
     { "sha256", l_sha256 },

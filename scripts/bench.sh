@@ -16,6 +16,7 @@ echo "== B6-stateres"; lua5.4 bench/b6_stateres.lua
 echo "== B7-scripts"; lua5.4 bench/b7_scripts.lua
 echo "== B8-longpoll (10,000 waiting /sync connections)"; lua5.4 bench/b8_longpoll.lua
 echo "== keys-query (/keys/query, 500 users x 3 devices; target < 20 ms)"; lua5.4 bench/keys_query.lua
+echo "== user-directory (/user_directory/search, 5,000 users in 100 rooms)"; lua5.4 bench/user_directory.lua
 echo "== metrics"; lua5.4 bench/metrics.lua
 echo "== relations (/relations and /threads, a room of 10,000 threads)"; lua5.4 bench/relations.lua
 echo "== B7-sends (durable + group commit against NORMAL)"; lua5.4 bench/b7_sends.lua

@@ -454,3 +454,19 @@ describe("ed25519 signer", function()
     assert.matches("loom.Ed25519Signer", tostring(assert(c.ed25519_signer(c.random_bytes(32)))))
   end)
 end)
+
+describe("hmac_sha1", function()
+  -- RFC 2202 section 3 test cases 1, 2, 6 and 7 (key longer than the block size).
+  it("matches the RFC 2202 vectors", function()
+    assert.equal("b617318655057264e28bc0b6fb378c8ef146be00", hex(c.hmac_sha1(("\x0b"):rep(20), "Hi There")))
+    assert.equal("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79", hex(c.hmac_sha1("Jefe", "what do ya want for nothing?")))
+    assert.equal("aa4ae5e15272d00e95705637ce8a3b55ed402112",
+      hex(c.hmac_sha1(("\xaa"):rep(80), "Test Using Larger Than Block-Size Key - Hash Key First")))
+    assert.equal("e8e99d0f45237d786d6bbaa7965c7808bbff1a91",
+      hex(c.hmac_sha1(("\xaa"):rep(80), "Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data")))
+  end)
+  it("takes an empty key and message, and refuses non-strings", function()
+    assert.equal("fbdb1d1b18aa6c08324b7d64b71fb76370690e1d", hex(c.hmac_sha1("", "")))
+    assert.has_error(function() c.hmac_sha1(nil, "x") end)
+  end)
+end)

@@ -36,6 +36,11 @@ api.modules = {
   "loom.api.client.pushrules", -- push rules
   "loom.api.client.upgrade",   -- room upgrades
   "loom.api.client.relations", -- relations, threads, timestamp_to_event, reports
+  "loom.api.client.user_directory", -- user directory search
+  "loom.api.client.voip",      -- TURN server credentials
+  "loom.api.client.openid",    -- OpenID tokens
+  "loom.api.client.spaces",    -- space hierarchy, room summary
+  "loom.api.client.legacy",    -- deprecated /events, /initialSync, /rooms/{roomId}/initialSync
 }
 
 -- Server-Server API modules: their routes are served on the federation
@@ -50,6 +55,8 @@ api.federation_modules = {
   "loom.api.federation.invite", -- invites of this server's users
   "loom.api.federation.user_keys", -- user/devices, user/keys/query, user/keys/claim
   "loom.api.federation.timestamp", -- timestamp_to_event
+  "loom.api.federation.openid", -- openid/userinfo
+  "loom.api.federation.spaces", -- space hierarchy
 }
 
 -- The spec versions loom implements (/versions): only what is served.

@@ -52,6 +52,12 @@ config.defaults = {
   presence = true,                     -- presence (PUT/GET /presence, /sync presence); false: none at all
   presence_idle_ms = 300000,           -- an online user idle this long becomes unavailable
   presence_offline_ms = 30000,         -- a user not syncing (nor active) this long becomes offline
+  user_directory = nil,                -- { search_all_users = false }: /user_directory/search's scope
+  turn_uris = nil,                     -- TURN server URIs for /voip/turnServer; absent: {}
+  turn_shared_secret = nil,            -- TURN REST API shared secret (time-limited credentials)
+  turn_username = nil,                 -- fixed TURN credentials, when there is no shared secret
+  turn_password = nil,
+  turn_user_lifetime_ms = 3600000,     -- lifetime of shared-secret TURN credentials
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -155,6 +161,23 @@ config.checks = {
   presence_idle_ms = integer(10, 86400000),
   presence_offline_ms = integer(10, 86400000),
   pid_file = function(v) if type(v) ~= "string" or v == "" then return "a file name" end end,
+  user_directory = function(v)
+    if type(v) ~= "table" or (v.search_all_users ~= nil and type(v.search_all_users) ~= "boolean") then
+      return "a table whose search_all_users is true or false"
+    end
+  end,
+  turn_uris = function(v)
+    if type(v) ~= "table" then return "an array of turn: / turns: URIs" end
+    for k, x in pairs(v) do
+      if math_type(k) ~= "integer" or k < 1 or k > #v or type(x) ~= "string" or not x:match("^turns?:") then
+        return "an array of turn: / turns: URIs"
+      end
+    end
+  end,
+  turn_shared_secret = function(v) if type(v) ~= "string" or v == "" then return "a non-empty string" end end,
+  turn_username = of_type("string"),
+  turn_password = of_type("string"),
+  turn_user_lifetime_ms = integer(1000, 31536000000),
 }
 
 local function copy(v)

@@ -669,9 +669,11 @@ function engine.sync(hs, opts)
   local td_since = opts.since and opts.since.to_device or 0
   if td_since < 0 then td_since = 0 end
   local device = opts.device_id or ""
-  if td_since > 0 then store:ack_to_device(user_id, device, td_since) end
+  -- (opts.skip_to_device: neither sent nor acknowledged; the deprecated /events)
+  if td_since > 0 and not opts.skip_to_device then store:ack_to_device(user_id, device, td_since) end
   local td_events, td_to = {}, td_since
-  for _, m in ipairs(store:to_device_messages(user_id, device, td_since, TO_DEVICE_LIMIT)) do
+  local td_list = opts.skip_to_device and {} or store:to_device_messages(user_id, device, td_since, TO_DEVICE_LIMIT)
+  for _, m in ipairs(td_list) do
     td_events[#td_events + 1] = { type = m[3], sender = m[2], content = json.decode(m[4]) }
     td_to = m[1]
   end

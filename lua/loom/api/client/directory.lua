@@ -186,6 +186,12 @@ local function summary(hs, room_id)
   }
 end
 
+--- The /publicRooms entry of a room (also the room summary and the space
+-- hierarchy's fields): room_id, name, topic, avatar_url, canonical_alias,
+-- num_joined_members, world_readable, guest_can_join, join_rule, room_type;
+-- nil for a room without state here.
+directory_api.summary = summary
+
 local function matches(entry, term)
   if not term or term == "" then return true end
   term = term:lower()

@@ -277,17 +277,24 @@ local function sync(hs, req)
   end
   local opts = { user_id = req.user_id, device_id = req.device_id, since = since, full_state = full_state,
     filter = fdef }
-  -- the user counts as syncing (presence) until this request ends
+  return sync_api.wait(hs, opts, timeout, set_presence)
+end
+
+--- The sync engine's answer for opts (loom.sync.engine.sync), waiting up to
+-- timeout ms for news when opts.since is set (and not full_state); the user
+-- counts as syncing with presence set_presence meanwhile. Also behind the
+-- deprecated GET /events (loom.api.client.legacy).
+function sync_api.wait(hs, opts, timeout, set_presence)
   -- luacheck: push ignore 211
-  local syncing <close> = setmetatable({ hs.presence:syncing(req.user_id, set_presence) }, CALL_ON_CLOSE)
+  local syncing <close> = setmetatable({ hs.presence:syncing(opts.user_id, set_presence) }, CALL_ON_CLOSE)
   -- luacheck: pop
   local deadline = core.now_ms() + timeout
   while true do
     local body, has_data = engine.sync(hs, opts)
     local left = deadline - core.now_ms()
-    if has_data or not since or full_state or left <= 0 then return body end
+    if has_data or not opts.since or opts.full_state or left <= 0 then return body end
     body = nil -- luacheck: ignore 311 (not kept while waiting: 10,000 waiting syncs hold none)
-    local woken = hs.notifier:wait(req.user_id, engine.watch_rooms(hs, req.user_id), left)
+    local woken = hs.notifier:wait(opts.user_id, engine.watch_rooms(hs, opts.user_id), left)
     if not woken then
       return (engine.sync(hs, opts))
     end
@@ -330,6 +337,10 @@ end
 
 --- The sync endpoints: { method, path, handler(hs, req), auth = bool },
 -- installed by loom.api.install.
+--- GET /rooms/{roomId}/messages as a function of a request (also behind the
+-- deprecated GET /rooms/{roomId}/initialSync).
+sync_api.messages = messages
+
 sync_api.routes = {
   { "GET", V3 .. "/sync", sync_route, auth = true },
   { "GET", V3 .. "/rooms/{roomId}/messages", messages, auth = true },
