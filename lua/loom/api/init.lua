@@ -35,6 +35,7 @@ api.modules = {
   "loom.api.client.cross_signing", -- cross-signing keys and signatures
   "loom.api.client.pushrules", -- push rules
   "loom.api.client.upgrade",   -- room upgrades
+  "loom.api.admin",            -- the server admin API (/_synapse/admin, docs/admin.md)
 }
 
 -- Server-Server API modules: their routes are served on the federation
@@ -67,6 +68,7 @@ function api.install(server, opts)
     api.install_routes(hs, require(name).routes, "federation")
   end
   guest.install(hs)   -- guests leave rooms closed to them (config.allow_guest_access)
+  require("loom.api.admin").install(hs)   -- blocked rooms refuse joins and invites
   hs.scripts = require("loom.modules").install(hs)   -- config.scripts (docs/scripting.md)
   return hs
 end

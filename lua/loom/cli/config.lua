@@ -52,6 +52,8 @@ config.defaults = {
   presence = true,                     -- presence (PUT/GET /presence, /sync presence); false: none at all
   presence_idle_ms = 300000,           -- an online user idle this long becomes unavailable
   presence_offline_ms = 30000,         -- a user not syncing (nor active) this long becomes offline
+  server_notices = nil,                -- { system_mxid_localpart, system_mxid_display_name, room_name }:
+                                       --   the admin API's server notices (docs/admin.md); absent: off
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -155,6 +157,15 @@ config.checks = {
   presence_idle_ms = integer(10, 86400000),
   presence_offline_ms = integer(10, 86400000),
   pid_file = function(v) if type(v) ~= "string" or v == "" then return "a file name" end end,
+  server_notices = function(v)
+    local bad = "a table with system_mxid_localpart (a user name) and optional strings"
+      .. " system_mxid_display_name, system_mxid_avatar_url and room_name"
+    if type(v) ~= "table" or type(v.system_mxid_localpart) ~= "string"
+        or not v.system_mxid_localpart:match("^[a-z0-9._=%-/+]+$") then return bad end
+    for _, k in ipairs { "system_mxid_display_name", "system_mxid_avatar_url", "room_name" } do
+      if v[k] ~= nil and type(v[k]) ~= "string" then return bad end
+    end
+  end,
 }
 
 local function copy(v)
