@@ -24,7 +24,7 @@ local accounts_mod = require "loom.store.accounts"
 
 local json = core.json
 local pairs, ipairs, type, tostring, pcall, error = pairs, ipairs, type, tostring, pcall, error
-local table_sort, table_remove, next = table.sort, table.remove, next
+local table_sort, table_remove = table.sort, table.remove
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -284,7 +284,7 @@ local function whois(hs, req)
     devices[d.device_id] = { sessions = json.array { { connections = json.array { {
       ip = json.null, user_agent = json.null, last_seen = null_or(d.last_seen_ts) } } } } }
   end
-  return { user_id = user_id, devices = next(devices) and devices or json.object() }
+  return { user_id = user_id, devices = devices }
 end
 
 local function user_joined_rooms(hs, req)

@@ -54,6 +54,8 @@ config.defaults = {
   presence_offline_ms = 30000,         -- a user not syncing (nor active) this long becomes offline
   server_notices = nil,                -- { system_mxid_localpart, system_mxid_display_name, room_name }:
                                        --   the admin API's server notices (docs/admin.md); absent: off
+  identity_server_allow_loopback = false, -- third-party invites may ask an identity server on 127.0.0.1/::1
+  identity_server_http = false,        -- ask identity servers over plain HTTP (tests only; default HTTPS)
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -157,6 +159,8 @@ config.checks = {
   presence_idle_ms = integer(10, 86400000),
   presence_offline_ms = integer(10, 86400000),
   pid_file = function(v) if type(v) ~= "string" or v == "" then return "a file name" end end,
+  identity_server_allow_loopback = function(v) if type(v) ~= "boolean" then return "true or false" end end,
+  identity_server_http = function(v) if type(v) ~= "boolean" then return "true or false" end end,
   server_notices = function(v)
     local bad = "a table with system_mxid_localpart (a user name) and optional strings"
       .. " system_mxid_display_name, system_mxid_avatar_url and room_name"
