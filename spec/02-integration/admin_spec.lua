@@ -486,9 +486,32 @@ describe("admin API", function()
       msgs = t:request("GET", V3 .. "/rooms/" .. enc(room_id) .. "/messages?dir=b&limit=1", nil,
         u.access_token).json
       assert.equal("Done", msgs.chunk[1].content.body)
-      -- the user may not write in it
+      -- the user may not write in it, nor leave it
       local w = t:send(u.access_token, room_id, { msgtype = "m.text", body = "hi" })
       assert.equal(403, w.status)
+      local l = t:request("POST", V3 .. "/rooms/" .. enc(room_id) .. "/leave", {}, u.access_token)
+      assert.equal(403, l.status)
+      assert.equal("M_CANNOT_LEAVE_SERVER_NOTICE_ROOM", l.json.errcode)
+      -- other rooms are left as usual
+      local other = t:create_room(u)
+      assert.equal(200, t:request("POST", V3 .. "/rooms/" .. enc(other) .. "/leave", {}, u.access_token).status)
+    end)
+
+    it("the invite to the notices room cannot be rejected; a new room comes when the user is not in it", function()
+      local u = t:register("rejecter")
+      local r = t:request("POST", A1 .. "/send_server_notice", { user_id = u.user_id,
+        content = { msgtype = "m.server_notice", body = "first" } }, adm.access_token)
+      assert.equal(200, r.status, r.body)
+      local room_id = t.hs.store:server_notice_room(u.user_id)
+      local l = t:request("POST", V3 .. "/rooms/" .. enc(room_id) .. "/leave", {}, u.access_token)
+      assert.equal(403, l.status)
+      assert.equal("M_CANNOT_LEAVE_SERVER_NOTICE_ROOM", l.json.errcode)
+      -- an admin shuts the room down: the next notice makes a new room
+      assert.equal(200, t:request("DELETE", A1 .. "/rooms/" .. enc(room_id), {}, adm.access_token).status)
+      r = t:request("POST", A1 .. "/send_server_notice", { user_id = u.user_id,
+        content = { msgtype = "m.server_notice", body = "second" } }, adm.access_token)
+      assert.equal(200, r.status, r.body)
+      assert.not_equal(room_id, t.hs.store:server_notice_room(u.user_id))
     end)
 
     it("refuses bad input with 400", function()

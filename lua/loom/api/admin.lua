@@ -5,7 +5,7 @@
 -- the server version. See docs/admin.md.
 --
 --   admin.routes       --> { { "GET", "/_synapse/admin/v2/users", handler, auth = true }, ... }
---   admin.install(hs)  -- blocked rooms refuse joins and invites
+--   admin.install(hs)  -- blocked rooms refuse joins and invites; notice rooms cannot be left
 --
 -- Every route needs an access token of an account whose admin flag is set
 -- (bin/loom register-user --admin, or this API); any other account gets
@@ -723,7 +723,8 @@ end
 admin.routes = routes
 
 --- Hooks of the admin API: a blocked room refuses local joins and invites
--- (403 M_FORBIDDEN "This room has been blocked on this server").
+-- (403 M_FORBIDDEN "This room has been blocked on this server"); a user
+-- cannot leave their server-notices room (403 M_CANNOT_LEAVE_SERVER_NOTICE_ROOM).
 function admin.install(hs)
   local function blocked(ctx)
     if type(ctx) == "table" and type(ctx.room_id) == "string" and hs.store:room_blocked(ctx.room_id) then
@@ -732,6 +733,16 @@ function admin.install(hs)
   end
   hs.server:hook("room/join/check", blocked, 100)
   hs.server:hook("room/invite/check", blocked, 100)
+  -- a user's own leave (or invite rejection) of their server-notices room,
+  -- asked from a device; deactivation and room shutdown still take them out
+  hs.server:hook("room/event/check", function(ev, ctx)
+    if type(ev) == "table" and ev.type == "m.room.member" and ev.sender == ev.state_key
+        and type(ctx) == "table" and ctx.origin == "local" and ctx.device_id ~= nil
+        and is_object(ev.content) and ev.content.membership == "leave"
+        and type(ev.sender) == "string" and hs.store:server_notice_room(ev.sender) == ev.room_id then
+      return errors.new("M_CANNOT_LEAVE_SERVER_NOTICE_ROOM", "You cannot leave the server notices room")
+    end
+  end, 100)
 end
 
 return admin
