@@ -1,6 +1,7 @@
 -- loom.api.admin: the server admin API, under the paths Synapse documents
 -- and the community's admin tools (synapse-admin) call: users (list,
--- query, create or modify, deactivate, reset password, admin flag, whois),
+-- query, create or modify, deactivate, reset password, admin flag, whois,
+-- devices, joined rooms),
 -- rooms (list, details, members, state, block, delete), server notices and
 -- the server version. See docs/admin.md.
 --
@@ -294,6 +295,81 @@ local function user_joined_rooms(hs, req)
   local list = json.array()
   for i, r in ipairs(ids) do list[i] = r end
   return { joined_rooms = list, total = #list }
+end
+
+---------------------------------------------------------------------------
+-- devices (the admin API's view of a user's devices; deleting one logs it
+-- out and drops its keys, as DELETE /devices does for the user)
+
+local function device_json(user_id, d)
+  return { device_id = d.device_id, display_name = null_or(d.display_name), last_seen_ts = null_or(d.last_seen_ts),
+    last_seen_ip = json.null, last_seen_user_agent = json.null, user_id = user_id }
+end
+
+local function known_user(hs, req)
+  local user_id, err = local_user_param(hs, req)
+  if not user_id then return nil, err end
+  if not hs.accounts:user(user_id) then return nil, errors.new("M_NOT_FOUND", "User not found") end
+  return user_id
+end
+
+local function device_param(req)
+  local d = req.params.deviceId
+  if type(d) ~= "string" or d == "" or #d > 255 then return nil, errors.new("M_INVALID_PARAM", "Invalid device ID") end
+  return d
+end
+
+local function list_devices(hs, req)
+  local user_id, err = known_user(hs, req)
+  if not user_id then return err end
+  local out = json.array()
+  for i, d in ipairs(hs.store:user_devices(user_id)) do out[i] = device_json(user_id, d) end
+  return { devices = out, total = #out }
+end
+
+local function get_device(hs, req)
+  local user_id, err = known_user(hs, req)
+  if not user_id then return err end
+  local device_id, derr = device_param(req)
+  if not device_id then return derr end
+  local d = hs.store:user_device(user_id, device_id)
+  if not d then return errors.new("M_NOT_FOUND", "No device found") end
+  return device_json(user_id, d)
+end
+
+local function put_device(hs, req)
+  local user_id, err = known_user(hs, req)
+  if not user_id then return err end
+  local device_id, derr = device_param(req)
+  if not device_id then return derr end
+  local body = req:json()
+  local name, nerr = opt(body, "display_name", "string", MAX_DISPLAYNAME)
+  if nerr then return nerr end
+  if not hs.store:user_device(user_id, device_id) then return errors.new("M_NOT_FOUND", "No device found") end
+  if body.display_name ~= nil then hs.store:set_device_display_name(user_id, device_id, name) end
+  return {}
+end
+
+local function delete_device(hs, req)
+  local user_id, err = known_user(hs, req)
+  if not user_id then return err end
+  local device_id, derr = device_param(req)
+  if not device_id then return derr end
+  hs.store:delete_devices(user_id, { device_id })
+  return {}
+end
+
+local function delete_devices(hs, req)
+  local user_id, err = known_user(hs, req)
+  if not user_id then return err end
+  local body = req:json()
+  local ids = body.devices
+  if not ljson.is_array(ids) then return errors.new("M_MISSING_PARAM", "devices must be a list of device IDs") end
+  for _, d in ipairs(ids) do
+    if type(d) ~= "string" or d == "" or #d > 255 then return errors.new("M_INVALID_PARAM", "Invalid device ID") end
+  end
+  if #ids > 0 then hs.store:delete_devices(user_id, ids) end
+  return {}
 end
 
 ---------------------------------------------------------------------------
@@ -705,6 +781,11 @@ local routes = {
   { "PUT", V1 .. "/users/{userId}/admin", put_admin },
   { "GET", V1 .. "/whois/{userId}", whois },
   { "GET", V1 .. "/users/{userId}/joined_rooms", user_joined_rooms },
+  { "GET", V2 .. "/users/{userId}/devices", list_devices },
+  { "POST", V2 .. "/users/{userId}/delete_devices", delete_devices },
+  { "GET", V2 .. "/users/{userId}/devices/{deviceId}", get_device },
+  { "PUT", V2 .. "/users/{userId}/devices/{deviceId}", put_device },
+  { "DELETE", V2 .. "/users/{userId}/devices/{deviceId}", delete_device },
   { "GET", V1 .. "/rooms", list_rooms },
   { "GET", V1 .. "/rooms/{roomId}", get_room },
   { "GET", V1 .. "/rooms/{roomId}/members", room_members },
