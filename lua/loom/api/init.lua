@@ -35,7 +35,12 @@ api.modules = {
   "loom.api.client.cross_signing", -- cross-signing keys and signatures
   "loom.api.client.pushrules", -- push rules
   "loom.api.client.upgrade",   -- room upgrades
-  "loom.api.admin",            -- the server admin API (/_synapse/admin, docs/admin.md)
+}
+
+-- The server admin API (/_synapse/admin, docs/admin.md), on the client
+-- listener; its module's install(hs) adds its hooks.
+api.admin_modules = {
+  "loom.api.admin",
 }
 
 -- Server-Server API modules: their routes are served on the federation
@@ -65,11 +70,15 @@ function api.install(server, opts)
     server.config.versions = versions
   end
   for _, name in ipairs(api.modules) do api.install_routes(hs, require(name).routes) end
+  for _, name in ipairs(api.admin_modules) do
+    local mod = require(name)
+    api.install_routes(hs, mod.routes)
+    mod.install(hs)   -- blocked rooms refuse joins and invites; notices rooms cannot be left
+  end
   for _, name in ipairs(api.federation_modules) do
     api.install_routes(hs, require(name).routes, "federation")
   end
   guest.install(hs)   -- guests leave rooms closed to them (config.allow_guest_access)
-  require("loom.api.admin").install(hs)   -- blocked rooms refuse joins and invites
   hs.scripts = require("loom.modules").install(hs)   -- config.scripts (docs/scripting.md)
   return hs
 end
