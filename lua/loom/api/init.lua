@@ -43,6 +43,12 @@ api.modules = {
   "loom.api.client.legacy",    -- deprecated /events, /initialSync, /rooms/{roomId}/initialSync
 }
 
+-- The server admin API (/_synapse/admin, docs/admin.md), on the client
+-- listener; its module's install(hs) adds its hooks.
+api.admin_modules = {
+  "loom.api.admin",
+}
+
 -- Server-Server API modules: their routes are served on the federation
 -- listener only.
 api.federation_modules = {
@@ -57,6 +63,7 @@ api.federation_modules = {
   "loom.api.federation.timestamp", -- timestamp_to_event
   "loom.api.federation.openid", -- openid/userinfo
   "loom.api.federation.spaces", -- space hierarchy
+  "loom.api.federation.third_party_invite", -- 3pid/onbind, exchange_third_party_invite
 }
 
 -- The spec versions loom implements (/versions): only what is served.
@@ -73,6 +80,11 @@ function api.install(server, opts)
     server.config.versions = versions
   end
   for _, name in ipairs(api.modules) do api.install_routes(hs, require(name).routes) end
+  for _, name in ipairs(api.admin_modules) do
+    local mod = require(name)
+    api.install_routes(hs, mod.routes)
+    mod.install(hs)   -- blocked rooms refuse joins and invites; notices rooms cannot be left
+  end
   for _, name in ipairs(api.federation_modules) do
     api.install_routes(hs, require(name).routes, "federation")
   end

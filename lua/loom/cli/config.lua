@@ -58,6 +58,10 @@ config.defaults = {
   turn_username = nil,                 -- fixed TURN credentials, when there is no shared secret
   turn_password = nil,
   turn_user_lifetime_ms = 3600000,     -- lifetime of shared-secret TURN credentials
+  server_notices = nil,                -- { system_mxid_localpart, system_mxid_display_name, room_name }:
+                                       --   the admin API's server notices (docs/admin.md); absent: off
+  identity_server_allow_loopback = false, -- third-party invites may ask an identity server on 127.0.0.1/::1
+  identity_server_http = false,        -- ask identity servers over plain HTTP (tests only; default HTTPS)
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -178,6 +182,17 @@ config.checks = {
   turn_username = of_type("string"),
   turn_password = of_type("string"),
   turn_user_lifetime_ms = integer(1000, 31536000000),
+  identity_server_allow_loopback = function(v) if type(v) ~= "boolean" then return "true or false" end end,
+  identity_server_http = function(v) if type(v) ~= "boolean" then return "true or false" end end,
+  server_notices = function(v)
+    local bad = "a table with system_mxid_localpart (a user name) and optional strings"
+      .. " system_mxid_display_name, system_mxid_avatar_url and room_name"
+    if type(v) ~= "table" or type(v.system_mxid_localpart) ~= "string"
+        or not v.system_mxid_localpart:match("^[a-z0-9._=%-/+]+$") then return bad end
+    for _, k in ipairs { "system_mxid_display_name", "system_mxid_avatar_url", "room_name" } do
+      if v[k] ~= nil and type(v[k]) ~= "string" then return bad end
+    end
+  end,
 }
 
 local function copy(v)

@@ -66,6 +66,7 @@ local registry = {
   M_THREEPID_MEDIUM_NOT_SUPPORTED = { "M_THREEPID_MEDIUM_NOT_SUPPORTED", 400,
                                       "Third-party identifier medium not supported" },
   M_SERVER_NOT_TRUSTED = { "M_SERVER_NOT_TRUSTED", 400, "Identity server not trusted" },
+  IDENTITY_SERVER_FAILED = { "M_UNKNOWN", 502, "The identity server could not be reached" },
 }
 errors.registry = registry
 

@@ -15,7 +15,7 @@ local core = require "loom.core"
 
 local c = core.crypto
 local setmetatable, type, tostring, tonumber = setmetatable, type, tostring, tonumber
-local error = error
+local error, ipairs, table_concat, table_unpack = error, ipairs, table.concat, table.unpack
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -190,6 +190,55 @@ function methods:deactivate(user_id)
     self.conn:run("DELETE FROM to_device_inbox WHERE user_id = ?", user_id)
     return true
   end)
+end
+
+--- Make a deactivated account active again (the admin API): nothing else
+-- comes back (devices and profile were erased by deactivate).
+function methods:reactivate(user_id)
+  return self.conn:run("UPDATE users SET deactivated = 0 WHERE user_id = ?", user_id)
+end
+
+--- Grant or revoke the server admin flag.
+function methods:set_admin(user_id, admin)
+  return self.conn:run("UPDATE users SET admin = ? WHERE user_id = ?", admin and 1 or 0, user_id)
+end
+
+-- The admin API's orderings of the user list (column, then user_id).
+local USER_ORDER = {
+  name = "user_id", is_guest = "is_guest", admin = "admin", deactivated = "deactivated",
+  displayname = "displayname", avatar_url = "avatar_url", creation_ts = "created_ts",
+}
+accounts.USER_ORDER = USER_ORDER
+
+--- A page of the users (the admin API's list). opts: from (offset), limit,
+-- name (a substring of the user ID or display name), guests (false: no
+-- guests), deactivated (true: deactivated accounts too), order_by (a key of
+-- accounts.USER_ORDER), dir ("f" or "b"). Returns the rows (as methods:user
+-- returns them) and the number of users matching, whatever the page.
+function methods:list_users(opts)
+  local where, args = { "1 = 1" }, {}
+  if opts.name then
+    -- LIKE with the pattern characters escaped: the name is matched as text
+    local pat = "%" .. opts.name:gsub("[\\%%_]", "\\%0") .. "%"
+    where[#where + 1] = "(user_id LIKE ? ESCAPE '\\' OR displayname LIKE ? ESCAPE '\\')"
+    args[#args + 1] = pat; args[#args + 1] = pat
+  end
+  if opts.guests == false then where[#where + 1] = "is_guest = 0" end
+  if not opts.deactivated then where[#where + 1] = "deactivated = 0" end
+  local cond = table_concat(where, " AND ")
+  local total = self.conn:value("SELECT count(*) FROM users WHERE " .. cond, table_unpack(args))
+  local col = USER_ORDER[opts.order_by or "name"] or error("unknown order " .. tostring(opts.order_by), 2)
+  local dir = opts.dir == "b" and "DESC" or "ASC"
+  local n = #args
+  args[n + 1], args[n + 2] = opts.limit, opts.from
+  local out = {}
+  for _, row in ipairs(self.conn:all("SELECT user_id, admin, deactivated, displayname, avatar_url, created_ts,"
+      .. " is_guest FROM users WHERE " .. cond .. " ORDER BY " .. col .. " " .. dir .. ", user_id " .. dir
+      .. " LIMIT ? OFFSET ?", table_unpack(args, 1, n + 2))) do
+    out[#out + 1] = { user_id = row[1], admin = row[2] == 1, deactivated = row[3] == 1, displayname = row[4],
+      avatar_url = row[5], created_ts = row[6], is_guest = row[7] == 1 }
+  end
+  return out, total
 end
 
 --- Password login. Returns what issue_token returns, or what

@@ -291,6 +291,21 @@ local function leave_all_rooms(hs, user_id)
   end
 end
 
+--- Deactivate a local account for good (the user's own request, or the
+-- admin API): it leaves every room, its devices and their keys go, then
+-- the account is marked deactivated with its profile erased.
+function account_api.deactivate_account(hs, user_id)
+  -- the membership events go out first: they carry the profile as it was,
+  -- and the user's own token must not be needed by the room service
+  leave_all_rooms(hs, user_id)
+  -- every device's keys go with the devices (their device list changes)
+  local ids = {}
+  for _, d in ipairs(hs.store:user_devices(user_id)) do ids[#ids + 1] = d.device_id end
+  if #ids > 0 then hs.store:delete_devices(user_id, ids) end
+  hs.accounts:deactivate(user_id)
+  hs.server:log("info", "deactivated %s", user_id)
+end
+
 local function deactivate(hs, req)
   local ok, aerr = optional_user(hs, req)
   if not ok then return aerr end
@@ -304,15 +319,7 @@ local function deactivate(hs, req)
   end
   local answer, user_id = uia.check(hs, req, body)
   if answer then return answer, user_id end
-  -- the membership events go out first: they carry the profile as it was,
-  -- and the user's own token must not be needed by the room service
-  leave_all_rooms(hs, user_id)
-  -- every device's keys go with the devices (their device list changes)
-  local ids = {}
-  for _, d in ipairs(hs.store:user_devices(user_id)) do ids[#ids + 1] = d.device_id end
-  if #ids > 0 then hs.store:delete_devices(user_id, ids) end
-  hs.accounts:deactivate(user_id)
-  hs.server:log("info", "deactivated %s", user_id)
+  account_api.deactivate_account(hs, user_id)
   return { id_server_unbind_result = "no-support" }
 end
 
@@ -414,6 +421,21 @@ local function update_memberships(hs, user_id, profile)
     end
   end
 end
+
+--- Set a profile field of a local user (value: a string, or json.null to
+-- clear) and, when it changed, send the new m.room.member event to every
+-- room the user is joined to. true, or nil, message, code.
+function account_api.set_profile_field(hs, user_id, field, value)
+  local u = hs.accounts:user(user_id)
+  if not u then return nil, "Profile not found", "not_found" end
+  local ok, err, code = hs.accounts:set_profile(user_id, field, value)
+  if not ok then return nil, err, code end
+  if u[field] ~= (type(value) == "string" and value or nil) then
+    update_memberships(hs, user_id, hs.accounts:user(user_id))
+  end
+  return true
+end
+account_api.PROFILE_FIELDS = PROFILE_FIELDS
 
 local function put_field(hs, req, field)
   local max = PROFILE_FIELDS[field]

@@ -22,6 +22,7 @@ local fed_join = require "loom.federation.join"
 local restricted = require "loom.room.restricted"
 local fed_query = require "loom.federation.query"
 local fed_membership = require "loom.federation.membership"
+local third_party = require "loom.api.client.third_party_invite"
 
 local json = core.json
 local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
@@ -550,6 +551,13 @@ local function membership_change(hs, req, membership, target_from_body, only_fro
     end
   end
   local target = req.user_id
+  if action == "invite" and third_party.requested(body) then
+    -- by third-party identifier: the bound user, else an invite stored with the identity server
+    local mxid, terr = third_party.invite(hs, req, room_id, body)
+    if mxid == nil then return terr end
+    if mxid == false then return {} end
+    body.user_id = mxid
+  end
   if target_from_body then
     target = body.user_id
     if target == nil then return errors.new("M_MISSING_PARAM", "user_id is required") end
