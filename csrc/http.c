@@ -16,6 +16,7 @@
  *   max_headers        number of header lines
  *   max_header_bytes   all header names and values together
  *   max_body           body bytes (Content-Length checked before the body)
+ *   max_media_body     the same, for targets under /_matrix/media/ (uploads)
  *
  * Going past one is "http_too_large" (the 4th value names the limit);
  * malformed input is "http_bad_request". An error is sticky: the parser takes
@@ -60,7 +61,11 @@ static const char *const phase_names[] = { "idle", "headers", "body" };
 
 typedef struct {
     size_t max_request_line, max_header_line, max_headers, max_header_bytes, max_body;
+    size_t max_media_body;
 } limits_t;
+
+/* targets whose bodies max_media_body bounds (media uploads) */
+#define MEDIA_PREFIX "/_matrix/media/"
 
 typedef struct {
     http_parser hp;
@@ -77,6 +82,7 @@ typedef struct {
     int in_field;      /* inside a header name */
     int in_value;      /* inside a header value */
     size_t header_bytes;
+    size_t body_limit; /* max_body or max_media_body, by the current target */
     /* completed messages not yet handed to Lua */
     msg_t *done;
     size_t ndone, capdone;
@@ -254,8 +260,12 @@ static int on_headers_complete(http_parser *hp)
         if (flush_header(p)) return -1;
         p->in_value = p->in_field = 0;
     }
-    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > (uint64_t)p->lim.max_body)
-        return too_large(p, "body", "request body too large", p->lim.max_body);
+    p->body_limit = p->lim.max_body;
+    if (!p->response && p->cur.url.len >= sizeof MEDIA_PREFIX - 1
+        && memcmp(p->cur.url.p, MEDIA_PREFIX, sizeof MEDIA_PREFIX - 1) == 0)
+        p->body_limit = p->lim.max_media_body;
+    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > (uint64_t)p->body_limit)
+        return too_large(p, "body", "request body too large", p->body_limit);
     p->phase = PH_BODY;
     return 0;
 }
@@ -263,8 +273,8 @@ static int on_headers_complete(http_parser *hp)
 static int on_body(http_parser *hp, const char *at, size_t n)
 {
     parser_t *p = (parser_t *)hp->data;
-    if (n > p->lim.max_body - p->cur.body.len)
-        return too_large(p, "body", "request body too large", p->lim.max_body);
+    if (n > p->body_limit - p->cur.body.len)
+        return too_large(p, "body", "request body too large", p->body_limit);
     if (buf_add(&p->cur.body, at, n)) return out_of_memory(p);
     return 0;
 }
@@ -353,7 +363,8 @@ static size_t opt_limit(lua_State *L, const char *k, size_t def, size_t max)
 }
 
 static const char *const limit_names[] = {
-    "max_request_line", "max_header_line", "max_headers", "max_header_bytes", "max_body", NULL
+    "max_request_line", "max_header_line", "max_headers", "max_header_bytes", "max_body",
+    "max_media_body", NULL
 };
 
 /* Default limits (also core.http.limits). */
@@ -362,6 +373,7 @@ static const char *const limit_names[] = {
 #define DEF_HEADERS 100
 #define DEF_HEADER_BYTES 32768
 #define DEF_BODY 1048576
+#define DEF_MEDIA_BODY (50 * 1048576)
 
 static int new_parser(lua_State *L, int response)
 {
@@ -387,6 +399,7 @@ static int new_parser(lua_State *L, int response)
     lim.max_headers = opt_limit(L, "max_headers", DEF_HEADERS, 10000);
     lim.max_header_bytes = opt_limit(L, "max_header_bytes", DEF_HEADER_BYTES, LIB_MAX_HEADER_BYTES);
     lim.max_body = opt_limit(L, "max_body", DEF_BODY, (size_t)1 << 40);
+    lim.max_media_body = opt_limit(L, "max_media_body", DEF_MEDIA_BODY, (size_t)1 << 40);
     p = (parser_t *)lua_newuserdatauv(L, sizeof *p, 1);
     memset(p, 0, sizeof *p);
     http_parser_init(&p->hp, response ? HTTP_RESPONSE : HTTP_REQUEST);
@@ -606,6 +619,8 @@ static int l_limits(lua_State *L)
     lua_setfield(L, -2, "max_header_bytes");
     lua_pushinteger(L, (lua_Integer)p->lim.max_body);
     lua_setfield(L, -2, "max_body");
+    lua_pushinteger(L, (lua_Integer)p->lim.max_media_body);
+    lua_setfield(L, -2, "max_media_body");
     return 1;
 }
 
@@ -663,6 +678,8 @@ void loom_open_http(lua_State *L)
     lua_setfield(L, -2, "max_header_bytes");
     lua_pushinteger(L, DEF_BODY);
     lua_setfield(L, -2, "max_body");
+    lua_pushinteger(L, DEF_MEDIA_BODY);
+    lua_setfield(L, -2, "max_media_body");
     lua_setfield(L, -2, "limits");
     lua_pushfstring(L, "http_parser %d.%d.%d", (int)((v >> 16) & 255), (int)((v >> 8) & 255),
                     (int)(v & 255));

@@ -56,6 +56,7 @@ http.defaults = {
     max_headers = core.http.limits.max_headers,
     max_header_bytes = core.http.limits.max_header_bytes,
     max_body = core.http.limits.max_body,
+    max_media_body = core.http.limits.max_media_body, -- bodies under /_matrix/media/ (uploads)
     max_pipeline = 16,        -- requests read ahead on one connection
     max_connections = 1024,   -- open connections; more are answered 503 and closed
   },
@@ -70,7 +71,7 @@ http.defaults = {
 }
 
 local parser_limit_names = { "max_request_line", "max_header_line", "max_headers",
-                             "max_header_bytes", "max_body" }
+                             "max_header_bytes", "max_body", "max_media_body" }
 
 -- ---- server ---------------------------------------------------------------
 

@@ -1,0 +1,274 @@
+-- The content repository (Client-Server API "Content repository"): uploads,
+-- downloads, thumbnails, the security headers, limits and the legacy
+-- unauthenticated endpoints.
+local hs = require "support.hs"
+local core = require "loom.core"
+
+local function tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(require("luv").fs_mkdir(p, 448))
+  return p
+end
+
+local function count_files(dir)
+  local n = 0
+  local p = io.popen("find '" .. dir .. "' -mindepth 3 -type f | wc -l")
+  n = tonumber(p:read("a"))
+  p:close()
+  return n
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local d = f:read("a")
+  f:close()
+  return d
+end
+
+local function mxc_parts(uri)
+  return uri:match("^mxc://([^/]+)/([%w_%-]+)$")
+end
+
+describe("content repository", function()
+  local t, alice, bob, dir
+  setup(function()
+    dir = tmpdir()
+    t = hs.start { media = { store_path = dir, max_upload_size = 200000, quota = 300000 } }
+    alice = t:register("alice")
+    bob = t:register("bob")
+  end)
+  teardown(function()
+    t:stop()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  local function upload(who, body, ctype, name)
+    return t:request("POST", "/_matrix/media/v3/upload" .. (name and ("?filename=" .. hs.enc(name)) or ""),
+      body, who.access_token, { ["Content-Type"] = ctype or "application/octet-stream" })
+  end
+
+  it("uploads and downloads a file, with the security headers", function()
+    local body = "hello media " .. string.rep("x", 1000)
+    local r = upload(alice, body, "text/plain", "hello.txt")
+    assert.equals(200, r.status, r.body)
+    local server, id = mxc_parts(r.json.content_uri)
+    assert.equals("test.local", server)
+    local d = t:request("GET", "/_matrix/client/v1/media/download/" .. server .. "/" .. id, nil, bob.access_token)
+    assert.equals(200, d.status)
+    assert.equals(body, d.body)
+    assert.equals("text/plain", d.headers["content-type"])
+    assert.equals('inline; filename="hello.txt"', d.headers["content-disposition"])
+    assert.equals("nosniff", d.headers["x-content-type-options"])
+    assert.equals("cross-origin", d.headers["cross-origin-resource-policy"])
+    assert.matches("sandbox", d.headers["content-security-policy"], 1, true)
+    -- the file name in the path names the download
+    d = t:request("GET", "/_matrix/client/v1/media/download/" .. server .. "/" .. id .. "/na%C3%AFve.txt",
+      nil, bob.access_token)
+    assert.equals(200, d.status)
+    assert.equals("inline; filename*=utf-8''na%C3%AFve.txt", d.headers["content-disposition"])
+  end)
+
+  it("serves unsafe types as attachments", function()
+    local r = upload(alice, "<script>alert(1)</script>", "text/html", "x.html")
+    local _, id = mxc_parts(r.json.content_uri)
+    local d = t:request("GET", "/_matrix/client/v1/media/download/test.local/" .. id, nil, alice.access_token)
+    assert.equals(200, d.status)
+    assert.equals('attachment; filename="x.html"', d.headers["content-disposition"])
+  end)
+
+  it("needs an access token on the authenticated endpoints", function()
+    local r = upload(alice, "abc", "text/plain")
+    local _, id = mxc_parts(r.json.content_uri)
+    local d = t:request("GET", "/_matrix/client/v1/media/download/test.local/" .. id)
+    assert.equals(401, d.status)
+    assert.equals("M_MISSING_TOKEN", d.json.errcode)
+    assert.equals(401, t:request("POST", "/_matrix/media/v3/upload", "x").status)
+  end)
+
+  it("stores identical uploads once", function()
+    local body = "same bytes " .. core.now_ms()
+    local before = count_files(dir)
+    local a = upload(alice, body, "text/plain")
+    local b = upload(bob, body, "application/octet-stream")
+    assert.equals(200, a.status)
+    assert.equals(200, b.status)
+    assert.are_not.equal(a.json.content_uri, b.json.content_uri)
+    assert.equals(before + 1, count_files(dir))
+    local _, id = mxc_parts(b.json.content_uri)
+    local d = t:request("GET", "/_matrix/client/v1/media/download/test.local/" .. id, nil, bob.access_token)
+    assert.equals(body, d.body)
+    assert.equals("application/octet-stream", d.headers["content-type"])
+    assert.equals("attachment", d.headers["content-disposition"])
+  end)
+
+  it("refuses an upload over max_upload_size with 413 M_TOO_LARGE", function()
+    local r = upload(bob, string.rep("y", 200001), "text/plain")
+    assert.equals(413, r.status)
+    assert.equals("M_TOO_LARGE", r.json.errcode)
+    -- before the body: Content-Length alone says it is too large
+    r = t:run(function()
+      local uv = require "luv"
+      local co = coroutine.running()
+      local tcp = uv.new_tcp()
+      local buf = ""
+      tcp:connect("127.0.0.1", t.port, function() coroutine.resume(co) end)
+      coroutine.yield()
+      tcp:read_start(function(_, data)
+        if data then buf = buf .. data end
+        if buf:find("\r\n\r\n", 1, true) or not data then
+          tcp:read_stop()
+          coroutine.resume(co)
+        end
+      end)
+      tcp:write("POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " .. bob.access_token
+        .. "\r\nContent-Length: 100000000\r\n\r\n")
+      coroutine.yield()
+      tcp:close()
+      return buf
+    end)
+    assert.matches("^HTTP/1.1 413", r)
+    assert.matches("M_TOO_LARGE", r, 1, true)
+    local c = t:request("GET", "/_matrix/client/v1/media/config", nil, bob.access_token)
+    assert.equals(200, c.status)
+    assert.equals(200000, c.json["m.upload.size"])
+  end)
+
+  it("enforces the per-user quota with 403 M_FORBIDDEN", function()
+    local u = t:register("quota")
+    assert.equals(200, upload(u, string.rep("a", 150000), "text/plain").status)
+    assert.equals(200, upload(u, string.rep("b", 140000), "text/plain").status)
+    local r = upload(u, string.rep("c", 20000), "text/plain")
+    assert.equals(403, r.status)
+    assert.equals("M_FORBIDDEN", r.json.errcode)
+    assert.equals(200, upload(alice, string.rep("c", 20000), "text/plain").status)
+  end)
+
+  it("answers unknown media 404 M_NOT_FOUND", function()
+    for _, path in ipairs { "/_matrix/client/v1/media/download/test.local/nosuchmedia",
+        "/_matrix/client/v1/media/download/test.local/bad%20id",
+        "/_matrix/client/v1/media/thumbnail/test.local/nosuchmedia?width=32&height=32",
+        "/_matrix/media/v3/download/test.local/nosuchmedia" } do
+      local r = t:request("GET", path, nil, alice.access_token)
+      assert.equals(404, r.status, path)
+      assert.equals("M_NOT_FOUND", r.json.errcode, path)
+    end
+  end)
+
+  it("creates a media ID, uploads to it once, and waits for a pending one", function()
+    local c = t:request("POST", "/_matrix/media/v1/create", {}, alice.access_token)
+    assert.equals(200, c.status, c.body)
+    assert.is_true(c.json.unused_expires_at > core.now_ms())
+    local server, id = mxc_parts(c.json.content_uri)
+    local url = "/_matrix/client/v1/media/download/" .. server .. "/" .. id
+    local r = t:request("GET", url .. "?timeout_ms=200", nil, alice.access_token)
+    assert.equals(504, r.status)
+    assert.equals("M_NOT_YET_UPLOADED", r.json.errcode)
+    -- someone else may not upload to it
+    r = t:request("PUT", "/_matrix/media/v3/upload/" .. server .. "/" .. id, "x", bob.access_token,
+      { ["Content-Type"] = "text/plain" })
+    assert.equals(403, r.status)
+    -- a download waiting meanwhile gets the upload
+    local got = t:run(function()
+      local h = t:go(function() return t:call("GET", url .. "?timeout_ms=5000", nil, alice.access_token) end)
+      t:sleep(150)
+      local p = t:call("PUT", "/_matrix/media/v3/upload/" .. server .. "/" .. id .. "?filename=late.txt",
+        "late bytes", alice.access_token, { ["Content-Type"] = "text/plain" })
+      assert.equals(200, p.status, p.body)
+      return t:await(h)
+    end)
+    assert.equals(200, got.status)
+    assert.equals("late bytes", got.body)
+    r = t:request("PUT", "/_matrix/media/v3/upload/" .. server .. "/" .. id, "again", alice.access_token,
+      { ["Content-Type"] = "text/plain" })
+    assert.equals(409, r.status)
+    assert.equals("M_CANNOT_OVERWRITE_MEDIA", r.json.errcode)
+  end)
+
+  describe("thumbnails", function()
+    local id
+    setup(function()
+      local path = dir .. "/src.jpg"
+      assert(core.media.test_image(path, 400, 300))
+      local r = upload(alice, read(path), "image/jpeg", "photo.jpg")
+      assert.equals(200, r.status, r.body)
+      id = select(2, mxc_parts(r.json.content_uri))
+    end)
+
+    it("crops and scales to the nearest larger configured size, and caches", function()
+      local r = t:request("GET", "/_matrix/client/v1/media/thumbnail/test.local/" .. id
+        .. "?width=50&height=50&method=crop", nil, alice.access_token)
+      assert.equals(200, r.status, r.body)
+      assert.equals("image/jpeg", r.headers["content-type"])
+      local out = dir .. "/thumb.jpg"
+      local f = assert(io.open(out, "wb")); f:write(r.body); f:close()
+      local p = assert(core.media.probe(out))
+      assert.same({ 96, 96 }, { p.width, p.height })
+      r = t:request("GET", "/_matrix/client/v1/media/thumbnail/test.local/" .. id
+        .. "?width=300&height=200&method=scale", nil, alice.access_token)
+      assert.equals(200, r.status)
+      f = assert(io.open(out, "wb")); f:write(r.body); f:close()
+      p = assert(core.media.probe(out))
+      assert.same({ 320, 240 }, { p.width, p.height })
+      local again = t:request("GET", "/_matrix/client/v1/media/thumbnail/test.local/" .. id
+        .. "?width=300&height=200&method=scale", nil, alice.access_token)
+      assert.equals(r.body, again.body)
+      assert.truthy(t.hs.store:thumbnail("test.local", id, 320, 240, "scale"))
+    end)
+
+    it("refuses bad parameters, non-images and corrupt images", function()
+      local base = "/_matrix/client/v1/media/thumbnail/test.local/"
+      local r = t:request("GET", base .. id .. "?width=-1&height=5", nil, alice.access_token)
+      assert.equals(400, r.status)
+      assert.equals("M_INVALID_PARAM", r.json.errcode)
+      r = t:request("GET", base .. id .. "?width=32&height=32&method=zoom", nil, alice.access_token)
+      assert.equals(400, r.status)
+      local txt = upload(alice, "just text", "text/plain")
+      r = t:request("GET", base .. select(2, mxc_parts(txt.json.content_uri)) .. "?width=32&height=32",
+        nil, alice.access_token)
+      assert.equals(400, r.status)
+      assert.equals("M_UNKNOWN", r.json.errcode)
+      local bad = upload(alice, "\255\216\255\224" .. string.rep("\0garbage", 300), "image/jpeg")
+      r = t:request("GET", base .. select(2, mxc_parts(bad.json.content_uri)) .. "?width=32&height=32",
+        nil, alice.access_token)
+      assert.equals(400, r.status)
+      assert.equals("M_UNKNOWN", r.json.errcode)
+      -- the server goes on
+      assert.equals(200, t:request("GET", "/_matrix/client/v1/media/config", nil, alice.access_token).status)
+    end)
+  end)
+end)
+
+describe("content repository limits", function()
+  it("answers the legacy unauthenticated endpoints 404 when they are off", function()
+    local dir = tmpdir()
+    local t = hs.start { media = { store_path = dir, legacy = false } }
+    local u = t:register("x")
+    local r = t:request("POST", "/_matrix/media/v3/upload", "abc", u.access_token, { ["Content-Type"] = "text/plain" })
+    assert.equals(200, r.status)
+    local id = select(2, mxc_parts(r.json.content_uri))
+    for _, path in ipairs { "/_matrix/media/v3/download/test.local/" .. id,
+        "/_matrix/media/v3/thumbnail/test.local/" .. id .. "?width=32&height=32" } do
+      r = t:request("GET", path)
+      assert.equals(404, r.status)
+      assert.equals("M_NOT_FOUND", r.json.errcode)
+    end
+    assert.equals(200, t:request("GET", "/_matrix/client/v1/media/download/test.local/" .. id, nil,
+      u.access_token).status)
+    t:stop()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("serves the legacy download without a token when they are on", function()
+    local dir = tmpdir()
+    local t = hs.start { media = { store_path = dir } }
+    local u = t:register("x")
+    local r = t:request("POST", "/_matrix/media/v3/upload", "abc", u.access_token, { ["Content-Type"] = "text/plain" })
+    local id = select(2, mxc_parts(r.json.content_uri))
+    r = t:request("GET", "/_matrix/media/v3/download/test.local/" .. id)
+    assert.equals(200, r.status)
+    assert.equals("abc", r.body)
+    t:stop()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
