@@ -12,9 +12,8 @@ local function tmpdir()
 end
 
 local function count_files(dir)
-  local n = 0
   local p = io.popen("find '" .. dir .. "' -mindepth 3 -type f | wc -l")
-  n = tonumber(p:read("a"))
+  local n = tonumber(p:read("a"))
   p:close()
   return n
 end

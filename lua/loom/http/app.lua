@@ -100,7 +100,7 @@ end
 -- Content-Length, before its body is read).
 function server.media_limits(c)
   local size = type(c.media) == "table" and c.media.max_upload_size
-  if size == nil or (type(c.limits) == "table" and c.limits.max_media_body) then return c.limits end
+  if not size or (type(c.limits) == "table" and c.limits.max_media_body) then return c.limits end
   local limits = {}
   for k, v in pairs(c.limits or {}) do limits[k] = v end
   limits.max_media_body = size
