@@ -271,3 +271,54 @@ describe("content repository limits", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 end)
+
+describe("bin/loom media", function()
+  it("deletes media, keeping a file another record still uses, and purges a user's uploads", function()
+    local dir = tmpdir()
+    local t = hs.start { media = { store_path = dir } }
+    local u, v = t:register("x"), t:register("y")
+    local function up(who, body)
+      local r = t:request("POST", "/_matrix/media/v3/upload", body, who.access_token,
+        { ["Content-Type"] = "text/plain" })
+      assert.equals(200, r.status)
+      return r.json.content_uri
+    end
+    local a, b, c = up(u, "shared bytes"), up(v, "shared bytes"), up(u, "own bytes")
+    local cfg = dir .. "/loom.cfg.lua"
+    local f = assert(io.open(cfg, "w"))
+    f:write(("server_name = %q\ndatabase = { path = %q }\nmedia = { store_path = %q }\n")
+      :format("test.local", t.db_path, dir))
+    f:close()
+    local cli = require "loom.cli"
+    local function run(args)
+      local out, err = io.tmpfile(), io.tmpfile()
+      local code = cli.main(args, { stdout = out, stderr = err })
+      out:seek("set"); err:seek("set")
+      return code, out:read("a"), err:read("a")
+    end
+    local function get(uri)
+      return t:request("GET", "/_matrix/client/v1/media/download/" .. uri:sub(7), nil, u.access_token)
+    end
+    assert.equals(2, count_files(dir))   -- the shared bytes once
+    local code, out = run { "media", "delete", a, "--config", cfg }
+    assert.equals(0, code)
+    assert.matches("deleted 1 media", out, 1, true)
+    assert.equals(404, get(a).status)
+    assert.equals("shared bytes", get(b).body)   -- the file stays: b still points at it
+    assert.equals(2, count_files(dir))
+    code = run { "media", "delete", a, "--config", cfg }
+    assert.equals(1, code)
+    assert.equals(1, (run { "media", "delete", "https://x", "--config", cfg }))
+    code, out = run { "media", "purge", "--user", u.user_id, "--before-days", "0", "--config", cfg }
+    assert.equals(0, code, out)
+    assert.equals(404, get(c).status)
+    assert.equals(1, count_files(dir))
+    code, out = run { "media", "purge", "--before-days", "0", "--config", cfg }
+    assert.equals(0, code, out)
+    assert.equals(404, get(b).status)
+    assert.equals(0, count_files(dir))
+    assert.equals(2, (run { "media", "purge", "--config", cfg }))
+    t:stop()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)

@@ -89,7 +89,7 @@ end
 --- Whether any media or thumbnail row still uses a file.
 function methods:media_hash_used(sha256)
   return self.conn:first("SELECT 1 FROM media WHERE sha256 = ? UNION ALL " ..
-    "SELECT 1 FROM media_thumbnails WHERE sha256 = ? LIMIT 1", sha256, sha256) ~= nil
+    "SELECT 1 FROM media_thumbnails WHERE sha256 = ? LIMIT 1", sha256, sha256) and true or false
 end
 
 --- Deletes a media record and its thumbnails; returns the hashes of the
