@@ -5,6 +5,8 @@
  *      | nil, message, code
  *   media.probe(src) -> { width =, height =, pages =, type = } | nil, message, code
  *   media.sha256_file(path) -> hex digest, size | nil, message, code
+ *   media.hasher() -> loom.Sha256: h:update(bytes), h:hex() (then closed),
+ *                     h:close(); for bodies hashed as they stream in
  *
  * method is "scale" (fit inside width x height, keeping the aspect ratio,
  * never enlarging) or "crop" (fill width x height exactly, cropping the
@@ -257,15 +259,97 @@ static int l_sha256_file(lua_State *L)
     return 2;
 }
 
+#define HASHER_MT "loom.Sha256"
+
+typedef struct {
+    EVP_MD_CTX *ctx;   /* NULL once finished or closed */
+} hasher_t;
+
+static hasher_t *check_hasher(lua_State *L, int i)
+{
+    hasher_t *h = (hasher_t *)luaL_checkudata(L, i, HASHER_MT);
+    luaL_argcheck(L, h->ctx != NULL, i, "hasher is finished");
+    return h;
+}
+
+static int l_hasher(lua_State *L)
+{
+    hasher_t *h = (hasher_t *)lua_newuserdatauv(L, sizeof *h, 0);
+    h->ctx = NULL;
+    luaL_setmetatable(L, HASHER_MT);
+    h->ctx = EVP_MD_CTX_new();
+    if (!h->ctx) return luaL_error(L, "not enough memory");
+    if (EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1) return luaL_error(L, "sha256 init failed");
+    return 1;
+}
+
+static int l_hasher_update(lua_State *L)
+{
+    hasher_t *h = check_hasher(L, 1);
+    size_t n;
+    const char *data = luaL_checklstring(L, 2, &n);
+    if (EVP_DigestUpdate(h->ctx, data, n) != 1) return luaL_error(L, "sha256 update failed");
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int l_hasher_hex(lua_State *L)
+{
+    hasher_t *h = check_hasher(L, 1);
+    static const char hexd[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    char hex[2 * EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0, i;
+    int ok = EVP_DigestFinal_ex(h->ctx, md, &mdlen) == 1;
+    EVP_MD_CTX_free(h->ctx);
+    h->ctx = NULL;
+    if (!ok) return luaL_error(L, "sha256 failed");
+    for (i = 0; i < mdlen; i++) {
+        hex[2 * i] = hexd[md[i] >> 4];
+        hex[2 * i + 1] = hexd[md[i] & 15];
+    }
+    lua_pushlstring(L, hex, 2 * mdlen);
+    return 1;
+}
+
+static int l_hasher_close(lua_State *L)
+{
+    hasher_t *h = (hasher_t *)luaL_checkudata(L, 1, HASHER_MT);
+    if (h->ctx) EVP_MD_CTX_free(h->ctx);
+    h->ctx = NULL;
+    return 0;
+}
+
+static int l_hasher_tostring(lua_State *L)
+{
+    hasher_t *h = (hasher_t *)luaL_checkudata(L, 1, HASHER_MT);
+    lua_pushfstring(L, "%s%s", HASHER_MT, h->ctx ? "" : " (finished)");
+    return 1;
+}
+
 void loom_open_media(lua_State *L)
 {
+    static const luaL_Reg hasher_methods[] = {
+        {"update", l_hasher_update},
+        {"hex", l_hasher_hex},
+        {"close", l_hasher_close},
+        {NULL, NULL},
+    };
+    static const luaL_Reg hasher_meta[] = {
+        {"__gc", l_hasher_close},
+        {"__close", l_hasher_close},
+        {"__tostring", l_hasher_tostring},
+        {NULL, NULL},
+    };
     static const luaL_Reg fns[] = {
         {"thumbnail", l_thumbnail},
         {"probe", l_probe},
         {"test_image", l_test_image},
         {"sha256_file", l_sha256_file},
+        {"hasher", l_hasher},
         {NULL, NULL},
     };
+    loom_new_type(L, HASHER_MT, hasher_methods, hasher_meta);
     luaL_newlib(L, fns);
     lua_setfield(L, -2, "media");
 }

@@ -132,23 +132,59 @@ function methods:adopt(tmp, sha256)
   return path
 end
 
--- Writes bytes to the store; returns sha256 (hex), size.
-function methods:store_bytes(bytes)
+-- Writes what read() yields (pieces, then nil; or nil, error value) to a
+-- temporary file, hashing as it goes, then moves it under its hash. limit(size)
+-- -> error value stops it early (too large, over quota). Returns sha256
+-- (hex), size | nil, error value. Only one piece is in memory at a time.
+function methods:store_stream(read, limit)
   local tmp = self:temp_path()
   local f, err = io_open(tmp, "wb")
   if not f then error("cannot write media file: " .. tostring(err), 0) end
-  local ok, werr = f:write(bytes)
-  f:close()
+  local h <close> = core.media.hasher()
+  local size = 0
+  while true do
+    local chunk, rerr = read()
+    if not chunk then
+      if rerr then
+        f:close()
+        os_remove(tmp)
+        return nil, rerr
+      end
+      break
+    end
+    size = size + #chunk
+    local lerr = limit(size)
+    if lerr then
+      f:close()
+      os_remove(tmp)
+      return nil, lerr
+    end
+    local ok, werr = f:write(chunk)
+    if not ok then
+      f:close()
+      os_remove(tmp)
+      error("cannot write media file: " .. tostring(werr), 0)
+    end
+    h:update(chunk)
+  end
+  local ok, cerr = f:close()
   if not ok then
     os_remove(tmp)
-    error("cannot write media file: " .. tostring(werr), 0)
+    error("cannot write media file: " .. tostring(cerr), 0)
   end
-  local sha = core.crypto.sha256(bytes)
-  local hex = {}
-  for i = 1, #sha do hex[i] = string_format("%02x", string_byte(sha, i)) end
-  local sha256 = table_concat(hex)
+  local sha256 = h:hex()
   self:adopt(tmp, sha256)
-  return sha256, #bytes
+  return sha256, size
+end
+
+-- A reader over one string (the whole body at once).
+function media.string_reader(bytes)
+  local done = false
+  return function()
+    if done or bytes == "" then return nil end
+    done = true
+    return bytes
+  end
 end
 
 --- Checks a user may store size more bytes (quota); nil or an error value.
@@ -171,11 +207,15 @@ local function clean_type(ct)
   return ct
 end
 
---- repo:put(user_id, bytes, { content_type, upload_name, media_id }) ->
--- media record | nil, error value. Without media_id a new one is made; with
--- one (from create), it must be the user's, still empty.
-function methods:put(user_id, bytes, opts)
-  local err = self:check_quota(user_id, #bytes)
+--- repo:put(user_id, body, { content_type, upload_name, media_id, length }) ->
+-- media record | nil, error value. body: the bytes, or a reader function
+-- (req:read_body: pieces, then nil); length: the size announced
+-- (Content-Length), checked against the limits before any byte is read.
+-- Without media_id a new one is made; with one (from create), it must be
+-- the user's, still empty.
+function methods:put(user_id, body, opts)
+  local read = type(body) == "string" and media.string_reader(body) or body
+  local err = self:check_quota(user_id, opts.length or (type(body) == "string" and #body) or 0)
   if err then return nil, err end
   local store, now = self.store, core.now_ms()
   local media_id = opts.media_id
@@ -188,7 +228,16 @@ function methods:put(user_id, bytes, opts)
       return nil, errors.new("M_NOT_FOUND", "The media ID has expired")
     end
   end
-  local sha256, size = self:store_bytes(bytes)
+  local used = self.config.quota and store:media_usage(user_id) or 0
+  local sha256, size = self:store_stream(read, function(n)
+    if n > self.config.max_upload_size then
+      return errors.new("M_TOO_LARGE", "Upload is larger than " .. self.config.max_upload_size .. " bytes")
+    end
+    if self.config.quota and used + n > self.config.quota then
+      return errors.new("M_FORBIDDEN", "Media quota exceeded")
+    end
+  end)
+  if not sha256 then return nil, size end
   local ok = store:transaction(function()
     if not media_id then
       repeat media_id = media.new_id() until store:create_media { server_name = self.server_name,

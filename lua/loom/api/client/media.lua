@@ -18,7 +18,7 @@ local response = require "loom.http.response"
 local media = require "loom.media"
 local core = require "loom.core"
 
-local type, tostring, error, io_open = type, tostring, error, io.open
+local type, tonumber = type, tonumber
 local string_find, string_gsub, string_format, string_byte, string_lower, string_match =
   string.find, string.gsub, string.format, string.byte, string.lower, string.match
 
@@ -80,14 +80,6 @@ local function file_headers(content_type, name)
   }
 end
 
-local function read_file(path)
-  local f, err = io_open(path, "rb")
-  if not f then error("cannot read media file: " .. tostring(err), 0) end
-  local data = f:read("a")
-  f:close()
-  return data
-end
-
 local function content_uri(hs, media_id)
   return "mxc://" .. hs.server_name .. "/" .. media_id
 end
@@ -98,13 +90,20 @@ local function upload_opts(req)
   if name and (#name > 255 or string_find(name, "[%c/\\]")) then
     return nil, errors.new("M_INVALID_PARAM", "Bad filename")
   end
-  return { content_type = req:header("content-type"), upload_name = name }
+  local length = req:header("content-length")
+  return { content_type = req:header("content-type"), upload_name = name,
+           length = length and string_find(length, "^%d+$") and #length < 16 and tonumber(length) or nil }
+end
+
+-- The body, streamed when the server streams it (one piece otherwise).
+local function body_reader(req)
+  return function() return req:read_body() end
 end
 
 local function upload(hs, req)
   local opts, err = upload_opts(req)
   if not opts then return err end
-  local m, perr = repo(hs):put(req.user_id, req.body or "", opts)
+  local m, perr = repo(hs):put(req.user_id, body_reader(req), opts)
   if not m then return perr end
   return { content_uri = content_uri(hs, m.media_id) }
 end
@@ -123,7 +122,7 @@ local function upload_to(hs, req)
   local opts, err = upload_opts(req)
   if not opts then return err end
   opts.media_id = media_id
-  local m, perr = repo(hs):put(req.user_id, req.body or "", opts)
+  local m, perr = repo(hs):put(req.user_id, body_reader(req), opts)
   if not m then return perr end
   return {}
 end
@@ -157,7 +156,7 @@ local function download(hs, req)
   if not m then return err end
   local path = repo(hs):file_path(m.sha256)
   local name = req.params.fileName or m.upload_name
-  return response.new(200, read_file(path), file_headers(m.content_type or "application/octet-stream", name))
+  return response.file(200, path, m.size, file_headers(m.content_type or "application/octet-stream", name))
 end
 
 local function thumbnail(hs, req)
@@ -174,7 +173,7 @@ local function thumbnail(hs, req)
   if not m then return err end
   local t, path = repo(hs):thumbnail(m, width, height, method)
   if not t then return path end
-  return response.new(200, read_file(path), file_headers(t.content_type, nil))
+  return response.file(200, path, t.size, file_headers(t.content_type, nil))
 end
 
 local function config(hs)
