@@ -70,6 +70,7 @@ build = {
       ["loom.api.federation.events"] = "lua/loom/api/federation/events.lua",
       ["loom.api.federation.invite"] = "lua/loom/api/federation/invite.lua",
       ["loom.api.federation.keys"] = "lua/loom/api/federation/keys.lua",
+      ["loom.api.federation.media"] = "lua/loom/api/federation/media.lua",
       ["loom.api.federation.membership"] = "lua/loom/api/federation/membership.lua",
       ["loom.api.federation.query"] = "lua/loom/api/federation/query.lua",
       ["loom.api.federation.transactions"] = "lua/loom/api/federation/transactions.lua",

@@ -21,6 +21,8 @@ local io_open, os_remove, os_rename = io.open, os.remove, os.rename
 local string_format, string_byte, string_find, string_match, string_sub, string_lower =
   string.format, string.byte, string.find, string.match, string.sub, string.lower
 local table_concat = table.concat
+local string_gmatch, string_gsub, string_char, tonumber = string.gmatch, string.gsub, string.char, tonumber
+local xpcall_, traceback_ = xpcall, debug.traceback
 local uv = require "luv"
 local core = require "loom.core"
 local async = require "loom.async"
@@ -77,8 +79,9 @@ function media.new(hs)
   end
   local root = cfg.store_path
   if not root then
+    -- beside the database, one store per database: var/loom.db -> var/loom_media
     local db = hs.config.database and hs.config.database.path or "var/loom.db"
-    root = dirname(db) .. "/media_store"
+    root = (string_match(db, "^(.*)%.db$") or db) .. "_media"
   end
   local self = setmetatable({ hs = hs, store = hs.store, server_name = hs.server_name,
     config = cfg, root = root, seq = 0 }, mt)
@@ -362,6 +365,146 @@ function methods:thumbnail(m, width, height, method)
     content_type = c, size = size, sha256 = sha256, thumb_width = a, thumb_height = b }
   store:add_thumbnail(t)
   return t, path
+end
+
+-- ---- remote media (Server-Server API "Content repository") ---------------
+
+--- media.multipart(content_type, body) -> { { headers = { name = value }, body }, ... }
+-- | nil, message: the parts of a multipart/mixed body.
+function media.multipart(content_type, body)
+  if type(content_type) ~= "string" or type(body) ~= "string" then return nil, "not multipart" end
+  if not string_find(string_lower(content_type), "^%s*multipart/mixed") then return nil, "not multipart/mixed" end
+  local boundary = string_match(content_type, '[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]="([^"]+)"')
+    or string_match(content_type, "[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]=([^;%s]+)")
+  if not boundary or #boundary > 200 then return nil, "no boundary" end
+  local delim = "--" .. boundary
+  local pos = string_find(body, delim, 1, true)
+  if not pos then return nil, "no first boundary" end
+  local parts = {}
+  pos = pos + #delim
+  while true do
+    if string_sub(body, pos, pos + 1) == "--" then break end   -- the closing delimiter
+    local line_end = string_find(body, "\r\n", pos, true)
+    if not line_end then return nil, "truncated part" end
+    local start = line_end + 2
+    local next_at = string_find(body, "\r\n" .. delim, start, true)
+    if not next_at then return nil, "unterminated part" end
+    local head_end = string_find(body, "\r\n\r\n", start, true)
+    local headers, content = {}
+    if string_sub(body, start, start + 1) == "\r\n" then
+      content = string_sub(body, start + 2, next_at - 1)
+    elseif head_end and head_end < next_at then
+      local head = string_sub(body, start, head_end - 1) .. "\r\n"
+      for name, value in string_gmatch(head, "([^:\r\n]+):%s*([^\r\n]*)\r\n") do
+        headers[string_lower(name)] = value
+      end
+      content = string_sub(body, head_end + 4, next_at - 1)
+    else
+      return nil, "part without headers"
+    end
+    parts[#parts + 1] = { headers = headers, body = content }
+    if #parts > 16 then return nil, "too many parts" end
+    pos = next_at + 2 + #delim
+  end
+  return parts
+end
+
+--- media.multipart_body(metadata_json, content_type, disposition, bytes) ->
+-- body, content_type: the federation download answer (JSON part, then the file).
+function media.multipart_body(meta, content_type, disposition, bytes)
+  local boundary = media.new_id()
+  local out = { "--", boundary, "\r\nContent-Type: application/json\r\n\r\n", meta, "\r\n--", boundary,
+    "\r\nContent-Type: ", content_type, "\r\n" }
+  if disposition then out[#out + 1] = "Content-Disposition: " .. disposition .. "\r\n" end
+  out[#out + 1] = "\r\n"
+  out[#out + 1] = bytes
+  out[#out + 1] = "\r\n--" .. boundary .. "--\r\n"
+  return table_concat(out), "multipart/mixed; boundary=" .. boundary
+end
+
+local function header_of(headers, name)
+  for k, v in pairs(headers or {}) do
+    if string_lower(k) == name then return v end
+  end
+end
+
+-- The upload name in a Content-Disposition value (filename or filename*).
+local function disposition_name(d)
+  if type(d) ~= "string" then return nil end
+  local star = string_match(d, "filename%*=[Uu][Tt][Ff]%-8''([^;%s]+)")
+  if star then
+    return (string_gsub(star, "%%(%x%x)", function(h) return string_char(tonumber(h, 16)) end))
+  end
+  return string_match(d, 'filename="([^"]*)"') or string_match(d, "filename=([^;%s]+)")
+end
+
+--- repo:fetch_remote(server_name, media_id) -> media record | nil, error
+-- value (inside a task): the remote media, fetched once over federation
+-- (GET /_matrix/federation/v1/media/download, multipart/mixed; an older
+-- server's /_matrix/media/v3/download as a fallback) and kept like local
+-- media (user_id nil).
+function methods:fetch_remote(server_name, media_id)
+  local key = server_name .. "/" .. media_id
+  local waiting = self.fetching and self.fetching[key]
+  if waiting then
+    -- another request fetches it already: wait for that one
+    async.wait(function(wake) waiting[#waiting + 1] = wake end)
+    local m = self.store:media(server_name, media_id)
+    if m and m.sha256 then return m end
+    return nil, errors.new("M_NOT_FOUND", "Remote media not found")
+  end
+  self.fetching = self.fetching or {}
+  waiting = {}
+  self.fetching[key] = waiting
+  local ok, m, err = xpcall_(self.fetch_remote_now, traceback_, self, server_name, media_id)
+  self.fetching[key] = nil
+  for _, wake in ipairs(waiting) do wake() end
+  if not ok then error(m, 0) end
+  return m, err
+end
+
+function methods:fetch_remote_now(server_name, media_id)
+  local fed = self.hs.federation
+  if not fed then return nil, errors.new("M_NOT_FOUND", "Remote media not found") end
+  local enc = require("loom.federation.client").encode
+  local status, body, headers = fed:request(server_name, "GET",
+    "/_matrix/federation/v1/media/download/" .. enc(media_id), { raw = true, timeout = 20000 })
+  local content_type, name, bytes
+  if status == 200 then
+    local parts, perr = media.multipart(header_of(headers, "content-type"), body)
+    if not parts or #parts < 2 then
+      self.hs.server:log("info", "remote media %s: bad answer: %s", server_name, tostring(perr))
+      return nil, errors.new("M_NOT_FOUND", "Remote media not found")
+    end
+    local file = parts[2]
+    content_type = file.headers["content-type"]
+    name = disposition_name(file.headers["content-disposition"])
+    bytes = file.body
+  elseif status == 404 or status == 400 or status == 401 or status == 403 then
+    -- an older server: the legacy download over its federation listener
+    local s2, b2, h2 = fed:request(server_name, "GET", "/_matrix/media/v3/download/" .. enc(server_name) .. "/"
+      .. enc(media_id), { raw = true, unsigned = true, query = { allow_remote = "false" }, timeout = 20000 })
+    if s2 ~= 200 or type(b2) ~= "string" then return nil, errors.new("M_NOT_FOUND", "Remote media not found") end
+    content_type = header_of(h2, "content-type")
+    name = disposition_name(header_of(h2, "content-disposition"))
+    bytes = b2
+  else
+    if not status then self.hs.server:log("info", "remote media %s: %s", server_name, tostring(body)) end
+    return nil, errors.new("M_NOT_FOUND", "Remote media not found")
+  end
+  if type(bytes) ~= "string" then return nil, errors.new("M_NOT_FOUND", "Remote media not found") end
+  if #bytes > self.config.max_upload_size then
+    return nil, errors.new("M_TOO_LARGE", "Remote media is larger than " .. self.config.max_upload_size .. " bytes")
+  end
+  local sha256, size = self:store_stream(media.string_reader(bytes), function() end)
+  local now = core.now_ms()
+  self.store:transaction(function()
+    self.store:create_media { server_name = server_name, media_id = media_id, created_ts = now }
+    self.store:finish_media(server_name, media_id, { content_type = clean_type(content_type),
+      upload_name = name, size = size, sha256 = sha256, uploaded_ts = now })
+    return true
+  end)
+  return self.store:media(server_name, media_id)
 end
 
 return media

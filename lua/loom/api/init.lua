@@ -48,6 +48,7 @@ api.federation_modules = {
   "loom.api.federation.transactions", -- /send: PDUs and EDUs
   "loom.api.federation.query", -- query/profile, query/directory, publicRooms
   "loom.api.federation.invite", -- invites of this server's users
+  "loom.api.federation.media", -- media downloads and thumbnails for other servers
 }
 
 -- The spec versions loom implements (/versions): only what is served.

@@ -134,8 +134,13 @@ local function find(hs, req)
   if not media.valid_id(media_id) then return nil, errors.new("M_NOT_FOUND", "Unknown media") end
   local r = repo(hs)
   if server_name ~= hs.server_name then
-    -- remote media over federation is not served yet
-    return nil, errors.new("M_NOT_FOUND", "Unknown media")
+    if req:arg("allow_remote") == "false" then return nil, errors.new("M_NOT_FOUND", "Unknown media") end
+    local cached = hs.store:media(server_name, media_id)
+    if cached and cached.sha256 then
+      if cached.quarantined then return nil, errors.new("M_NOT_FOUND", "Unknown media") end
+      return cached
+    end
+    return r:fetch_remote(server_name, media_id)
   end
   local m = hs.store:media(server_name, media_id)
   if not m or m.quarantined then return nil, errors.new("M_NOT_FOUND", "Unknown media") end
@@ -159,19 +164,34 @@ local function download(hs, req)
   return response.file(200, path, m.size, file_headers(m.content_type or "application/octet-stream", name))
 end
 
+-- The thumbnail of media m for a request's width, height and method:
+-- record, path | nil, error value (shared with the federation endpoint).
+function media_api.thumbnail_of(hs, req, m)
+  local width = req:arg_integer("width", nil, 1, 10000)
+  local height = req:arg_integer("height", nil, 1, 10000)
+  if not width or not height then
+    return nil, errors.new("M_MISSING_PARAM", "width and height are required")
+  end
+  local method = req:arg("method", "scale")
+  if method ~= "scale" and method ~= "crop" then
+    return nil, errors.new("M_INVALID_PARAM", "method must be scale or crop")
+  end
+  return repo(hs):thumbnail(m, width, height, method)
+end
+
+media_api.file_headers = file_headers
+media_api.repo = repo
+
 local function thumbnail(hs, req)
+  -- the parameters first: a bad request is 400 whether or not the media exists
   local width = req:arg_integer("width", nil, 1, 10000)
   local height = req:arg_integer("height", nil, 1, 10000)
   if not width or not height then
     return errors.new("M_MISSING_PARAM", "width and height are required")
   end
-  local method = req:arg("method", "scale")
-  if method ~= "scale" and method ~= "crop" then
-    return errors.new("M_INVALID_PARAM", "method must be scale or crop")
-  end
   local m, err = find(hs, req)
   if not m then return err end
-  local t, path = repo(hs):thumbnail(m, width, height, method)
+  local t, path = media_api.thumbnail_of(hs, req, m)
   if not t then return path end
   return response.file(200, path, t.size, file_headers(t.content_type, nil))
 end
