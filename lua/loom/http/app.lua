@@ -123,7 +123,7 @@ function server.new(config)
     host = c.host,
     port = c.port,
     limits = server.media_limits(c),
-    stream_prefix = "/_matrix/media/v3/upload",   -- uploads stream to disk (loom.api.client.media)
+    stream_prefix = "/_matrix/media/",   -- uploads stream to disk (loom.api.client.media)
     timeouts = c.timeouts,
     log = function(level, message) self:log(level, "%s", message) end,
     handler = function(raw) return self:dispatch(raw) end,

@@ -7,7 +7,8 @@
 --   GET  /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}?width=&height=&method=
 --   GET  /_matrix/client/v1/media/config        -> { "m.upload.size" }
 --   GET  /_matrix/media/v3/download|thumbnail|config   (legacy, unauthenticated download
---        and thumbnail; config.media.legacy = false answers them 404 M_NOT_FOUND)
+--        and thumbnail; config.media.legacy = false answers them 404 M_NOT_FOUND; the
+--        same and POST upload under /_matrix/media/r0 too)
 --
 -- Files and records are loom.media's (hs.media). Every file response carries
 -- the security section's headers: Content-Disposition (inline only for the
@@ -28,6 +29,7 @@ local media_api = {}
 
 local CLIENT_V1 = "/_matrix/client/v1/media"
 local MEDIA_V3 = "/_matrix/media/v3"
+local MEDIA_R0 = "/_matrix/media/r0"
 
 -- Types a browser may show inline (Client-Server API, "Security
 -- considerations" of the content repository); anything else is an attachment.
@@ -109,6 +111,14 @@ local function upload(hs, req)
 end
 
 local function create(hs, req)
+  -- the body (if any: clients send {}) streams in like an upload's; it is read and dropped
+  local n = 0
+  repeat
+    local piece, err = req:read_body()
+    if err then return err end
+    n = n + (piece and #piece or 0)
+    if n > 65536 then return errors.new("M_TOO_LARGE", "Request body too large") end
+  until not piece
   local id, expires = repo(hs):create(req.user_id)
   if not id then return expires end
   return { content_uri = content_uri(hs, id), unused_expires_at = expires }
@@ -222,6 +232,12 @@ media_api.routes = {
   { "GET", MEDIA_V3 .. "/download/{serverName}/{mediaId}/{fileName}", legacy(download), auth = false },
   { "GET", MEDIA_V3 .. "/thumbnail/{serverName}/{mediaId}", legacy(thumbnail), auth = false },
   { "GET", MEDIA_V3 .. "/config", legacy(config), auth = true },
+  -- r0: the same legacy endpoints under their older name (clients such as matrix-nio 0.20 use it)
+  { "POST", MEDIA_R0 .. "/upload", upload, auth = true },
+  { "GET", MEDIA_R0 .. "/download/{serverName}/{mediaId}", legacy(download), auth = false },
+  { "GET", MEDIA_R0 .. "/download/{serverName}/{mediaId}/{fileName}", legacy(download), auth = false },
+  { "GET", MEDIA_R0 .. "/thumbnail/{serverName}/{mediaId}", legacy(thumbnail), auth = false },
+  { "GET", MEDIA_R0 .. "/config", legacy(config), auth = true },
 }
 
 return media_api
