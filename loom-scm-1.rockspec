@@ -58,6 +58,7 @@ build = {
       ["loom.api.client.keys"] = "lua/loom/api/client/keys.lua",
       ["loom.api.client.media"] = "lua/loom/api/client/media.lua",
       ["loom.api.client.presence"] = "lua/loom/api/client/presence.lua",
+      ["loom.api.client.preview"] = "lua/loom/api/client/preview.lua",
       ["loom.api.client.pushrules"] = "lua/loom/api/client/pushrules.lua",
       ["loom.api.client.receipts"] = "lua/loom/api/client/receipts.lua",
       ["loom.api.client.room_keys"] = "lua/loom/api/client/room_keys.lua",

@@ -42,6 +42,7 @@ media.defaults = {
   max_pending = 10,               -- /create IDs a user may hold, not yet uploaded
   unused_expiry_ms = 24 * 3600 * 1000,   -- a /create ID's upload must come within this
   max_stall_ms = 20000,           -- longest timeout_ms a download may wait for a pending upload
+  url_preview = false,            -- /preview_url (loom.api.client.preview)
   thumbnail_sizes = {             -- Synapse's default list
     { 32, 32, "crop" }, { 96, 96, "crop" }, { 320, 240, "scale" }, { 640, 480, "scale" },
     { 800, 600, "scale" },

@@ -24,7 +24,7 @@ describe("endpoint modules", function()
         local where = name .. " route " .. i
         assert.is_true(METHODS[r[1]] == true, where)
         -- the content repository keeps its own prefixes (/_matrix/media, /_matrix/client/v1/media)
-        local media = name == "loom.api.client.media"
+        local media = name == "loom.api.client.media" or name == "loom.api.client.preview"
         assert.matches(media and "^/_matrix/[%w/]*media/" or "^/_matrix/client/v3/", r[2], nil, false, where)
         assert.is_function(r[3], where)
         assert.is_boolean(r.auth, where)

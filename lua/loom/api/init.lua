@@ -36,6 +36,7 @@ api.modules = {
   "loom.api.client.pushrules", -- push rules
   "loom.api.client.upgrade",   -- room upgrades
   "loom.api.client.media",     -- content repository: upload, download, thumbnails
+  "loom.api.client.preview",   -- URL previews (config.media.url_preview)
 }
 
 -- Server-Server API modules: their routes are served on the federation

@@ -60,6 +60,7 @@ local registry = {
   M_WEAK_PASSWORD = { "M_WEAK_PASSWORD", 400, "Password too weak" },
   M_CANNOT_OVERWRITE_MEDIA = { "M_CANNOT_OVERWRITE_MEDIA", 409, "Media already uploaded" },
   M_NOT_YET_UPLOADED = { "M_NOT_YET_UPLOADED", 504, "Media not yet uploaded" },
+  PREVIEW_FAILED = { "M_UNKNOWN", 502, "Cannot fetch the URL" },
   M_THREEPID_IN_USE = { "M_THREEPID_IN_USE", 400, "Third-party identifier already in use" },
   M_THREEPID_NOT_FOUND = { "M_THREEPID_NOT_FOUND", 400, "Third-party identifier not found" },
   M_THREEPID_AUTH_FAILED = { "M_THREEPID_AUTH_FAILED", 401, "Third-party identifier not validated" },
