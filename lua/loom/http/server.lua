@@ -238,10 +238,10 @@ function stream_methods.read(st)
     local timer, timed_out = uv.new_timer(), false
     async.wait(function(wake)
       st.waiter = wake
-      timer:start(c.srv.timeouts.body, 0, function()
+      timer:start(c.srv.timeouts.body, 0, guard(c.srv, function()
         timed_out = true
         wake()
-      end)
+      end))
     end)
     st.waiter = nil
     timer:close()
