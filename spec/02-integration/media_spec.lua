@@ -375,6 +375,36 @@ describe("content repository streaming", function()
   end)
 end)
 
+describe("content repository stalled uploads", function()
+  it("answers 408 when an upload's body stops coming, and keeps nothing of it", function()
+    local dir = tmpdir()
+    local t = hs.start { media = { store_path = dir }, timeouts = { body = 300 } }
+    local u = t:register("slow")
+    local raw = t:run(function()
+      local uv = require "luv"
+      local co = coroutine.running()
+      local tcp = uv.new_tcp()
+      local buf = ""
+      tcp:connect("127.0.0.1", t.port, function() coroutine.resume(co) end)
+      coroutine.yield()
+      tcp:read_start(function(_, data)
+        if data then buf = buf .. data end
+        if not data or buf:find("}") then tcp:read_stop(); coroutine.resume(co) end
+      end)
+      tcp:write("POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " .. u.access_token
+        .. "\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly ten b")
+      coroutine.yield()
+      tcp:close()
+      return buf
+    end)
+    assert.matches("^HTTP/1.1 408", raw)
+    assert.equals(0, #(require("loom.core").listdir(dir .. "/tmp")))
+    assert.equals(0, count_files(dir))
+    t:stop()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
 describe("content repository limits", function()
   it("answers the legacy unauthenticated endpoints 404 when they are off", function()
     local dir = tmpdir()
