@@ -78,6 +78,7 @@ static const char *type_of_loader(const char *loader)
     if (strncmp(loader, "VipsForeignLoadJpeg", 19) == 0) return "image/jpeg";
     if (strncmp(loader, "VipsForeignLoadPng", 18) == 0) return "image/png";
     if (strncmp(loader, "VipsForeignLoadGif", 18) == 0) return "image/gif";
+    if (strncmp(loader, "VipsForeignLoadNsgif", 20) == 0) return "image/gif";
     if (strncmp(loader, "VipsForeignLoadWebp", 19) == 0) return "image/webp";
     return NULL;
 }

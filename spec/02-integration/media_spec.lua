@@ -235,6 +235,25 @@ describe("content repository", function()
       -- the server goes on
       assert.equals(200, t:request("GET", "/_matrix/client/v1/media/config", nil, alice.access_token).status)
     end)
+
+    it("thumbnails a still GIF but not an animated one", function()
+      local frame = "\33\249\4\0\10\0\0\0" .. "\44\0\0\0\0\1\0\1\0\0" .. "\2\2\68\1\0"
+      local head = "GIF89a\1\0\1\0\128\0\0" .. "\0\0\0\255\255\255"
+      local still = head .. frame .. "\59"
+      local anim = head .. "\33\255\11NETSCAPE2.0\3\1\0\0\0" .. frame .. frame .. "\59"
+      local base = "/_matrix/client/v1/media/thumbnail/test.local/"
+      local up = upload(alice, still, "image/gif")
+      local r = t:request("GET", base .. select(2, mxc_parts(up.json.content_uri)) .. "?width=32&height=32&method=crop",
+        nil, alice.access_token)
+      assert.equals(200, r.status, r.body)
+      assert.equals("image/png", r.headers["content-type"])
+      up = upload(alice, anim, "image/gif")
+      r = t:request("GET", base .. select(2, mxc_parts(up.json.content_uri)) .. "?width=32&height=32&method=crop",
+        nil, alice.access_token)
+      assert.equals(400, r.status)
+      assert.equals("M_UNKNOWN", r.json.errcode)
+      assert.matches("animated", r.json.error)
+    end)
   end)
 end)
 
@@ -421,6 +440,23 @@ describe("content repository limits", function()
     end
     assert.equals(200, t:request("GET", "/_matrix/client/v1/media/download/test.local/" .. id, nil,
       u.access_token).status)
+    t:stop()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("refuses thumbnails of images over max_pixels before decoding them", function()
+    local dir = tmpdir()
+    local t = hs.start { media = { store_path = dir, max_pixels = 10000 } }
+    local u = t:register("x")
+    assert(core.media.test_image(dir .. "/big.png", 400, 300))
+    local r = t:request("POST", "/_matrix/media/v3/upload", read(dir .. "/big.png"), u.access_token,
+      { ["Content-Type"] = "image/png" })
+    local id = select(2, mxc_parts(r.json.content_uri))
+    r = t:request("GET", "/_matrix/client/v1/media/thumbnail/test.local/" .. id .. "?width=32&height=32", nil,
+      u.access_token)
+    assert.equals(400, r.status)
+    assert.equals("M_UNKNOWN", r.json.errcode)
+    assert.matches("over the limit", r.json.error)
     t:stop()
     os.execute("rm -rf '" .. dir .. "'")
   end)
