@@ -372,6 +372,47 @@ describe("content repository streaming", function()
     assert.is_true(peak < n * 1024 / 4, ("peak Lua memory growth %d KiB"):format(math.floor(peak)))
   end)
 
+  it("answers pipelined downloads in order on one connection, HEAD with the length only", function()
+    local function up(body)
+      local r = t:request("POST", "/_matrix/media/v3/upload", body, u.access_token, { ["Content-Type"] = "text/plain" })
+      return r.json.content_uri:sub(7)
+    end
+    local a, b = up(string.rep("A", 3 * MB + 5)), up("small b")
+    local raw = t:run(function()
+      local uv = require "luv"
+      local co = coroutine.running()
+      local tcp = uv.new_tcp()
+      local buf, want = {}, 3 * MB + 5 + #"small b" + 5 + 600
+      local n = 0
+      tcp:connect("127.0.0.1", t.port, function() coroutine.resume(co) end)
+      coroutine.yield()
+      tcp:read_start(function(_, data)
+        if data then buf[#buf + 1] = data; n = n + #data end
+        if not data then coroutine.resume(co) end
+      end)
+      local function req(method, id, last)
+        return method .. " /_matrix/client/v1/media/download/" .. id .. " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+          .. u.access_token .. (last and "\r\nConnection: close" or "") .. "\r\n\r\n"
+      end
+      tcp:write(req("GET", a) .. req("GET", b) .. req("HEAD", a) .. req("GET", b, true))
+      coroutine.yield()
+      tcp:close()
+      assert(n >= want - 600)
+      return table.concat(buf)
+    end, 30000)
+    local statuses = {}
+    for st in raw:gmatch("HTTP/1.1 (%d+) ") do statuses[#statuses + 1] = st end
+    assert.same({ "200", "200", "200", "200" }, statuses)
+    local first = raw:find("\r\n\r\n", 1, true) + 4
+    assert.equals(string.rep("A", 3 * MB + 5), raw:sub(first, first + 3 * MB + 4))
+    local rest = raw:sub(first + 3 * MB + 5)
+    assert.matches("^HTTP/1.1 200", rest)
+    assert.matches("\r\n\r\nsmall bHTTP/1.1 200", rest)
+    -- the HEAD answer: the big file's length, no body, then the last GET
+    assert.matches("Content%-Length: " .. (3 * MB + 5) .. "\r\n.-\r\n\r\nHTTP/1.1 200", rest)
+    assert.matches("small b$", rest)
+  end)
+
   it("takes a chunked upload, and refuses one that grows past max_upload_size with 413", function()
     local raw = t:run(function()
       return raw_upload(t, "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
