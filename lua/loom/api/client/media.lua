@@ -186,6 +186,10 @@ function media_api.thumbnail_of(hs, req, m)
   if method ~= "scale" and method ~= "crop" then
     return nil, errors.new("M_INVALID_PARAM", "method must be scale or crop")
   end
+  local animated = req:arg("animated")
+  if animated ~= nil and animated ~= "true" and animated ~= "false" then
+    return nil, errors.new("M_INVALID_PARAM", "animated must be true or false")
+  end
   return repo(hs):thumbnail(m, width, height, method)
 end
 
