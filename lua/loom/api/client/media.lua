@@ -71,7 +71,19 @@ function media_api.disposition(content_type, name)
   return d .. "; filename*=utf-8''" .. string_gsub(name, "[^%w!#$&+%-%.%^_`|~]", pct)
 end
 
+-- Text types served without a charset get "; charset=UTF-8", as Synapse
+-- does (its list).
+local TEXT_TYPES = {
+  ["text/css"] = true, ["text/csv"] = true, ["text/html"] = true, ["text/calendar"] = true,
+  ["text/plain"] = true, ["text/javascript"] = true, ["application/json"] = true,
+  ["application/ld+json"] = true, ["application/rtf"] = true, ["image/svg+xml"] = true, ["text/xml"] = true,
+}
+
 local function file_headers(content_type, name)
+  local base = string_lower(string_match(content_type or "", "^[^;%s]*") or "")
+  if TEXT_TYPES[base] and not string_find(string_lower(content_type), "charset", 1, true) then
+    content_type = content_type .. "; charset=UTF-8"
+  end
   return {
     ["Content-Type"] = content_type,
     ["Content-Disposition"] = media_api.disposition(content_type, name),
