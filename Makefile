@@ -11,6 +11,9 @@ CC         ?= gcc
 PKGS       := lua5.4 sqlite3 libssl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null || echo -I/usr/include/lua5.4)
 PKG_LIBS   := $(shell pkg-config --libs sqlite3 libssl libcrypto 2>/dev/null || echo -lsqlite3 -lssl -lcrypto) -lhttp_parser -pthread
+# libvips for the thumbnail binding (csrc/media.c) only; its headers are system headers
+VIPS_CFLAGS := $(patsubst -I%,-isystem %,$(shell pkg-config --cflags vips))
+VIPS_LIBS  := $(shell pkg-config --libs vips)
 WARN       := -std=c99 -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes \
               -Wstrict-prototypes -Werror
 DEFS       := -D_POSIX_C_SOURCE=200809L
@@ -29,13 +32,13 @@ deps:
 
 $(RELEASE_SO): $(CSRC) $(HDRS) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(DEFS) -O2 -g -fPIC -shared $(PKG_CFLAGS) -o $@ $(CSRC) $(PKG_LIBS)
+	$(CC) $(WARN) $(DEFS) -O2 -g -fPIC -shared $(PKG_CFLAGS) $(VIPS_CFLAGS) -o $@ $(CSRC) $(PKG_LIBS) $(VIPS_LIBS)
 
 $(ASAN_SO): $(CSRC) $(HDRS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(DEFS) -O1 -g -fPIC -shared -fno-omit-frame-pointer \
 	  -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  $(PKG_CFLAGS) -o $@ $(CSRC) $(PKG_LIBS)
+	  $(PKG_CFLAGS) $(VIPS_CFLAGS) -o $@ $(CSRC) $(PKG_LIBS) $(VIPS_LIBS)
 
 run: deps $(RELEASE_SO)
 	@mkdir -p var

@@ -16,6 +16,14 @@
  *   max_headers        number of header lines
  *   max_header_bytes   all header names and values together
  *   max_body           body bytes (Content-Length checked before the body)
+ *   max_media_body     the same, for targets under /_matrix/media/ (uploads)
+ *
+ * Streaming (parser:stream(prefix)): a request whose target starts with
+ * prefix and that has a body comes out as soon as its headers are in, with
+ * streaming = true and no body field; its body follows as { chunk = bytes }
+ * items (chunked transfer coding already removed) and one { body_end = true }
+ * item, in order with the other requests. max_media_body / max_body still
+ * bound the streamed bytes.
  *
  * Going past one is "http_too_large" (the 4th value names the limit);
  * malformed input is "http_bad_request". An error is sticky: the parser takes
@@ -44,7 +52,10 @@ typedef struct {
     size_t len, cap;
 } buf_t;
 
+enum { MSG_FULL, MSG_HEAD, MSG_CHUNK, MSG_END };
+
 typedef struct {
+    int kind;        /* MSG_*: a whole message, or the parts of a streamed one */
     int method;
     int status;      /* responses */
     unsigned short major, minor;
@@ -60,7 +71,11 @@ static const char *const phase_names[] = { "idle", "headers", "body" };
 
 typedef struct {
     size_t max_request_line, max_header_line, max_headers, max_header_bytes, max_body;
+    size_t max_media_body;
 } limits_t;
+
+/* targets whose bodies max_media_body bounds (media uploads) */
+#define MEDIA_PREFIX "/_matrix/media/"
 
 typedef struct {
     http_parser hp;
@@ -77,6 +92,11 @@ typedef struct {
     int in_field;      /* inside a header name */
     int in_value;      /* inside a header value */
     size_t header_bytes;
+    size_t body_limit; /* max_body or max_media_body, by the current target */
+    char stream_prefix[64];   /* parser:stream(prefix); empty: nothing streams */
+    size_t stream_prefix_len;
+    int streaming;     /* the current message's body goes out in chunks */
+    size_t streamed;   /* body bytes of the current streamed message */
     /* completed messages not yet handed to Lua */
     msg_t *done;
     size_t ndone, capdone;
@@ -150,6 +170,20 @@ static int out_of_memory(parser_t *p)
 {
     p->oom = 1;
     return fail_at(p, "http_bad_request", NULL, "out of memory", 0);
+}
+
+/* A fresh (zeroed) slot at the end of the completed list, or NULL. */
+static msg_t *push_done(parser_t *p)
+{
+    if (p->ndone == p->capdone) {
+        size_t cap = p->capdone ? p->capdone * 2 : 4;
+        msg_t *nd = (msg_t *)realloc(p->done, cap * sizeof *nd);
+        if (!nd) return NULL;
+        p->done = nd;
+        p->capdone = cap;
+    }
+    memset(&p->done[p->ndone], 0, sizeof p->done[0]);
+    return &p->done[p->ndone++];
 }
 
 /* ---- http_parser callbacks ---------------------------------------------- */
@@ -254,17 +288,49 @@ static int on_headers_complete(http_parser *hp)
         if (flush_header(p)) return -1;
         p->in_value = p->in_field = 0;
     }
-    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > (uint64_t)p->lim.max_body)
-        return too_large(p, "body", "request body too large", p->lim.max_body);
+    p->body_limit = p->lim.max_body;
+    if (!p->response && p->cur.url.len >= sizeof MEDIA_PREFIX - 1
+        && memcmp(p->cur.url.p, MEDIA_PREFIX, sizeof MEDIA_PREFIX - 1) == 0)
+        p->body_limit = p->lim.max_media_body;
+    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > (uint64_t)p->body_limit)
+        return too_large(p, "body", "request body too large", p->body_limit);
     p->phase = PH_BODY;
+    if (!p->response && p->stream_prefix_len && p->cur.url.len >= p->stream_prefix_len
+        && memcmp(p->cur.url.p, p->stream_prefix, p->stream_prefix_len) == 0
+        && ((hp->flags & F_CONTENTLENGTH) ? hp->content_length > 0 : (hp->flags & F_CHUNKED) != 0)) {
+        msg_t *m = push_done(p);
+        if (!m) return out_of_memory(p);
+        *m = p->cur;    /* the head moves out; cur keeps nothing */
+        memset(&p->cur, 0, sizeof p->cur);
+        m->kind = MSG_HEAD;
+        m->method = (int)hp->method;
+        m->major = hp->http_major;
+        m->minor = hp->http_minor;
+        m->keep_alive = http_should_keep_alive(hp) && !hp->upgrade;
+        p->streaming = 1;
+        p->streamed = 0;
+    }
     return 0;
 }
 
 static int on_body(http_parser *hp, const char *at, size_t n)
 {
     parser_t *p = (parser_t *)hp->data;
-    if (n > p->lim.max_body - p->cur.body.len)
-        return too_large(p, "body", "request body too large", p->lim.max_body);
+    if (p->streaming) {
+        msg_t *m = p->ndone ? &p->done[p->ndone - 1] : NULL;
+        if (n > p->body_limit - p->streamed)
+            return too_large(p, "body", "request body too large", p->body_limit);
+        if (!m || m->kind != MSG_CHUNK) {
+            m = push_done(p);
+            if (!m) return out_of_memory(p);
+            m->kind = MSG_CHUNK;
+        }
+        if (buf_add(&m->body, at, n)) return out_of_memory(p);
+        p->streamed += n;
+        return 0;
+    }
+    if (n > p->body_limit - p->cur.body.len)
+        return too_large(p, "body", "request body too large", p->body_limit);
     if (buf_add(&p->cur.body, at, n)) return out_of_memory(p);
     return 0;
 }
@@ -272,6 +338,20 @@ static int on_body(http_parser *hp, const char *at, size_t n)
 static int on_message_complete(http_parser *hp)
 {
     parser_t *p = (parser_t *)hp->data;
+    if (p->streaming) {
+        msg_t *m = push_done(p);
+        if (!m) return out_of_memory(p);
+        m->kind = MSG_END;
+        m->keep_alive = http_should_keep_alive(hp) && !hp->upgrade;
+        p->streaming = 0;
+        p->phase = PH_IDLE;
+        p->expect_continue = 0;
+        if (!m->keep_alive) {
+            p->closed_input = 1;
+            http_parser_pause(hp, 1);
+        }
+        return 0;
+    }
     if (p->ndone == p->capdone) {
         size_t cap = p->capdone ? p->capdone * 2 : 4;
         msg_t *nd = (msg_t *)realloc(p->done, cap * sizeof *nd);
@@ -353,7 +433,8 @@ static size_t opt_limit(lua_State *L, const char *k, size_t def, size_t max)
 }
 
 static const char *const limit_names[] = {
-    "max_request_line", "max_header_line", "max_headers", "max_header_bytes", "max_body", NULL
+    "max_request_line", "max_header_line", "max_headers", "max_header_bytes", "max_body",
+    "max_media_body", NULL
 };
 
 /* Default limits (also core.http.limits). */
@@ -362,6 +443,7 @@ static const char *const limit_names[] = {
 #define DEF_HEADERS 100
 #define DEF_HEADER_BYTES 32768
 #define DEF_BODY 1048576
+#define DEF_MEDIA_BODY (50 * 1048576)
 
 static int new_parser(lua_State *L, int response)
 {
@@ -387,6 +469,7 @@ static int new_parser(lua_State *L, int response)
     lim.max_headers = opt_limit(L, "max_headers", DEF_HEADERS, 10000);
     lim.max_header_bytes = opt_limit(L, "max_header_bytes", DEF_HEADER_BYTES, LIB_MAX_HEADER_BYTES);
     lim.max_body = opt_limit(L, "max_body", DEF_BODY, (size_t)1 << 40);
+    lim.max_media_body = opt_limit(L, "max_media_body", DEF_MEDIA_BODY, (size_t)1 << 40);
     p = (parser_t *)lua_newuserdatauv(L, sizeof *p, 1);
     memset(p, 0, sizeof *p);
     http_parser_init(&p->hp, response ? HTTP_RESPONSE : HTTP_REQUEST);
@@ -460,6 +543,18 @@ static void push_message(lua_State *L, msg_t *m, int response)
     const char *u = m->url.p ? m->url.p : "";
     size_t ul = m->url.len, ps, pe, qs, qe, off = 0, i;
     char ver[16];
+    if (m->kind == MSG_CHUNK) {
+        lua_createtable(L, 0, 1);
+        lua_pushlstring(L, m->body.p ? m->body.p : "", m->body.len);
+        lua_setfield(L, -2, "chunk");
+        return;
+    }
+    if (m->kind == MSG_END) {
+        lua_createtable(L, 0, 1);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "body_end");
+        return;
+    }
     lua_createtable(L, 0, 9);
     if (response) {
         lua_pushinteger(L, m->status);
@@ -488,8 +583,13 @@ static void push_message(lua_State *L, msg_t *m, int response)
         off += nl + vl;
     }
     lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, m->body.p ? m->body.p : "", m->body.len);
-    lua_setfield(L, -2, "body");
+    if (m->kind == MSG_HEAD) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "streaming");
+    } else {
+        lua_pushlstring(L, m->body.p ? m->body.p : "", m->body.len);
+        lua_setfield(L, -2, "body");
+    }
     lua_pushboolean(L, m->keep_alive);
     lua_setfield(L, -2, "keep_alive");
     snprintf(ver, sizeof ver, "%u.%u", (unsigned)m->major, (unsigned)m->minor);
@@ -591,6 +691,20 @@ static int l_state(lua_State *L)
     return 2;
 }
 
+/* parser:stream(prefix): requests whose target starts with prefix stream
+ * their bodies (see the top of this file); "" turns streaming off. */
+static int l_stream(lua_State *L)
+{
+    parser_t *p = check_parser(L, 1);
+    size_t n;
+    const char *prefix = luaL_checklstring(L, 2, &n);
+    luaL_argcheck(L, n < sizeof p->stream_prefix, 2, "prefix too long");
+    memcpy(p->stream_prefix, prefix, n);
+    p->stream_prefix[n] = '\0';
+    p->stream_prefix_len = n;
+    return 0;
+}
+
 /* parser:limits() -> table of the limits in force */
 static int l_limits(lua_State *L)
 {
@@ -606,6 +720,8 @@ static int l_limits(lua_State *L)
     lua_setfield(L, -2, "max_header_bytes");
     lua_pushinteger(L, (lua_Integer)p->lim.max_body);
     lua_setfield(L, -2, "max_body");
+    lua_pushinteger(L, (lua_Integer)p->lim.max_media_body);
+    lua_setfield(L, -2, "max_media_body");
     return 1;
 }
 
@@ -630,6 +746,7 @@ static const luaL_Reg parser_methods[] = {
     {"error", l_error},
     {"state", l_state},
     {"limits", l_limits},
+    {"stream", l_stream},
     {"close", l_close},
     {NULL, NULL}
 };
@@ -663,6 +780,8 @@ void loom_open_http(lua_State *L)
     lua_setfield(L, -2, "max_header_bytes");
     lua_pushinteger(L, DEF_BODY);
     lua_setfield(L, -2, "max_body");
+    lua_pushinteger(L, DEF_MEDIA_BODY);
+    lua_setfield(L, -2, "max_media_body");
     lua_setfield(L, -2, "limits");
     lua_pushfstring(L, "http_parser %d.%d.%d", (int)((v >> 16) & 255), (int)((v >> 8) & 255),
                     (int)(v & 255));

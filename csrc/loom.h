@@ -45,6 +45,7 @@ void loom_open_stateres(lua_State *L); /* core.stateres: graph work of state res
 void loom_open_http(lua_State *L);    /* core.http: HTTP/1.1 request parser */
 void loom_open_tls(lua_State *L);     /* core.tls: TLS over memory BIOs (OpenSSL 3) */
 void loom_open_dns(lua_State *L);     /* core.dns: SRV queries and answers */
+void loom_open_media(lua_State *L);   /* core.media: libvips thumbnails, file hashes */
 
 /* JSON encoding shared with crypto (signing hashes canonical bytes). Pushes the
  * canonical JSON string of the value at index idx and returns 1, or returns

@@ -19,5 +19,6 @@ echo "== keys-query (/keys/query, 500 users x 3 devices; target < 20 ms)"; lua5.
 echo "== user-directory (/user_directory/search, 5,000 users in 100 rooms)"; lua5.4 bench/user_directory.lua
 echo "== metrics"; lua5.4 bench/metrics.lua
 echo "== relations (/relations and /threads, a room of 10,000 threads)"; lua5.4 bench/relations.lua
+echo "== media (12 MP JPEG thumbnails first and cached; 100 MB upload/download, peak RSS)"; lua5.4 bench/media.lua
 echo "== B7-sends (durable + group commit against NORMAL)"; lua5.4 bench/b7_sends.lua
 echo "== mixed load (200 sends/s, 50 syncs/s, 20 /messages/s)"; lua5.4 bench/mixed_load.lua "${LOOM_MIXED_SECONDS:-150}"

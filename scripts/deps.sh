@@ -2,7 +2,7 @@
 # Installs the Debian packages loom needs when any is missing. As root it runs
 # apt-get; otherwise it prints the exact command and stops.
 set -eu
-pkgs="lua5.4 liblua5.4-dev lua-luv lua-cjson lua-busted lua-check libsqlite3-dev libssl-dev libhttp-parser-dev
+pkgs="lua5.4 liblua5.4-dev lua-luv lua-cjson lua-busted lua-check libsqlite3-dev libssl-dev libhttp-parser-dev libvips-dev
       pkg-config gcc make python3-canonicaljson python3-signedjson python3-matrix-nio graphviz"
 # Synapse 1.67, the peer of the differential specs (spec/04-differential): its runtime
 # dependencies as Debian 12 packages, the wheel build tools, and openssl/curl for the

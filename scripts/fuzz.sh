@@ -13,8 +13,8 @@ input_secs=${FUZZ_INPUT_SECONDS:-10}
 command -v clang >/dev/null || { echo "clang is needed for fuzzing (apt-get install clang)"; exit 1; }
 mkdir -p build/fuzz
 cflags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icsrc \
-  -D_POSIX_C_SOURCE=200809L $(pkg-config --cflags lua5.4)"
-libs="$(pkg-config --libs lua5.4 sqlite3 libssl libcrypto) -lhttp_parser -pthread"
+  -D_POSIX_C_SOURCE=200809L $(pkg-config --cflags lua5.4) $(pkg-config --cflags vips)"
+libs="$(pkg-config --libs lua5.4 sqlite3 libssl libcrypto vips) -lhttp_parser -pthread"
 status=0
 for src in fuzz/fuzz_*.c; do
   name=$(basename "$src" .c)

@@ -159,7 +159,9 @@ function T:call(method, path, body, token, headers)
   elseif type(body) == "string" then text = body end
   local lines = { ("%s %s HTTP/1.1"):format(method, path), "Host: localhost",
     "Content-Length: " .. #text }
-  if #text > 0 then lines[#lines + 1] = "Content-Type: application/json" end
+  local typed = false
+  for k in pairs(headers or {}) do typed = typed or k:lower() == "content-type" end
+  if #text > 0 and not typed then lines[#lines + 1] = "Content-Type: application/json" end
   if token then lines[#lines + 1] = "Authorization: Bearer " .. token end
   for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
   return exchange(self, table.concat(lines, "\r\n") .. "\r\n\r\n" .. text)

@@ -41,6 +41,8 @@ api.modules = {
   "loom.api.client.openid",    -- OpenID tokens
   "loom.api.client.spaces",    -- space hierarchy, room summary
   "loom.api.client.legacy",    -- deprecated /events, /initialSync, /rooms/{roomId}/initialSync
+  "loom.api.client.media",     -- content repository: upload, download, thumbnails
+  "loom.api.client.preview",   -- URL previews (config.media.url_preview)
 }
 
 -- The server admin API (/_synapse/admin, docs/admin.md), on the client
@@ -64,6 +66,7 @@ api.federation_modules = {
   "loom.api.federation.openid", -- openid/userinfo
   "loom.api.federation.spaces", -- space hierarchy
   "loom.api.federation.third_party_invite", -- 3pid/onbind, exchange_third_party_invite
+  "loom.api.federation.media", -- media downloads and thumbnails for other servers
 }
 
 -- The spec versions loom implements (/versions): only what is served.

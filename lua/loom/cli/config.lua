@@ -49,6 +49,8 @@ config.defaults = {
   federation = nil,                    -- { host, port = 8448, tls_certificate, tls_private_key,
                                        --   verify_certificates, allow_ips }: the Server-Server API
                                        --   (docs/federation.md); absent or port = 0: off
+  media = nil,                         -- the content repository: { store_path, max_upload_size, quota,
+                                       --   legacy, ... } (docs/media.md)
   presence = true,                     -- presence (PUT/GET /presence, /sync presence); false: none at all
   presence_idle_ms = 300000,           -- an online user idle this long becomes unavailable
   presence_offline_ms = 30000,         -- a user not syncing (nor active) this long becomes offline
@@ -152,6 +154,7 @@ config.checks = {
   limits = of_type("table"),
   timeouts = of_type("table"),
   housekeeping = of_type("table"),
+  media = of_type("table"),
   logger = of_type("function"),
   scripts = function(v)
     if type(v) ~= "table" then return "an array of file names" end

@@ -14,6 +14,7 @@ local io_open, os_getenv, os_remove, tonumber = io.open, os.getenv, os.remove, t
 local os_execute, load_, assert_, error_, select_, pairs = os.execute, load, assert, error, select, pairs
 local string_, table_, math_ = string, table, math
 local table_pack, table_concat = table.pack, table.concat
+local math_floor = math.floor
 local io = io
 
 local _ENV = nil -- luacheck: ignore 211
@@ -36,6 +37,12 @@ commands:
   register-user USER [--password P | --password-file F] [--admin] [--config FILE]
                                      create an account (USER: localpart or @user:server);
                                      without a password option, one line is read from stdin
+  media delete MXC... [--config FILE]
+                                     delete media (mxc://server/id): records, thumbnails and
+                                     the files no other record uses
+  media purge [--user USER] [--before-days N] [--config FILE]
+                                     delete the local uploads of USER (or everyone's) made
+                                     more than N days ago (0: all of them)
   --help                             this text
 
 The configuration file defaults to $LOOM_CONFIG, else ./loom.cfg.lua when it
@@ -253,6 +260,52 @@ commands["rotate-key"] = function(ctx, args)
   ctx.stdout:write(("new signing key %s%s; restart the server to use it\n"):format(key_id,
     old and (" (" .. old .. " retired)") or ""))
   return 0
+end
+
+-- bin/loom media delete|purge: removes media through loom.media (records,
+-- thumbnails, then each file once no record points at its hash).
+commands.media = function(ctx, args)
+  local pos, opts = parse(args, 2, { config = "value", user = "value", ["before-days"] = "value" })
+  if not pos then return ctx.usage(opts) end
+  local sub = pos[1]
+  if sub ~= "delete" and sub ~= "purge" then return ctx.usage("media takes delete or purge") end
+  if sub == "delete" and (#pos < 2 or opts.user or opts["before-days"]) then
+    return ctx.usage("media delete takes one or more mxc:// URIs")
+  end
+  local days
+  if sub == "purge" then
+    if #pos ~= 1 then return ctx.usage("media purge takes options only") end
+    days = tonumber(opts["before-days"] or "")
+    if not days or days < 0 then return ctx.usage("media purge needs --before-days N (N >= 0)") end
+  end
+  local cfg, err = cli.load_config(opts.config)
+  if not cfg then return ctx.fail(err) end
+  local store, derr = require("loom.store").open(cfg.database)
+  if not store then return ctx.fail("cannot open the database " .. cfg.database.path .. ": " .. tostring(derr)) end
+  local media = require "loom.media"
+  local repo = media.new { config = cfg, store = store, server_name = cfg.server_name }
+  local list, missing = {}, 0
+  if sub == "delete" then
+    for i = 2, #pos do
+      local server, id = pos[i]:match("^mxc://([^/]+)/([%w_%-]+)$")
+      if not server then
+        store:close()
+        return ctx.fail(pos[i] .. " is not an mxc:// URI")
+      end
+      list[#list + 1] = { server_name = server, media_id = id }
+    end
+  else
+    local before = require("loom.core").now_ms() - math_floor(days * 86400000)
+    if days == 0 then before = 1 << 62 end
+    if opts.user then list = store:media_of_user(opts.user, before) else list = store:media_before(before) end
+  end
+  local n = 0
+  for _, m in ipairs(list) do
+    if repo:delete(m.server_name, m.media_id) then n = n + 1 else missing = missing + 1 end
+  end
+  store:close()
+  ctx.stdout:write(("deleted %d media%s\n"):format(n, missing > 0 and (" (" .. missing .. " not found)") or ""))
+  return missing > 0 and 1 or 0
 end
 
 -- The names a lab scenario file sees: the lab, and Lua's harmless parts.

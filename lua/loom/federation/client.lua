@@ -87,7 +87,8 @@ end
 
 --- fc:request(destination, method, path, opts) -> status, body | nil, message
 -- opts: query (table), body (a JSON value, sent as the content), unsigned
--- (no Authorization: key fetches), timeout. path is sent as given (encode
+-- (no Authorization: key fetches), timeout, raw (answer status, body text,
+-- headers: for bodies that are not JSON, such as media). path is sent as given (encode
 -- its parameters with fedclient.encode).
 function FedClient.request(self, destination, method, path, opts)
   opts = opts or {}
@@ -110,6 +111,7 @@ function FedClient.request(self, destination, method, path, opts)
   end
   local status, rheaders, body = self.transport(destination, method, target, headers, body_text, opts.timeout)
   if not status then return nil, tostring(rheaders) end
+  if opts.raw then return status, body, rheaders end   -- not JSON (media): the bytes and the headers
   if type(body) == "string" and #body <= MAX_RESPONSE_JSON then
     local v = json.decode(body, { max_bytes = #body })
     if v ~= nil then return status, v end

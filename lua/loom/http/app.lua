@@ -95,6 +95,18 @@ local function json_logger(level, message, fields)
   stderr:write(json_line(level, message, fields), "\n")
 end
 
+-- The client listener's limits: config.limits, with max_media_body from
+-- config.media.max_upload_size (so an upload over it is refused from its
+-- Content-Length, before its body is read).
+function server.media_limits(c)
+  local size = type(c.media) == "table" and c.media.max_upload_size
+  if not size or (type(c.limits) == "table" and c.limits.max_media_body) then return c.limits end
+  local limits = {}
+  for k, v in pairs(c.limits or {}) do limits[k] = v end
+  limits.max_media_body = size
+  return limits
+end
+
 --- server.new(config) -> Server (loom.new). Raises on a bad config.
 function server.new(config)
   if config ~= nil and type(config) ~= "table" then error("loom.new: config must be a table", 2) end
@@ -110,7 +122,8 @@ function server.new(config)
   self.http = http.new {
     host = c.host,
     port = c.port,
-    limits = c.limits,
+    limits = server.media_limits(c),
+    stream_prefix = "/_matrix/media/",   -- uploads stream to disk (loom.api.client.media)
     timeouts = c.timeouts,
     log = function(level, message) self:log(level, "%s", message) end,
     handler = function(raw) return self:dispatch(raw) end,

@@ -154,6 +154,20 @@ function methods.json(req, opts)
   return v
 end
 
+--- req:read_body() -> the next piece of the body | nil at its end |
+-- nil, error value (a streamed body that stalled or broke a limit). A
+-- streamed request (loom.http.server's stream_prefix) has no req.body: its
+-- body arrives through this; any other request's body comes as one piece.
+function methods.read_body(req)
+  local st = rawget(req, "body_stream")
+  if st then return st:read() end
+  if rawget(req, "_body_read") then return nil end
+  rawset(req, "_body_read", true)
+  local body = req.body
+  if body == nil or body == "" then return nil end
+  return body
+end
+
 --- req:sleep(ms): waits ms milliseconds without blocking the server (only
 -- inside a handler). Same as require("loom.http.server").sleep.
 function methods.sleep(_, ms)

@@ -11,7 +11,7 @@
 -- canonical (sorted keys, exact integers); [] needs json.array.
 local setmetatable, getmetatable, type, ipairs, pairs, tostring =
   setmetatable, getmetatable, type, ipairs, pairs, tostring
-local error, os_date, os_time = error, os.date, os.time
+local error, os_date, os_time, math_type = error, os.date, os.time, math.type
 local string_format = string.format
 local string_find, string_lower, table_concat = string.find, string.lower, table.concat
 local json = require("loom.core").json
@@ -116,6 +116,18 @@ function response.new(status, body, headers)
   return r
 end
 
+--- response.file(status, path, size, [headers]) -> Response whose body is
+-- the file at path, size bytes long (Content-Length), sent in chunks by the
+-- server (loom.http.server) without reading it into memory.
+function response.file(status, path, size, headers)
+  if type(path) ~= "string" or math_type(size) ~= "integer" or size < 0 then
+    error("response.file: a path and a size (integer) are required", 2)
+  end
+  local r = response.new(status, "", headers)
+  r.file, r.file_size = path, size
+  return r
+end
+
 --- response.json(status, value, [headers]) -> Response | nil, message, code
 -- Encodes value with json.encode(value, { floats = true }).
 function response.json(status, value, headers)
@@ -147,7 +159,7 @@ function response.serialize(r, opts)
   local out = {
     "HTTP/1.1 ", tostring(r.status), " ", reasons[r.status] or "Unknown", "\r\n",
     "Date: ", http_date(), "\r\n",
-    "Content-Length: ", tostring(#r.body), "\r\n",
+    "Content-Length: ", tostring(r.file and r.file_size or #r.body), "\r\n",
     "Connection: ", close and "close" or "keep-alive", "\r\n",
   }
   local n = #out

@@ -29,11 +29,24 @@
 -- timeouts.warn_interval with the number refused meanwhile (failed accepts
 -- are logged the same way).
 --
+-- Streaming (opts.stream_prefix): a request whose target starts with the
+-- prefix and has a body reaches its handler as soon as its headers are in;
+-- the handler reads the body piece by piece with req:read_body() (nil at
+-- the end; nil, error value when the client stalls past timeouts.body or the
+-- body breaks a limit). At most STREAM_HIGH bytes wait unread: past that the
+-- server stops reading the socket until the handler catches up. A handler
+-- that answers without reading the whole body gets its connection closed
+-- after the answer. "Expect: 100-continue" is answered on the first read.
+--
+-- File responses (response.file): the headers, then the file read in
+-- chunks, each written once the previous one is out (backpressure), so a
+-- big download never sits in memory.
+--
 -- Every luv callback runs under xpcall; an error is logged with its
 -- traceback and the server goes on.
 local setmetatable, pairs, ipairs, type, tostring, xpcall, next =
   setmetatable, pairs, ipairs, type, tostring, xpcall, next
-local error = error
+local error, io_open, string_lower = error, io.open, string.lower
 local traceback = debug.traceback
 local uv = require "luv"
 local core = require "loom.core"
@@ -56,6 +69,7 @@ http.defaults = {
     max_headers = core.http.limits.max_headers,
     max_header_bytes = core.http.limits.max_header_bytes,
     max_body = core.http.limits.max_body,
+    max_media_body = core.http.limits.max_media_body, -- bodies under /_matrix/media/ (uploads)
     max_pipeline = 16,        -- requests read ahead on one connection
     max_connections = 1024,   -- open connections; more are answered 503 and closed
   },
@@ -69,8 +83,14 @@ http.defaults = {
   },
 }
 
+-- streamed request bodies: reading pauses past STREAM_HIGH unread bytes and
+-- resumes below STREAM_LOW; file responses go out FILE_CHUNK bytes at a time
+local STREAM_HIGH, STREAM_LOW = 1024 * 1024, 256 * 1024
+local FILE_CHUNK = 256 * 1024
+http.STREAM_HIGH, http.FILE_CHUNK = STREAM_HIGH, FILE_CHUNK
+
 local parser_limit_names = { "max_request_line", "max_header_line", "max_headers",
-                             "max_header_bytes", "max_body" }
+                             "max_header_bytes", "max_body", "max_media_body" }
 
 -- ---- server ---------------------------------------------------------------
 
@@ -109,6 +129,7 @@ function http.new(opts)
     timeouts = merge(http.defaults.timeouts, opts.timeouts, "timeout"),
     log = opts.log or no_log,
     tls = opts.tls,
+    stream_prefix = opts.stream_prefix,
     conns = {},
     nconns = 0,
     refusing = {},     -- connections being answered 503 (past max_connections)
@@ -134,11 +155,12 @@ local function guard(self, f)
 end
 http.guard = guard
 
-local update, pump, begin_close, close_now, refuse
+local update, pump, begin_close, close_now, refuse, reading_allowed
 
 local function queued(c) return c.qt - c.qh + 1 end
 
 local function start_reading(c)
+  if c.stream and c.stream.paused then return end
   if not c.reading and not c.closed then
     c.tcp:read_start(c.on_read)
     c.reading = true
@@ -173,8 +195,97 @@ local function check_stopped(self)
   end
 end
 
+-- ---- streamed request bodies -----------------------------------------------
+
+local stream_methods = {}
+local stream_mt = { __name = "loom.http.BodyStream", __index = stream_methods }
+
+local function stream_wake(st)
+  local w = st.waiter
+  if w then
+    st.waiter = nil
+    w()
+  end
+end
+
+local function stream_fail(st, err)
+  if not st.done and not st.err then st.err = err end
+  stream_wake(st)
+end
+
+--- stream:read() -> the next piece of the body | nil at its end | nil, error value
+function stream_methods.read(st)
+  local c = st.c
+  while true do
+    if st.head <= st.tail then
+      local chunk = st.parts[st.head]
+      st.parts[st.head] = nil
+      st.head = st.head + 1
+      st.buffered = st.buffered - #chunk
+      st.consumed = st.consumed + #chunk
+      if st.paused and st.buffered < STREAM_LOW then
+        st.paused = false
+        if reading_allowed(c) then start_reading(c) end
+      end
+      return chunk
+    end
+    if st.done then return nil end
+    if st.err then return nil, st.err end
+    if st.expect and not st.continued and not c.closed and not c.closing then
+      st.continued = true
+      c.tcp:write("HTTP/1.1 100 Continue\r\n\r\n")
+    end
+    local timer, timed_out = uv.new_timer(), false
+    async.wait(function(wake)
+      st.waiter = wake
+      timer:start(c.srv.timeouts.body, 0, guard(c.srv, function()
+        timed_out = true
+        wake()
+      end))
+    end)
+    st.waiter = nil
+    timer:close()
+    if timed_out and st.head > st.tail and not st.done then
+      stream_fail(st, errors.new("REQUEST_TIMEOUT", "Timed out waiting for the request body"))
+    end
+  end
+end
+
+local function new_stream(c, req)
+  local expect = req.headers.expect
+  return setmetatable({ c = c, parts = {}, head = 1, tail = 0, buffered = 0, consumed = 0,
+    done = false, err = nil, paused = false, continued = false,
+    expect = expect ~= nil and string_lower(expect) == "100-continue" }, stream_mt)
+end
+
+-- a piece of the body being streamed (or its end) from the parser
+local function stream_item(c, item)
+  local st = c.stream
+  if not st then return end
+  if item.chunk then
+    st.tail = st.tail + 1
+    st.parts[st.tail] = item.chunk
+    st.buffered = st.buffered + #item.chunk
+    if st.buffered > STREAM_HIGH and not st.paused then
+      st.paused = true
+      if c.reading then
+        c.tcp:read_stop()
+        c.reading = false
+      end
+    end
+  else
+    st.done = true
+    c.stream = nil
+  end
+  stream_wake(st)
+end
+
 function close_now(c)
   if c.closed then return end
+  if c.stream then
+    stream_fail(c.stream, errors.new("BAD_REQUEST", "The connection closed during the request body"))
+    c.stream = nil
+  end
   c.closed = true
   c.reading = false
   c.timer:close()
@@ -207,10 +318,68 @@ function begin_close(c)
   if not c.eof then start_reading(c) end
 end
 
-local function send(c, resp, close, head)
-  if c.closed or c.closing then return end
+-- The rest of a file response, FILE_CHUNK at a time, each after the
+-- previous write completed; then done().
+local function send_file(c, f, left, done)
+  local self = c.srv
+  local function step()
+    if c.closed then f:close() return end
+    if left <= 0 then
+      f:close()
+      return done()
+    end
+    local chunk = f:read(left < FILE_CHUNK and left or FILE_CHUNK)
+    if not chunk then
+      f:close()
+      self.log("error", "file response: the file ended early")
+      return close_now(c)
+    end
+    left = left - #chunk
+    local ok = c.tcp:write(chunk, guard(self, function(err)
+      if err then
+        f:close()
+        self.log("debug", "write failed: " .. tostring(err))
+        return close_now(c)
+      end
+      step()
+    end))
+    if not ok then
+      f:close()
+      close_now(c)
+    end
+  end
+  step()
+end
+
+-- f: the open file of a file response (not for HEAD); after(): called once
+-- the file is out.
+local function send(c, resp, close, head, f, after)
+  if c.closed or c.closing then
+    if f then f:close() end
+    return
+  end
   local bytes = response.serialize(resp, { close = close, head = head })
   local self = c.srv
+  if f then
+    do
+      local ok = c.tcp:write(bytes, guard(self, function(err)
+        if err then
+          f:close()
+          self.log("debug", "write failed: " .. tostring(err))
+          return close_now(c)
+        end
+        send_file(c, f, resp.file_size, function()
+          if close then begin_close(c) end
+          if after then after() end
+        end)
+      end))
+      if not ok then
+        f:close()
+        close_now(c)
+      end
+      return true
+    end
+  end
   local ok = c.tcp:write(bytes, guard(self, function(err)
     if err then
       self.log("debug", "write failed: " .. tostring(err))
@@ -234,6 +403,30 @@ local function on_request_done(c, req, ok, resp)
   resp = resp or response.for_error("M_UNKNOWN")
   if c.closed then return end
   local close = not req.keep_alive or self.draining or (c.eof and queued(c) == 0)
+  local st = req.body_stream
+  if st and not st.done then
+    -- the handler answered before the body's end: nothing more is read
+    close = true
+    c.stream = nil
+    c.input_done = true
+    stop_reading(c)
+  end
+  local f
+  if resp.file and req.method ~= "HEAD" then
+    f = io_open(resp.file, "rb")
+    if not f then
+      self.log("error", "file response: cannot open " .. tostring(resp.file))
+      resp = response.for_error("M_UNKNOWN")
+    end
+  end
+  if f then
+    -- the connection stays busy until the file is out (responses in order)
+    c.busy = true
+    return send(c, resp, close, false, f, function()
+      c.busy = false
+      pump(c)
+    end)
+  end
   send(c, resp, close, req.method == "HEAD")
 end
 
@@ -243,9 +436,7 @@ function pump(c)
     local item = c.queue[c.qh]
     c.queue[c.qh] = nil
     c.qh = c.qh + 1
-    if not c.input_done and not c.eof and queued(c) < self.limits.max_pipeline then
-      start_reading(c)
-    end
+    if reading_allowed(c) then start_reading(c) end
     if item.err then
       send(c, response.error(item.err), true, false)
     else
@@ -261,6 +452,10 @@ function pump(c)
     end
   end
   update(c)
+end
+
+function reading_allowed(c)
+  return not c.input_done and not c.eof and queued(c) < c.srv.limits.max_pipeline
 end
 
 local function on_timeout(c)
@@ -325,14 +520,30 @@ local function on_read(c, err, data)
   local list = c.parser:feed(data)
   if list then
     for _, req in ipairs(list) do
-      req.peer = c.peer
-      c.nreq = c.nreq + 1
-      c.qt = c.qt + 1
-      c.queue[c.qt] = { req = req }
+      if req.chunk or req.body_end then
+        stream_item(c, req)
+      else
+        req.peer = c.peer
+        if req.streaming then
+          req.body_stream = new_stream(c, req)
+          c.stream = req.body_stream
+        end
+        c.nreq = c.nreq + 1
+        c.qt = c.qt + 1
+        c.queue[c.qt] = { req = req }
+      end
     end
   end
   local msg, code = c.parser:error()
-  if msg then
+  if msg and c.stream then
+    -- the streamed body broke a limit: its handler learns it from read_body
+    local st = c.stream
+    c.stream = nil
+    c.input_done = true
+    stop_reading(c)
+    stream_fail(st, errors.from_code(code, msg))
+    self.log("info", "bad request body from " .. tostring(c.peer.ip) .. ": " .. msg)
+  elseif msg then
     c.input_done = true
     stop_reading(c)
     c.qt = c.qt + 1
@@ -431,10 +642,12 @@ local function on_connection(self, err)
   local c = {
     srv = self, tcp = tcp, peer = { ip = peer.ip, port = peer.port },
     parser = core.http.parser(self.parser_limits),
+    stream = nil,      -- the body stream of the request whose body is arriving
     queue = {}, qh = 1, qt = 0, nreq = 0, continued = -1,
     busy = false, reading = false, closing = false, closed = false, eof = false,
     timer = uv.new_timer(),
   }
+  if self.stream_prefix then c.parser:stream(self.stream_prefix) end
   c.on_read = guard(self, function(e, data) on_read(c, e, data) end)
   c.on_timeout = guard(self, function() on_timeout(c) end)
   self.conns[c] = true

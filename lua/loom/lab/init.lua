@@ -38,9 +38,31 @@ local fedclient = require "loom.federation.client"
 local json = core.json
 local E = fedclient.encode
 
+local io_open = io.open
+
 local _ENV = nil -- luacheck: ignore 211
 
 local lab = {}
+
+-- A response's body: its bytes, or the file of a file response (media).
+local function body_of(resp)
+  if not resp.file then return resp.body end
+  local f = io_open(resp.file, "rb")
+  if not f then return "" end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+-- The files under dir, deepest first (media stores have subdirectories).
+local function remove_tree(dir)
+  for _, f in ipairs(core.listdir(dir) or {}) do
+    local path = dir .. "/" .. f
+    local st = uv.fs_lstat(path)
+    if st and st.type == "directory" then remove_tree(path) else uv.fs_unlink(path) end
+  end
+  uv.fs_rmdir(dir)
+end
 
 local Lab = {}
 Lab.__index = Lab
@@ -203,7 +225,7 @@ function Lab.deliver(self, from, dest, method, target, headers, body)
   if self.cut[link_key(dest, from)] then st.refused = st.refused + 1; return done(nil, "timeout: partitioned") end
   local rh = {}
   for _, h in ipairs(resp.headers or {}) do rh[h[1]:lower()] = h[2] end
-  return done(resp.status, rh, resp.body)
+  return done(resp.status, rh, body_of(resp))
 end
 
 --- lab:run(fn, [limit_ms]) -> fn's results: runs fn as a task and turns the
@@ -281,7 +303,10 @@ function Server.client(self, method, path, body, token)
   local resp = async.wait(function(wake)
     async.spawn(function() return self.server:dispatch(raw, "client") end, nil, function(_, r) wake(r) end)
   end)
-  return { status = resp.status, body = resp.body, json = json.decode(resp.body) }
+  local rh = {}
+  for _, h in ipairs(resp.headers or {}) do rh[h[1]:lower()] = h[2] end
+  local rbody = body_of(resp)
+  return { status = resp.status, body = rbody, json = json.decode(rbody), headers = rh }
 end
 
 local function must(r, what)
@@ -508,10 +533,7 @@ function Lab.close(self)
     s.hs.store:close()
   end
   async.finish_closing()
-  if self.owns_dir then
-    for _, f in ipairs(core.listdir(self.dir) or {}) do uv.fs_unlink(self.dir .. "/" .. f) end
-    uv.fs_rmdir(self.dir)
-  end
+  if self.owns_dir then remove_tree(self.dir) end
 end
 
 lab.Lab, lab.Server = Lab, Server
