@@ -35,6 +35,7 @@ api.modules = {
   "loom.api.client.cross_signing", -- cross-signing keys and signatures
   "loom.api.client.pushrules", -- push rules
   "loom.api.client.upgrade",   -- room upgrades
+  "loom.api.client.appservice", -- application service ping, /thirdparty
 }
 
 -- Server-Server API modules: their routes are served on the federation

@@ -52,6 +52,10 @@ config.defaults = {
   presence = true,                     -- presence (PUT/GET /presence, /sync presence); false: none at all
   presence_idle_ms = 300000,           -- an online user idle this long becomes unavailable
   presence_offline_ms = 30000,         -- a user not syncing (nor active) this long becomes offline
+  app_services = nil,                  -- application service registration files (YAML), relative to
+                                       --   the config file (docs/appservices.md)
+  app_service_allow_ips = nil,         -- addresses services may have (default loopback and private networks)
+  app_service_retry_ms = 2000,         -- first retry of an undelivered transaction (doubling, up to 64x)
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -155,6 +159,19 @@ config.checks = {
   presence_idle_ms = integer(10, 86400000),
   presence_offline_ms = integer(10, 86400000),
   pid_file = function(v) if type(v) ~= "string" or v == "" then return "a file name" end end,
+  app_services = function(v)
+    if type(v) ~= "table" then return "a list of registration file names" end
+    for k, x in pairs(v) do
+      if math_type(k) ~= "integer" or k < 1 or k > #v or (type(x) ~= "table" and (type(x) ~= "string" or x == "")) then
+        return "a list of registration file names"
+      end
+    end
+  end,
+  app_service_allow_ips = function(v)
+    if type(v) ~= "table" then return "a list of CIDR ranges" end
+    for _, x in ipairs(v) do if type(x) ~= "string" then return "a list of CIDR ranges" end end
+  end,
+  app_service_retry_ms = integer(1, 3600000),
 }
 
 local function copy(v)

@@ -12,6 +12,7 @@ local version_mod = require "loom.room.version"
 local statemap = require "loom.room.statemap"
 local ljson = require "loom.json"
 local fed_query = require "loom.federation.query"
+local as_api = require "loom.api.client.appservice"
 
 local json = core.json
 local is_null, is_array = ljson.is_null, ljson.is_array
@@ -39,9 +40,22 @@ function directory_api.resolve(hs, alias)
   return hs.store:alias_room(alias)
 end
 
+--- The room an alias names; an unknown local alias inside an application
+-- service's namespace is asked of the service first (which may create it).
+-- Inside a task.
+function directory_api.resolve_or_query(hs, alias)
+  local room_id = hs.store:alias_room(alias)
+  if room_id or not hs.appservices or type(alias) ~= "string" or alias:match(":(.+)$") ~= hs.server_name then
+    return room_id
+  end
+  if hs.appservices:query_alias(alias) then return hs.store:alias_room(alias) end
+  return nil
+end
+
 --- Add an alias: true, or nil and "taken".
 function directory_api.add_alias(hs, alias, room_id, creator)
   if not hs.store:add_alias(alias, room_id, creator) then return nil, "taken" end
+  if hs.appservices then hs.appservices:aliases_changed(room_id) end
   return true
 end
 
@@ -238,6 +252,8 @@ local function put_alias(hs, req)
   local room_id = body.room_id
   if type(room_id) ~= "string" then return errors.new("M_INVALID_PARAM", "room_id is required") end
   if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  local reserved = as_api.exclusive(hs, "aliases", alias, req.appservice)
+  if reserved then return reserved end
   local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, alias = alias })
   if denied then return denied end
   local ok = directory_api.add_alias(hs, alias, room_id, req.user_id)
@@ -253,7 +269,7 @@ local function get_alias(hs, req)
     local d, err = fed_query.directory(hs, alias)
     return d or err
   end
-  local room_id = directory_api.resolve(hs, alias)
+  local room_id = directory_api.resolve_or_query(hs, alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
   return { room_id = room_id, servers = json.array { hs.server_name } }
 end
@@ -263,10 +279,13 @@ local function delete_alias(hs, req)
   local alias = req.params.roomAlias
   local room_id, creator = store:alias_entry(alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. tostring(alias) .. " not found") end
-  if creator ~= req.user_id and not directory_api.room_admin(hs, room_id, req.user_id) then
+  -- an application service manages the aliases of its namespaces
+  local own = req.appservice and hs.appservices:covers(req.appservice, "aliases", alias)
+  if creator ~= req.user_id and not own and not directory_api.room_admin(hs, room_id, req.user_id) then
     return errors.new("M_FORBIDDEN", "You may not delete this alias")
   end
   store:delete_alias(alias)
+  if hs.appservices then hs.appservices:aliases_changed(room_id) end
   unlist_canonical(hs, room_id, alias, req.user_id)
   return {}
 end

@@ -21,6 +21,7 @@ local visibility = require "loom.room.visibility"
 local fed_join = require "loom.federation.join"
 local restricted = require "loom.room.restricted"
 local fed_query = require "loom.federation.query"
+local as_api = require "loom.api.client.appservice"
 local fed_membership = require "loom.federation.membership"
 
 local json = core.json
@@ -125,7 +126,7 @@ local function resolve_room(hs, id)
   local room_id = id
   if first == "#" then
     if not directory.valid_alias(id) then return nil, errors.new("M_INVALID_PARAM", "Invalid room alias") end
-    room_id = directory.resolve(hs, id)
+    room_id = directory.resolve_or_query(hs, id)
     if not room_id then return nil, errors.new("M_NOT_FOUND", "Room alias " .. id .. " not found") end
   elseif first ~= "!" then
     return nil, errors.new("M_INVALID_PARAM", id .. " is not a room ID or alias")
@@ -221,7 +222,7 @@ local function check_power_levels(content)
 end
 
 -- Check the request body; returns a table of checked values or nil, error.
-local function check_create(hs, body)
+local function check_create(hs, body, req)
   local c = {}
   c.visibility = body.visibility or "private"
   if c.visibility ~= "public" and c.visibility ~= "private" then
@@ -266,6 +267,8 @@ local function check_create(hs, body)
       return nil, errors.new("M_INVALID_PARAM", "Invalid room_alias_name")
     end
     if directory.resolve(hs, alias) then return nil, errors.new("M_ROOM_IN_USE", "Room alias already taken") end
+    local reserved = as_api.exclusive(hs, "aliases", alias, req.appservice)
+    if reserved then return nil, reserved end
     c.alias = alias
   end
   return c
@@ -280,7 +283,7 @@ end
 
 local function create_room(hs, req)
   local body = body_object(req)
-  local c, cerr = check_create(hs, body)
+  local c, cerr = check_create(hs, body, req)
   if not c then return cerr end
   local user = req.user_id
   local version = c.version
