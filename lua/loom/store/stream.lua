@@ -14,7 +14,7 @@ local filter_mod = require "loom.store.filter"
 local sql_mod = require "loom.store.sql"
 
 local token, bound = core.token, core.bound
-local type, ipairs, math_type, tostring = type, ipairs, math.type, tostring
+local type, ipairs, math_type, tostring, error = type, ipairs, math.type, tostring, error
 local table_concat = table.concat
 local getmetatable, table, select, pairs, math = getmetatable, table, select, pairs, math
 
