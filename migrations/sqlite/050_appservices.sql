@@ -12,5 +12,7 @@ CREATE TABLE appservice_txns (
   service_id  TEXT PRIMARY KEY,     -- one transaction in flight per service
   txn_id      INTEGER NOT NULL,
   body        TEXT NOT NULL,        -- the JSON sent, byte for byte on every attempt
-  last_pos    INTEGER NOT NULL      -- the stream position delivered with it
+  last_pos    INTEGER NOT NULL,     -- the stream position delivered with it
+  acks        TEXT                  -- JSON [[user_id, device_id, upto], ...]: to-device messages it carries,
+                                    -- dropped from their inboxes once it is delivered
 ) WITHOUT ROWID;

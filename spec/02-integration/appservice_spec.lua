@@ -15,7 +15,8 @@ local AS_TOKEN, HS_TOKEN = "as-secret-token", "hs-secret-token"
 
 -- The fake service: records what it is sent.
 local function fake_service()
-  local f = { txns = {}, attempts = 0, events = {}, queries = {}, pings = {}, status = nil }
+  local f = { txns = {}, attempts = 0, events = {}, queries = {}, pings = {}, status = nil, ephemeral = {},
+    to_device = {}, bodies = {} }
   f.server = loom.new { port = 0, server_name = "as.local", log_level = "error", logger = function() end }
   local function authed(req)
     return req:header("Authorization") == "Bearer " .. HS_TOKEN
@@ -31,6 +32,9 @@ local function fake_service()
       f.order = f.order or {}
       f.order[#f.order + 1] = id
       for _, ev in ipairs(body.events) do f.events[#f.events + 1] = ev end
+      for _, ev in ipairs(body.ephemeral or {}) do f.ephemeral[#f.ephemeral + 1] = ev end
+      for _, m in ipairs(body["de.sorunome.msc2409.to_device"] or {}) do f.to_device[#f.to_device + 1] = m end
+      f.bodies[#f.bodies + 1] = body
     end
     return {}
   end)
@@ -375,6 +379,74 @@ describe("application service transactions", function()
     assert.equal("m.room.member", fake.events[1].type)
     assert.equal("invite", fake.events[1].content.membership)
     assert.equal("@_bridge_eve:test.local", fake.events[1].state_key)
+    t:stop()
+    stop_server(fake.server)
+  end)
+end)
+
+describe("application service transactions with receive_ephemeral", function()
+  it("carry typing, receipts, presence and to-device messages of the service's rooms and users", function()
+    local fake = fake_service()
+    local t = tesths.start { app_services = { registration(fake.url, { receive_ephemeral = true }) },
+      app_service_retry_ms = 20 }
+    local alice = t:register("alice")
+    local carol = t:register("carol")
+    local room = t:create_room(alice, { preset = "public_chat" })
+    local elsewhere = t:create_room(carol, { preset = "public_chat" })
+    local r = t:request("POST", V3 .. "/register", { type = "m.login.application_service", username = "_bridge_frank" },
+      AS_TOKEN)
+    local frank = r.json
+    assert(t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/join?user_id=" .. enc(frank.user_id), {},
+      AS_TOKEN).status == 200)
+    local msg = t:send(alice.access_token, room, { msgtype = "m.text", body = "hello" }).json.event_id
+    assert.is_true(wait_for(t, function() return #fake.events >= 2 end))
+    -- typing in its room, not in the other one
+    r = t:request("PUT", V3 .. "/rooms/" .. enc(elsewhere) .. "/typing/" .. enc(carol.user_id),
+      { typing = true, timeout = 10000 }, carol.access_token)
+    assert.equal(200, r.status)
+    r = t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/typing/" .. enc(alice.user_id),
+      { typing = true, timeout = 10000 }, alice.access_token)
+    assert.equal(200, r.status)
+    assert.is_true(wait_for(t, function() return tesths.find_type(fake.ephemeral, "m.typing") ~= nil end))
+    local typing = tesths.find_type(fake.ephemeral, "m.typing")
+    assert.equal(room, typing.room_id)
+    assert.same({ alice.user_id }, typing.content.user_ids)
+    -- a receipt; a private one of a user not the service's is not passed on
+    r = t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/receipt/m.read.private/" .. enc(msg), {},
+      alice.access_token)
+    assert.equal(200, r.status, r.body)
+    r = t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/receipt/m.read/" .. enc(msg), {}, alice.access_token)
+    assert.equal(200, r.status, r.body)
+    assert.is_true(wait_for(t, function() return tesths.find_type(fake.ephemeral, "m.receipt") ~= nil end))
+    t:run(function() t:sleep(100) end)
+    local receipts = {}
+    for _, ev in ipairs(fake.ephemeral) do if ev.type == "m.receipt" then receipts[#receipts + 1] = ev end end
+    assert.equal(1, #receipts)
+    assert.equal(room, receipts[1].room_id)
+    assert.is_table(receipts[1].content[msg]["m.read"][alice.user_id])
+    assert.is_nil(receipts[1].content[msg]["m.read.private"])
+    -- the unstable key carries the same list
+    local with = nil
+    for _, b in ipairs(fake.bodies) do if b.ephemeral then with = b end end
+    assert.same(with.ephemeral, with["de.sorunome.msc2409.ephemeral"])
+    -- presence of a user sharing its room
+    r = t:request("PUT", V3 .. "/presence/" .. enc(alice.user_id) .. "/status", { presence = "unavailable",
+      status_msg = "away" }, alice.access_token)
+    assert.equal(200, r.status, r.body)
+    assert.is_true(wait_for(t, function() return tesths.find_type(fake.ephemeral, "m.presence") ~= nil end))
+    local p = tesths.find_type(fake.ephemeral, "m.presence")
+    assert.same({ alice.user_id, "unavailable", "away" }, { p.sender, p.content.presence, p.content.status_msg })
+    -- a to-device message for the bridged user's device
+    r = t:request("PUT", V3 .. "/sendToDevice/m.test/td1", { messages = { [frank.user_id] = {
+      [frank.device_id] = { secret = 42 } } } }, alice.access_token)
+    assert.equal(200, r.status, r.body)
+    assert.is_true(wait_for(t, function() return #fake.to_device >= 1 end))
+    local m = fake.to_device[1]
+    assert.same({ "m.test", alice.user_id, frank.user_id, frank.device_id, 42 },
+      { m.type, m.sender, m.to_user_id, m.to_device_id, m.content.secret })
+    -- delivered: it left the device's inbox
+    assert.is_true(wait_for(t, function()
+      return #t.hs.store:to_device_messages(frank.user_id, frank.device_id, 0, 10) == 0 end))
     t:stop()
     stop_server(fake.server)
   end)

@@ -4,12 +4,14 @@
 --
 --   store:appservice_position(id)             -- stream position, or nil for a service new here
 --   store:appservice_init(id, pos)
---   local txn_id = store:appservice_stage(id, body_json, last_pos)
---   store:appservice_staged(id)               -- { txn_id, body, last } or nil
+--   local txn_id = store:appservice_stage(id, body_json, last_pos, acks)
+--   store:appservice_staged(id)               -- { txn_id, body, last, acks } or nil
 --   store:appservice_delivered(id, txn_id, last_pos)
 --   store:local_joined_members(server_name)   -- { { room_id, user_id }, ... }
 --
 -- Mixed into the store. A database failure raises.
+local json = require("loom.core").json
+
 local ipairs = ipairs
 
 local appservices = {}
@@ -29,30 +31,34 @@ end
 
 --- Stage the service's next transaction (there must be none staged): its
 -- transaction ID. body: the JSON text to send; last_pos: the position it
--- delivers up to.
-function methods:appservice_stage(id, body, last_pos)
+-- delivers up to; acks: nil, or { { user_id, device_id, upto }, ... } — the
+-- to-device messages it carries, dropped from the inboxes on delivery.
+function methods:appservice_stage(id, body, last_pos, acks)
   local conn = self.conn
   local txn_id
   conn:transaction(function()
     txn_id = conn:value("SELECT next_txn FROM appservice_state WHERE service_id = ?", id)
     conn:run("UPDATE appservice_state SET next_txn = next_txn + 1 WHERE service_id = ?", id)
-    conn:run("INSERT INTO appservice_txns (service_id, txn_id, body, last_pos) VALUES (?, ?, ?, ?)",
-      id, txn_id, body, last_pos)
+    conn:run("INSERT INTO appservice_txns (service_id, txn_id, body, last_pos, acks) VALUES (?, ?, ?, ?, ?)",
+      id, txn_id, body, last_pos, acks and #acks > 0 and json.encode(acks) or nil)
   end)
   return txn_id
 end
 
 --- The service's staged transaction: { txn_id, body, last } or nil.
 function methods:appservice_staged(id)
-  local row = self.conn:first("SELECT txn_id, body, last_pos FROM appservice_txns WHERE service_id = ?", id)
+  local row = self.conn:first("SELECT txn_id, body, last_pos, acks FROM appservice_txns WHERE service_id = ?", id)
   if not row then return nil end
-  return { txn_id = row[1], body = row[2], last = row[3] }
+  return { txn_id = row[1], body = row[2], last = row[3], acks = row[4] and json.decode(row[4]) or nil }
 end
 
---- The staged transaction was answered 200: it goes, the position moves.
+--- The staged transaction was answered 200: it goes, the position moves,
+-- the to-device messages it carried leave their inboxes.
 function methods:appservice_delivered(id, txn_id, last_pos)
   local conn = self.conn
   conn:transaction(function()
+    local acks = conn:value("SELECT acks FROM appservice_txns WHERE service_id = ? AND txn_id = ?", id, txn_id)
+    for _, a in ipairs(acks and json.decode(acks) or {}) do self:ack_to_device(a[1], a[2], a[3]) end
     conn:run("DELETE FROM appservice_txns WHERE service_id = ? AND txn_id = ?", id, txn_id)
     conn:run("UPDATE appservice_state SET stream_pos = max(stream_pos, ?) WHERE service_id = ?", last_pos, id)
   end)
