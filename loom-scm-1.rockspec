@@ -179,6 +179,7 @@ build = {
          ["loom.migrations.sqlite.020_server_keys"] = "migrations/sqlite/020_server_keys.sql",
          ["loom.migrations.sqlite.021_federation"] = "migrations/sqlite/021_federation.sql",
          ["loom.migrations.sqlite.034_guests"] = "migrations/sqlite/034_guests.sql",
+         ["loom.migrations.sqlite.050_appservices"] = "migrations/sqlite/050_appservices.sql",
          ["loom.migrations.sqlite.013_presence"] = "migrations/sqlite/013_presence.sql",
          ["loom.migrations.sqlite.004_rooms_api"] = "migrations/sqlite/004_rooms_api.sql",
          ["loom.migrations.sqlite.030_e2e_keys"] = "migrations/sqlite/030_e2e_keys.sql",

@@ -23,7 +23,7 @@ describe("endpoint modules", function()
       for i, r in ipairs(mod.routes) do
         local where = name .. " route " .. i
         assert.is_true(METHODS[r[1]] == true, where)
-        assert.matches("^/_matrix/client/v3/", r[2], nil, false, where)
+        assert.matches("^/_matrix/client/v[13]/", r[2], nil, false, where)
         assert.is_function(r[3], where)
         assert.is_boolean(r.auth, where)
         local key = r[1] .. " " .. r[2]

@@ -15,11 +15,12 @@ local DIR = "build/as-bridge"
 -- native part is downloaded from GitHub at install, which is out of reach, so
 -- spec/03-clients/as/no-native-crypto (loads, throws when used) stands in.
 local function install()
+  local placeholder = "node_modules/@matrix-org/matrix-sdk-crypto-nodejs-linux-x64-gnu"
   local out = shell.lines(("mkdir -p %s && cp spec/03-clients/as/package.json spec/03-clients/as/bridge.mjs %s/ && "
-    .. "cd %s && (test -d node_modules/matrix-appservice-bridge || npm install --no-audit --no-fund --loglevel=error "
-    .. "--ignore-scripts) >/dev/null 2>&1 && mkdir -p node_modules/@matrix-org/matrix-sdk-crypto-nodejs-linux-x64-gnu && "
-    .. "cp ../../spec/03-clients/as/no-native-crypto/* node_modules/@matrix-org/matrix-sdk-crypto-nodejs-linux-x64-gnu/; "
-    .. "echo rc=$?"):format(DIR, DIR, DIR))
+    .. "cd %s && (test -d node_modules/matrix-appservice-bridge || npm install --no-audit --no-fund "
+    .. "--loglevel=error --ignore-scripts) >/dev/null 2>&1 && mkdir -p %s && "
+    .. "cp ../../spec/03-clients/as/no-native-crypto/* %s/; echo rc=$?")
+    :format(DIR, DIR, DIR, placeholder, placeholder))
   return out[#out] == "rc=0"
 end
 
