@@ -237,6 +237,31 @@ describe("an application service acting on the Client-Server API", function()
     local ev = t:request("GET", V3 .. "/rooms/" .. enc(room) .. "/event/" .. enc(r.json.event_id), nil,
       bob.access_token)
     assert.equal("@_bridge_carol:test.local", ev.json.sender)
+    -- the service's ?ts= sets origin_server_ts (a client's is ignored)
+    r = t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/send/m.room.message/2?ts=1600000000000&user_id="
+      .. enc("@_bridge_carol:test.local"), { msgtype = "m.text", body = "back then" }, AS_TOKEN)
+    assert.equal(200, r.status, r.body)
+    ev = t:request("GET", V3 .. "/rooms/" .. enc(room) .. "/event/" .. enc(r.json.event_id), nil, bob.access_token)
+    assert.equal(1600000000000, ev.json.origin_server_ts)
+    r = t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/state/m.room.topic?ts=1600000000001", { topic = "old" },
+      AS_TOKEN)
+    assert.equal(403, r.status)     -- the bot is not in the room; the ts was fine
+    r = t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/send/m.room.message/3?ts=soon&user_id="
+      .. enc("@_bridge_carol:test.local"), { msgtype = "m.text", body = "x" }, AS_TOKEN)
+    assert.equal(400, r.status)
+    assert.equal("M_INVALID_PARAM", r.json.errcode)
+    r = t:send(bob.access_token, room, { msgtype = "m.text", body = "now" })
+    local mine = t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/send/m.room.message/b2?ts=1", { body = "y" },
+      bob.access_token)
+    ev = t:request("GET", V3 .. "/rooms/" .. enc(room) .. "/event/" .. enc(mine.json.event_id), nil, bob.access_token)
+    assert.is_true(ev.json.origin_server_ts > 1600000000000)
+    -- hooks see the user the service acts as
+    local seen
+    t.server:hook("room/event/check", function(proto) seen = proto.sender end)
+    r = t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/send/m.room.message/4?user_id="
+      .. enc("@_bridge_carol:test.local"), { msgtype = "m.text", body = "hooked" }, AS_TOKEN)
+    assert.equal(200, r.status, r.body)
+    assert.equal("@_bridge_carol:test.local", seen)
   end)
 
   it("owns its exclusive aliases", function()
