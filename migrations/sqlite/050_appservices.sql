@@ -16,3 +16,14 @@ CREATE TABLE appservice_txns (
   acks        TEXT                  -- JSON [[user_id, device_id, upto], ...]: to-device messages it carries,
                                     -- dropped from their inboxes once it is delivered
 ) WITHOUT ROWID;
+
+-- Rooms a service lists in its third-party network's directory
+-- (PUT /directory/list/appservice/{networkId}/{roomId}); /publicRooms shows
+-- them for that network (third_party_instance_id) or with
+-- include_all_networks.
+CREATE TABLE appservice_room_list (
+  network_id  TEXT NOT NULL,
+  room_id     TEXT NOT NULL,
+  service_id  TEXT NOT NULL,
+  PRIMARY KEY (network_id, room_id)
+) WITHOUT ROWID;

@@ -310,6 +310,43 @@ describe("an application service acting on the Client-Server API", function()
     assert.equal(404, r.status)
   end)
 
+  it("lists rooms in its third-party network's directory", function()
+    local bob = t:register("bob")
+    local public = t:create_room(bob, { preset = "public_chat", visibility = "public", name = "main" })
+    local bridged = t:create_room(bob, { preset = "public_chat", name = "bridged" })
+    local path = V3 .. "/directory/list/appservice/irc/" .. enc(bridged)
+    local r = t:request("PUT", path, { visibility = "public" }, bob.access_token)
+    assert.equal(403, r.status)
+    r = t:request("PUT", path, { visibility = "sideways" }, AS_TOKEN)
+    assert.equal(400, r.status)
+    r = t:request("PUT", V3 .. "/directory/list/appservice/irc/" .. enc("!nope:test.local"), { visibility = "public" },
+      AS_TOKEN)
+    assert.equal(404, r.status)
+    r = t:request("PUT", path, { visibility = "public" }, AS_TOKEN)
+    assert.equal(200, r.status, r.body)
+    local function ids(body)
+      local out = {}
+      for _, e in ipairs(body.chunk) do out[#out + 1] = e.room_id end
+      table.sort(out)
+      return out
+    end
+    r = t:request("POST", V3 .. "/publicRooms", {}, bob.access_token)
+    assert.same({ public }, ids(r.json))
+    r = t:request("POST", V3 .. "/publicRooms", { third_party_instance_id = "irc" }, bob.access_token)
+    assert.same({ bridged }, ids(r.json))
+    r = t:request("POST", V3 .. "/publicRooms", { include_all_networks = true }, bob.access_token)
+    local both = { public, bridged }
+    table.sort(both)
+    assert.same(both, ids(r.json))
+    r = t:request("POST", V3 .. "/publicRooms", { include_all_networks = true, third_party_instance_id = "irc" },
+      bob.access_token)
+    assert.equal(400, r.status)
+    r = t:request("PUT", path, { visibility = "private" }, AS_TOKEN)
+    assert.equal(200, r.status)
+    r = t:request("POST", V3 .. "/publicRooms", { third_party_instance_id = "irc" }, bob.access_token)
+    assert.same({}, ids(r.json))
+  end)
+
   it("pings the service", function()
     local r = t:request("POST", "/_matrix/client/v1/appservice/bridge/ping", { transaction_id = "meow" }, AS_TOKEN)
     assert.equal(200, r.status, r.body)

@@ -8,6 +8,8 @@
 --   store:appservice_staged(id)               -- { txn_id, body, last, acks } or nil
 --   store:appservice_delivered(id, txn_id, last_pos)
 --   store:local_joined_members(server_name)   -- { { room_id, user_id }, ... }
+--   store:set_network_listing(service_id, network_id, room_id, listed)
+--   store:network_room_ids(network_id)        -- { room_id, ... } sorted; nil network: every network
 --
 -- Mixed into the store. A database failure raises.
 local json = require("loom.core").json
@@ -76,6 +78,27 @@ function methods:local_joined_members(server_name)
     type_nid, "%:" .. server_name:gsub("[%%_\\]", "\\%0"))
   for _, r in ipairs(rows) do out[#out + 1] = { self:room_id(r[1]), r[2] } end
   return out
+end
+
+--- List (listed true) or unlist a room in a service's third-party network
+-- directory.
+function methods:set_network_listing(service_id, network_id, room_id, listed)
+  if listed then
+    self.conn:run("INSERT INTO appservice_room_list (network_id, room_id, service_id) VALUES (?, ?, ?)"
+      .. " ON CONFLICT (network_id, room_id) DO UPDATE SET service_id = excluded.service_id",
+      network_id, room_id, service_id)
+  else
+    self.conn:run("DELETE FROM appservice_room_list WHERE network_id = ? AND room_id = ?", network_id, room_id)
+  end
+end
+
+--- The rooms listed in a network's directory (nil: in any network), sorted.
+function methods:network_room_ids(network_id)
+  if network_id == nil then
+    return self.conn:column("SELECT DISTINCT room_id FROM appservice_room_list ORDER BY room_id")
+  end
+  return self.conn:column("SELECT room_id FROM appservice_room_list WHERE network_id = ? ORDER BY room_id",
+    network_id)
 end
 
 appservices.methods = methods

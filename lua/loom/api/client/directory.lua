@@ -210,7 +210,22 @@ local function matches(entry, term)
   return false
 end
 
-local function public_rooms(hs, limit, since, term)
+-- The room IDs a /publicRooms request lists: the server's directory
+-- (network nil), one third-party network's (a string), or both with every
+-- network's (true).
+local function listed_rooms(hs, network)
+  if network == nil then return hs.store:public_room_ids() end
+  if type(network) == "string" then return hs.store:network_room_ids(network) end
+  local seen, out = {}, {}
+  for _, list in ipairs { hs.store:public_room_ids(), hs.store:network_room_ids(nil) } do
+    for _, r in ipairs(list) do
+      if not seen[r] then seen[r] = true; out[#out + 1] = r end
+    end
+  end
+  return out
+end
+
+local function public_rooms(hs, limit, since, term, network)
   local offset = 0
   if since ~= nil then
     offset = type(since) == "string" and tonumber(since:match("^p(%d+)$"))
@@ -220,7 +235,7 @@ local function public_rooms(hs, limit, since, term)
     return errors.new("M_INVALID_PARAM", "limit must be a non-negative integer")
   end
   local rooms = {}
-  for _, room_id in ipairs(hs.store:public_room_ids()) do
+  for _, room_id in ipairs(listed_rooms(hs, network)) do
     local e = summary(hs, room_id)
     if e and matches(e, term) then rooms[#rooms + 1] = e end
   end
@@ -361,13 +376,40 @@ local function post_public_rooms(hs, req)
   if term ~= nil and type(term) ~= "string" then
     return errors.new("M_BAD_JSON", "generic_search_term must be a string")
   end
+  local all, instance = field(body, "include_all_networks"), field(body, "third_party_instance_id")
+  if all ~= nil and type(all) ~= "boolean" then
+    return errors.new("M_BAD_JSON", "include_all_networks must be a boolean")
+  end
+  if instance ~= nil and type(instance) ~= "string" then
+    return errors.new("M_BAD_JSON", "third_party_instance_id must be a string")
+  end
+  if all and instance then
+    return errors.new("M_INVALID_PARAM", "include_all_networks and third_party_instance_id exclude each other")
+  end
   local server, serr = remote_server(hs, req)
   if serr then return serr end
   if server then
     return fed_query.public_rooms(hs, server, { limit = field(body, "limit"), since = field(body, "since"),
       term = term })
   end
-  return public_rooms(hs, field(body, "limit"), field(body, "since"), term)
+  return public_rooms(hs, field(body, "limit"), field(body, "since"), term, instance or (all and true or nil))
+end
+
+-- PUT /directory/list/appservice/{networkId}/{roomId}: an application
+-- service lists a room in its third-party network's directory.
+local function put_network_listing(hs, req)
+  if not req.appservice then
+    return errors.new("M_FORBIDDEN", "Only application services can edit a network's room list")
+  end
+  local body = req:json()
+  local vis = body.visibility
+  if vis ~= "public" and vis ~= "private" then
+    return errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+  end
+  local room_id = req.params.roomId
+  if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  hs.store:set_network_listing(req.appservice.id, req.params.networkId, room_id, vis == "public")
+  return {}
 end
 
 --- The directory endpoints: { method, path, handler(hs, req), auth = bool },
@@ -379,6 +421,7 @@ directory_api.routes = {
   { "GET", P .. "/directory/list/room/{roomId}", get_visibility, auth = false },
   { "PUT", P .. "/directory/list/room/{roomId}", put_visibility, auth = true },
   { "GET", P .. "/rooms/{roomId}/aliases", room_aliases, auth = true },
+  { "PUT", P .. "/directory/list/appservice/{networkId}/{roomId}", put_network_listing, auth = true },
   { "GET", P .. "/publicRooms", get_public_rooms, auth = false },
   { "POST", P .. "/publicRooms", post_public_rooms, auth = true },
 }
