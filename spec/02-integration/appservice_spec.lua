@@ -281,6 +281,10 @@ describe("an application service acting on the Client-Server API", function()
     r = t:request("PUT", V3 .. "/directory/room/" .. enc("#ordinary:test.local"), { room_id = room },
       bob.access_token)
     assert.equal(200, r.status, r.body)
+    -- the service itself stays inside its namespaces
+    r = t:request("PUT", V3 .. "/directory/room/" .. enc("#elsewhere:test.local"), { room_id = room }, AS_TOKEN)
+    assert.equal(400, r.status)
+    assert.equal("M_EXCLUSIVE", r.json.errcode)
   end)
 
   it("is asked about unknown users and aliases in its namespaces, which exist when it answers 200", function()

@@ -269,6 +269,10 @@ local function put_alias(hs, req)
   if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
   local reserved = as_api.exclusive(hs, "aliases", alias, req.appservice)
   if reserved then return reserved end
+  -- a service makes aliases of its namespaces only (the spec's M_EXCLUSIVE)
+  if req.appservice and not hs.appservices:covers(req.appservice, "aliases", alias) then
+    return errors.new("M_EXCLUSIVE", "The alias is not in the application service's namespaces")
+  end
   local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, alias = alias })
   if denied then return denied end
   local ok = directory_api.add_alias(hs, alias, room_id, req.user_id)
