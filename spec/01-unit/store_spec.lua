@@ -424,10 +424,16 @@ describe("store", function()
     cleanup(path2)
   end)
 
-  it("streams events to application services by room and by member", function()
+  it("streams the events an application service wants, in stream order, in pages", function()
     local regex = core.regex
-    local svc = { users = { assert(regex.compile("@_bot_.*:t", { anchored = true })) },
-                  rooms = { assert(regex.compile("!bridged.*", { anchored = true })) } }
+    local users = assert(regex.compile("@_bot_.*:t", { anchored = true }))
+    local rooms = assert(regex.compile("!bridged.*", { anchored = true }))
+    local joined = { ["!botroom:t"] = true }   -- what the service's registry knows
+    local seen = {}
+    local function wanted(room_id, etype, state_key)
+      seen[#seen + 1] = { room_id, etype, state_key }
+      return rooms:match(room_id) or joined[room_id] or (etype == "m.room.member" and users:match(state_key))
+    end
     local from = s:current_token()
     assert(s:persist("$1", msg("!bridged1:t", 1)))
     assert(s:persist("$2", msg("!plain:t", 1)))
@@ -438,13 +444,18 @@ describe("store", function()
       sender = "@_bot_y:t", depth = 1, origin_server_ts = 1, prev_events = json.array {},
       content = { membership = "join" } }))
     assert(s:persist("$5", msg("!botroom:t", 2, { "$4" })))
-    local res = assert(s:appservice_stream(svc, from))
+    local res = assert(s:appservice_stream(wanted, from))
     assert.same({ "$1", "$3", "$4", "$5" }, ids_of(res.events))
     assert.equal(s:current_token(), res.next)
-    local two = assert(s:appservice_stream(svc, from, nil, 2))
+    assert.same({ "!plain2:t", "m.room.member", "@_bot_x:t" }, seen[3])
+    assert.same({ "!plain:t", "m.room.message" }, seen[2])
+    local two = assert(s:appservice_stream(wanted, from, nil, 2))
     assert.same({ "$1", "$3" }, ids_of(two.events))
-    local rest = assert(s:appservice_stream(svc, two.next))
+    local rest = assert(s:appservice_stream(wanted, two.next))
     assert.same({ "$4", "$5" }, ids_of(rest.events))
+    assert.has_error(function() s:appservice_stream(nil, from) end)
+    local _, _, code = s:appservice_stream(wanted, "bogus")
+    assert.is_string(code)
   end)
   it("loads stored events by ID and NID, singly and in batches, with their metadata", function()
     local r1 = assert(s:persist("$e1", msg("!r:t", 1), { room_version = "11" }))

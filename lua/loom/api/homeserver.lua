@@ -26,8 +26,11 @@ local xmatrix = require "loom.federation.xmatrix"
 local dns = require "loom.net.dns"
 local sender_mod = require "loom.federation.sender"
 local push_notify = require "loom.push.notify"
+local as_registration = require "loom.appservice.registration"
+local appservice_mod = require "loom.appservice"
+local as_sender_mod = require "loom.appservice.sender"
 
-local setmetatable, type, tostring, assert, ipairs = setmetatable, type, tostring, assert, ipairs
+local setmetatable, type, tostring, assert, ipairs, error = setmetatable, type, tostring, assert, ipairs, error
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -102,6 +105,7 @@ function homeserver.new(server, opts)
   self.push = push_notify.new(self)
   server:hook("room/event/persisted", function(ev, c) return self.push:event_persisted(ev, c) end)
   local suffix = ":" .. name
+  self:install_appservices()
   self.presence = presence_mod.new(store, { enabled = config.presence ~= false, idle_ms = config.presence_idle_ms,
     offline_ms = config.presence_offline_ms, log = function(level, message) server:log(level, "%s", message) end,
     is_local = function(user_id) return user_id:sub(-#suffix) == suffix end,
@@ -139,15 +143,69 @@ function homeserver.new(server, opts)
   return self
 end
 
+-- Application services (config.app_services: registration files, read and
+-- checked here; a bad one stops the server from starting): hs.appservices,
+-- its registry (loom.appservice), and the transaction sender for services
+-- with a url. Each service's sender user is registered on first start.
+function methods:install_appservices()
+  local config, server = self.config, self.server
+  local services, err = as_registration.load(config.app_services, { server_name = self.server_name,
+    dir = config.config_dir })
+  if not services then error(err, 0) end
+  local reg = appservice_mod.new(self, services)
+  self.appservices = reg
+  if #services == 0 then return end
+  for _, svc in ipairs(services) do
+    if not self.accounts:user(svc.sender) then self.accounts:register(svc.sender_localpart, nil) end
+  end
+  reg:load()
+  local retry = config.app_service_retry_ms
+  reg.sender = as_sender_mod.new(self, reg, { retry_ms = retry, max_retry_ms = retry and retry * 64 or nil })
+  server:hook("room/event/persisted", function(ev, c) return reg.sender:event_persisted(ev, c) end)
+  server:hook("server/started", function() reg.sender:start() end)
+  server:hook("server/stopping", function() reg:close() end)
+end
+
+-- An application service's request (its as_token): the user it acts as
+-- (?user_id=, default its sender; 403 M_FORBIDDEN outside its namespaces or
+-- for a user not registered) and the device (?device_id=, which must be the
+-- user's: 400 M_UNKNOWN_DEVICE otherwise).
+local function as_identity(self, req, svc)
+  local user_id = req:arg("user_id")
+  if user_id == nil or user_id == "" then user_id = svc.sender end
+  if not self.appservices:is_user(svc, user_id) then
+    return nil, errors.new("M_FORBIDDEN", "Application service cannot masquerade as this user (" ..
+      tostring(user_id) .. ")")
+  end
+  local row = self.accounts:user(user_id)
+  if not row or row.deactivated then
+    return nil, errors.new("M_FORBIDDEN", "Application service has not registered this user (" ..
+      tostring(user_id) .. ")")
+  end
+  local device_id = req:arg("device_id") or req:arg("org.matrix.msc3202.device_id")
+  if device_id ~= nil and not self.store:user_device(user_id, device_id) then
+    return nil, errors.new("M_UNKNOWN_DEVICE", "Application service trying to use a device that does not exist")
+  end
+  return user_id, device_id
+end
+
 --- The user and device of a request's access token (Authorization: Bearer,
--- or the access_token query parameter): user_id, device_id, token, is_guest
--- — or nil and a Matrix error (M_MISSING_TOKEN / M_UNKNOWN_TOKEN, 401).
+-- or the access_token query parameter): user_id, device_id, token, is_guest,
+-- appservice — or nil and a Matrix error (M_MISSING_TOKEN / M_UNKNOWN_TOKEN,
+-- 401). An application service's as_token acts as its sender or, with
+-- ?user_id=, as a user in its namespaces (the spec's identity assertion).
 function methods:authenticate(req)
   local token
   local h = req:header("Authorization")
   if type(h) == "string" then token = h:match("^[Bb]earer%s+(%S+)%s*$") end
   token = token or req:arg("access_token")
   if not token then return nil, errors.new("M_MISSING_TOKEN", "Missing access token") end
+  local svc = self.appservices and self.appservices:by_token(token)
+  if svc then
+    local user_id, device_id = as_identity(self, req, svc)
+    if not user_id then return nil, device_id end
+    return user_id, device_id, token, false, svc
+  end
   local user_id, device_id, is_guest = self.accounts:authenticate(token)
   if not user_id then return nil, errors.new("M_UNKNOWN_TOKEN", "Unknown access token", { soft_logout = false }) end
   return user_id, device_id, token, is_guest
@@ -159,12 +217,13 @@ end
 -- allow_guest (the spec's guest access list).
 function methods:authed(handler, allow_guest)
   return function(req, ...)
-    local user_id, device_id, token, is_guest = self:authenticate(req)
+    local user_id, device_id, token, is_guest, svc = self:authenticate(req)
     if not user_id then return device_id end
     if is_guest and not allow_guest then
       return errors.new("M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here")
     end
     req.user_id, req.device_id, req.access_token, req.is_guest = user_id, device_id, token, is_guest
+    req.appservice = svc
     return handler(req, ...)
   end
 end

@@ -43,6 +43,7 @@ api.modules = {
   "loom.api.client.legacy",    -- deprecated /events, /initialSync, /rooms/{roomId}/initialSync
   "loom.api.client.media",     -- content repository: upload, download, thumbnails
   "loom.api.client.preview",   -- URL previews (config.media.url_preview)
+  "loom.api.client.appservice", -- application service ping, /thirdparty
 }
 
 -- The server admin API (/_synapse/admin, docs/admin.md), on the client

@@ -64,6 +64,10 @@ config.defaults = {
                                        --   the admin API's server notices (docs/admin.md); absent: off
   identity_server_allow_loopback = false, -- third-party invites may ask an identity server on 127.0.0.1/::1
   identity_server_http = false,        -- ask identity servers over plain HTTP (tests only; default HTTPS)
+  app_services = nil,                  -- application service registration files (YAML), relative to
+                                       --   the config file (docs/appservices.md)
+  app_service_allow_ips = nil,         -- addresses services may have (default loopback and private networks)
+  app_service_retry_ms = 2000,         -- first retry of an undelivered transaction (doubling, up to 64x)
 }
 
 -- key -> checker(value) returning nil when fine, else what was expected.
@@ -196,6 +200,19 @@ config.checks = {
       if v[k] ~= nil and type(v[k]) ~= "string" then return bad end
     end
   end,
+  app_services = function(v)
+    if type(v) ~= "table" then return "a list of registration file names" end
+    for k, x in pairs(v) do
+      if math_type(k) ~= "integer" or k < 1 or k > #v or (type(x) ~= "table" and (type(x) ~= "string" or x == "")) then
+        return "a list of registration file names"
+      end
+    end
+  end,
+  app_service_allow_ips = function(v)
+    if type(v) ~= "table" then return "a list of CIDR ranges" end
+    for _, x in ipairs(v) do if type(x) ~= "string" then return "a list of CIDR ranges" end end
+  end,
+  app_service_retry_ms = integer(1, 3600000),
 }
 
 local function copy(v)

@@ -14,7 +14,7 @@ local filter_mod = require "loom.store.filter"
 local sql_mod = require "loom.store.sql"
 
 local token, bound = core.token, core.bound
-local type, ipairs, math_type, tostring = type, ipairs, math.type, tostring
+local type, ipairs, math_type, tostring, error = type, ipairs, math.type, tostring, error
 local table_concat = table.concat
 local getmetatable, table, select, pairs, math = getmetatable, table, select, pairs, math
 
@@ -591,56 +591,34 @@ function methods:rooms_changed_after(pos, max)
   return self.room_changes:changed_after(pos, max)
 end
 
---- Events an application service is interested in, with from < stream <= to.
--- service: { rooms = {Regex...}, users = {Regex...}, room_ids = {...} } —
--- regexes from loom.core.regex; an event interests the service when its room
--- matches `rooms` or is listed in room_ids, when the room has a joined member
--- matching `users`, or when it is a membership event whose state_key matches
--- `users`. Returns events (ascending, at most `limit`, default and cap 1000)
--- and the next stream token.
-function methods:appservice_stream(service, from, to, limit)
+--- Events with from < stream <= to that `wanted(room_id, type, state_key)`
+-- accepts, for application services (loom.appservice decides what
+-- interests a service from its namespaces and the rooms its users are in;
+-- the sender reads back a service's undelivered range with this at start).
+-- Returns events (records, ascending, at most `limit`, default and cap 1000)
+-- and the next stream token. Reads the range in batches of 1000 events.
+function methods:appservice_stream(wanted, from, to, limit)
+  if type(wanted) ~= "function" then error("appservice_stream: wanted must be a function", 2) end
   local ok, from_pos, to_pos = stream_range(self, from, to)
   if not ok then return bad_token(from_pos) end
   limit = arg_limit(limit, APPSERVICE_MAX)
   if not limit then return nil, "limit must be a non-negative integer", "bad_param" end
   if limit == 0 then limit = APPSERVICE_MAX end
   if from_pos >= to_pos then return { events = {}, next = "s" .. tostring(to_pos) } end
-  local users, rooms = service.users or {}, service.rooms or {}
-  local function user_match(u)
-    for _, re in ipairs(users) do if re:match(u) then return true end end
-    return false
-  end
-  -- Rooms of interest: by room regex/list, or with a joined service user.
-  local interested = {}
-  for _, r in ipairs(service.room_ids or {}) do interested[r] = true end
-  if #users > 0 then
-    local rows = self.conn:all([[
-      SELECT m.room_nid, m.user_id, m.membership FROM room_memberships m
-      WHERE m.stream_ordering = (SELECT max(m2.stream_ordering) FROM room_memberships m2
-        WHERE m2.room_nid = m.room_nid AND m2.user_id = m.user_id)]])
-    for _, r in ipairs(rows) do
-      if r[3] == "join" and user_match(r[2]) then interested[self:room_id(r[1])] = true end
-    end
-  end
   local out, last = {}, nil
   local pos = from_pos
-  -- Scan in batches; the service sees at most `limit` events.
   while #out < limit and pos < to_pos do
     local rows = records_any_room(self, "SELECT " .. COLS ..
       " FROM events WHERE stream_ordering > ? AND stream_ordering <= ? AND " .. TL ..
       " ORDER BY stream_ordering LIMIT ?", pos, to_pos, APPSERVICE_MAX)
     if #rows == 0 then break end
     for _, rec in ipairs(rows) do
-      local wanted = interested[rec.room_id]
-      if not wanted then
-        for _, re in ipairs(rooms) do if re:match(rec.room_id) then wanted = true; break end end
-      end
-      if not wanted and rec.type == "m.room.member" and rec.state_key_nid then
-        local sk = self.conn:value("SELECT state_key FROM state_keys WHERE state_key_nid = ?", rec.state_key_nid)
-        wanted = sk and user_match(sk)
+      local sk
+      if rec.type == "m.room.member" and rec.state_key_nid then
+        sk = self.conn:value("SELECT state_key FROM state_keys WHERE state_key_nid = ?", rec.state_key_nid)
       end
       pos = rec.stream_ordering
-      if wanted then
+      if wanted(rec.room_id, rec.type, sk) then
         out[#out + 1] = rec
         last = rec.stream_ordering
         if #out >= limit then break end

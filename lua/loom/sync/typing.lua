@@ -10,6 +10,7 @@
 --   tracker:changed_since(room_id, pos)           -- true when changed after pos
 --   tracker:rooms_changed_since(pos)              -- { room_id, ... } changed after pos
 --   tracker.position                              -- the current typing position
+--   tracker.on_change = function(room_id) end     -- called after each change (application services)
 --   tracker:close()
 local setmetatable, pairs, next, pcall = setmetatable, pairs, next, pcall
 local table_sort = table.sort
@@ -43,6 +44,7 @@ local function changed(self, room_id, room)
   room.changed = self.position
   self.changes:entity_changed(room_id, self.position)
   if self.notifier and not self.notifier.closed then self.notifier:notify { rooms = { [room_id] = true } } end
+  if self.on_change then self.on_change(room_id) end
 end
 
 -- Drop expired entries (waking the rooms they leave), then arm the timer

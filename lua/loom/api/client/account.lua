@@ -13,6 +13,7 @@ local version = require "loom.room.version"
 local ljson = require "loom.json"
 local fed_query = require "loom.federation.query"
 local uia = require "loom.api.uia"
+local as_api = require "loom.api.client.appservice"
 
 local json = core.json
 local pairs, ipairs, type, tostring, error = pairs, ipairs, type, tostring, error
@@ -82,6 +83,7 @@ local function login(hs, req)
   local body = req:json()
   local ltype = body.type
   if ltype == nil then return errors.new("M_MISSING_PARAM", "type is required") end
+  if ltype == "m.login.application_service" then return as_api.login(hs, req, body, uia.identify(hs, body)) end
   if ltype ~= "m.login.password" then return errors.new("BAD_REQUEST", "Unknown login type") end
   local user_id = uia.identify(hs, body)
   local password = opt_string(body, "password")
@@ -168,6 +170,10 @@ local function register(hs, req)
   end
   if kind ~= "user" then return errors.new("M_INVALID_PARAM", "kind must be user or guest") end
   local body = req:json()
+  -- an application service registers users in its namespaces (no UIA)
+  if body.type == "m.login.application_service" or as_api.has_service_token(hs, req) then
+    return as_api.register(hs, req, body)
+  end
   local username = opt_string(body, "username")
   local guest_id, gerr = guest_of(hs, body)
   if gerr then return gerr end
@@ -192,6 +198,8 @@ local function register(hs, req)
     username = username:lower()
     local ok, err, code = hs.accounts:available(username)
     if not ok then return hs:error(err, code) end
+    local reserved = as_api.exclusive(hs, "users", ok)
+    if reserved then return reserved end
   end
   -- user-interactive authentication: the only stage is m.login.dummy
   local auth = body.auth
@@ -335,6 +343,8 @@ local function register_available(hs, req)
   if not username or username == "" then return errors.new("M_MISSING_PARAM", "username is required") end
   local ok, err, code = hs.accounts:available(username:lower())
   if not ok then return hs:error(err, code) end
+  local reserved = as_api.exclusive(hs, "users", ok)
+  if reserved then return reserved end
   return { available = true }
 end
 
@@ -380,10 +390,19 @@ local function remote_profile(hs, user_id, field)
   return p or err
 end
 
+-- A local user not (yet) registered, in an application service's
+-- namespace: the service is asked (it may create the user); then read again.
+local function profile_or_query(hs, user_id)
+  local u = profile_of(hs, user_id)
+  if u or not is_local(hs, user_id) or not hs.appservices or not hs.accounts:available(user_id) then return u end
+  if hs.appservices:query_user(user_id) then return profile_of(hs, user_id) end
+  return nil
+end
+
 local function get_profile(hs, req)
   local remote = remote_profile(hs, req.params.userId)
   if remote then return remote end
-  local u = profile_of(hs, req.params.userId)
+  local u = profile_or_query(hs, req.params.userId)
   if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
   return { displayname = u.displayname, avatar_url = u.avatar_url }
 end
@@ -391,7 +410,7 @@ end
 local function get_field(hs, req, field)
   local remote = remote_profile(hs, req.params.userId, field)
   if remote then return remote end
-  local u = profile_of(hs, req.params.userId)
+  local u = profile_or_query(hs, req.params.userId)
   if not u then return errors.new("M_NOT_FOUND", "Profile not found") end
   return { [field] = u[field] }
 end
@@ -470,8 +489,10 @@ end
 
 --- The account endpoints: { method, path, handler(hs, req), auth = bool },
 -- installed by loom.api.install.
-local function login_flows()
-  return { flows = json.array { { type = "m.login.password" } } }
+local function login_flows(hs)
+  local flows = json.array { { type = "m.login.password" } }
+  if hs.appservices and #hs.appservices.services > 0 then flows[2] = { type = "m.login.application_service" } end
+  return { flows = flows }
 end
 
 local routes = {

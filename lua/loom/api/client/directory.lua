@@ -12,6 +12,7 @@ local version_mod = require "loom.room.version"
 local statemap = require "loom.room.statemap"
 local ljson = require "loom.json"
 local fed_query = require "loom.federation.query"
+local as_api = require "loom.api.client.appservice"
 
 local json = core.json
 local is_null, is_array = ljson.is_null, ljson.is_array
@@ -39,9 +40,22 @@ function directory_api.resolve(hs, alias)
   return hs.store:alias_room(alias)
 end
 
+--- The room an alias names; an unknown local alias inside an application
+-- service's namespace is asked of the service first (which may create it).
+-- Inside a task.
+function directory_api.resolve_or_query(hs, alias)
+  local room_id = hs.store:alias_room(alias)
+  if room_id or not hs.appservices or type(alias) ~= "string" or alias:match(":(.+)$") ~= hs.server_name then
+    return room_id
+  end
+  if hs.appservices:query_alias(alias) then return hs.store:alias_room(alias) end
+  return nil
+end
+
 --- Add an alias: true, or nil and "taken".
 function directory_api.add_alias(hs, alias, room_id, creator)
   if not hs.store:add_alias(alias, room_id, creator) then return nil, "taken" end
+  if hs.appservices then hs.appservices:aliases_changed(room_id) end
   return true
 end
 
@@ -202,7 +216,22 @@ local function matches(entry, term)
   return false
 end
 
-local function public_rooms(hs, limit, since, term)
+-- The room IDs a /publicRooms request lists: the server's directory
+-- (network nil), one third-party network's (a string), or both with every
+-- network's (true).
+local function listed_rooms(hs, network)
+  if network == nil then return hs.store:public_room_ids() end
+  if type(network) == "string" then return hs.store:network_room_ids(network) end
+  local seen, out = {}, {}
+  for _, list in ipairs { hs.store:public_room_ids(), hs.store:network_room_ids(nil) } do
+    for _, r in ipairs(list) do
+      if not seen[r] then seen[r] = true; out[#out + 1] = r end
+    end
+  end
+  return out
+end
+
+local function public_rooms(hs, limit, since, term, network)
   local offset = 0
   if since ~= nil then
     offset = type(since) == "string" and tonumber(since:match("^p(%d+)$"))
@@ -212,7 +241,7 @@ local function public_rooms(hs, limit, since, term)
     return errors.new("M_INVALID_PARAM", "limit must be a non-negative integer")
   end
   local rooms = {}
-  for _, room_id in ipairs(hs.store:public_room_ids()) do
+  for _, room_id in ipairs(listed_rooms(hs, network)) do
     local e = summary(hs, room_id)
     if e and matches(e, term) then rooms[#rooms + 1] = e end
   end
@@ -244,6 +273,12 @@ local function put_alias(hs, req)
   local room_id = body.room_id
   if type(room_id) ~= "string" then return errors.new("M_INVALID_PARAM", "room_id is required") end
   if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  local reserved = as_api.exclusive(hs, "aliases", alias, req.appservice)
+  if reserved then return reserved end
+  -- a service makes aliases of its namespaces only (the spec's M_EXCLUSIVE)
+  if req.appservice and not hs.appservices:covers(req.appservice, "aliases", alias) then
+    return errors.new("M_EXCLUSIVE", "The alias is not in the application service's namespaces")
+  end
   local denied = hs:check("directory/publish/check", { user_id = req.user_id, room_id = room_id, alias = alias })
   if denied then return denied end
   local ok = directory_api.add_alias(hs, alias, room_id, req.user_id)
@@ -259,7 +294,7 @@ local function get_alias(hs, req)
     local d, err = fed_query.directory(hs, alias)
     return d or err
   end
-  local room_id = directory_api.resolve(hs, alias)
+  local room_id = directory_api.resolve_or_query(hs, alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
   return { room_id = room_id, servers = json.array { hs.server_name } }
 end
@@ -269,10 +304,13 @@ local function delete_alias(hs, req)
   local alias = req.params.roomAlias
   local room_id, creator = store:alias_entry(alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. tostring(alias) .. " not found") end
-  if creator ~= req.user_id and not directory_api.room_admin(hs, room_id, req.user_id) then
+  -- an application service manages the aliases of its namespaces
+  local own = req.appservice and hs.appservices:covers(req.appservice, "aliases", alias)
+  if creator ~= req.user_id and not own and not directory_api.room_admin(hs, room_id, req.user_id) then
     return errors.new("M_FORBIDDEN", "You may not delete this alias")
   end
   store:delete_alias(alias)
+  if hs.appservices then hs.appservices:aliases_changed(room_id) end
   unlist_canonical(hs, room_id, alias, req.user_id)
   return {}
 end
@@ -348,13 +386,40 @@ local function post_public_rooms(hs, req)
   if term ~= nil and type(term) ~= "string" then
     return errors.new("M_BAD_JSON", "generic_search_term must be a string")
   end
+  local all, instance = field(body, "include_all_networks"), field(body, "third_party_instance_id")
+  if all ~= nil and type(all) ~= "boolean" then
+    return errors.new("M_BAD_JSON", "include_all_networks must be a boolean")
+  end
+  if instance ~= nil and type(instance) ~= "string" then
+    return errors.new("M_BAD_JSON", "third_party_instance_id must be a string")
+  end
+  if all and instance then
+    return errors.new("M_INVALID_PARAM", "include_all_networks and third_party_instance_id exclude each other")
+  end
   local server, serr = remote_server(hs, req)
   if serr then return serr end
   if server then
     return fed_query.public_rooms(hs, server, { limit = field(body, "limit"), since = field(body, "since"),
       term = term })
   end
-  return public_rooms(hs, field(body, "limit"), field(body, "since"), term)
+  return public_rooms(hs, field(body, "limit"), field(body, "since"), term, instance or (all and true or nil))
+end
+
+-- PUT /directory/list/appservice/{networkId}/{roomId}: an application
+-- service lists a room in its third-party network's directory.
+local function put_network_listing(hs, req)
+  if not req.appservice then
+    return errors.new("M_FORBIDDEN", "Only application services can edit a network's room list")
+  end
+  local body = req:json()
+  local vis = body.visibility
+  if vis ~= "public" and vis ~= "private" then
+    return errors.new("M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+  end
+  local room_id = req.params.roomId
+  if not hs.store:room_version(room_id) then return errors.new("M_NOT_FOUND", "Room not found") end
+  hs.store:set_network_listing(req.appservice.id, req.params.networkId, room_id, vis == "public")
+  return {}
 end
 
 --- The directory endpoints: { method, path, handler(hs, req), auth = bool },
@@ -366,6 +431,7 @@ directory_api.routes = {
   { "GET", P .. "/directory/list/room/{roomId}", get_visibility, auth = false },
   { "PUT", P .. "/directory/list/room/{roomId}", put_visibility, auth = true },
   { "GET", P .. "/rooms/{roomId}/aliases", room_aliases, auth = true },
+  { "PUT", P .. "/directory/list/appservice/{networkId}/{roomId}", put_network_listing, auth = true },
   { "GET", P .. "/publicRooms", get_public_rooms, auth = false },
   { "POST", P .. "/publicRooms", post_public_rooms, auth = true },
 }

@@ -21,12 +21,13 @@ local visibility = require "loom.room.visibility"
 local fed_join = require "loom.federation.join"
 local restricted = require "loom.room.restricted"
 local fed_query = require "loom.federation.query"
+local as_api = require "loom.api.client.appservice"
 local fed_membership = require "loom.federation.membership"
 local third_party = require "loom.api.client.third_party_invite"
 
 local json = core.json
-local ipairs, pairs, type, tostring = ipairs, pairs, type, tostring
-local math_type = math.type
+local ipairs, pairs, type, tostring, tonumber = ipairs, pairs, type, tostring, tonumber
+local math_type, math_tointeger = math.type, math.tointeger
 local table_sort, table_insert = table.sort, table.insert
 local error = error
 
@@ -126,7 +127,7 @@ local function resolve_room(hs, id)
   local room_id = id
   if first == "#" then
     if not directory.valid_alias(id) then return nil, errors.new("M_INVALID_PARAM", "Invalid room alias") end
-    room_id = directory.resolve(hs, id)
+    room_id = directory.resolve_or_query(hs, id)
     if not room_id then return nil, errors.new("M_NOT_FOUND", "Room alias " .. id .. " not found") end
   elseif first ~= "!" then
     return nil, errors.new("M_INVALID_PARAM", id .. " is not a room ID or alias")
@@ -165,7 +166,8 @@ local function send_once(hs, req, endpoint, room_id, proto, precheck)
   -- a Matrix error from the send, or nil, message, code when the
   -- transaction itself failed (a logged 500)
   local ev, err, code = store:transaction(function()
-    local e, r = send(hs, room_id, proto, { user_id = req.user_id, device_id = req.device_id, txn_id = txn_id })
+    local e, r = send(hs, room_id, proto, { user_id = req.user_id, device_id = req.device_id, txn_id = txn_id,
+      now = req.massaged_ts })
     if not e then return nil, r end
     store:record_txn(req.user_id, req.device_id, endpoint, txn_id, e.event_id)
     return e
@@ -226,7 +228,7 @@ local function check_power_levels(content)
 end
 
 -- Check the request body; returns a table of checked values or nil, error.
-local function check_create(hs, body)
+local function check_create(hs, body, req)
   local c = {}
   c.visibility = body.visibility or "private"
   if c.visibility ~= "public" and c.visibility ~= "private" then
@@ -271,6 +273,8 @@ local function check_create(hs, body)
       return nil, errors.new("M_INVALID_PARAM", "Invalid room_alias_name")
     end
     if directory.resolve(hs, alias) then return nil, errors.new("M_ROOM_IN_USE", "Room alias already taken") end
+    local reserved = as_api.exclusive(hs, "aliases", alias, req.appservice)
+    if reserved then return nil, reserved end
     c.alias = alias
   end
   return c
@@ -285,7 +289,7 @@ end
 
 local function create_room(hs, req)
   local body = body_object(req)
-  local c, cerr = check_create(hs, body)
+  local c, cerr = check_create(hs, body, req)
   if not c then return cerr end
   local user = req.user_id
   local version = c.version
@@ -639,8 +643,25 @@ local function unchanged_state(hs, room_id, t, sk, sender, content)
   return nil
 end
 
+-- An application service's ?ts= on /send and /state (the spec's timestamp
+-- massaging): sets req.massaged_ts, the event's origin_server_ts. Others'
+-- ts is ignored. Returns an error for a ts that is not one.
+local function massage_ts(req)
+  if not req.appservice then return nil end
+  local v = req:arg("ts")
+  if v == nil then return nil end
+  local n = v:match("^%d+$") and math_tointeger(tonumber(v))
+  if not n or n > 9007199254740991 then
+    return errors.new("M_INVALID_PARAM", "ts must be a timestamp in milliseconds")
+  end
+  req.massaged_ts = n
+  return nil
+end
+
 local function put_state(hs, req)
   local room_id = req.params.roomId
+  local bad_ts = massage_ts(req)
+  if bad_ts then return bad_ts end
   local body = req:json()
   if not room_exists(hs, room_id) then return errors.new("M_FORBIDDEN", "You are not a member of this room") end
   local same = unchanged_state(hs, room_id, req.params.eventType, req.params.stateKey or "", req.user_id, body)
@@ -657,7 +678,8 @@ local function put_state(hs, req)
     if refused then return refused end
   end
   local ev, e2 = send(hs, room_id, { type = req.params.eventType, state_key = req.params.stateKey or "",
-    sender = req.user_id, content = body }, { user_id = req.user_id, device_id = req.device_id })
+    sender = req.user_id, content = body }, { user_id = req.user_id, device_id = req.device_id,
+    now = req.massaged_ts })
   if not ev then return e2 end
   return { event_id = ev.event_id }
 end
@@ -774,6 +796,8 @@ end
 
 local function send_message(hs, req)
   local room_id, t = req.params.roomId, req.params.eventType
+  local bad_ts = massage_ts(req)
+  if bad_ts then return bad_ts end
   local body = req:json()
   return send_once(hs, req, "send:" .. room_id .. ":" .. t, room_id,
     { type = t, sender = req.user_id, content = body },

@@ -49,7 +49,7 @@ local function alias_directory(hs, req)
   if domain_of(alias, "#") ~= hs.server_name then
     return errors.new("M_INVALID_PARAM", "The alias does not belong to this server")
   end
-  local room_id = directory.resolve(hs, alias)
+  local room_id = directory.resolve_or_query(hs, alias)
   if not room_id then return errors.new("M_NOT_FOUND", "Room alias " .. alias .. " not found") end
   local servers = array { hs.server_name }
   for _, s in ipairs(hs.store:servers_in_room(room_id)) do
