@@ -25,6 +25,7 @@ local xmatrix = require "loom.federation.xmatrix"
 local dns = require "loom.net.dns"
 local sender_mod = require "loom.federation.sender"
 local push_notify = require "loom.push.notify"
+local pusher_mod = require "loom.push.pusher"
 
 local setmetatable, type, tostring, assert, ipairs = setmetatable, type, tostring, assert, ipairs
 
@@ -98,6 +99,9 @@ function homeserver.new(server, opts)
   -- push rules: each new event against the local members' rules (unread counts)
   self.push = push_notify.new(self)
   server:hook("room/event/persisted", function(ev, c) return self.push:event_persisted(ev, c) end)
+  -- pushers: each notification to the users' push gateways (config.push)
+  self.pushers = pusher_mod.new(self, config.push)
+  server:hook("server/stopping", function() self.pushers:close() end)
   local suffix = ":" .. name
   self.presence = presence_mod.new(store, { enabled = config.presence ~= false, idle_ms = config.presence_idle_ms,
     offline_ms = config.presence_offline_ms, log = function(level, message) server:log(level, "%s", message) end,

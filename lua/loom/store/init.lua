@@ -297,7 +297,7 @@ for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.e
     "loom.store.keys", "loom.store.lazy_members", "loom.store.account_data", "loom.store.to_device",
     "loom.store.receipts", "loom.store.search", "loom.store.dag", "loom.store.federation", "loom.store.presence",
     "loom.store.devices", "loom.store.room_keys", "loom.store.cross_signing",
-    "loom.store.push_rules", "loom.store.push_actions" } do
+    "loom.store.push_rules", "loom.store.push_actions", "loom.store.pushers" } do
   for k, v in pairs(require(part).methods) do
     if type(v) == "function" then
       -- one name, one answer: a group may not replace another's method
