@@ -244,7 +244,7 @@ local function retry_later(self, q, why)
   end
   local delay = q.delay or self.retry_base_ms
   q.delay = math_min(delay * 2, self.retry_max_ms)
-  self.log("info", "push to %s (pushkey %s) failed: %s; again in %d ms", q.user_id, q.pushkey, why, delay)
+  self.log("warn", "push to %s (pushkey %s) failed: %s; again in %d ms", q.user_id, q.pushkey, why, delay)
   q.timer = q.timer or uv.new_timer()
   q.waiting = true
   q.timer:start(delay, 0, guarded(self, function() q.waiting = false; pump(self, q) end))
