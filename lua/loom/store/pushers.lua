@@ -1,9 +1,8 @@
 -- loom.store.pushers: users' pushers (schema 35; Client-Server API
 -- "Push Notifications", POST /pushers/set).
 --
---   store:set_pusher { user_id, device_id, kind, app_id, pushkey, app_display_name, device_display_name,
---                      profile_tag, lang, data (JSON text), pushkey_ts }
---   store:delete_pushers_of_others(app_id, pushkey, user_id)   -- append = false
+--   store:set_pusher({ user_id, device_id, kind, app_id, pushkey, app_display_name, device_display_name,
+--                      profile_tag, lang, data (JSON text), pushkey_ts }, exclusive)
 --   local n = store:delete_pusher(user_id, app_id, pushkey)
 --   local list = store:user_pushers(user_id)            -- rows as given to set_pusher
 --   local by_user = store:pushers_of_users { user_id, ... }  -- { [user_id] = { row, ... } }
@@ -28,18 +27,19 @@ local function decode(r)
     device_display_name = r[7], profile_tag = r[8], lang = r[9], data = r[10], pushkey_ts = r[11] }
 end
 
---- Add or replace the pusher p (keyed by user_id, app_id, pushkey).
-function methods:set_pusher(p)
-  self.conn:run("INSERT OR REPLACE INTO pushers (" .. COLS .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    p.user_id, p.device_id, p.kind, p.app_id, p.pushkey, p.app_display_name, p.device_display_name,
-    p.profile_tag, p.lang, p.data, p.pushkey_ts)
-end
-
---- Delete the pushers with app_id and pushkey of users other than user_id
--- (POST /pushers/set without append). Returns how many.
-function methods:delete_pushers_of_others(app_id, pushkey, user_id)
-  return self.conn:run("DELETE FROM pushers WHERE app_id = ? AND pushkey = ? AND user_id <> ?",
-    app_id, pushkey, user_id)
+--- Add or replace the pusher p (keyed by user_id, app_id, pushkey); with
+-- exclusive, other users' pushers of the same app_id and pushkey go (POST
+-- /pushers/set without append). One transaction.
+function methods:set_pusher(p, exclusive)
+  local conn = self.conn
+  conn:transaction(function()
+    if exclusive then
+      conn:run("DELETE FROM pushers WHERE app_id = ? AND pushkey = ? AND user_id <> ?", p.app_id, p.pushkey, p.user_id)
+    end
+    conn:run("INSERT OR REPLACE INTO pushers (" .. COLS .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      p.user_id, p.device_id, p.kind, p.app_id, p.pushkey, p.app_display_name, p.device_display_name,
+      p.profile_tag, p.lang, p.data, p.pushkey_ts)
+  end)
 end
 
 --- Delete one pusher of a user. Returns how many (0 or 1).

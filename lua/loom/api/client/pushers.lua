@@ -80,16 +80,13 @@ local function set_pusher(hs, req)
   end
   local ok, why = pusher_mod.check_url(body.data.url)
   if not ok then return errors.new("M_MISSING_PARAM", "Config Error: " .. why) end
-  local data = json.encode(body.data)
-  if not data or #data > MAX_DATA then return bad("data is too large") end
-  local store = hs.store
-  store.conn:transaction(function()
-    if body.append ~= true then store:delete_pushers_of_others(body.app_id, body.pushkey, user_id) end
-    store:set_pusher { user_id = user_id, device_id = req.device_id, kind = kind, app_id = body.app_id,
-      pushkey = body.pushkey, app_display_name = body.app_display_name,
-      device_display_name = body.device_display_name, profile_tag = body.profile_tag or "", lang = body.lang,
-      data = data, pushkey_ts = core.now_ms() }
-  end)
+  local data = json.encode(body.data, { floats = true })
+  if not data then return bad("data cannot be stored") end
+  if #data > MAX_DATA then return bad("data is too large") end
+  hs.store:set_pusher({ user_id = user_id, device_id = req.device_id, kind = kind, app_id = body.app_id,
+    pushkey = body.pushkey, app_display_name = body.app_display_name,
+    device_display_name = body.device_display_name, profile_tag = body.profile_tag or "", lang = body.lang,
+    data = data, pushkey_ts = core.now_ms() }, body.append ~= true)
   return {}
 end
 
