@@ -240,6 +240,12 @@ describe("push gateway", function()
     local sec = t:sync(bob, nil, filter).rooms.join[room]
     assert.same(counts(2, 1), sec.unread_notifications)               -- root and main2
     assert.same({ [root] = counts(3, 0) }, sec.unread_thread_notifications)
+    -- the same through an uploaded filter
+    local fr = t:request("POST", V3 .. "/user/" .. enc(bob.user_id) .. "/filter",
+      { room = { timeline = { unread_thread_notifications = true } } }, bob.access_token)
+    assert.equal(200, fr.status, fr.body)
+    sec = t:sync(bob, nil, fr.json.filter_id).rooms.join[room]
+    assert.same({ [root] = counts(3, 0) }, sec.unread_thread_notifications)
     -- without the flag: everything in unread_notifications
     sec = t:sync(bob).rooms.join[room]
     assert.same(counts(5, 1), sec.unread_notifications)

@@ -93,8 +93,10 @@ describe("pushers", function()
   it("checks data.url: required, http(s), path /_matrix/push/v1/notify", function()
     local u = t:fresh("p")
     for _, data in ipairs {
-      {}, { url = 5 }, { url = "https://push.example.org/notify" }, { url = "ftp://push.example.org/_matrix/push/v1/notify" },
-      { url = "push.example.org/_matrix/push/v1/notify" }, { url = "https://push.example.org/_matrix/push/v1/notify/x" },
+      {}, { url = 5 }, { url = "https://push.example.org/notify" },
+      { url = "ftp://push.example.org/_matrix/push/v1/notify" },
+      { url = "push.example.org/_matrix/push/v1/notify" },
+      { url = "https://push.example.org/_matrix/push/v1/notify/x" },
       { url = "https:///_matrix/push/v1/notify" },
     } do
       local r = set(u, body { data = data })
