@@ -97,7 +97,7 @@ describe("pushers", function()
       { url = "ftp://push.example.org/_matrix/push/v1/notify" },
       { url = "push.example.org/_matrix/push/v1/notify" },
       { url = "https://push.example.org/_matrix/push/v1/notify/x" },
-      { url = "https:///_matrix/push/v1/notify" },
+      { url = "https:///_matrix/push/v1/notify" }, "x", require("loom.core").json.array { 1, 2 },
     } do
       local r = set(u, body { data = data })
       assert.equal(400, r.status, r.body)
@@ -112,7 +112,7 @@ describe("pushers", function()
     local u = t:fresh("p")
     for _, over in ipairs {
       { kind = "carrier-pigeon" }, { kind = 5 }, { app_id = string.rep("a", 65) }, { app_id = "" },
-      { pushkey = string.rep("k", 513) }, { pushkey = 7 }, { lang = {} }, { data = "x" }, { data = { 1, 2 } },
+      { pushkey = string.rep("k", 513) }, { pushkey = 7 }, { lang = {} },
       { append = "yes" }, { profile_tag = 3 },
     } do
       local r = set(u, body(over))

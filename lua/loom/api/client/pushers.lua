@@ -16,6 +16,7 @@ local json = core.json
 local ipairs, type, tostring, tonumber = ipairs, type, tostring, tonumber
 local utf8_len = utf8.len
 local table_concat = table.concat
+local math_min = math.min
 
 local _ENV = nil -- luacheck: ignore 211
 
@@ -27,6 +28,7 @@ local MAX_APP_ID = 64      -- characters (the spec's limit)
 local MAX_PUSHKEY = 512    -- bytes (the spec's limit)
 local MAX_TEXT = 1024      -- bytes, for the other strings (display names, lang, profile_tag)
 local MAX_DATA = 8192      -- bytes of the encoded data object
+local MAX_LIMIT = 500      -- notifications per page (as Synapse)
 
 local function pusher_json(p)
   return { pushkey = p.pushkey, kind = p.kind, app_id = p.app_id, app_display_name = p.app_display_name,
@@ -63,7 +65,6 @@ local function set_pusher(hs, req)
   end
   if body.profile_tag ~= nil and type(body.profile_tag) ~= "string" then return bad("profile_tag must be a string") end
   if body.append ~= nil and type(body.append) ~= "boolean" then return bad("append must be a boolean") end
-  if not ljson.is_object(body.data) then return bad("data must be an object") end
   local app_len = utf8_len(body.app_id)
   if body.app_id == "" or not app_len or app_len > MAX_APP_ID then return bad("app_id must be 1 to 64 characters") end
   if body.pushkey == "" or #body.pushkey > MAX_PUSHKEY then return bad("pushkey must be 1 to 512 bytes") end
@@ -77,6 +78,10 @@ local function set_pusher(hs, req)
     return errors.new("M_THREEPID_NOT_FOUND", "Email not found")
   elseif kind ~= "http" then
     return bad("kind must be http or email (or null to delete)")
+  end
+  -- (Synapse answers a data that is no object as one without a url)
+  if not ljson.is_object(body.data) then
+    return errors.new("M_MISSING_PARAM", "Config Error: 'data' must be an object with a 'url'")
   end
   local ok, why = pusher_mod.check_url(body.data.url)
   if not ok then return errors.new("M_MISSING_PARAM", "Config Error: " .. why) end
@@ -98,7 +103,7 @@ local function notifications(hs, req)
     from_so = from:find("^%d+$") and #from <= 18 and tonumber(from) or nil
     if not from_so then return bad("from is not a token of this endpoint") end
   end
-  local limit = req:arg_integer("limit", 50, 0, 1000)
+  local limit = math_min(req:arg_integer("limit", 50, 0), MAX_LIMIT)
   local only = req:arg("only")
   local list = hs.store:notifications(user_id, { from = from_so, limit = limit, highlight = only == "highlight" })
   local out = json.array {}
