@@ -119,6 +119,30 @@ describe("push gateway", function()
     assert.is_nil(ids.devices[1].tweaks)
   end)
 
+  it("sends the new badge count alone after a read receipt lowers it", function()
+    local gw = gateway.start()
+    finally(function() gw:stop() end)
+    local alice, bob, _, room = trio()
+    set_pusher(bob, gw.url, "badge-key", { extra = 1 })
+    local e1 = send(alice, room, mention(bob, "look"))
+    assert.is_true(wait_for(function() return #gw.received >= 1 end))
+    assert.same({ unread = 1 }, gw.received[1].notification.counts)
+    local function read(event_id)
+      assert.equal(200, t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/receipt/m.read/" .. enc(event_id), {},
+        bob.access_token).status)
+    end
+    read(e1)
+    assert.is_true(wait_for(function() return #gw.received >= 2 end))
+    local n = gw.received[2].notification
+    assert.same({ unread = 0 }, n.counts)
+    assert.is_nil(n.event_id)
+    assert.equal("badge-key", n.devices[1].pushkey)
+    assert.same({ extra = 1 }, n.devices[1].data)
+    -- a receipt that leaves the count as it was sends nothing
+    read(send(bob, room, { msgtype = "m.text", body = "me" }))
+    assert.is_false(wait_for(function() return #gw.received > 2 end, 200))
+  end)
+
   it("removes the pusher whose pushkey the gateway rejects", function()
     local gw = gateway.start()
     finally(function() gw:stop() end)

@@ -4,6 +4,7 @@
 --   local pusher = require "loom.push.pusher"
 --   hs.pushers = pusher.new(hs, config.push)
 --   hs.pushers:notified(event, rows)   -- rows as given to store:add_push_actions
+--   hs.pushers:receipt_moved(user_id)  -- after a read receipt: the new badge count
 --   hs.pushers:forget(user_id, app_id, pushkey)
 --   hs.pushers:close()
 --   local ok, why = pusher.check_url(url)     -- a pusher's data.url
@@ -73,7 +74,8 @@ end
 -- the keys of pusher.defaults).
 function pusher.new(hs, opts)
   opts = opts or {}
-  local self = setmetatable({ hs = hs, queues = {}, closed = false }, mt)
+  -- badges: the last count queued per pusher
+  local self = setmetatable({ hs = hs, queues = {}, badges = {}, closed = false }, mt)
   for k, v in pairs(pusher.defaults) do self[k] = opts[k] or v end
   local server = hs.server
   self.log = function(level, fmt, ...) server:log(level, fmt, ...) end
@@ -180,7 +182,7 @@ function methods:notified(event, rows)
         for _, p in ipairs(list) do
           if p.kind == "http" then
             local body = notification_body(p, event, ctx, tweaks, unread, user_id)
-            if body then self:enqueue(p, body) end
+            if body then self:enqueue(p, body, unread) end
           end
         end
       end
@@ -189,11 +191,36 @@ function methods:notified(event, rows)
   if not ok then self.log("error", "push: cannot queue notifications of %s: %s", tostring(event.event_id), err) end
 end
 
+--- A receipt of user_id moved: when the badge count changed since the last
+-- push to a pusher of theirs, send it the new count alone (a notification
+-- with only counts and devices), as Synapse does after a read receipt.
+function methods:receipt_moved(user_id)
+  if self.closed then return end
+  local ok, err = xpcall(function()
+    local list = self.hs.store:user_pushers(user_id)
+    if #list == 0 then return end
+    local unread = badge(self.hs.store, user_id)
+    for _, p in ipairs(list) do
+      local key = key_of(p.user_id, p.app_id, p.pushkey)
+      if p.kind == "http" and self.badges[key] ~= unread then
+        local data = json.decode(p.data) or {}
+        data.url = nil
+        local body = json.encode({ notification = { counts = { unread = unread }, devices = json.array {
+          { app_id = p.app_id, pushkey = p.pushkey, pushkey_ts = p.pushkey_ts // 1000, data = data } } } },
+          { floats = true })
+        if body then self:enqueue(p, body, unread) end
+      end
+    end
+  end, traceback)
+  if not ok then self.log("error", "push: cannot send the badge of %s: %s", tostring(user_id), err) end
+end
+
 local pump
 
---- Queue one request body for pusher row p.
-function methods:enqueue(p, body)
+--- Queue one request body for pusher row p (unread: the badge it carries).
+function methods:enqueue(p, body, unread)
   local key = key_of(p.user_id, p.app_id, p.pushkey)
+  self.badges[key] = unread
   local q = self.queues[key]
   if not q then
     q = { key = key, user_id = p.user_id, app_id = p.app_id, pushkey = p.pushkey, items = {}, busy = false }
@@ -212,7 +239,9 @@ end
 
 --- Drop what is queued for a pusher (it was deleted).
 function methods:forget(user_id, app_id, pushkey)
-  local q = self.queues[key_of(user_id, app_id, pushkey)]
+  local key = key_of(user_id, app_id, pushkey)
+  self.badges[key] = nil
+  local q = self.queues[key]
   if q then drop_queue(self, q) end
 end
 
@@ -272,6 +301,7 @@ function pump(self, q)
         if pk == q.pushkey then
           self.log("info", "push: the gateway rejected pushkey %s of %s: pusher removed", q.pushkey, q.user_id)
           self.hs.store:delete_pusher(q.user_id, q.app_id, q.pushkey)
+          self.badges[q.key] = nil
           return drop_queue(self, q)
         end
       end
