@@ -226,7 +226,8 @@ function methods:enqueue(p, body, unread)
     q = { key = key, user_id = p.user_id, app_id = p.app_id, pushkey = p.pushkey, items = {}, busy = false }
     self.queues[key] = q
   end
-  if #q.items >= self.max_queue then table_remove(q.items, 1) end
+  -- full: the oldest waiting one goes (never the one in flight)
+  if #q.items >= self.max_queue then table_remove(q.items, q.busy and 2 or 1) end
   q.items[#q.items + 1] = { body = body }
   pump(self, q)
 end
