@@ -155,7 +155,7 @@ describe("pushers", function()
     -- deactivation removes every device, and so every pusher
     local v = t:fresh("p")
     assert.equal(200, set(v, body { pushkey = "v-key" }).status)
-    t.hs.store:deactivate(v.user_id)
+    t.hs.accounts:deactivate(v.user_id)
     assert.is_nil(t.hs.store:pusher(v.user_id, "org.example.app", "v-key"))
     assert.same({}, t.hs.store:user_pushers(v.user_id))
   end)
