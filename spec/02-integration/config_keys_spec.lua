@@ -14,6 +14,8 @@ describe("configuration keys", function()
       { { database = "x.db" }, "database must be a table with a path string" },
       { { logger = 5 }, "logger must be a function" },
       { { enable_registration = "yes" }, "enable_registration must be true or false" },
+      { { push = { allow_ips = "127.0.0.1/32" } }, "push must be a table with allow_ips" },
+      { { push = { retry_base_ms = 0 } }, "push must be a table with allow_ips" },
     }) do
       local ok, err = pcall(loom.new, case[1])
       assert.is_false(ok)

@@ -29,6 +29,7 @@ local push_notify = require "loom.push.notify"
 local as_registration = require "loom.appservice.registration"
 local appservice_mod = require "loom.appservice"
 local as_sender_mod = require "loom.appservice.sender"
+local pusher_mod = require "loom.push.pusher"
 
 local setmetatable, type, tostring, assert, ipairs, error = setmetatable, type, tostring, assert, ipairs, error
 
@@ -104,6 +105,9 @@ function homeserver.new(server, opts)
   -- push rules: each new event against the local members' rules (unread counts)
   self.push = push_notify.new(self)
   server:hook("room/event/persisted", function(ev, c) return self.push:event_persisted(ev, c) end)
+  -- pushers: each notification to the users' push gateways (config.push)
+  self.pushers = pusher_mod.new(self, config.push)
+  server:hook("server/stopping", function() self.pushers:close() end)
   local suffix = ":" .. name
   self:install_appservices()
   self.presence = presence_mod.new(store, { enabled = config.presence ~= false, idle_ms = config.presence_idle_ms,

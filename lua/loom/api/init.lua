@@ -34,6 +34,7 @@ api.modules = {
   "loom.api.client.room_keys", -- server-side key backups
   "loom.api.client.cross_signing", -- cross-signing keys and signatures
   "loom.api.client.pushrules", -- push rules
+  "loom.api.client.pushers",   -- pushers, notifications
   "loom.api.client.upgrade",   -- room upgrades
   "loom.api.client.relations", -- relations, threads, timestamp_to_event, reports
   "loom.api.client.user_directory", -- user directory search

@@ -51,6 +51,8 @@ config.defaults = {
                                        --   (docs/federation.md); absent or port = 0: off
   media = nil,                         -- the content repository: { store_path, max_upload_size, quota,
                                        --   legacy, ... } (docs/media.md)
+  push = nil,                          -- { allow_ips, verify_certificates, retry_base_ms, retry_max_ms,
+                                       --   give_up_ms, timeout_ms, max_queue }: pushers (docs/push.md)
   presence = true,                     -- presence (PUT/GET /presence, /sync presence); false: none at all
   presence_idle_ms = 300000,           -- an online user idle this long becomes unavailable
   presence_offline_ms = 30000,         -- a user not syncing (nor active) this long becomes offline
@@ -166,6 +168,19 @@ config.checks = {
       if math_type(k) ~= "integer" or k < 1 or k > #v or type(x) ~= "string" or x == "" then
         return "an array of file names"
       end
+    end
+  end,
+  push = function(v)
+    local bad = "a table with allow_ips (CIDR ranges), verify_certificates (boolean) and retry_base_ms,"
+      .. " retry_max_ms, give_up_ms, timeout_ms, max_queue (positive integers)"
+    if type(v) ~= "table" then return bad end
+    if v.allow_ips ~= nil then
+      if type(v.allow_ips) ~= "table" then return bad end
+      for _, r in ipairs(v.allow_ips) do if type(r) ~= "string" then return bad end end
+    end
+    if v.verify_certificates ~= nil and type(v.verify_certificates) ~= "boolean" then return bad end
+    for _, k in ipairs { "retry_base_ms", "retry_max_ms", "give_up_ms", "timeout_ms", "max_queue" } do
+      if v[k] ~= nil and (math_type(v[k]) ~= "integer" or v[k] < 1) then return bad end
     end
   end,
   presence = function(v) if type(v) ~= "boolean" then return "true or false" end end,

@@ -82,10 +82,12 @@ function methods:event_persisted(event, context)
         sender_power = sender_power, notifications = pl.notifications,
       })
       local n, h = eval.outcome(actions)
-      if n then rows[#rows + 1] = { user, h } end
+      if n then rows[#rows + 1] = { user, h, actions } end
     end
   end
   if #rows > 0 then hs.store:add_push_actions(room_id, so, event.event_id, rows) end
+  -- to the users' push gateways (queued; loom.push.pusher)
+  if #rows > 0 and hs.pushers then hs.pushers:notified(event, rows) end
 end
 
 notify.methods = methods

@@ -299,7 +299,7 @@ for _, part in ipairs { "loom.store.persist", "loom.store.stream", "loom.store.e
     "loom.store.devices", "loom.store.room_keys", "loom.store.cross_signing",
     "loom.store.push_rules", "loom.store.push_actions",
     "loom.store.remote_devices", "loom.store.relations", "loom.store.user_directory", "loom.store.admin",
-    "loom.store.media", "loom.store.appservices" } do
+    "loom.store.media", "loom.store.appservices", "loom.store.pushers" } do
   for k, v in pairs(require(part).methods) do
     if type(v) == "function" then
       -- one name, one answer: a group may not replace another's method

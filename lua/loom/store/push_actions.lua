@@ -1,40 +1,118 @@
 -- loom.store.push_actions: the notifications push-rule evaluation produced
--- (schema 33) and the unread counts /sync reports from them.
+-- (schemas 33 and 38), the unread counts /sync reports from them and the
+-- list GET /notifications pages through.
 --
---   store:add_push_actions(room_id, stream_ordering, event_id, { { user_id, highlight }, ... })
+--   store:add_push_actions(room_id, stream_ordering, event_id, { { user_id, highlight, actions }, ... })
 --   local counts = store:unread_counts(user_id)  -- { [room_id] = { notifications, highlights } }
+--   local per = store:unread_thread_counts(user_id)
+--     -- { [room_id] = { main = { n, h } | nil, threads = { [root_id] = { n, h } } } }
+--   local list = store:notifications(user_id, { from = so, limit = 20, highlight = true })
 --
--- A user's count in a room is their rows after the stream ordering of their
--- latest m.read or m.read.private receipt there. Mixed into the store. A
--- database failure raises.
-local ipairs = ipairs
+-- Each row belongs to a thread: the root's event ID when the event's
+-- m.relates_to has rel_type m.thread, else "main". A row is read when its
+-- stream ordering is at or before the user's latest unthreaded m.read or
+-- m.read.private receipt in the room, or their latest receipt for the row's
+-- thread (Client-Server API, "Threaded read receipts"). Mixed into the store.
+-- A database failure raises.
+local core = require "loom.core"
+
+local ipairs, type, pcall = ipairs, type, pcall
+local json = core.json
 
 local push_actions = {}
 local methods = {}
 local _ENV = nil -- luacheck: ignore 211
 
---- Record an event's notifications: rows = { { user_id, highlight (bool) }, ... }.
+-- The thread an event belongs to (for its notifications).
+local function thread_of(ev)
+  local rel = type(ev) == "table" and type(ev.content) == "table" and ev.content["m.relates_to"]
+  if type(rel) == "table" and rel.rel_type == "m.thread" and type(rel.event_id) == "string" then
+    return rel.event_id
+  end
+  return "main"
+end
+push_actions.thread_of = thread_of
+
+local DEFAULT_ACTIONS = '["notify"]'
+local HIGHLIGHT_ACTIONS = '["notify",{"set_tweak":"highlight"}]'
+
+--- Record an event's notifications: rows = { { user_id, highlight (bool),
+-- actions (the push rule's actions; optional) }, ... }. The thread comes
+-- from the stored event.
 function methods:add_push_actions(room_id, stream_ordering, event_id, rows)
   local conn = self.conn
+  local ev = self:event(event_id)
+  local thread = thread_of(ev)
+  local ts = core.now_ms()
   conn:transaction(function()
     for _, r in ipairs(rows) do
-      conn:run([[INSERT OR REPLACE INTO event_push_actions (user_id, room_id, stream_ordering, event_id, highlight)
-        VALUES (?, ?, ?, ?, ?)]], r[1], room_id, stream_ordering, event_id, r[2] and 1 or 0)
+      local actions = r[2] and HIGHLIGHT_ACTIONS or DEFAULT_ACTIONS
+      if type(r[3]) == "table" then
+        local ok, text = pcall(json.encode, json.array(r[3]))
+        if ok and text then actions = text end
+      end
+      conn:run([[INSERT OR REPLACE INTO event_push_actions
+          (user_id, room_id, stream_ordering, event_id, highlight, actions, thread_id, ts)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], r[1], room_id, stream_ordering, event_id, r[2] and 1 or 0,
+        actions, thread, ts)
     end
   end)
 end
 
---- A user's unread notification and highlight counts per room (rooms with
--- none are absent): { [room_id] = { notifications, highlights } }. One query.
+-- The condition "row a is unread": after the user's unthreaded receipt in
+-- the room and after their receipt for a's thread.
+local UNREAD = [[a.stream_ordering > max(
+    coalesce((SELECT max(r.event_stream) FROM receipts r WHERE r.room_id = a.room_id AND r.user_id = a.user_id
+      AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''), 0),
+    coalesce((SELECT max(r.event_stream) FROM receipts r WHERE r.room_id = a.room_id AND r.user_id = a.user_id
+      AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = a.thread_id), 0))]]
+
+--- A user's unread notification and highlight counts per room and thread:
+-- { [room_id] = { main = { n, h } (absent when none), threads = { [root] = { n, h } } } }
+-- (rooms with none are absent). One query.
+function methods:unread_thread_counts(user_id)
+  local out = {}
+  for _, row in ipairs(self.conn:all([[
+      SELECT a.room_id, a.thread_id, count(*), sum(a.highlight) FROM event_push_actions a
+      WHERE a.user_id = ? AND ]] .. UNREAD .. [[
+      GROUP BY a.room_id, a.thread_id]], user_id)) do
+    local room = out[row[1]]
+    if not room then room = { threads = {} }; out[row[1]] = room end
+    if row[2] == "main" then room.main = { row[3], row[4] } else room.threads[row[2]] = { row[3], row[4] } end
+  end
+  return out
+end
+
+--- A user's unread notification and highlight counts per room, all threads
+-- together (rooms with none are absent): { [room_id] = { notifications, highlights } }.
 function methods:unread_counts(user_id)
   local out = {}
   for _, row in ipairs(self.conn:all([[
       SELECT a.room_id, count(*), sum(a.highlight) FROM event_push_actions a
-      WHERE a.user_id = ? AND a.stream_ordering > coalesce((SELECT max(r.event_stream) FROM receipts r
-        WHERE r.room_id = a.room_id AND r.user_id = a.user_id AND r.receipt_type IN ('m.read', 'm.read.private')),
-        0)
+      WHERE a.user_id = ? AND ]] .. UNREAD .. [[
       GROUP BY a.room_id]], user_id)) do
     out[row[1]] = { row[2], row[3] }
+  end
+  return out
+end
+
+--- A user's notifications, newest first: opts = { from (a stream ordering:
+-- only older ones), limit, highlight (only highlights) }. Returns
+-- { { room_id, stream_ordering, event_id, highlight (bool), actions (table),
+-- ts, read (bool) }, ... }.
+function methods:notifications(user_id, opts)
+  local out = {}
+  local rows = self.conn:all([[
+      SELECT a.room_id, a.stream_ordering, a.event_id, a.highlight, a.actions, a.ts, NOT (]] .. UNREAD .. [[)
+      FROM event_push_actions a
+      WHERE a.user_id = ? AND a.stream_ordering < ? AND a.highlight >= ?
+      ORDER BY a.stream_ordering DESC LIMIT ?]], user_id, opts.from or (1 << 62), opts.highlight and 1 or 0,
+    opts.limit or 50)
+  for _, row in ipairs(rows) do
+    local actions = row[5] and json.decode(row[5])
+    if type(actions) ~= "table" then actions = json.decode(row[4] == 1 and HIGHLIGHT_ACTIONS or DEFAULT_ACTIONS) end
+    out[#out + 1] = { room_id = row[1], stream_ordering = row[2], event_id = row[3], highlight = row[4] == 1,
+      actions = actions, ts = row[6], read = row[7] == 1 }
   end
   return out
 end

@@ -251,6 +251,16 @@ local function all_ignored(ignored, events)
   return true
 end
 
+-- A room's counts from store:unread_thread_counts: the main timeline's
+-- { n, h } (or nil) and the unread_thread_notifications object.
+local function unread_threads(u)
+  local threads = {}
+  for root, c in pairs(u and u.threads or {}) do
+    threads[root] = { notification_count = c[1], highlight_count = c[2] }
+  end
+  return u and u.main, threads
+end
+
 -- One room's timeline and state. st: a rooms_stream result (or nil); full:
 -- send the full state at the start of the timeline; since: the stream
 -- position of the token (for the state delta); end_pos: the state at the
@@ -793,7 +803,9 @@ function engine.sync(hs, opts)
   prefetch(ctx, streams)
   local eph_filter = assert(store_filter.compile(obj(room_filter.ephemeral)))
   local receipt_evs = receipt_events(store, user_id, joined, newly, rc_since, rc_to, eph_filter)
-  local unread = store:unread_counts(user_id)
+  -- unread counts: per thread when the filter asks (room.timeline.unread_thread_notifications)
+  local threaded = tl_def.unread_thread_notifications == true
+  local unread = threaded and store:unread_thread_counts(user_id) or store:unread_counts(user_id)
   for _, room_id in ipairs(joined) do
     local st = streams[room_id]
     local full = full_state or newly[room_id]
@@ -809,6 +821,7 @@ function engine.sync(hs, opts)
         sec.ephemeral = { events = ephemeral }
         sec.account_data = { events = room_ad[room_id] or json.array {} }
         local u = unread[room_id]
+        if threaded then u, sec.unread_thread_notifications = unread_threads(u) end
         sec.unread_notifications = { notification_count = u and u[1] or 0, highlight_count = u and u[2] or 0 }
         sec.summary = summary
         body.rooms.join[room_id] = sec

@@ -61,6 +61,7 @@ local function mark(hs, req, room_id, rtype, event_id, thread_id)
     local ts = core.now_ms()
     local moved = hs.store:set_receipt { room_id = room_id, receipt_type = rtype, user_id = req.user_id,
       thread_id = thread_id, event_id = event_id, event_stream = pos, ts = ts }
+    if moved and hs.pushers then hs.pushers:receipt_moved(req.user_id) end   -- the badge count
     if moved and rtype == "m.read" and hs.sender then
       -- public receipts go to the room's other servers (private ones never leave)
       hs.sender:room_edu(room_id, "m.receipt", { [room_id] = { ["m.read"] = { [req.user_id] = {
