@@ -1036,14 +1036,15 @@ static int l_run(lua_State *L)
 
 /* ev:evaluate(event, room) -> rows: room.rules[i] (loom.PushRules),
  * room.names[i] (display name or nil), room.users[i] (put in the rows) for
- * i = 1..room.count (default #room.rules); room.member_count,
+ * i = 1..room.count (default #room.rules) except room.skip (an index: the
+ * sender); room.member_count,
  * room.sender_power, room.notifications as in run. Rows: { user, highlight,
  * actions } for every member whose matching rule notifies. */
 static int l_evaluate(lua_State *L)
 {
     Eval *e = check_eval(L, 1);
     Ctx x;
-    lua_Integer n, i, out = 0;
+    lua_Integer n, i, skip, out = 0;
     int rt, nt, ut, rows;
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -1058,7 +1059,9 @@ static int l_evaluate(lua_State *L)
     luaL_argcheck(L, lua_type(L, ut) == LUA_TTABLE, 3, "room.users must be a table");
     lua_getfield(L, 3, "count");
     n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, rt);
-    lua_pop(L, 1);
+    lua_getfield(L, 3, "skip");
+    skip = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 2);
     e->gen++;
     index_event(L, e, 2);
     lua_createtable(L, 0, 0);
@@ -1069,6 +1072,8 @@ static int l_evaluate(lua_State *L)
         const char *name = NULL;
         size_t namelen = 0;
         int hit;
+        if (i == skip)
+            continue;
         lua_rawgeti(L, rt, i);
         r = check_rules(L, -1, e);
         if (lua_type(L, nt) == LUA_TTABLE && lua_rawgeti(L, nt, i) == LUA_TSTRING)
