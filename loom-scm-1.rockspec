@@ -34,6 +34,7 @@ build = {
             "csrc/dns.c",
             "csrc/http.c",
             "csrc/json.c",
+            "csrc/push.c",
             "csrc/regex.c",
             "csrc/sqlite.c",
             "csrc/state.c",

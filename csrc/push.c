@@ -1045,7 +1045,7 @@ static int l_evaluate(lua_State *L)
     Eval *e = check_eval(L, 1);
     Ctx x;
     lua_Integer n, i, skip, out = 0;
-    int rt, nt, ut, rows;
+    int rt, nt, ut, rows, mt;
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     read_ctx(L, 3, &x);
@@ -1064,6 +1064,8 @@ static int l_evaluate(lua_State *L)
     lua_pop(L, 2);
     e->gen++;
     index_event(L, e, 2);
+    luaL_getmetatable(L, RULES_MT);
+    mt = lua_gettop(L);
     lua_createtable(L, 0, 0);
     rows = lua_gettop(L);
     luaL_checkstack(L, 8, "push");
@@ -1075,7 +1077,10 @@ static int l_evaluate(lua_State *L)
         if (i == skip)
             continue;
         lua_rawgeti(L, rt, i);
-        r = check_rules(L, -1, e);
+        r = (Rules *)lua_touserdata(L, -1);
+        if (r == NULL || !lua_getmetatable(L, -1) || !lua_rawequal(L, -1, mt) || r->owner != (void *)e)
+            luaL_error(L, "room.rules[%I]: a loom.PushRules of this evaluator expected", i);
+        lua_pop(L, 1);
         if (lua_type(L, nt) == LUA_TTABLE && lua_rawgeti(L, nt, i) == LUA_TSTRING)
             name = lua_tolstring(L, -1, &namelen);
         else if (lua_type(L, nt) != LUA_TTABLE)

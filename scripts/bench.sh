@@ -16,6 +16,7 @@ echo "== B6-stateres"; lua5.4 bench/b6_stateres.lua
 echo "== B7-scripts"; lua5.4 bench/b7_scripts.lua
 echo "== B8-longpoll (10,000 waiting /sync connections)"; lua5.4 bench/b8_longpoll.lua
 echo "== keys-query (/keys/query, 500 users x 3 devices; target < 20 ms)"; lua5.4 bench/keys_query.lua
+echo "== push-eval (one message, 10,000-member room; target < 5 ms)"; lua5.4 bench/push_eval.lua
 echo "== metrics"; lua5.4 bench/metrics.lua
 echo "== B7-sends (durable + group commit against NORMAL)"; lua5.4 bench/b7_sends.lua
 echo "== mixed load (200 sends/s, 50 syncs/s, 20 /messages/s)"; lua5.4 bench/mixed_load.lua "${LOOM_MIXED_SECONDS:-150}"
