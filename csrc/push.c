@@ -55,6 +55,8 @@ typedef struct {
     lua_Integer n;
     uint64_t gen; /* memo of the last call */
     int result;
+    char *tail;  /* the bytes after the struct: key, pattern */
+    size_t used;
 } Cond;
 
 typedef struct {
@@ -67,6 +69,7 @@ typedef struct {
     Rule *rules;
     Cond **conds;
     void *owner;
+    int embedded; /* rules and conds live in the userdata's block */
 } Rules;
 
 typedef struct {
@@ -180,36 +183,27 @@ static void push_canonical_key(lua_State *L, const char *k, size_t n)
     luaL_pushresult(&b);
 }
 
-static int cond_gc(lua_State *L)
+/* n bytes (ASCII-folded when fold) copied into the condition's own tail,
+ * NUL-terminated. */
+static char *put_bytes(Cond *c, const char *s, size_t n, int fold)
 {
-    Cond *c = (Cond *)lua_touserdata(L, 1);
-    if (c) {
-        free(c->key);
-        free(c->pat);
-        c->key = c->pat = NULL;
-        c->re = NULL;
-    }
-    return 0;
-}
-
-static char *dup_bytes(lua_State *L, const char *s, size_t n, int fold)
-{
-    char *p = (char *)malloc(n + 1);
+    char *p = c->tail + c->used;
     size_t i;
-    if (p == NULL)
-        luaL_error(L, "push: out of memory");
     for (i = 0; i < n; i++)
         p[i] = fold ? (char)fold_c((unsigned char)s[i]) : s[i];
     p[n] = '\0';
+    c->used += n + 1;
     return p;
 }
 
-/* A new condition userdata on the stack, all fields empty. */
-static Cond *new_cond(lua_State *L, int kind)
+/* A new condition userdata on the stack, all fields empty, with `extra`
+ * bytes after it for its key and pattern (one block: one cache miss). */
+static Cond *new_cond(lua_State *L, int kind, size_t extra)
 {
-    Cond *c = (Cond *)lua_newuserdatauv(L, sizeof *c, 1);
+    Cond *c = (Cond *)lua_newuserdatauv(L, sizeof *c + extra, 1);
     memset(c, 0, sizeof *c);
     c->kind = kind;
+    c->tail = (char *)(c + 1);
     luaL_setmetatable(L, COND_MT);
     return c;
 }
@@ -288,7 +282,7 @@ static int set_glob(lua_State *L, Cond *c, const char *p, size_t n, int words)
         c->mode = G_REGEX;
         return 1;
     }
-    c->pat = dup_bytes(L, p, n, 1);
+    c->pat = put_bytes(c, p, n, 1);
     c->patlen = n;
     c->pathash = fnv(c->pat, n);
     c->mode = !words ? G_WHOLE : (allword && n > 0) ? G_WORD : G_SEARCH;
@@ -428,11 +422,11 @@ static void push_cond(lua_State *L, int intern, int t, const char *fixed_key, in
     }
     lua_pop(L, 1);
     /* stack: ... canonical key, intern text */
-    c = new_cond(L, kind);
+    c = new_cond(L, kind, lua_rawlen(L, -2) + patlen + vlen + keylen + 4);
     if (kind == K_MATCH || kind == K_IS || kind == K_CONTAINS) {
         size_t cklen;
         const char *ck = lua_tolstring(L, -3, &cklen);
-        c->key = dup_bytes(L, ck, cklen, 0);
+        c->key = put_bytes(c, ck, cklen, 0);
         c->keylen = cklen;
         c->keyhash = fnv(ck, cklen);
     }
@@ -443,14 +437,14 @@ static void push_cond(lua_State *L, int intern, int t, const char *fixed_key, in
         c->vtype = vt;
         c->ival = iv;
         if (vt == V_STR) {
-            c->pat = dup_bytes(L, vs, vlen, 0);
+            c->pat = put_bytes(c, vs, vlen, 0);
             c->patlen = vlen;
         }
     } else if (kind == K_COUNT) {
         c->op = vt;
         c->n = iv;
     } else if (kind == K_PERM) {
-        c->pat = dup_bytes(L, key, keylen, 0);
+        c->pat = put_bytes(c, key, keylen, 0);
         c->patlen = keylen;
     }
     lua_pushvalue(L, -2);
@@ -465,7 +459,7 @@ static void push_cond(lua_State *L, int intern, int t, const char *fixed_key, in
 static int rules_gc(lua_State *L)
 {
     Rules *r = (Rules *)lua_touserdata(L, 1);
-    if (r) {
+    if (r && !r->embedded) {
         free(r->rules);
         free(r->conds);
         r->rules = NULL;
@@ -600,22 +594,37 @@ static int l_compile(lua_State *L)
             lua_pop(L, 2);
         }
     }
-    r->conds = (Cond **)malloc((size_t)(ncond ? ncond : 1) * sizeof(Cond *));
-    if (r->conds == NULL)
-        luaL_error(L, "push: out of memory");
-    for (k = 0; k < ncond; k++) {
-        lua_rawgeti(L, condt, k + 1);
-        r->conds[k] = (Cond *)lua_touserdata(L, -1);
-        lua_pop(L, 1);
+    /* the rule set proper: one block (header, condition pointers, rules),
+     * so a member's evaluation walks contiguous memory; the scratch one
+     * above is collected */
+    {
+        Rules *f = (Rules *)lua_newuserdatauv(L, sizeof *f + (size_t)ncond * sizeof(Cond *)
+                                                 + (size_t)nrules * sizeof(Rule), 4);
+        int fs = lua_gettop(L);
+        memset(f, 0, sizeof *f);
+        f->owner = r->owner;
+        f->embedded = 1;
+        f->conds = (Cond **)(void *)(f + 1);
+        f->rules = (Rule *)(void *)(f->conds + ncond);
+        if (nrules > 0)
+            memcpy(f->rules, r->rules, (size_t)nrules * sizeof(Rule));
+        f->nrules = nrules;
+        luaL_setmetatable(L, RULES_MT);
+        for (k = 0; k < ncond; k++) {
+            lua_rawgeti(L, condt, k + 1);
+            f->conds[k] = (Cond *)lua_touserdata(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pushvalue(L, 1);
+        lua_setiuservalue(L, fs, 1);
+        lua_pushvalue(L, condt);
+        lua_setiuservalue(L, fs, 2);
+        lua_pushvalue(L, actt);
+        lua_setiuservalue(L, fs, 3);
+        lua_pushvalue(L, idt);
+        lua_setiuservalue(L, fs, 4);
+        return 1;
     }
-    lua_pushvalue(L, condt);
-    lua_setiuservalue(L, rs, 2);
-    lua_pushvalue(L, actt);
-    lua_setiuservalue(L, rs, 3);
-    lua_pushvalue(L, idt);
-    lua_setiuservalue(L, rs, 4);
-    lua_settop(L, rs);
-    return 1;
 }
 
 /* ---- flattening an event ---- */
@@ -960,8 +969,28 @@ static int test_display(lua_State *L, Eval *e, const char *name, size_t n)
     return body_literal(L, e, buf, n, allword ? fnv(buf, n) : 0, allword);
 }
 
+/* A member's display name, read from the names table only when a rule
+ * needs it. */
+typedef struct {
+    const char *name;
+    size_t len;
+    int fetched;
+    int names; /* stack index of the names table, 0: none */
+    lua_Integer i;
+} Name;
+
+static void fetch_name(lua_State *L, Name *nm)
+{
+    nm->fetched = 1;
+    if (nm->names == 0)
+        return;
+    if (lua_rawgeti(L, nm->names, nm->i) == LUA_TSTRING)
+        nm->name = lua_tolstring(L, -1, &nm->len); /* the names table keeps it alive */
+    lua_pop(L, 1);
+}
+
 /* The index (from 1) of the first rule that matches, 0 when none does. */
-static int run_rules(lua_State *L, Eval *e, Rules *r, const char *name, size_t namelen, const Ctx *x)
+static int run_rules(lua_State *L, Eval *e, Rules *r, Name *nm, const Ctx *x)
 {
     int i, j;
     for (i = 0; i < r->nrules; i++) {
@@ -970,7 +999,9 @@ static int run_rules(lua_State *L, Eval *e, Rules *r, const char *name, size_t n
         for (j = 0; j < ru->ncond && ok; j++) {
             Cond *c = r->conds[ru->first + j];
             if (c->kind == K_DISPLAY) {
-                ok = test_display(L, e, name, namelen);
+                if (!nm->fetched)
+                    fetch_name(L, nm);
+                ok = test_display(L, e, nm->name, nm->len);
             } else {
                 if (c->gen != e->gen) {
                     c->gen = e->gen;
@@ -1010,18 +1041,17 @@ static int l_run(lua_State *L)
     Eval *e = check_eval(L, 1);
     Rules *r = check_rules(L, 2, e);
     Ctx x;
-    const char *name = NULL;
-    size_t namelen = 0;
+    Name nm = {NULL, 0, 1, 0, 0};
     int hit;
     luaL_checktype(L, 4, LUA_TTABLE);
     lua_settop(L, 4);
     read_ctx(L, 4, &x);
     lua_getfield(L, 4, "display_name");
     if (lua_type(L, -1) == LUA_TSTRING)
-        name = lua_tolstring(L, -1, &namelen);
+        nm.name = lua_tolstring(L, -1, &nm.len);
     e->gen++;
     index_event(L, e, 3);
-    hit = run_rules(L, e, r, name, namelen, &x);
+    hit = run_rules(L, e, r, &nm, &x);
     if (hit == 0) {
         lua_pushnil(L);
         return 1;
@@ -1045,7 +1075,7 @@ static int l_evaluate(lua_State *L)
     Eval *e = check_eval(L, 1);
     Ctx x;
     lua_Integer n, i, skip, out = 0;
-    int rt, nt, ut, rows, mt;
+    int rt, nt, ut, rows, mt, names_ok;
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     read_ctx(L, 3, &x);
@@ -1064,6 +1094,7 @@ static int l_evaluate(lua_State *L)
     lua_pop(L, 2);
     e->gen++;
     index_event(L, e, 2);
+    names_ok = lua_type(L, nt) == LUA_TTABLE;
     luaL_getmetatable(L, RULES_MT);
     mt = lua_gettop(L);
     lua_createtable(L, 0, 0);
@@ -1071,8 +1102,7 @@ static int l_evaluate(lua_State *L)
     luaL_checkstack(L, 8, "push");
     for (i = 1; i <= n; i++) {
         Rules *r;
-        const char *name = NULL;
-        size_t namelen = 0;
+        Name nm = {NULL, 0, 0, 0, 0};
         int hit;
         if (i == skip)
             continue;
@@ -1081,24 +1111,22 @@ static int l_evaluate(lua_State *L)
         if (r == NULL || !lua_getmetatable(L, -1) || !lua_rawequal(L, -1, mt) || r->owner != (void *)e)
             luaL_error(L, "room.rules[%I]: a loom.PushRules of this evaluator expected", i);
         lua_pop(L, 1);
-        if (lua_type(L, nt) == LUA_TTABLE && lua_rawgeti(L, nt, i) == LUA_TSTRING)
-            name = lua_tolstring(L, -1, &namelen);
-        else if (lua_type(L, nt) != LUA_TTABLE)
-            lua_pushnil(L);
-        hit = run_rules(L, e, r, name, namelen, &x);
+        nm.names = names_ok ? nt : 0;
+        nm.i = i;
+        hit = run_rules(L, e, r, &nm, &x);
         if (hit && r->rules[hit - 1].notify) {
             lua_createtable(L, 3, 0);
             lua_rawgeti(L, ut, i);
             lua_rawseti(L, -2, 1);
             lua_pushboolean(L, r->rules[hit - 1].highlight);
             lua_rawseti(L, -2, 2);
-            lua_getiuservalue(L, -3, 3);
+            lua_getiuservalue(L, -2, 3);
             lua_rawgeti(L, -1, hit);
             lua_rawseti(L, -3, 3);
             lua_pop(L, 1);
             lua_rawseti(L, rows, ++out);
         }
-        lua_pop(L, 2);
+        lua_pop(L, 1);
     }
     return 1;
 }
@@ -1183,7 +1211,6 @@ static const luaL_Reg rules_meta[] = {
 };
 
 static const luaL_Reg cond_meta[] = {
-    {"__gc", cond_gc},
     {"__tostring", cond_tostring},
     {NULL, NULL}
 };
