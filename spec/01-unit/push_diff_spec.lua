@@ -8,7 +8,7 @@ local pushrules = require "loom.api.pushrules"
 
 local null = core.json.null
 local SEED = tonumber(os.getenv("PUSH_DIFF_SEED") or "") or os.time()
-local CASES = tonumber(os.getenv("PUSH_DIFF_CASES") or "") or 3000
+local CASES = tonumber(os.getenv("PUSH_DIFF_CASES") or "") or (os.getenv("LOOM_SANITIZED") and 1000 or 3000)
 
 local rand
 
