@@ -30,6 +30,7 @@
 #define EVAL_MT "loom.PushEvaluator"
 #define RULES_MT "loom.PushRules"
 #define COND_MT "loom.PushCondition"
+#define ROW_MT "loom.PushRow"
 
 #define MAX_GLOB 1024     /* bytes, as loom.push.glob */
 #define MAX_DEPTH 1000    /* event nesting flattened (core.json's DEPTH_CAP) */
@@ -1069,13 +1070,15 @@ static int l_run(lua_State *L)
  * i = 1..room.count (default #room.rules) except room.skip (an index: the
  * sender); room.member_count,
  * room.sender_power, room.notifications as in run. Rows: { user, highlight,
- * actions } for every member whose matching rule notifies. */
+ * actions } for every member whose matching rule notifies. A member's row is
+ * kept in room._rows (made here) and given again by later calls while its
+ * user, rule set and rule stay the same: rows are read-only. */
 static int l_evaluate(lua_State *L)
 {
     Eval *e = check_eval(L, 1);
     Ctx x;
     lua_Integer n, i, skip, out = 0;
-    int rt, nt, ut, rows, mt, names_ok;
+    int rt, nt, ut, rows, mt, rowmt, top, names_ok, crows, csets, chits, cusers, k;
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     read_ctx(L, 3, &x);
@@ -1097,8 +1100,33 @@ static int l_evaluate(lua_State *L)
     names_ok = lua_type(L, nt) == LUA_TTABLE;
     luaL_getmetatable(L, RULES_MT);
     mt = lua_gettop(L);
+    /* room._rows: the rows made by earlier calls, by member */
+    if (lua_getfield(L, 3, "_rows") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 4, 0);
+        for (k = 1; k <= 4; k++) {
+            lua_createtable(L, n > 0 && n < (1 << 24) ? (int)n : 0, 0);
+            lua_rawseti(L, -2, k);
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, 3, "_rows");
+    }
+    for (k = 1; k <= 4; k++) {
+        luaL_checkstack(L, 2, "push");
+        lua_rawgeti(L, -k, k);
+    }
+    crows = lua_gettop(L) - 3;
+    csets = crows + 1;
+    chits = crows + 2;
+    cusers = crows + 3;
+    luaL_argcheck(L, lua_type(L, crows) == LUA_TTABLE && lua_type(L, csets) == LUA_TTABLE
+                  && lua_type(L, chits) == LUA_TTABLE && lua_type(L, cusers) == LUA_TTABLE,
+                  3, "room._rows is not the evaluator's");
+    luaL_getmetatable(L, ROW_MT);
+    rowmt = lua_gettop(L);
     lua_createtable(L, 0, 0);
     rows = lua_gettop(L);
+    top = rows;
     luaL_checkstack(L, 8, "push");
     for (i = 1; i <= n; i++) {
         Rules *r;
@@ -1115,18 +1143,44 @@ static int l_evaluate(lua_State *L)
         nm.i = i;
         hit = run_rules(L, e, r, &nm, &x);
         if (hit && r->rules[hit - 1].notify) {
-            lua_createtable(L, 3, 0);
-            lua_rawgeti(L, ut, i);
-            lua_rawseti(L, -2, 1);
-            lua_pushboolean(L, r->rules[hit - 1].highlight);
-            lua_rawseti(L, -2, 2);
-            lua_getiuservalue(L, -2, 3);
-            lua_rawgeti(L, -1, hit);
-            lua_rawseti(L, -3, 3);
-            lua_pop(L, 1);
+            /* the row of (member i, rule set, rule, user) is made once and
+             * kept in room._rows for later events: read-only (its metatable
+             * refuses new fields); the checks touch only arrays */
+            int same = 0;
+            lua_rawgeti(L, csets, i);
+            if (lua_rawequal(L, -1, top + 1)) {
+                lua_rawgeti(L, chits, i);
+                lua_rawgeti(L, cusers, i);
+                lua_rawgeti(L, ut, i);
+                same = lua_tointeger(L, -3) == hit && lua_rawequal(L, -1, -2);
+            }
+            lua_settop(L, top + 1);
+            if (same) {
+                lua_rawgeti(L, crows, i);
+            } else {
+                lua_createtable(L, 3, 0);
+                lua_rawgeti(L, ut, i);
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, cusers, i);
+                lua_rawseti(L, -2, 1);
+                lua_pushboolean(L, r->rules[hit - 1].highlight);
+                lua_rawseti(L, -2, 2);
+                lua_getiuservalue(L, top + 1, 3);
+                lua_rawgeti(L, -1, hit);
+                lua_rawseti(L, -3, 3);
+                lua_pop(L, 1);
+                lua_pushvalue(L, rowmt);
+                lua_setmetatable(L, -2);
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, crows, i);
+                lua_pushvalue(L, top + 1);
+                lua_rawseti(L, csets, i);
+                lua_pushinteger(L, hit);
+                lua_rawseti(L, chits, i);
+            }
             lua_rawseti(L, rows, ++out);
         }
-        lua_pop(L, 1);
+        lua_settop(L, top);
     }
     return 1;
 }
@@ -1215,6 +1269,16 @@ static const luaL_Reg cond_meta[] = {
     {NULL, NULL}
 };
 
+static int row_newindex(lua_State *L)
+{
+    return luaL_error(L, "push rows are shared between events and read-only");
+}
+
+static const luaL_Reg row_meta[] = {
+    {"__newindex", row_newindex},
+    {NULL, NULL}
+};
+
 static const luaL_Reg funcs[] = {
     {"new", l_new},
     {NULL, NULL}
@@ -1225,6 +1289,7 @@ void loom_open_push(lua_State *L)
     loom_new_type(L, EVAL_MT, eval_methods, eval_meta);
     loom_new_type(L, RULES_MT, NULL, rules_meta);
     loom_new_type(L, COND_MT, NULL, cond_meta);
+    loom_new_type(L, ROW_MT, NULL, row_meta);
     luaL_newlib(L, funcs);
     lua_setfield(L, -2, "push");
 }

@@ -231,6 +231,24 @@ describe("loom.core.push agrees with loom.push.eval", function()
     end
   end)
 
+  it("shares a member's row between events, read-only, and never across users", function()
+    local ev = core.push.new()
+    local rules = ev:compile(pushrules.defaults("@alice:example.org"))
+    local event = { type = "m.room.message", sender = "@x:example.org", content = { msgtype = "m.text", body = "hi" } }
+    local room = { rules = { rules, rules }, names = {}, users = { "@alice:example.org", "@bob:example.org" },
+      member_count = 3, sender_power = 0 }
+    local a = ev:evaluate(event, room)
+    assert.same({ "@alice:example.org", "@bob:example.org" }, { a[1][1], a[2][1] })
+    local b = ev:evaluate(event, room)
+    assert.same({ "@alice:example.org", "@bob:example.org" }, { b[1][1], b[2][1] })
+    assert.equal(false, b[1][2])
+    assert.same({ "notify" }, b[1][3])
+    assert.has_error(function() b[1].event_id = "$x" end)
+    room.users = { "@carol:example.org" }
+    room.rules = { rules }
+    assert.equal("@carol:example.org", ev:evaluate(event, room)[1][1])
+  end)
+
   it("refuses rule sets of another evaluator and bad arguments with an error, not a crash", function()
     local a, b = core.push.new(), core.push.new()
     local rules = a:compile(pushrules.defaults("@alice:example.org"))
