@@ -1079,6 +1079,7 @@ static int l_evaluate(lua_State *L)
     Ctx x;
     lua_Integer n, i, skip, out = 0;
     int rt, nt, ut, rows, mt, rowmt, top, names_ok, crows, csets, chits, cusers, k;
+    lua_Integer last;
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     read_ctx(L, 3, &x);
@@ -1111,10 +1112,9 @@ static int l_evaluate(lua_State *L)
         lua_pushvalue(L, -1);
         lua_setfield(L, 3, "_rows");
     }
-    for (k = 1; k <= 4; k++) {
-        luaL_checkstack(L, 2, "push");
+    luaL_checkstack(L, 8, "push");
+    for (k = 1; k <= 4; k++)
         lua_rawgeti(L, -k, k);
-    }
     crows = lua_gettop(L) - 3;
     csets = crows + 1;
     chits = crows + 2;
@@ -1124,7 +1124,11 @@ static int l_evaluate(lua_State *L)
                   3, "room._rows is not the evaluator's");
     luaL_getmetatable(L, ROW_MT);
     rowmt = lua_gettop(L);
-    lua_createtable(L, 0, 0);
+    /* sized as the last call's rows (room._rows[5]): one allocation */
+    lua_rawgeti(L, crows - 1, 5);
+    last = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_createtable(L, last > 0 && last <= n && last < (1 << 24) ? (int)last : 0, 0);
     rows = lua_gettop(L);
     top = rows;
     luaL_checkstack(L, 8, "push");
@@ -1182,6 +1186,8 @@ static int l_evaluate(lua_State *L)
         }
         lua_settop(L, top);
     }
+    lua_pushinteger(L, out);
+    lua_rawseti(L, crows - 1, 5);
     return 1;
 }
 
