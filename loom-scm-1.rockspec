@@ -36,6 +36,7 @@ build = {
             "csrc/http.c",
             "csrc/json.c",
             "csrc/media.c",
+            "csrc/push.c",
             "csrc/regex.c",
             "csrc/sqlite.c",
             "csrc/state.c",

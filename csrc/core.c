@@ -102,6 +102,7 @@ int luaopen_loom_core(lua_State *L)
     loom_open_tls(L);
     loom_open_dns(L);
     loom_open_media(L);
+    loom_open_push(L);
     lua_pushcfunction(L, l_now_ms);
     lua_setfield(L, -2, "now_ms");
     lua_pushcfunction(L, l_listdir);

@@ -46,6 +46,15 @@ void loom_open_http(lua_State *L);    /* core.http: HTTP/1.1 request parser */
 void loom_open_tls(lua_State *L);     /* core.tls: TLS over memory BIOs (OpenSSL 3) */
 void loom_open_dns(lua_State *L);     /* core.dns: SRV queries and answers */
 void loom_open_media(lua_State *L);   /* core.media: libvips thumbnails, file hashes */
+void loom_open_push(lua_State *L);    /* core.push: push-rule evaluation for whole rooms */
+
+/* Compile an ERE as core.regex.compile does (same limits): pushes a loom.Regex
+ * and returns 1, or returns loom_fail()'s 3 values ("bad_regex"). */
+int loom_regex_new(lua_State *L, const char *pat, size_t len, int anchored, int icase);
+
+/* Match a subject with a loom.Regex (the userdata's address, kept alive by
+ * the caller): 1 match, 0 no match, -1 regexec failure. */
+int loom_regex_test(void *regex, const char *s, size_t len);
 
 /* JSON encoding shared with crypto (signing hashes canonical bytes). Pushes the
  * canonical JSON string of the value at index idx and returns 1, or returns

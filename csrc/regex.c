@@ -253,18 +253,11 @@ static const char *check_complexity(const char *p, size_t len)
 }
 
 
-static int l_compile(lua_State *L)
+int loom_regex_new(lua_State *L, const char *pat, size_t len, int anchored, int icase)
 {
-    size_t len;
-    const char *pat = luaL_checklstring(L, 1, &len);
-    int anchored = 0, icase = 0, flags, rc;
+    int flags, rc;
     const char *why;
     Regex *r;
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        anchored = loom_opt_bool(L, 2, "anchored", 0);
-        icase = loom_opt_bool(L, 2, "icase", 0);
-    }
     if (len > REGEX_MAX_PATTERN)
         return loom_fail(L, "bad_regex", "pattern longer than %d bytes", REGEX_MAX_PATTERN);
     if (strlen(pat) != len)
@@ -272,12 +265,12 @@ static int l_compile(lua_State *L)
     if ((why = check_complexity(pat, len)) != NULL)
         return loom_fail(L, "bad_regex", "%s", why);
 
-    lua_settop(L, 1);
+    luaL_checkstack(L, 3, "regex");
     r = (Regex *)lua_newuserdatauv(L, sizeof *r, 1);
     r->compiled = 0;
     r->anchored = anchored;
     luaL_setmetatable(L, REGEX_MT);
-    lua_pushvalue(L, 1);
+    lua_pushlstring(L, pat, len);
     lua_setiuservalue(L, -2, 1);
 
     /* anchored mode needs the match span, so it cannot use REG_NOSUB */
@@ -290,6 +283,36 @@ static int l_compile(lua_State *L)
     }
     r->compiled = 1;
     return 1;
+}
+
+static int l_compile(lua_State *L)
+{
+    size_t len;
+    const char *pat = luaL_checklstring(L, 1, &len);
+    int anchored = 0, icase = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        anchored = loom_opt_bool(L, 2, "anchored", 0);
+        icase = loom_opt_bool(L, 2, "icase", 0);
+    }
+    return loom_regex_new(L, pat, len, anchored, icase);
+}
+
+int loom_regex_test(void *ud, const char *s, size_t len)
+{
+    Regex *r = (Regex *)ud;
+    regmatch_t m[1];
+    int rc;
+    if (r == NULL || !r->compiled)
+        return -1;
+    m[0].rm_so = 0;
+    m[0].rm_eo = (regoff_t)len;
+    if ((size_t)m[0].rm_eo != len)
+        return -1;
+    rc = regexec(&r->re, s, r->anchored ? 1 : 0, m, REG_STARTEND);
+    if (rc == 0)
+        return !r->anchored || (m[0].rm_so == 0 && (size_t)m[0].rm_eo == len);
+    return rc == REG_NOMATCH ? 0 : -1;
 }
 
 static int regex_match(lua_State *L)

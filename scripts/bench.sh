@@ -18,6 +18,7 @@ echo "== B8-longpoll (10,000 waiting /sync connections)"; lua5.4 bench/b8_longpo
 echo "== keys-query (/keys/query, 500 users x 3 devices; target < 20 ms)"; lua5.4 bench/keys_query.lua
 echo "== user-directory (/user_directory/search, 5,000 users in 100 rooms)"; lua5.4 bench/user_directory.lua
 echo "== appservice (10,000 users over 500 of 5,000 rooms; 100,000 events, 10% interesting)"; lua5.4 bench/appservice.lua
+echo "== push-eval (one message, 10,000-member room; target < 5 ms)"; lua5.4 bench/push_eval.lua
 echo "== metrics"; lua5.4 bench/metrics.lua
 echo "== relations (/relations and /threads, a room of 10,000 threads)"; lua5.4 bench/relations.lua
 echo "== media (12 MP JPEG thumbnails first and cached; 100 MB upload/download, peak RSS)"; lua5.4 bench/media.lua

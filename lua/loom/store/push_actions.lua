@@ -16,7 +16,8 @@
 -- A database failure raises.
 local core = require "loom.core"
 
-local ipairs, type, pcall = ipairs, type, pcall
+local ipairs, type, pcall, setmetatable = ipairs, type, pcall, setmetatable
+local concat, unpack = table.concat, table.unpack
 local json = core.json
 
 local push_actions = {}
@@ -36,25 +37,61 @@ push_actions.thread_of = thread_of
 local DEFAULT_ACTIONS = '["notify"]'
 local HIGHLIGHT_ACTIONS = '["notify",{"set_tweak":"highlight"}]'
 
+-- Rows go in CHUNK at a time through one cached multi-row statement (plus
+-- one for the rest): ?1..?5 are the room, stream ordering, event, thread and
+-- time shared by every row.
+local CHUNK = 200
+local PER_ROW = 3
+
+local function insert_sql(n)
+  local values = {}
+  for i = 1, n do
+    local b = 5 + PER_ROW * (i - 1)
+    values[i] = ("(?%d, ?1, ?2, ?3, ?%d, ?%d, ?4, ?5)"):format(b + 1, b + 2, b + 3)
+  end
+  return "INSERT OR REPLACE INTO event_push_actions"
+    .. " (user_id, room_id, stream_ordering, event_id, highlight, actions, thread_id, ts) VALUES "
+    .. concat(values, ", ")
+end
+
+local sql_of = setmetatable({}, { __index = function(t, n) local s = insert_sql(n) t[n] = s return s end })
+
+-- The JSON text of a row's actions (the rule's actions, shared by the rows
+-- of one rule: encoded once per call through `cache`).
+local function actions_text(r, cache)
+  local a = r[3]
+  if type(a) ~= "table" then return r[2] and HIGHLIGHT_ACTIONS or DEFAULT_ACTIONS end
+  local text = cache[a]
+  if not text then
+    local copy = json.array {}
+    for i, v in ipairs(a) do copy[i] = v end
+    local ok, enc = pcall(json.encode, copy)
+    text = ok and enc or (r[2] and HIGHLIGHT_ACTIONS or DEFAULT_ACTIONS)
+    cache[a] = text
+  end
+  return text
+end
+
 --- Record an event's notifications: rows = { { user_id, highlight (bool),
 -- actions (the push rule's actions; optional) }, ... }. The thread comes
--- from the stored event.
+-- from the stored event. One transaction.
 function methods:add_push_actions(room_id, stream_ordering, event_id, rows)
-  local conn = self.conn
-  local ev = self:event(event_id)
-  local thread = thread_of(ev)
+  local conn, total = self.conn, #rows
+  if total == 0 then return end
+  local thread = thread_of(self:event(event_id))
   local ts = core.now_ms()
+  local cache = {}
   conn:transaction(function()
-    for _, r in ipairs(rows) do
-      local actions = r[2] and HIGHLIGHT_ACTIONS or DEFAULT_ACTIONS
-      if type(r[3]) == "table" then
-        local ok, text = pcall(json.encode, json.array(r[3]))
-        if ok and text then actions = text end
+    local args = { room_id, stream_ordering, event_id, thread, ts }
+    for first = 1, total, CHUNK do
+      local n = total - first + 1
+      if n > CHUNK then n = CHUNK end
+      for i = 1, n do
+        local r = rows[first + i - 1]
+        local b = 5 + PER_ROW * (i - 1)
+        args[b + 1], args[b + 2], args[b + 3] = r[1], r[2] and 1 or 0, actions_text(r, cache)
       end
-      conn:run([[INSERT OR REPLACE INTO event_push_actions
-          (user_id, room_id, stream_ordering, event_id, highlight, actions, thread_id, ts)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)]], r[1], room_id, stream_ordering, event_id, r[2] and 1 or 0,
-        actions, thread, ts)
+      conn:run(sql_of[n], unpack(args, 1, 5 + PER_ROW * n))
     end
   end)
 end

@@ -36,6 +36,22 @@ function methods:current_members(room_id, membership)
     room_nid, type_nid, membership)
 end
 
+--- The joined members of the room's current state with their display
+-- names: { { user_id, displayname or nil }, ... } sorted by user ID ({} for
+-- an unknown room; a displayname that is not a string is nil). One query.
+function methods:current_member_names(room_id)
+  local room_nid = self:room_nid(room_id)
+  local type_nid = self:type_nid("m.room.member")
+  if not room_nid or not type_nid then return {} end
+  return self.conn:all([[
+    SELECT m.user_id, CASE WHEN json_type(e.json, '$.content.displayname') = 'text'
+      THEN json_extract(e.json, '$.content.displayname') END
+    FROM current_state c JOIN room_memberships m ON m.event_nid = c.event_nid
+    JOIN events e ON e.event_nid = c.event_nid
+    WHERE c.room_nid = ? AND c.type_nid = ? AND m.membership = 'join' ORDER BY m.user_id]],
+    room_nid, type_nid)
+end
+
 --- The numbers of joined and invited members in the current state of
 -- rooms (NIDs): { [room_nid] = { joined, invited } } (a room with no member
 -- is absent). One query per 500 rooms.
