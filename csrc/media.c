@@ -125,6 +125,21 @@ static int check_dim(lua_State *L, int i)
     return (int)v;
 }
 
+
+/* { width, height, type } of an image, which it releases: 1 result. */
+static int push_size(lua_State *L, VipsImage *image, const char *type)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, image->Xsize);
+    lua_setfield(L, -2, "width");
+    lua_pushinteger(L, image->Ysize);
+    lua_setfield(L, -2, "height");
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "type");
+    g_object_unref(image);
+    return 1;
+}
+
 static int l_thumbnail(lua_State *L)
 {
     const char *src = luaL_checkstring(L, 1);
@@ -158,15 +173,7 @@ static int l_thumbnail(lua_State *L)
         g_object_unref(out);
         return vips_fail(L, "media_io", "cannot write the thumbnail");
     }
-    lua_createtable(L, 0, 3);
-    lua_pushinteger(L, out->Xsize);
-    lua_setfield(L, -2, "width");
-    lua_pushinteger(L, out->Ysize);
-    lua_setfield(L, -2, "height");
-    lua_pushstring(L, type);
-    lua_setfield(L, -2, "type");
-    g_object_unref(out);
-    return 1;
+    return push_size(L, out, type);
 }
 
 static int l_probe(lua_State *L)
@@ -178,15 +185,7 @@ static int l_probe(lua_State *L)
     if (need_vips(L)) return 3;
     in = open_checked(L, src, 0, &type, &failed);
     if (!in) return failed;
-    lua_createtable(L, 0, 3);
-    lua_pushinteger(L, in->Xsize);
-    lua_setfield(L, -2, "width");
-    lua_pushinteger(L, in->Ysize);
-    lua_setfield(L, -2, "height");
-    lua_pushstring(L, type);
-    lua_setfield(L, -2, "type");
-    g_object_unref(in);
-    return 1;
+    return push_size(L, in, type);
 }
 
 /* A test image for specs and benchmarks:
