@@ -248,10 +248,20 @@ async function verification() {
   await bobReq.accept();
   await until(() => aliceReq.phase === sdk.Crypto.VerificationPhase.Ready, "the request being ready");
   const shown = [];
-  const confirm = (verifier) => verifier.on(sdk.Crypto.VerifierEvent.ShowSas, (sas) => {
-    shown.push(sas.sas.emoji.map((e) => e[1]).join(" "));
-    sas.confirm();
-  });
+  // a verifier may show its SAS before the listener is attached (Bob's side
+  // starts on its own when Alice's start arrives): take it either way, once
+  const confirm = (verifier) => {
+    let done = false;
+    const go = (sas) => {
+      if (done) return;
+      done = true;
+      shown.push(sas.sas.emoji.map((e) => e[1]).join(" "));
+      sas.confirm();
+    };
+    verifier.on(sdk.Crypto.VerifierEvent.ShowSas, go);
+    const already = verifier.getShowSasCallbacks();
+    if (already) go(already);
+  };
   const aliceVerifier = await aliceReq.startVerification("m.sas.v1");
   confirm(aliceVerifier);
   const aliceDone = aliceVerifier.verify();
@@ -418,5 +428,9 @@ async function crossSigning() {
 
 const run = { "messages": messages, "late-devices": lateDevices, "verification": verification,
   "lazy-members": lazyMembers, "secret-storage": secretStorage, "cross-signing": crossSigning }[mode];
+// a step that never finishes (a lost event) fails the run with a message
+// instead of hanging until the spec's own limit
+setTimeout(() => { console.error("crypto.mjs " + mode + ": no result after 150 s"); process.exit(1); }, 150000)
+  .unref();
 run().then((out) => { console.log(JSON.stringify(out)); process.exit(0); },
   (e) => { console.error(String(e && e.stack || e)); process.exit(1); });
