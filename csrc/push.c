@@ -31,6 +31,7 @@
 #define RULES_MT "loom.PushRules"
 #define COND_MT "loom.PushCondition"
 #define ROW_MT "loom.PushRow"
+#define CACHE_MT "loom.PushRoomCache"
 
 #define MAX_GLOB 1024     /* bytes, as loom.push.glob */
 #define MAX_DEPTH 1000    /* event nesting flattened (core.json's DEPTH_CAP) */
@@ -1065,6 +1066,39 @@ static int l_run(lua_State *L)
     return 2;
 }
 
+/* room._rows[3]: per member, what the C side knows (a loom.PushRoomCache,
+ * plain memory): the rule set last checked as this evaluator's (kept alive
+ * by room._rows[2][i]), and the rule and user (a string's address, kept
+ * alive by the row) of the row in room._rows[1][i]. */
+typedef struct {
+    const Rules *rules;
+    const void *user;
+    int hit;
+} Slot;
+
+typedef struct {
+    lua_Integer n;
+    Slot slot[1];
+} RoomCache;
+
+static RoomCache *room_cache(lua_State *L, int cache_t, lua_Integer n)
+{
+    RoomCache *c = (RoomCache *)luaL_testudata(L, -1, CACHE_MT);
+    if (c == NULL || c->n < n) {
+        size_t want = (size_t)(n > 0 ? n : 1);
+        if (want > ((size_t)-1 - sizeof(RoomCache)) / sizeof(Slot))
+            luaL_error(L, "push: room too large");
+        lua_pop(L, 1);
+        c = (RoomCache *)lua_newuserdatauv(L, sizeof(RoomCache) + (want - 1) * sizeof(Slot), 0);
+        memset(c, 0, sizeof(RoomCache) + (want - 1) * sizeof(Slot));
+        c->n = (lua_Integer)want;
+        luaL_setmetatable(L, CACHE_MT);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, cache_t, 3);
+    }
+    return c;
+}
+
 /* ev:evaluate(event, room) -> rows: room.rules[i] (loom.PushRules),
  * room.names[i] (display name or nil), room.users[i] (put in the rows) for
  * i = 1..room.count (default #room.rules) except room.skip (an index: the
@@ -1078,8 +1112,9 @@ static int l_evaluate(lua_State *L)
     Eval *e = check_eval(L, 1);
     Ctx x;
     lua_Integer n, i, skip, out = 0;
-    int rt, nt, ut, rows, mt, rowmt, top, names_ok, crows, csets, chits, cusers, k;
+    int rt, nt, ut, rows, mt, rowmt, top, names_ok, cache_t, crows, csets;
     lua_Integer last;
+    RoomCache *cache;
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     read_ctx(L, 3, &x);
@@ -1104,90 +1139,98 @@ static int l_evaluate(lua_State *L)
     /* room._rows: the rows made by earlier calls, by member */
     if (lua_getfield(L, 3, "_rows") != LUA_TTABLE) {
         lua_pop(L, 1);
-        lua_createtable(L, 4, 0);
-        for (k = 1; k <= 4; k++) {
+        lua_createtable(L, 3, 0);
+        for (int k = 1; k <= 2; k++) {
             lua_createtable(L, n > 0 && n < (1 << 24) ? (int)n : 0, 0);
             lua_rawseti(L, -2, k);
         }
         lua_pushvalue(L, -1);
         lua_setfield(L, 3, "_rows");
     }
-    luaL_checkstack(L, 8, "push");
-    for (k = 1; k <= 4; k++)
-        lua_rawgeti(L, -k, k);
-    crows = lua_gettop(L) - 3;
-    csets = crows + 1;
-    chits = crows + 2;
-    cusers = crows + 3;
-    luaL_argcheck(L, lua_type(L, crows) == LUA_TTABLE && lua_type(L, csets) == LUA_TTABLE
-                  && lua_type(L, chits) == LUA_TTABLE && lua_type(L, cusers) == LUA_TTABLE,
+    cache_t = lua_gettop(L);
+    luaL_checkstack(L, 12, "push");
+    lua_rawgeti(L, cache_t, 1);
+    crows = lua_gettop(L);
+    lua_rawgeti(L, cache_t, 2);
+    csets = lua_gettop(L);
+    luaL_argcheck(L, lua_type(L, crows) == LUA_TTABLE && lua_type(L, csets) == LUA_TTABLE,
                   3, "room._rows is not the evaluator's");
+    lua_rawgeti(L, cache_t, 3);
+    cache = room_cache(L, cache_t, n);
     luaL_getmetatable(L, ROW_MT);
     rowmt = lua_gettop(L);
-    /* sized as the last call's rows (room._rows[5]): one allocation */
-    lua_rawgeti(L, crows - 1, 5);
+    /* sized as the last call's rows (room._rows[4]): one allocation */
+    lua_rawgeti(L, cache_t, 4);
     last = lua_tointeger(L, -1);
     lua_pop(L, 1);
     lua_createtable(L, last > 0 && last <= n && last < (1 << 24) ? (int)last : 0, 0);
     rows = lua_gettop(L);
     top = rows;
-    luaL_checkstack(L, 8, "push");
     for (i = 1; i <= n; i++) {
         Rules *r;
+        Slot *s = &cache->slot[i - 1];
         Name nm = {NULL, 0, 0, 0, 0};
         int hit;
         if (i == skip)
             continue;
-        lua_rawgeti(L, rt, i);
-        r = (Rules *)lua_touserdata(L, -1);
-        if (r == NULL || !lua_getmetatable(L, -1) || !lua_rawequal(L, -1, mt) || r->owner != (void *)e)
-            luaL_error(L, "room.rules[%I]: a loom.PushRules of this evaluator expected", i);
-        lua_pop(L, 1);
+        r = lua_rawgeti(L, rt, i) == LUA_TUSERDATA ? (Rules *)lua_touserdata(L, -1) : NULL;
+        if (r == NULL || r != s->rules) {
+            /* checked once per member and rule set; room._rows[2][i] keeps
+             * it alive while the slot names it */
+            if (r == NULL || !lua_getmetatable(L, -1) || !lua_rawequal(L, -1, mt) || r->owner != (void *)e)
+                luaL_error(L, "room.rules[%I]: a loom.PushRules of this evaluator expected", i);
+            lua_pop(L, 1);
+            lua_rawseti(L, csets, i);
+            s->rules = r;
+            s->hit = 0;
+            s->user = NULL;
+        } else {
+            lua_pop(L, 1);
+        }
         nm.names = names_ok ? nt : 0;
         nm.i = i;
         hit = run_rules(L, e, r, &nm, &x);
         if (hit && r->rules[hit - 1].notify) {
             /* the row of (member i, rule set, rule, user) is made once and
              * kept in room._rows for later events: read-only (its metatable
-             * refuses new fields); the checks touch only arrays */
+             * refuses new fields) */
             int same = 0;
-            lua_rawgeti(L, csets, i);
-            if (lua_rawequal(L, -1, top + 1)) {
-                lua_rawgeti(L, chits, i);
-                lua_rawgeti(L, cusers, i);
-                lua_rawgeti(L, ut, i);
-                same = lua_tointeger(L, -3) == hit && lua_rawequal(L, -1, -2);
+            lua_rawgeti(L, ut, i);
+            if (s->hit == hit) {
+                if (lua_topointer(L, -1) == s->user && s->user != NULL) {
+                    same = 1;
+                    lua_rawgeti(L, crows, i);
+                } else if (lua_rawgeti(L, crows, i) == LUA_TTABLE) {
+                    lua_rawgeti(L, -1, 1);
+                    same = lua_rawequal(L, -1, -3);
+                    lua_pop(L, 1);
+                }
             }
-            lua_settop(L, top + 1);
-            if (same) {
-                lua_rawgeti(L, crows, i);
-            } else {
+            if (!same) {
+                lua_settop(L, top + 1);
                 lua_createtable(L, 3, 0);
-                lua_rawgeti(L, ut, i);
-                lua_pushvalue(L, -1);
-                lua_rawseti(L, cusers, i);
+                lua_pushvalue(L, -2);
                 lua_rawseti(L, -2, 1);
                 lua_pushboolean(L, r->rules[hit - 1].highlight);
                 lua_rawseti(L, -2, 2);
-                lua_getiuservalue(L, top + 1, 3);
+                lua_rawgeti(L, rt, i);
+                lua_getiuservalue(L, -1, 3);
                 lua_rawgeti(L, -1, hit);
-                lua_rawseti(L, -3, 3);
-                lua_pop(L, 1);
+                lua_rawseti(L, -4, 3);
+                lua_pop(L, 2);
                 lua_pushvalue(L, rowmt);
                 lua_setmetatable(L, -2);
                 lua_pushvalue(L, -1);
                 lua_rawseti(L, crows, i);
-                lua_pushvalue(L, top + 1);
-                lua_rawseti(L, csets, i);
-                lua_pushinteger(L, hit);
-                lua_rawseti(L, chits, i);
+                s->hit = hit;
+                s->user = lua_type(L, top + 1) == LUA_TSTRING ? lua_topointer(L, top + 1) : NULL;
             }
             lua_rawseti(L, rows, ++out);
+            lua_settop(L, top);
         }
-        lua_settop(L, top);
     }
     lua_pushinteger(L, out);
-    lua_rawseti(L, crows - 1, 5);
+    lua_rawseti(L, cache_t, 4);
     return 1;
 }
 
@@ -1296,6 +1339,7 @@ void loom_open_push(lua_State *L)
     loom_new_type(L, RULES_MT, NULL, rules_meta);
     loom_new_type(L, COND_MT, NULL, cond_meta);
     loom_new_type(L, ROW_MT, NULL, row_meta);
+    loom_new_type(L, CACHE_MT, NULL, NULL);
     luaL_newlib(L, funcs);
     lua_setfield(L, -2, "push");
 }
