@@ -66,10 +66,20 @@ typedef struct {
     int notify, highlight;
 } Rule;
 
+/* A condition's kind and hashes, copied into the rule set's block: the
+ * conditions that cannot hold for this event (their key is absent, their
+ * word is not in the body) are passed over without reading the condition
+ * itself (a member's own conditions are apart in memory). */
+typedef struct {
+    uint64_t keyhash, pathash;
+    int kind, mode;
+} Pre;
+
 typedef struct {
     int nrules;
     Rule *rules;
     Cond **conds;
+    Pre *pre; /* embedded rule sets: one per condition */
     void *owner;
     int embedded; /* rules and conds live in the userdata's block */
 } Rules;
@@ -600,13 +610,15 @@ static int l_compile(lua_State *L)
      * so a member's evaluation walks contiguous memory; the scratch one
      * above is collected */
     {
-        Rules *f = (Rules *)lua_newuserdatauv(L, sizeof *f + (size_t)ncond * sizeof(Cond *)
+        Rules *f = (Rules *)lua_newuserdatauv(L, sizeof *f + (size_t)ncond * sizeof(Pre)
+                                                 + (size_t)ncond * sizeof(Cond *)
                                                  + (size_t)nrules * sizeof(Rule), 4);
         int fs = lua_gettop(L);
         memset(f, 0, sizeof *f);
         f->owner = r->owner;
         f->embedded = 1;
-        f->conds = (Cond **)(void *)(f + 1);
+        f->pre = (Pre *)(void *)(f + 1);
+        f->conds = (Cond **)(void *)(f->pre + ncond);
         f->rules = (Rule *)(void *)(f->conds + ncond);
         if (nrules > 0)
             memcpy(f->rules, r->rules, (size_t)nrules * sizeof(Rule));
@@ -615,6 +627,10 @@ static int l_compile(lua_State *L)
         for (k = 0; k < ncond; k++) {
             lua_rawgeti(L, condt, k + 1);
             f->conds[k] = (Cond *)lua_touserdata(L, -1);
+            f->pre[k].kind = f->conds[k]->kind;
+            f->pre[k].mode = f->conds[k]->mode;
+            f->pre[k].keyhash = f->conds[k]->keyhash;
+            f->pre[k].pathash = f->conds[k]->pathash;
             lua_pop(L, 1);
         }
         lua_pushvalue(L, 1);
@@ -991,6 +1007,48 @@ static void fetch_name(lua_State *L, Name *nm)
     lua_pop(L, 1);
 }
 
+/* Some key of the event has this hash (find's probe, hashes only). */
+static int key_hash_seen(const Eval *e, uint64_t hash)
+{
+    size_t h, mask = e->tabcap - 1;
+    for (h = (size_t)hash & mask; e->tab[h]; h = (h + 1) & mask)
+        if (e->ent[e->tab[h] - 1].hash == hash)
+            return 1;
+    return 0;
+}
+
+/* Some word of the body has this hash (has_word's probe, hashes only). */
+static int word_hash_seen(lua_State *L, Eval *e, uint64_t hash)
+{
+    size_t h, mask;
+    if (!e->has_body)
+        return 0;
+    if (!e->words_built)
+        build_words(L, e);
+    mask = e->wordcap - 1;
+    for (h = (size_t)hash & mask; e->words[h].len; h = (h + 1) & mask)
+        if (e->words[h].hash == hash)
+            return 1;
+    return 0;
+}
+
+/* False when the condition cannot hold, from its Pre alone (K_MATCH,
+ * K_IS, K_CONTAINS: no such key; a G_WORD glob: no such word). */
+static int may_hold(lua_State *L, Eval *e, const Pre *p)
+{
+    switch (p->kind) {
+    case K_MATCH:
+        if (!key_hash_seen(e, p->keyhash))
+            return 0;
+        return p->mode != G_WORD || word_hash_seen(L, e, p->pathash);
+    case K_IS:
+    case K_CONTAINS:
+        return key_hash_seen(e, p->keyhash);
+    default:
+        return 1;
+    }
+}
+
 /* The index (from 1) of the first rule that matches, 0 when none does. */
 static int run_rules(lua_State *L, Eval *e, Rules *r, Name *nm, const Ctx *x)
 {
@@ -999,8 +1057,14 @@ static int run_rules(lua_State *L, Eval *e, Rules *r, Name *nm, const Ctx *x)
         Rule *ru = &r->rules[i];
         int ok = 1;
         for (j = 0; j < ru->ncond && ok; j++) {
-            Cond *c = r->conds[ru->first + j];
-            if (c->kind == K_DISPLAY) {
+            const Pre *p = &r->pre[ru->first + j];
+            Cond *c;
+            if (!may_hold(L, e, p)) {
+                ok = 0;
+                break;
+            }
+            c = r->conds[ru->first + j];
+            if (p->kind == K_DISPLAY) {
                 if (!nm->fetched)
                     fetch_name(L, nm);
                 ok = test_display(L, e, nm->name, nm->len);
