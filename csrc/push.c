@@ -987,6 +987,16 @@ static int test_display(lua_State *L, Eval *e, const char *name, size_t n)
     return body_literal(L, e, buf, n, allword ? fnv(buf, n) : 0, allword);
 }
 
+/* A member's slot in ev:evaluate's room cache (see there). */
+typedef struct {
+    const void *rules;
+    const void *user;
+    int hit;
+    int nword;         /* name is one word (as a glob: G_WORD) of hash nhash */
+    const void *name;  /* the display name's string, kept in room._rows[5][i] */
+    uint64_t nhash;
+} Slot;
+
 /* A member's display name, read from the names table only when a rule
  * needs it. */
 typedef struct {
@@ -995,15 +1005,47 @@ typedef struct {
     int fetched;
     int names; /* stack index of the names table, 0: none */
     lua_Integer i;
+    Slot *slot; /* ev:evaluate: the member's slot, and the table keeping */
+    int keep;   /* names alive (stack index) */
+    int word;   /* the name is one word of hash nm->hash */
+    uint64_t hash;
 } Name;
+
+static void name_word(const char *name, size_t n, int *word, uint64_t *hash)
+{
+    char buf[MAX_GLOB];
+    size_t i;
+    *word = 0;
+    if (name == NULL || n == 0 || n > MAX_GLOB)
+        return;
+    for (i = 0; i < n; i++) {
+        if (!is_word((unsigned char)name[i]))
+            return; /* NUL is not a word byte */
+        buf[i] = (char)fold_c((unsigned char)name[i]);
+    }
+    *word = 1;
+    *hash = fnv(buf, n);
+}
 
 static void fetch_name(lua_State *L, Name *nm)
 {
     nm->fetched = 1;
     if (nm->names == 0)
         return;
-    if (lua_rawgeti(L, nm->names, nm->i) == LUA_TSTRING)
+    if (lua_rawgeti(L, nm->names, nm->i) == LUA_TSTRING) {
         nm->name = lua_tolstring(L, -1, &nm->len); /* the names table keeps it alive */
+        if (nm->slot != NULL) {
+            const void *ptr = lua_topointer(L, -1);
+            if (ptr != nm->slot->name) {
+                name_word(nm->name, nm->len, &nm->slot->nword, &nm->slot->nhash);
+                nm->slot->name = ptr;
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, nm->keep, nm->i);
+            }
+            nm->word = nm->slot->nword;
+            nm->hash = nm->slot->nhash;
+        }
+    }
     lua_pop(L, 1);
 }
 
@@ -1067,7 +1109,8 @@ static int run_rules(lua_State *L, Eval *e, Rules *r, Name *nm, const Ctx *x)
             if (p->kind == K_DISPLAY) {
                 if (!nm->fetched)
                     fetch_name(L, nm);
-                ok = test_display(L, e, nm->name, nm->len);
+                /* a one-word name whose hash is no word of the body: no */
+                ok = nm->word && !word_hash_seen(L, e, nm->hash) ? 0 : test_display(L, e, nm->name, nm->len);
             } else {
                 if (c->gen != e->gen) {
                     c->gen = e->gen;
@@ -1107,7 +1150,7 @@ static int l_run(lua_State *L)
     Eval *e = check_eval(L, 1);
     Rules *r = check_rules(L, 2, e);
     Ctx x;
-    Name nm = {NULL, 0, 1, 0, 0};
+    Name nm = {NULL, 0, 1, 0, 0, NULL, 0, 0, 0};
     int hit;
     luaL_checktype(L, 4, LUA_TTABLE);
     lua_settop(L, 4);
@@ -1134,12 +1177,6 @@ static int l_run(lua_State *L)
  * plain memory): the rule set last checked as this evaluator's (kept alive
  * by room._rows[2][i]), and the rule and user (a string's address, kept
  * alive by the row) of the row in room._rows[1][i]. */
-typedef struct {
-    const Rules *rules;
-    const void *user;
-    int hit;
-} Slot;
-
 typedef struct {
     lua_Integer n;
     Slot slot[1];
@@ -1176,7 +1213,7 @@ static int l_evaluate(lua_State *L)
     Eval *e = check_eval(L, 1);
     Ctx x;
     lua_Integer n, i, skip, out = 0;
-    int rt, nt, ut, rows, mt, rowmt, top, names_ok, cache_t, crows, csets;
+    int rt, nt, ut, rows, mt, rowmt, top, names_ok, cache_t, crows, csets, keep;
     lua_Integer last;
     RoomCache *cache;
     luaL_checktype(L, 3, LUA_TTABLE);
@@ -1203,7 +1240,9 @@ static int l_evaluate(lua_State *L)
     /* room._rows: the rows made by earlier calls, by member */
     if (lua_getfield(L, 3, "_rows") != LUA_TTABLE) {
         lua_pop(L, 1);
-        lua_createtable(L, 3, 0);
+        lua_createtable(L, 5, 0);
+        lua_createtable(L, n > 0 && n < (1 << 24) ? (int)n : 0, 0);
+        lua_rawseti(L, -2, 5);
         for (int k = 1; k <= 2; k++) {
             lua_createtable(L, n > 0 && n < (1 << 24) ? (int)n : 0, 0);
             lua_rawseti(L, -2, k);
@@ -1217,7 +1256,10 @@ static int l_evaluate(lua_State *L)
     crows = lua_gettop(L);
     lua_rawgeti(L, cache_t, 2);
     csets = lua_gettop(L);
-    luaL_argcheck(L, lua_type(L, crows) == LUA_TTABLE && lua_type(L, csets) == LUA_TTABLE,
+    lua_rawgeti(L, cache_t, 5);
+    keep = lua_gettop(L);
+    luaL_argcheck(L, lua_type(L, crows) == LUA_TTABLE && lua_type(L, csets) == LUA_TTABLE
+                  && lua_type(L, keep) == LUA_TTABLE,
                   3, "room._rows is not the evaluator's");
     lua_rawgeti(L, cache_t, 3);
     cache = room_cache(L, cache_t, n);
@@ -1233,7 +1275,7 @@ static int l_evaluate(lua_State *L)
     for (i = 1; i <= n; i++) {
         Rules *r;
         Slot *s = &cache->slot[i - 1];
-        Name nm = {NULL, 0, 0, 0, 0};
+        Name nm = {NULL, 0, 0, 0, 0, s, keep, 0, 0};
         int hit;
         if (i == skip)
             continue;
