@@ -262,11 +262,13 @@ describe("loom.core.push agrees with loom.push.eval", function()
       n = math.max(0, n + grow)
       for i = n + 1, #room.rules do room.rules[i], room.users[i], room.names[i], lua[i] = nil, nil, nil, nil end
       for _ = 1, rand(0, 3) do if n > 0 then set(rand(n)) end end
-      for _ = 1, rand(0, 2) do if n > 0 then room.names[rand(n)] = random_ctx().display_name end end
+      for _ = 1, rand(0, 2) do
+        if n > 0 then room.names[rand(n)] = rand(2) == 1 and random_ctx().display_name or pick { "cake", "Bob", "lie" } end
+      end
       if case % 7 == 0 then collectgarbage() end
       room.count, room.skip = n, rand(0, n + 1)
       local event = rand(2) == 1 and random_event()
-        or { type = "m.room.message", sender = "@x:example.org", content = { msgtype = "m.text", body = pick(WORDS) .. pick(SEPS) .. pick(WORDS) } }
+        or { type = "m.room.message", sender = "@x:example.org", content = { msgtype = "m.text", body = pick { "a cake", "bob's lie", pick(WORDS) .. pick(SEPS) .. pick(WORDS) } } }
       local expect = {}
       for i = 1, n do
         if i ~= room.skip then
