@@ -246,7 +246,8 @@ describe("loom.core.push agrees with loom.push.eval", function()
         rs = pushrules.defaults(user)
         for _, r in ipairs(rs.underride) do
           if r.rule_id == ".m.rule.message" then
-            r.actions = { "notify", { set_tweak = "highlight", value = rand(2) == 1 }, { set_tweak = "n", value = rand(9) } }
+            r.actions = { "notify", { set_tweak = "highlight", value = rand(2) == 1 },
+              { set_tweak = "n", value = rand(9) } }
           end
         end
       end
@@ -263,12 +264,15 @@ describe("loom.core.push agrees with loom.push.eval", function()
       for i = n + 1, #room.rules do room.rules[i], room.users[i], room.names[i], lua[i] = nil, nil, nil, nil end
       for _ = 1, rand(0, 3) do if n > 0 then set(rand(n)) end end
       for _ = 1, rand(0, 2) do
-        if n > 0 then room.names[rand(n)] = rand(2) == 1 and random_ctx().display_name or pick { "cake", "Bob", "lie" } end
+        if n > 0 then
+          room.names[rand(n)] = rand(2) == 1 and random_ctx().display_name or pick { "cake", "Bob", "lie" }
+        end
       end
       if case % 7 == 0 then collectgarbage() end
       room.count, room.skip = n, rand(0, n + 1)
       local event = rand(2) == 1 and random_event()
-        or { type = "m.room.message", sender = "@x:example.org", content = { msgtype = "m.text", body = pick { "a cake", "bob's lie", pick(WORDS) .. pick(SEPS) .. pick(WORDS) } } }
+        or { type = "m.room.message", sender = "@x:example.org", content = { msgtype = "m.text",
+          body = pick { "a cake", "bob's lie", pick(WORDS) .. pick(SEPS) .. pick(WORDS) } } }
       local expect = {}
       for i = 1, n do
         if i ~= room.skip then
