@@ -31,6 +31,7 @@
 #define RULES_MT "loom.PushRules"
 #define COND_MT "loom.PushCondition"
 #define ROW_MT "loom.PushRow"
+#define CACHE_MT "loom.PushRoomCache"
 
 #define MAX_GLOB 1024     /* bytes, as loom.push.glob */
 #define MAX_DEPTH 1000    /* event nesting flattened (core.json's DEPTH_CAP) */
@@ -65,10 +66,20 @@ typedef struct {
     int notify, highlight;
 } Rule;
 
+/* A condition's kind and hashes, copied into the rule set's block: the
+ * conditions that cannot hold for this event (their key is absent, their
+ * word is not in the body) are passed over without reading the condition
+ * itself (a member's own conditions are apart in memory). */
+typedef struct {
+    uint64_t keyhash, pathash;
+    int kind, mode;
+} Pre;
+
 typedef struct {
     int nrules;
     Rule *rules;
     Cond **conds;
+    Pre *pre; /* embedded rule sets: one per condition */
     void *owner;
     int embedded; /* rules and conds live in the userdata's block */
 } Rules;
@@ -599,13 +610,15 @@ static int l_compile(lua_State *L)
      * so a member's evaluation walks contiguous memory; the scratch one
      * above is collected */
     {
-        Rules *f = (Rules *)lua_newuserdatauv(L, sizeof *f + (size_t)ncond * sizeof(Cond *)
+        Rules *f = (Rules *)lua_newuserdatauv(L, sizeof *f + (size_t)ncond * sizeof(Pre)
+                                                 + (size_t)ncond * sizeof(Cond *)
                                                  + (size_t)nrules * sizeof(Rule), 4);
         int fs = lua_gettop(L);
         memset(f, 0, sizeof *f);
         f->owner = r->owner;
         f->embedded = 1;
-        f->conds = (Cond **)(void *)(f + 1);
+        f->pre = (Pre *)(void *)(f + 1);
+        f->conds = (Cond **)(void *)(f->pre + ncond);
         f->rules = (Rule *)(void *)(f->conds + ncond);
         if (nrules > 0)
             memcpy(f->rules, r->rules, (size_t)nrules * sizeof(Rule));
@@ -614,6 +627,10 @@ static int l_compile(lua_State *L)
         for (k = 0; k < ncond; k++) {
             lua_rawgeti(L, condt, k + 1);
             f->conds[k] = (Cond *)lua_touserdata(L, -1);
+            f->pre[k].kind = f->conds[k]->kind;
+            f->pre[k].mode = f->conds[k]->mode;
+            f->pre[k].keyhash = f->conds[k]->keyhash;
+            f->pre[k].pathash = f->conds[k]->pathash;
             lua_pop(L, 1);
         }
         lua_pushvalue(L, 1);
@@ -970,6 +987,16 @@ static int test_display(lua_State *L, Eval *e, const char *name, size_t n)
     return body_literal(L, e, buf, n, allword ? fnv(buf, n) : 0, allword);
 }
 
+/* A member's slot in ev:evaluate's room cache (see there). */
+typedef struct {
+    const void *rules;
+    const void *user;
+    int hit;
+    int nword;         /* name is one word (as a glob: G_WORD) of hash nhash */
+    const void *name;  /* the display name's string, kept in room._rows[5][i] */
+    uint64_t nhash;
+} Slot;
+
 /* A member's display name, read from the names table only when a rule
  * needs it. */
 typedef struct {
@@ -978,16 +1005,90 @@ typedef struct {
     int fetched;
     int names; /* stack index of the names table, 0: none */
     lua_Integer i;
+    Slot *slot; /* ev:evaluate: the member's slot, and the table keeping */
+    int keep;   /* names alive (stack index) */
+    int word;   /* the name is one word of hash nm->hash */
+    uint64_t hash;
 } Name;
+
+static void name_word(const char *name, size_t n, int *word, uint64_t *hash)
+{
+    char buf[MAX_GLOB];
+    size_t i;
+    *word = 0;
+    if (name == NULL || n == 0 || n > MAX_GLOB)
+        return;
+    for (i = 0; i < n; i++) {
+        if (!is_word((unsigned char)name[i]))
+            return; /* NUL is not a word byte */
+        buf[i] = (char)fold_c((unsigned char)name[i]);
+    }
+    *word = 1;
+    *hash = fnv(buf, n);
+}
 
 static void fetch_name(lua_State *L, Name *nm)
 {
     nm->fetched = 1;
     if (nm->names == 0)
         return;
-    if (lua_rawgeti(L, nm->names, nm->i) == LUA_TSTRING)
+    if (lua_rawgeti(L, nm->names, nm->i) == LUA_TSTRING) {
         nm->name = lua_tolstring(L, -1, &nm->len); /* the names table keeps it alive */
+        if (nm->slot != NULL) {
+            const void *ptr = lua_topointer(L, -1);
+            if (ptr != nm->slot->name) {
+                name_word(nm->name, nm->len, &nm->slot->nword, &nm->slot->nhash);
+                nm->slot->name = ptr;
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, nm->keep, nm->i);
+            }
+            nm->word = nm->slot->nword;
+            nm->hash = nm->slot->nhash;
+        }
+    }
     lua_pop(L, 1);
+}
+
+/* Some key of the event has this hash (find's probe, hashes only). */
+static int key_hash_seen(const Eval *e, uint64_t hash)
+{
+    size_t h, mask = e->tabcap - 1;
+    for (h = (size_t)hash & mask; e->tab[h]; h = (h + 1) & mask)
+        if (e->ent[e->tab[h] - 1].hash == hash)
+            return 1;
+    return 0;
+}
+
+/* Some word of the body has this hash (has_word's probe, hashes only). */
+static int word_hash_seen(lua_State *L, Eval *e, uint64_t hash)
+{
+    size_t h, mask;
+    if (!e->has_body)
+        return 0;
+    if (!e->words_built)
+        build_words(L, e);
+    mask = e->wordcap - 1;
+    for (h = (size_t)hash & mask; e->words[h].len; h = (h + 1) & mask)
+        if (e->words[h].hash == hash)
+            return 1;
+    return 0;
+}
+
+/* False when the condition cannot hold, from its Pre alone (K_MATCH,
+ * K_IS, K_CONTAINS: no such key; a G_WORD glob: no such word). */
+static int may_hold(lua_State *L, Eval *e, const Pre *p)
+{
+    switch (p->kind) {
+    case K_MATCH:
+        if (!key_hash_seen(e, p->keyhash))
+            return 0;
+        return p->mode != G_WORD || word_hash_seen(L, e, p->pathash);
+    case K_IS:
+    case K_CONTAINS:
+        return key_hash_seen(e, p->keyhash);
+    default:
+        return 1;
+    }
 }
 
 /* The index (from 1) of the first rule that matches, 0 when none does. */
@@ -998,11 +1099,18 @@ static int run_rules(lua_State *L, Eval *e, Rules *r, Name *nm, const Ctx *x)
         Rule *ru = &r->rules[i];
         int ok = 1;
         for (j = 0; j < ru->ncond && ok; j++) {
-            Cond *c = r->conds[ru->first + j];
-            if (c->kind == K_DISPLAY) {
+            const Pre *p = &r->pre[ru->first + j];
+            Cond *c;
+            if (!may_hold(L, e, p)) {
+                ok = 0;
+                break;
+            }
+            c = r->conds[ru->first + j];
+            if (p->kind == K_DISPLAY) {
                 if (!nm->fetched)
                     fetch_name(L, nm);
-                ok = test_display(L, e, nm->name, nm->len);
+                /* a one-word name whose hash is no word of the body: no */
+                ok = nm->word && !word_hash_seen(L, e, nm->hash) ? 0 : test_display(L, e, nm->name, nm->len);
             } else {
                 if (c->gen != e->gen) {
                     c->gen = e->gen;
@@ -1042,7 +1150,7 @@ static int l_run(lua_State *L)
     Eval *e = check_eval(L, 1);
     Rules *r = check_rules(L, 2, e);
     Ctx x;
-    Name nm = {NULL, 0, 1, 0, 0};
+    Name nm = {NULL, 0, 1, 0, 0, NULL, 0, 0, 0};
     int hit;
     luaL_checktype(L, 4, LUA_TTABLE);
     lua_settop(L, 4);
@@ -1065,6 +1173,33 @@ static int l_run(lua_State *L)
     return 2;
 }
 
+/* room._rows[3]: per member, what the C side knows (a loom.PushRoomCache,
+ * plain memory): the rule set last checked as this evaluator's (kept alive
+ * by room._rows[2][i]), and the rule and user (a string's address, kept
+ * alive by the row) of the row in room._rows[1][i]. */
+typedef struct {
+    lua_Integer n;
+    Slot slot[1];
+} RoomCache;
+
+static RoomCache *room_cache(lua_State *L, int cache_t, lua_Integer n)
+{
+    RoomCache *c = (RoomCache *)luaL_testudata(L, -1, CACHE_MT);
+    if (c == NULL || c->n < n) {
+        size_t want = (size_t)(n > 0 ? n : 1);
+        if (want > ((size_t)-1 - sizeof(RoomCache)) / sizeof(Slot))
+            luaL_error(L, "push: room too large");
+        lua_pop(L, 1);
+        c = (RoomCache *)lua_newuserdatauv(L, sizeof(RoomCache) + (want - 1) * sizeof(Slot), 0);
+        memset(c, 0, sizeof(RoomCache) + (want - 1) * sizeof(Slot));
+        c->n = (lua_Integer)want;
+        luaL_setmetatable(L, CACHE_MT);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, cache_t, 3);
+    }
+    return c;
+}
+
 /* ev:evaluate(event, room) -> rows: room.rules[i] (loom.PushRules),
  * room.names[i] (display name or nil), room.users[i] (put in the rows) for
  * i = 1..room.count (default #room.rules) except room.skip (an index: the
@@ -1078,8 +1213,9 @@ static int l_evaluate(lua_State *L)
     Eval *e = check_eval(L, 1);
     Ctx x;
     lua_Integer n, i, skip, out = 0;
-    int rt, nt, ut, rows, mt, rowmt, top, names_ok, crows, csets, chits, cusers, k;
+    int rt, nt, ut, rows, mt, rowmt, top, names_ok, cache_t, crows, csets, keep;
     lua_Integer last;
+    RoomCache *cache;
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     read_ctx(L, 3, &x);
@@ -1104,90 +1240,103 @@ static int l_evaluate(lua_State *L)
     /* room._rows: the rows made by earlier calls, by member */
     if (lua_getfield(L, 3, "_rows") != LUA_TTABLE) {
         lua_pop(L, 1);
-        lua_createtable(L, 4, 0);
-        for (k = 1; k <= 4; k++) {
+        lua_createtable(L, 5, 0);
+        lua_createtable(L, n > 0 && n < (1 << 24) ? (int)n : 0, 0);
+        lua_rawseti(L, -2, 5);
+        for (int k = 1; k <= 2; k++) {
             lua_createtable(L, n > 0 && n < (1 << 24) ? (int)n : 0, 0);
             lua_rawseti(L, -2, k);
         }
         lua_pushvalue(L, -1);
         lua_setfield(L, 3, "_rows");
     }
-    luaL_checkstack(L, 8, "push");
-    for (k = 1; k <= 4; k++)
-        lua_rawgeti(L, -k, k);
-    crows = lua_gettop(L) - 3;
-    csets = crows + 1;
-    chits = crows + 2;
-    cusers = crows + 3;
+    cache_t = lua_gettop(L);
+    luaL_checkstack(L, 12, "push");
+    lua_rawgeti(L, cache_t, 1);
+    crows = lua_gettop(L);
+    lua_rawgeti(L, cache_t, 2);
+    csets = lua_gettop(L);
+    lua_rawgeti(L, cache_t, 5);
+    keep = lua_gettop(L);
     luaL_argcheck(L, lua_type(L, crows) == LUA_TTABLE && lua_type(L, csets) == LUA_TTABLE
-                  && lua_type(L, chits) == LUA_TTABLE && lua_type(L, cusers) == LUA_TTABLE,
+                  && lua_type(L, keep) == LUA_TTABLE,
                   3, "room._rows is not the evaluator's");
+    lua_rawgeti(L, cache_t, 3);
+    cache = room_cache(L, cache_t, n);
     luaL_getmetatable(L, ROW_MT);
     rowmt = lua_gettop(L);
-    /* sized as the last call's rows (room._rows[5]): one allocation */
-    lua_rawgeti(L, crows - 1, 5);
+    /* sized as the last call's rows (room._rows[4]): one allocation */
+    lua_rawgeti(L, cache_t, 4);
     last = lua_tointeger(L, -1);
     lua_pop(L, 1);
     lua_createtable(L, last > 0 && last <= n && last < (1 << 24) ? (int)last : 0, 0);
     rows = lua_gettop(L);
     top = rows;
-    luaL_checkstack(L, 8, "push");
     for (i = 1; i <= n; i++) {
         Rules *r;
-        Name nm = {NULL, 0, 0, 0, 0};
+        Slot *s = &cache->slot[i - 1];
+        Name nm = {NULL, 0, 0, 0, 0, s, keep, 0, 0};
         int hit;
         if (i == skip)
             continue;
-        lua_rawgeti(L, rt, i);
-        r = (Rules *)lua_touserdata(L, -1);
-        if (r == NULL || !lua_getmetatable(L, -1) || !lua_rawequal(L, -1, mt) || r->owner != (void *)e)
-            luaL_error(L, "room.rules[%I]: a loom.PushRules of this evaluator expected", i);
-        lua_pop(L, 1);
+        r = lua_rawgeti(L, rt, i) == LUA_TUSERDATA ? (Rules *)lua_touserdata(L, -1) : NULL;
+        if (r == NULL || r != s->rules) {
+            /* checked once per member and rule set; room._rows[2][i] keeps
+             * it alive while the slot names it */
+            if (r == NULL || !lua_getmetatable(L, -1) || !lua_rawequal(L, -1, mt) || r->owner != (void *)e)
+                luaL_error(L, "room.rules[%I]: a loom.PushRules of this evaluator expected", i);
+            lua_pop(L, 1);
+            lua_rawseti(L, csets, i);
+            s->rules = r;
+            s->hit = 0;
+            s->user = NULL;
+        } else {
+            lua_pop(L, 1);
+        }
         nm.names = names_ok ? nt : 0;
         nm.i = i;
         hit = run_rules(L, e, r, &nm, &x);
         if (hit && r->rules[hit - 1].notify) {
             /* the row of (member i, rule set, rule, user) is made once and
              * kept in room._rows for later events: read-only (its metatable
-             * refuses new fields); the checks touch only arrays */
+             * refuses new fields) */
             int same = 0;
-            lua_rawgeti(L, csets, i);
-            if (lua_rawequal(L, -1, top + 1)) {
-                lua_rawgeti(L, chits, i);
-                lua_rawgeti(L, cusers, i);
-                lua_rawgeti(L, ut, i);
-                same = lua_tointeger(L, -3) == hit && lua_rawequal(L, -1, -2);
+            lua_rawgeti(L, ut, i);
+            if (s->hit == hit) {
+                if (lua_topointer(L, -1) == s->user && s->user != NULL) {
+                    same = 1;
+                    lua_rawgeti(L, crows, i);
+                } else if (lua_rawgeti(L, crows, i) == LUA_TTABLE) {
+                    lua_rawgeti(L, -1, 1);
+                    same = lua_rawequal(L, -1, -3);
+                    lua_pop(L, 1);
+                }
             }
-            lua_settop(L, top + 1);
-            if (same) {
-                lua_rawgeti(L, crows, i);
-            } else {
+            if (!same) {
+                lua_settop(L, top + 1);
                 lua_createtable(L, 3, 0);
-                lua_rawgeti(L, ut, i);
-                lua_pushvalue(L, -1);
-                lua_rawseti(L, cusers, i);
+                lua_pushvalue(L, -2);
                 lua_rawseti(L, -2, 1);
                 lua_pushboolean(L, r->rules[hit - 1].highlight);
                 lua_rawseti(L, -2, 2);
-                lua_getiuservalue(L, top + 1, 3);
+                lua_rawgeti(L, rt, i);
+                lua_getiuservalue(L, -1, 3);
                 lua_rawgeti(L, -1, hit);
-                lua_rawseti(L, -3, 3);
-                lua_pop(L, 1);
+                lua_rawseti(L, -4, 3);
+                lua_pop(L, 2);
                 lua_pushvalue(L, rowmt);
                 lua_setmetatable(L, -2);
                 lua_pushvalue(L, -1);
                 lua_rawseti(L, crows, i);
-                lua_pushvalue(L, top + 1);
-                lua_rawseti(L, csets, i);
-                lua_pushinteger(L, hit);
-                lua_rawseti(L, chits, i);
+                s->hit = hit;
+                s->user = lua_type(L, top + 1) == LUA_TSTRING ? lua_topointer(L, top + 1) : NULL;
             }
             lua_rawseti(L, rows, ++out);
+            lua_settop(L, top);
         }
-        lua_settop(L, top);
     }
     lua_pushinteger(L, out);
-    lua_rawseti(L, crows - 1, 5);
+    lua_rawseti(L, cache_t, 4);
     return 1;
 }
 
@@ -1296,6 +1445,7 @@ void loom_open_push(lua_State *L)
     loom_new_type(L, RULES_MT, NULL, rules_meta);
     loom_new_type(L, COND_MT, NULL, cond_meta);
     loom_new_type(L, ROW_MT, NULL, row_meta);
+    loom_new_type(L, CACHE_MT, NULL, NULL);
     luaL_newlib(L, funcs);
     lua_setfield(L, -2, "push");
 }

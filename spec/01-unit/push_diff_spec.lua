@@ -231,6 +231,70 @@ describe("loom.core.push agrees with loom.push.eval", function()
     end
   end)
 
+  it("keeps the rows of one room right while its members, rule sets and size change (seed " .. SEED .. ")",
+    function()
+    math.randomseed(SEED + 2)
+    rand = math.random
+    local ev = core.push.new()
+    local room = { rules = {}, names = {}, users = {}, member_count = 3, sender_power = 0 }
+    local lua = {}
+    local long = ("@" .. ("x"):rep(60) .. ":example.org") -- over Lua's interned length
+    local function set(i)
+      local user = pick(USERS)
+      local rs = random_ruleset(user)
+      if rand(2) == 1 then -- the predefined rules, the same rule hit with other actions
+        rs = pushrules.defaults(user)
+        for _, r in ipairs(rs.underride) do
+          if r.rule_id == ".m.rule.message" then
+            r.actions = { "notify", { set_tweak = "highlight", value = rand(2) == 1 },
+              { set_tweak = "n", value = rand(9) } }
+          end
+        end
+      end
+      room.rules[i], lua[i] = ev:compile(rs), eval.compile(rs)
+      -- a fresh (not interned) string of the same long user ID now and then
+      room.users[i] = rand(3) == 1 and (long .. i):sub(1) or user .. i
+      room.names[i] = random_ctx().display_name
+    end
+    local n = 0
+    for case = 1, math.max(1, CASES // 10) do
+      local grow = rand(0, 4) - 1
+      for i = n + 1, n + math.max(0, grow) do set(i) end
+      n = math.max(0, n + grow)
+      for i = n + 1, #room.rules do room.rules[i], room.users[i], room.names[i], lua[i] = nil, nil, nil, nil end
+      for _ = 1, rand(0, 3) do if n > 0 then set(rand(n)) end end
+      for _ = 1, rand(0, 2) do
+        if n > 0 then
+          room.names[rand(n)] = rand(2) == 1 and random_ctx().display_name or pick { "cake", "Bob", "lie" }
+        end
+      end
+      if case % 7 == 0 then collectgarbage() end
+      room.count, room.skip = n, rand(0, n + 1)
+      local event = rand(2) == 1 and random_event()
+        or { type = "m.room.message", sender = "@x:example.org", content = { msgtype = "m.text",
+          body = pick { "a cake", "bob's lie", pick(WORDS) .. pick(SEPS) .. pick(WORDS) } } }
+      local expect = {}
+      for i = 1, n do
+        if i ~= room.skip then
+          local actions = eval.run(lua[i], event, { display_name = room.names[i], member_count = room.member_count,
+            sender_power = room.sender_power })
+          local notify, highlight = eval.outcome(actions)
+          if notify then expect[#expect + 1] = { room.users[i], highlight, actions } end
+        end
+      end
+      local where = ("seed %d case %d"):format(SEED, case)
+      for _ = 1, 2 do -- the second call gives the kept rows
+        local rows = ev:evaluate(event, room)
+        assert.equal(#expect, #rows, where)
+        for i, r in ipairs(expect) do
+          assert.equal(r[1], rows[i][1], where)
+          assert.equal(r[2], rows[i][2], where)
+          assert.same(r[3], rows[i][3], where)
+        end
+      end
+    end
+  end)
+
   it("shares a member's row between events, read-only, and never across users", function()
     local ev = core.push.new()
     local rules = ev:compile(pushrules.defaults("@alice:example.org"))
