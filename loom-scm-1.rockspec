@@ -222,6 +222,7 @@ build = {
          ["loom.migrations.sqlite.033_push_actions"] = "migrations/sqlite/033_push_actions.sql",
          ["loom.migrations.sqlite.041_relations_reports"] = "migrations/sqlite/041_relations_reports.sql",
          ["loom.migrations.sqlite.043_admin"] = "migrations/sqlite/043_admin.sql",
+         ["loom.migrations.sqlite.044_stream_floors"] = "migrations/sqlite/044_stream_floors.sql",
          ["loom.migrations.sqlite.040_media"] = "migrations/sqlite/040_media.sql",
       },
    },

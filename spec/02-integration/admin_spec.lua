@@ -407,7 +407,7 @@ describe("admin API", function()
       local room = t:create_room(owner, { preset = "public_chat", room_alias_name = "doomed", visibility = "public" })
       t:join(member, room)
       local r = t:request("DELETE", A1 .. "/rooms/" .. enc(room), { new_room_user_id = adm.user_id,
-        room_name = "Moved", message = "This room was closed", block = true }, adm.access_token)
+        room_name = "Moved", message = "This room was closed", block = true, purge = false }, adm.access_token)
       assert.equal(200, r.status, r.body)
       table.sort(r.json.kicked_users)
       assert.same({ "@delmember:test.local", "@delowner:test.local" }, r.json.kicked_users)
@@ -453,8 +453,11 @@ describe("admin API", function()
       s = t:request("GET", A2 .. "/rooms/" .. enc(room) .. "/delete_status", nil, adm.access_token)
       assert.equal(r.json.delete_id, s.json.results[1].delete_id)
       assert.equal(404, t:request("GET", V3 .. "/directory/room/" .. enc("#doomed2:test.local")).status)
-      -- not blocked: the owner may come back
-      assert.equal(200, t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/join", {}, owner.access_token).status)
+      -- purged (the default): the room is gone, a join finds nothing; not blocked, so not a 403
+      local j = t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/join", {}, owner.access_token)
+      assert.equal(404, j.status, j.body)
+      assert.equal("M_NOT_FOUND", j.json.errcode)
+      assert.is_nil(t.hs.store:room_nid(room))
       assert.equal(404, t:request("GET", A2 .. "/rooms/delete_status/nope", nil, adm.access_token).status)
     end)
 

@@ -568,8 +568,8 @@ local DEFAULT_MESSAGE = "Sharing illegal content on this server is not permitted
 
 -- Shut a room down (Synapse's "Delete Room"): every local member leaves,
 -- and with new_room_user_id joins a new room where that user tells them
--- why; block refuses later joins; purge takes the room out of the
--- directory, removes its local aliases and makes the local members forget it.
+-- why; block refuses later joins; purge deletes the room from the
+-- database (events, state, aliases, directory entry: store:purge_room).
 local function shutdown(hs, req)
   local room_id, err = room_param(req)
   if not room_id then return nil, err end
@@ -641,7 +641,11 @@ local function shutdown(hs, req)
   elseif purge then
     for _, alias in ipairs(result.local_aliases) do hs.store:delete_alias(alias) end
   end
-  if purge and hs.store:room_visibility(room_id) then hs.store:set_room_visibility(room_id, "private") end
+  if purge then
+    -- the room's events, state and every other row of it leave the database
+    hs.store:purge_room(room_id)
+    if hs.rooms.graphs then hs.rooms.graphs[room_id] = nil end
+  end
   hs.server:log("info", "admin %s shut down %s (block %s, purge %s)", req.user_id, room_id, tostring(block == true),
     tostring(purge))
   return result

@@ -29,7 +29,8 @@ local function key(room_id) return room_id or "" end
 function methods:account_data_position()
   local pos = self.account_data_pos
   if not pos then
-    pos = self.conn:value("SELECT coalesce(max(stream_id), 0) FROM account_data")
+    pos = self.conn:value([[SELECT max(coalesce(max(stream_id), 0),
+      coalesce((SELECT pos FROM stream_floors WHERE stream = 'account_data'), 0)) FROM account_data]])
     self.account_data_pos = pos
   end
   return pos
@@ -40,7 +41,8 @@ end
 function methods:set_account_data(user_id, room_id, type, text)
   local conn = self.conn
   return conn:transaction(function()
-    local pos = conn:value("SELECT coalesce(max(stream_id), 0) + 1 FROM account_data")
+    local pos = conn:value([[SELECT max(coalesce(max(stream_id), 0),
+      coalesce((SELECT pos FROM stream_floors WHERE stream = 'account_data'), 0)) + 1 FROM account_data]])
     conn:run([[INSERT INTO account_data (user_id, room_id, type, content, stream_id)
       VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, type)
       DO UPDATE SET content = excluded.content, stream_id = excluded.stream_id]],

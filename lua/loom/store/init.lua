@@ -44,7 +44,11 @@ local function load(self)
     self.type_nids[row[2]] = row[1]
     self.type_names[row[1]] = row[2]
   end
-  local maxs = conn:first("SELECT coalesce(max(stream_ordering), 0), coalesce(min(stream_ordering), 0) FROM events")
+  -- (a purged room's positions stay taken: stream_floors, schema 44)
+  local maxs = conn:first([[SELECT
+      max(coalesce(max(stream_ordering), 0), coalesce((SELECT pos FROM stream_floors WHERE stream = 'events'), 0)),
+      min(coalesce(min(stream_ordering), 0), coalesce((SELECT pos FROM stream_floors WHERE stream = 'events_min'), 0))
+    FROM events]])
   self.max_stream = maxs[1] > 0 and maxs[1] or 0       -- highest allocated
   self.min_stream = maxs[2] < 0 and maxs[2] or 0       -- lowest allocated (<= 0)
   self.current_stream = self.max_stream                -- highest committed

@@ -27,7 +27,8 @@ local _ENV = nil -- luacheck: ignore 211
 function methods:receipts_position()
   local pos = self.receipts_pos
   if not pos then
-    pos = self.conn:value("SELECT coalesce(max(stream_id), 0) FROM receipts")
+    pos = self.conn:value([[SELECT max(coalesce(max(stream_id), 0),
+      coalesce((SELECT pos FROM stream_floors WHERE stream = 'receipts'), 0)) FROM receipts]])
     self.receipts_pos = pos
   end
   return pos
@@ -44,7 +45,8 @@ function methods:set_receipt(r)
       WHERE room_id = ? AND receipt_type = ? AND user_id = ? AND thread_id = ?]],
       r.room_id, r.receipt_type, r.user_id, thread)
     if cur and cur >= r.event_stream then return false end
-    local pos = conn:value("SELECT coalesce(max(stream_id), 0) + 1 FROM receipts")
+    local pos = conn:value([[SELECT max(coalesce(max(stream_id), 0),
+      coalesce((SELECT pos FROM stream_floors WHERE stream = 'receipts'), 0)) + 1 FROM receipts]])
     conn:run([[INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, event_stream, ts, stream_id)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, receipt_type, user_id, thread_id)
       DO UPDATE SET event_id = excluded.event_id, event_stream = excluded.event_stream, ts = excluded.ts,

@@ -449,7 +449,12 @@ local function join(hs, req, id)
     return remote_join(hs, req, id, reason, via)
   end
   local room_id, err = resolve_room(hs, id)
-  if not room_id then return err end
+  if not room_id then
+    -- a room unknown here may be blocked all the same (a purged one): 403 first, as Synapse
+    local denied = type(id) == "string" and id:sub(1, 1) == "!"
+      and hs:check("room/join/check", { user_id = req.user_id, room_id = id, invited = false })
+    return denied or err
+  end
   local rn = hs.store:room_nid(room_id)
   if hs.federation_on and not hs.store:host_joined(rn, hs.server_name) then
     -- invited from another server: join through the inviter's
