@@ -123,6 +123,14 @@ local function uia_challenge(sessions, session, extra)
   return 401, body
 end
 
+-- The /register answer for a new account: its first device and access token.
+local function registered(hs, user_id, device_id, display)
+  local r, err, code = hs.accounts:issue_token(user_id, device_id, display)
+  if not r then return hs:error(err, code) end
+  return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
+    home_server = hs.server_name }
+end
+
 -- POST /register?kind=guest: a guest account (no password, no UIA), when
 -- config.allow_guest_access (before enable_registration, as in Synapse).
 local function register_guest(hs, req)
@@ -143,11 +151,7 @@ local function register_guest(hs, req)
   local user_id, err, code = hs.accounts:register(localpart, nil, { guest = true })
   if not user_id then return hs:error(err, code) end
   hs.server:log("info", "registered guest %s", user_id)
-  local r
-  r, err, code = hs.accounts:issue_token(user_id, device_id, display)
-  if not r then return hs:error(err, code) end
-  return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
-    home_server = hs.server_name }
+  return registered(hs, user_id, device_id, display)
 end
 
 -- The guest account a /register body's guest_access_token names (the
@@ -219,11 +223,7 @@ local function register(hs, req)
     if not ok then return hs:error(err, code) end
     hs.server:log("info", "guest %s upgraded to a full account", guest_id)
     if inhibit then return { user_id = guest_id } end
-    local r
-    r, err, code = hs.accounts:issue_token(guest_id, device_id, display)
-    if not r then return hs:error(err, code) end
-    return { user_id = guest_id, access_token = r.access_token, device_id = r.device_id,
-      home_server = hs.server_name }
+    return registered(hs, guest_id, device_id, display)
   end
   -- register
   local localpart = username
@@ -240,11 +240,7 @@ local function register(hs, req)
   if not user_id then return hs:error(err, code) end
   hs.server:log("info", "registered %s", user_id)
   if inhibit then return { user_id = user_id } end
-  local r
-  r, err, code = hs.accounts:issue_token(user_id, device_id, display)
-  if not r then return hs:error(err, code) end
-  return { user_id = user_id, access_token = r.access_token, device_id = r.device_id,
-    home_server = hs.server_name }
+  return registered(hs, user_id, device_id, display)
 end
 
 -- The token's user when the request has a token (a bad token is an error),

@@ -177,7 +177,8 @@ local function aggregations(ctx, events, redactions)
     end
   end
   if #load == 0 and next(by_parent) == nil then return picked end
-  local loaded = #load > 0 and ctx.store:events(load) or {}
+  local loaded = {}
+  if #load > 0 then loaded = ctx.store:events(load) end
   local latest_events, latest_of = {}, {}
   for _, ev in ipairs(events) do
     local id = ev.event_id
