@@ -46,14 +46,7 @@ local t0 = now()
 local room_ids = {}
 run(function()
   for i = 1, ALL do
-    local room_id = assert(rooms:create_room(ALICE))
-    local function send(proto) return assert(rooms:send(room_id, proto)) end
-    send { type = "m.room.member", state_key = ALICE, sender = ALICE, content = { membership = "join" } }
-    send { type = "m.room.power_levels", state_key = "", sender = ALICE, content = { users = { [ALICE] = 100 } } }
-    send { type = "m.room.join_rules", state_key = "", sender = ALICE, content = { join_rule = "public" } }
-    send { type = "m.room.history_visibility", state_key = "", sender = ALICE,
-      content = { history_visibility = "shared" } }
-    send { type = "m.room.name", state_key = "", sender = ALICE, content = { name = "room " .. i } }
+    local room_id, send = bl.public_room(rooms, ALICE, "room " .. i)
     if i <= ROOMS then
       send { type = "m.room.member", state_key = BOB, sender = BOB, content = { membership = "join" } }
     end

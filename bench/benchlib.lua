@@ -27,7 +27,22 @@ function benchlib.percentile(sorted, p) return sorted[math.max(1, math.ceil(#sor
 --- Sorts samples (nanoseconds) and gives their median and p99 in milliseconds.
 function benchlib.stats(samples)
   table.sort(samples)
-  return benchlib.percentile(samples, 0.5) / 1e6, benchlib.percentile(samples, 0.99) / 1e6
+  --- A room made through the room service (rooms = hs.rooms) by owner: its
+-- join, power levels, public join rule, shared history and a name. Inside
+-- run. Returns the room ID and a send(proto) for more events.
+function benchlib.public_room(rooms, owner, name)
+  local room_id = assert(rooms:create_room(owner))
+  local function send(proto) return assert(rooms:send(room_id, proto)) end
+  send { type = "m.room.member", state_key = owner, sender = owner, content = { membership = "join" } }
+  send { type = "m.room.power_levels", state_key = "", sender = owner, content = { users = { [owner] = 100 } } }
+  send { type = "m.room.join_rules", state_key = "", sender = owner, content = { join_rule = "public" } }
+  send { type = "m.room.history_visibility", state_key = "", sender = owner,
+    content = { history_visibility = "shared" } }
+  send { type = "m.room.name", state_key = "", sender = owner, content = { name = name } }
+  return room_id, send
+end
+
+return benchlib.percentile(samples, 0.5) / 1e6, benchlib.percentile(samples, 0.99) / 1e6
 end
 
 --- Percent-encodes everything but unreserved characters (a path segment or
@@ -93,6 +108,21 @@ function benchlib.client(port, access_token)
     end
   end
   return c
+end
+
+--- A room made through the room service (rooms = hs.rooms) by owner: its
+-- join, power levels, public join rule, shared history and a name. Inside
+-- run. Returns the room ID and a send(proto) for more events.
+function benchlib.public_room(rooms, owner, name)
+  local room_id = assert(rooms:create_room(owner))
+  local function send(proto) return assert(rooms:send(room_id, proto)) end
+  send { type = "m.room.member", state_key = owner, sender = owner, content = { membership = "join" } }
+  send { type = "m.room.power_levels", state_key = "", sender = owner, content = { users = { [owner] = 100 } } }
+  send { type = "m.room.join_rules", state_key = "", sender = owner, content = { join_rule = "public" } }
+  send { type = "m.room.history_visibility", state_key = "", sender = owner,
+    content = { history_visibility = "shared" } }
+  send { type = "m.room.name", state_key = "", sender = owner, content = { name = name } }
+  return room_id, send
 end
 
 return benchlib
