@@ -72,7 +72,7 @@ api.federation_modules = {
 }
 
 -- The spec versions loom implements (/versions): only what is served.
-api.VERSIONS = { "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6" }
+api.VERSIONS = { "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11" }
 
 --- Register the built-in endpoints on a server, then load its policy
 -- scripts (hs.scripts, loom.modules); returns the homeserver context
