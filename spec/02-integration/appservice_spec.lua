@@ -86,14 +86,6 @@ local function ids(events)
   return out
 end
 
--- Turn the loop until cond() or limit ms.
-local function wait_for(t, cond, limit)
-  return t:run(function()
-    local waited = 0
-    while not cond() and waited < (limit or 5000) do t:sleep(10); waited = waited + 10 end
-    return cond()
-  end, (limit or 5000) + 1000)
-end
 
 describe("application service registrations", function()
   it("are read from YAML files beside the config, and a bad one stops the server with a clear message", function()
@@ -388,7 +380,7 @@ describe("application service transactions", function()
     for i = 1, 3 do sent[#sent + 1] = t:send(alice.access_token, room, { msgtype = "m.text", body = "m" .. i })
       .json.event_id end
     t:send(alice.access_token, other, { msgtype = "m.text", body = "elsewhere" })
-    assert.is_true(wait_for(t, function() return #fake.events >= 4 end))
+    assert.is_true(t:wait_until(function() return #fake.events >= 4 end))
     local got = ids(fake.events)
     assert.equal("m.room.member", fake.events[1].type)         -- the bot's own join
     assert.same(sent, { got[2], got[3], got[4] })
@@ -399,7 +391,7 @@ describe("application service transactions", function()
     local attempts = fake.attempts
     for i = 4, 6 do sent[#sent + 1] = t:send(alice.access_token, room, { msgtype = "m.text", body = "m" .. i })
       .json.event_id end
-    assert.is_true(wait_for(t, function() return fake.attempts >= attempts + 3 end))
+    assert.is_true(t:wait_until(function() return fake.attempts >= attempts + 3 end))
     assert.equal(4, #fake.events)
     local db = t.db_path
     stop_server(t.server)
@@ -411,7 +403,7 @@ describe("application service transactions", function()
     local t2 = tesths.start(config)
     t2.db_path = db
     t2.txn = 100          -- alice's device keeps its transaction IDs across the restart
-    assert.is_true(wait_for(t2, function() return #fake.events >= 7 end))
+    assert.is_true(t2:wait_until(function() return #fake.events >= 7 end))
     got = ids(fake.events)
     assert.same(sent, { got[2], got[3], got[4], got[5], got[6], got[7] })
     -- nothing twice
@@ -422,7 +414,7 @@ describe("application service transactions", function()
     end
     -- a new event after the restart
     sent[#sent + 1] = t2:send(alice.access_token, room, { msgtype = "m.text", body = "m7" }).json.event_id
-    assert.is_true(wait_for(t2, function() return #fake.events >= 8 end))
+    assert.is_true(t2:wait_until(function() return #fake.events >= 8 end))
     assert.equal(sent[7], fake.events[8].event_id)
     t2:stop()
     stop_server(fake.server)
@@ -439,7 +431,7 @@ describe("application service transactions", function()
     local r = t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/invite", { user_id = "@_bridge_eve:test.local" },
       alice.access_token)
     assert.equal(200, r.status, r.body)
-    assert.is_true(wait_for(t, function() return #fake.events >= 1 end))
+    assert.is_true(t:wait_until(function() return #fake.events >= 1 end))
     t:run(function() t:sleep(100) end)
     assert.equal(1, #fake.events)
     assert.equal("m.room.member", fake.events[1].type)
@@ -465,7 +457,7 @@ describe("application service transactions with receive_ephemeral", function()
     assert(t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/join?user_id=" .. enc(frank.user_id), {},
       AS_TOKEN).status == 200)
     local msg = t:send(alice.access_token, room, { msgtype = "m.text", body = "hello" }).json.event_id
-    assert.is_true(wait_for(t, function() return #fake.events >= 2 end))
+    assert.is_true(t:wait_until(function() return #fake.events >= 2 end))
     -- typing in its room, not in the other one
     r = t:request("PUT", V3 .. "/rooms/" .. enc(elsewhere) .. "/typing/" .. enc(carol.user_id),
       { typing = true, timeout = 10000 }, carol.access_token)
@@ -473,7 +465,7 @@ describe("application service transactions with receive_ephemeral", function()
     r = t:request("PUT", V3 .. "/rooms/" .. enc(room) .. "/typing/" .. enc(alice.user_id),
       { typing = true, timeout = 10000 }, alice.access_token)
     assert.equal(200, r.status)
-    assert.is_true(wait_for(t, function() return tesths.find_type(fake.ephemeral, "m.typing") ~= nil end))
+    assert.is_true(t:wait_until(function() return tesths.find_type(fake.ephemeral, "m.typing") ~= nil end))
     local typing = tesths.find_type(fake.ephemeral, "m.typing")
     assert.equal(room, typing.room_id)
     assert.same({ alice.user_id }, typing.content.user_ids)
@@ -483,7 +475,7 @@ describe("application service transactions with receive_ephemeral", function()
     assert.equal(200, r.status, r.body)
     r = t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/receipt/m.read/" .. enc(msg), {}, alice.access_token)
     assert.equal(200, r.status, r.body)
-    assert.is_true(wait_for(t, function() return tesths.find_type(fake.ephemeral, "m.receipt") ~= nil end))
+    assert.is_true(t:wait_until(function() return tesths.find_type(fake.ephemeral, "m.receipt") ~= nil end))
     t:run(function() t:sleep(100) end)
     local receipts = {}
     for _, ev in ipairs(fake.ephemeral) do if ev.type == "m.receipt" then receipts[#receipts + 1] = ev end end
@@ -499,19 +491,19 @@ describe("application service transactions with receive_ephemeral", function()
     r = t:request("PUT", V3 .. "/presence/" .. enc(alice.user_id) .. "/status", { presence = "unavailable",
       status_msg = "away" }, alice.access_token)
     assert.equal(200, r.status, r.body)
-    assert.is_true(wait_for(t, function() return tesths.find_type(fake.ephemeral, "m.presence") ~= nil end))
+    assert.is_true(t:wait_until(function() return tesths.find_type(fake.ephemeral, "m.presence") ~= nil end))
     local p = tesths.find_type(fake.ephemeral, "m.presence")
     assert.same({ alice.user_id, "unavailable", "away" }, { p.sender, p.content.presence, p.content.status_msg })
     -- a to-device message for the bridged user's device
     r = t:request("PUT", V3 .. "/sendToDevice/m.test/td1", { messages = { [frank.user_id] = {
       [frank.device_id] = { secret = 42 } } } }, alice.access_token)
     assert.equal(200, r.status, r.body)
-    assert.is_true(wait_for(t, function() return #fake.to_device >= 1 end))
+    assert.is_true(t:wait_until(function() return #fake.to_device >= 1 end))
     local m = fake.to_device[1]
     assert.same({ "m.test", alice.user_id, frank.user_id, frank.device_id, 42 },
       { m.type, m.sender, m.to_user_id, m.to_device_id, m.content.secret })
     -- delivered: it left the device's inbox
-    assert.is_true(wait_for(t, function()
+    assert.is_true(t:wait_until(function()
       return #t.hs.store:to_device_messages(frank.user_id, frank.device_id, 0, 10) == 0 end))
     t:stop()
     stop_server(fake.server)

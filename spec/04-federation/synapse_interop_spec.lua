@@ -27,14 +27,7 @@ describe("federation with Synapse 1.67", function()
   local peer, loom, syn, dir, lport
   local salice, bob, syn_room
 
-  -- Turns the loop (loom runs in it) until pred() or limit ms.
-  local function until_(pred, limit)
-    return loom:run(function()
-      local waited = 0
-      while not pred() and waited < limit do loom:sleep(100); waited = waited + 100 end
-      return pred()
-    end, limit + 5000)
-  end
+  local function until_(pred, limit) return loom:wait_until(pred, limit, 100) end
 
   local function scall(method, path, body, token)
     return loom:run(function() return syn:call(method, path, body, token) end, 30000)

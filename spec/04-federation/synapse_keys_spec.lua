@@ -55,13 +55,7 @@ describe("e2e keys with Synapse 1.67", function()
   local peer, loom, syn, dir, lport
   local salice, bob
 
-  local function until_(pred, limit)
-    return loom:run(function()
-      local waited = 0
-      while not pred() and waited < limit do loom:sleep(200); waited = waited + 200 end
-      return pred()
-    end, limit + 5000)
-  end
+  local function until_(pred, limit) return loom:wait_until(pred, limit, 200) end
   local function scall(method, path, body, token)
     return loom:run(function() return syn:call(method, path, body, token) end, 30000)
   end

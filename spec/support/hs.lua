@@ -10,6 +10,7 @@
 --   local room = t:create_room(alice, { preset = "public_chat" })     -- asserts 200
 --   local body = t:sync(alice, since, filter)                    -- GET /sync, asserts 200
 --   assert(t:logged("^warn: "))                                 -- first log line matching
+--   t:wait_until(function() return done end, 5000)              -- turn the loop until true
 --   t:run(function()                                            -- concurrent requests:
 --     local a = t:go(function() return t:call("GET", "/_matrix/client/v3/sync?timeout=5000", nil, tok) end)
 --     t:sleep(50)
@@ -148,6 +149,18 @@ local function exchange(self, raw)
     waiting = coroutine.running()
     coroutine.yield()
   end
+end
+
+--- Turn the loop (the server runs in it) until pred() is true or limit ms
+-- (default 5000) have passed, checking every step ms (default 10); returns
+-- pred()'s last value. From outside run.
+function T:wait_until(pred, limit, step)
+  limit, step = limit or 5000, step or 10
+  return self:run(function()
+    local waited = 0
+    while not pred() and waited < limit do self:sleep(step); waited = waited + step end
+    return pred()
+  end, limit + 5000)
 end
 
 --- Inside run: one request. body: a table (sent as JSON), a string (sent
