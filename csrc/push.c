@@ -11,9 +11,14 @@
  *   -- rows: { { user_id, highlight, actions }, ... } for the members notified
  *
  * Conditions are interned per evaluator (a weak table of loom.PushCondition
- * by their canonical text), so the conditions every member shares (the
- * predefined rules) are tested once per event, and each member only costs
- * its own conditions. Globs without wildcards are matched natively (whole
+ * by their canonical text), and so are rules (loom.PushRuleNode, by their
+ * conditions and outcome): a rule every member shares (the predefined ones)
+ * is tested once per event, and a member's walk reads the shared results
+ * from cache. A rule of the member's own (naming the user, a keyword) is
+ * first passed through a filter kept in the rule set's block (a key or word
+ * the event must have), so most members never read their own conditions;
+ * the display-name rule first looks up the name's first word among the
+ * body's words. Globs without wildcards are matched natively (whole
  * value: case-folded equality; words of content.body: a hash set of the
  * body's words, or a bounded search when the pattern has non-word bytes);
  * globs with `*` or `?` go through loom.core.regex with the ERE that
@@ -32,6 +37,7 @@
 #define COND_MT "loom.PushCondition"
 #define ROW_MT "loom.PushRow"
 #define CACHE_MT "loom.PushRoomCache"
+#define NODE_MT "loom.PushRuleNode"
 
 #define MAX_GLOB 1024     /* bytes, as loom.push.glob */
 #define MAX_DEPTH 1000    /* event nesting flattened (core.json's DEPTH_CAP) */
@@ -61,12 +67,7 @@ typedef struct {
     size_t used;
 } Cond;
 
-typedef struct {
-    int first, ncond;
-    int notify, highlight;
-} Rule;
-
-/* A condition's kind and hashes, copied into the rule set's block: the
+/* A condition's kind and hashes, copied into its rule's node: the
  * conditions that cannot hold for this event (their key is absent, their
  * word is not in the body) are passed over without reading the condition
  * itself (a member's own conditions are apart in memory). */
@@ -75,13 +76,38 @@ typedef struct {
     int kind, mode;
 } Pre;
 
+/* A rule as it is evaluated: its conditions (the Pre of each, then the
+ * conditions) and its outcome. Nodes are interned per evaluator by their
+ * conditions and outcome, so a rule that members share (every predefined
+ * rule but the few naming the user) is one node, tested once per event
+ * (gen, result); a node with a display-name condition depends on the member
+ * and is tested for each. */
+typedef struct {
+    uint64_t gen;
+    int result;
+    int ncond, notify, highlight, display;
+    Pre *pre;
+    Cond **conds;
+} Node;
+
+/* A rule of a rule set: its node, and for a node this rule set was the
+ * first to use (most often a rule of its own: naming the user, the user's
+ * keywords) a test that must pass for the node to match, from the rule set's
+ * own memory: a key the event must have, or a word its body must have
+ * (F_KEY, F_WORD: the low 32 bits of the hash). The nodes the room shares
+ * are read (from cache) instead. */
+enum { F_NONE, F_KEY, F_WORD };
+typedef struct {
+    Node *nd;
+    uint32_t hash;
+    int filter;
+} RuleRef;
+
+/* A compiled rule set: its rules in evaluation order, one block. */
 typedef struct {
     int nrules;
-    Rule *rules;
-    Cond **conds;
-    Pre *pre; /* embedded rule sets: one per condition */
+    RuleRef *rules;
     void *owner;
-    int embedded; /* rules and conds live in the userdata's block */
 } Rules;
 
 typedef struct {
@@ -468,45 +494,151 @@ static void push_cond(lua_State *L, int intern, int t, const char *fixed_key, in
 
 /* ---- compiling rule sets ---- */
 
-static int rules_gc(lua_State *L)
+static const char *const ORDER[] = {"override", "content", "room", "sender", "underride"};
+
+/* Push the interned node of a rule: the n conditions in table ct (in
+ * order) and the outcome. intern: index of the weak node intern table. */
+static int push_node(lua_State *L, int intern, int ct, int n, int notify, int highlight)
 {
-    Rules *r = (Rules *)lua_touserdata(L, 1);
-    if (r && !r->embedded) {
-        free(r->rules);
-        free(r->conds);
-        r->rules = NULL;
-        r->conds = NULL;
-        r->nrules = 0;
+    int top = lua_gettop(L), j;
+    Node *nd;
+    luaL_Buffer b;
+    char flags[2];
+    luaL_checkstack(L, 6, "push");
+    flags[0] = (char)notify;
+    flags[1] = (char)highlight;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, flags, 2);
+    for (j = 1; j <= n; j++) {
+        const void *c;
+        lua_rawgeti(L, ct, j);
+        c = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+        luaL_addlstring(&b, (const char *)&c, sizeof c);
     }
+    luaL_pushresult(&b);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, intern) == LUA_TUSERDATA) {
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+        return 0;
+    }
+    lua_pop(L, 1);
+    /* the conditions' pointers are the key: the node keeps them alive
+     * (uservalue 1), so a live key never names another condition */
+    nd = (Node *)lua_newuserdatauv(L, sizeof *nd + (size_t)n * (sizeof(Pre) + sizeof(Cond *)), 1);
+    memset(nd, 0, sizeof *nd);
+    nd->pre = (Pre *)(void *)(nd + 1);
+    nd->conds = (Cond **)(void *)(nd->pre + n);
+    nd->ncond = n;
+    nd->notify = notify;
+    nd->highlight = highlight;
+    for (j = 0; j < n; j++) {
+        Cond *c;
+        lua_rawgeti(L, ct, j + 1);
+        c = (Cond *)lua_touserdata(L, -1);
+        lua_pop(L, 1);
+        nd->conds[j] = c;
+        nd->pre[j].kind = c->kind;
+        nd->pre[j].mode = c->mode;
+        nd->pre[j].keyhash = c->keyhash;
+        nd->pre[j].pathash = c->pathash;
+        if (c->kind == K_DISPLAY)
+            nd->display = 1;
+    }
+    luaL_setmetatable(L, NODE_MT);
+    lua_pushvalue(L, ct);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, intern);
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return 1;
+}
+
+/* The key most events lack, as a filter: not one of these. */
+static int common_key(const Cond *c)
+{
+    static const char *const common[] = {"type", "sender", "room_id", "content.body", "content.msgtype", NULL};
+    int k;
+    for (k = 0; common[k]; k++)
+        if (c->keylen == strlen(common[k]) && memcmp(c->key, common[k], c->keylen) == 0)
+            return 1;
     return 0;
 }
 
-static const char *const ORDER[] = {"override", "content", "room", "sender", "underride"};
+/* A node's filter (RuleRef): a word of a content.body glob without
+ * wildcards, else the key of a condition that needs one (an uncommon key
+ * first). */
+static void node_filter(const Node *nd, RuleRef *ref)
+{
+    int j, best = 0;
+    ref->filter = F_NONE;
+    for (j = 0; j < nd->ncond; j++) {
+        const Cond *c = nd->conds[j];
+        int rank = 0;
+        if (c->kind == K_MATCH && c->mode == G_WORD)
+            rank = 3;
+        else if (c->kind == K_MATCH || c->kind == K_IS || c->kind == K_CONTAINS)
+            rank = common_key(c) ? 1 : 2;
+        if (rank > best) {
+            best = rank;
+            ref->filter = rank == 3 ? F_WORD : F_KEY;
+            ref->hash = (uint32_t)(rank == 3 ? c->pathash : c->keyhash);
+        }
+    }
+}
+
+/* The outcome of an actions list: notify, and highlight (a highlight tweak
+ * whose value is not false). */
+static void read_actions(lua_State *L, int at, int *notify, int *highlight)
+{
+    int j;
+    *notify = *highlight = 0;
+    if (lua_type(L, at) != LUA_TTABLE)
+        return;
+    for (j = 1; lua_geti(L, at, j) != LUA_TNIL; j++) {
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            if (strcmp(lua_tostring(L, -1), "notify") == 0)
+                *notify = 1;
+        } else if (lua_type(L, -1) == LUA_TTABLE) {
+            int a = lua_gettop(L), hl;
+            lua_getfield(L, a, "set_tweak");
+            hl = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "highlight") == 0;
+            lua_pop(L, 1);
+            if (hl) {
+                lua_getfield(L, a, "value");
+                if (!(lua_isboolean(L, -1) && !lua_toboolean(L, -1)))
+                    *highlight = 1;
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
 
 /* ev:compile(ruleset) -> loom.PushRules. The ruleset is the merged rule set
  * (loom.api.pushrules.merge); disabled rules are left out, malformed parts
  * never match, as in loom.push.eval.compile. */
 static int l_compile(lua_State *L)
 {
-    int k, nrules = 0, ncond = 0, rs, intern, condt, actt, idt;
-    Rules *r;
+    int k, nrules = 0, ncond = 0, intern, nintern, nodet, newt, actt, idt;
     check_eval(L, 1);
     lua_settop(L, 2);
-    r = (Rules *)lua_newuserdatauv(L, sizeof *r, 4);
-    memset(r, 0, sizeof *r);
-    r->owner = lua_touserdata(L, 1);
-    luaL_setmetatable(L, RULES_MT);
-    rs = lua_gettop(L);
-    lua_pushvalue(L, 1);
-    lua_setiuservalue(L, rs, 1);
     lua_newtable(L);
-    condt = lua_gettop(L);
+    nodet = lua_gettop(L);
+    lua_newtable(L);
+    newt = lua_gettop(L);
     lua_newtable(L);
     actt = lua_gettop(L);
     lua_newtable(L);
     idt = lua_gettop(L);
     lua_getiuservalue(L, 1, 1);
     intern = lua_gettop(L);
+    lua_getiuservalue(L, 1, 2);
+    nintern = lua_gettop(L);
     if (lua_type(L, 2) == LUA_TTABLE) {
         for (k = 0; k < 5; k++) {
             int list, i;
@@ -517,8 +649,7 @@ static int l_compile(lua_State *L)
                 continue;
             }
             for (i = 1; lua_geti(L, list, i) != LUA_TNIL; i++) {
-                int rt = lua_gettop(L), n = 0;
-                Rule *ru;
+                int rt = lua_gettop(L), n = 0, ct, notify, highlight;
                 if (lua_type(L, rt) != LUA_TTABLE) {
                     lua_pop(L, 1);
                     continue;
@@ -531,111 +662,72 @@ static int l_compile(lua_State *L)
                 lua_pop(L, 1);
                 if (nrules >= MAX_RULES)
                     luaL_error(L, "push: more than %d rules", MAX_RULES);
-                {
-                    Rule *grown = (Rule *)realloc(r->rules, (size_t)(nrules + 1) * sizeof(Rule));
-                    if (grown == NULL)
-                        luaL_error(L, "push: out of memory");
-                    r->rules = grown;
-                }
-                ru = &r->rules[nrules];
-                ru->first = ncond;
-                ru->ncond = 0;
-                ru->notify = ru->highlight = 0;
+                lua_newtable(L);
+                ct = lua_gettop(L);
                 /* conditions */
                 if (k == 1 || k == 2 || k == 3) {
                     lua_getfield(L, rt, k == 1 ? "pattern" : "rule_id");
                     push_cond(L, intern, 0, k == 1 ? "content.body" : k == 2 ? "room_id" : "sender",
                               lua_gettop(L));
-                    lua_rawseti(L, condt, ++ncond);
+                    lua_rawseti(L, ct, ++n);
                     lua_pop(L, 1);
-                    n = 1;
                 } else {
                     int cl, j;
                     lua_getfield(L, rt, "conditions");
                     cl = lua_gettop(L);
                     if (lua_type(L, cl) == LUA_TTABLE) {
                         for (j = 1; lua_geti(L, cl, j) != LUA_TNIL; j++) {
-                            int ct = lua_gettop(L);
-                            push_cond(L, intern, ct, NULL, 0); /* not a table: never */
-                            lua_rawseti(L, condt, ++ncond);
+                            push_cond(L, intern, lua_gettop(L), NULL, 0); /* not a table: never */
+                            lua_rawseti(L, ct, ++n);
                             lua_pop(L, 1);
-                            n++;
-                            if (ncond > MAX_RULES)
+                            if (++ncond > MAX_RULES)
                                 luaL_error(L, "push: more than %d conditions", MAX_RULES);
                         }
                         lua_pop(L, 1);
                     }
                     lua_pop(L, 1);
                 }
-                ru->ncond = n;
                 /* actions and their outcome */
                 lua_getfield(L, rt, "actions");
                 if (lua_type(L, -1) != LUA_TTABLE) {
                     lua_pop(L, 1);
                     lua_newtable(L);
                 }
-                {
-                    int at = lua_gettop(L), j;
-                    for (j = 1; lua_geti(L, at, j) != LUA_TNIL; j++) {
-                        if (lua_type(L, -1) == LUA_TSTRING) {
-                            if (strcmp(lua_tostring(L, -1), "notify") == 0)
-                                ru->notify = 1;
-                        } else if (lua_type(L, -1) == LUA_TTABLE) {
-                            int a = lua_gettop(L), hl;
-                            lua_getfield(L, a, "set_tweak");
-                            hl = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "highlight") == 0;
-                            lua_pop(L, 1);
-                            if (hl) {
-                                lua_getfield(L, a, "value");
-                                if (!(lua_isboolean(L, -1) && !lua_toboolean(L, -1)))
-                                    ru->highlight = 1;
-                                lua_pop(L, 1);
-                            }
-                        }
-                        lua_pop(L, 1);
-                    }
-                    lua_pop(L, 1);
-                }
+                read_actions(L, lua_gettop(L), &notify, &highlight);
                 lua_rawseti(L, actt, nrules + 1);
+                lua_pushboolean(L, push_node(L, nintern, ct, n, notify, highlight));
+                lua_rawseti(L, newt, nrules + 1);
+                lua_rawseti(L, nodet, nrules + 1);
                 lua_getfield(L, rt, "rule_id");
                 lua_rawseti(L, idt, nrules + 1);
                 nrules++;
-                r->nrules = nrules;
-                lua_pop(L, 1);
+                lua_pop(L, 2);
             }
             lua_pop(L, 2);
         }
     }
-    /* the rule set proper: one block (header, condition pointers, rules),
-     * so a member's evaluation walks contiguous memory; the scratch one
-     * above is collected */
+    /* the rule set proper: one block (header, node pointers) */
     {
-        Rules *f = (Rules *)lua_newuserdatauv(L, sizeof *f + (size_t)ncond * sizeof(Pre)
-                                                 + (size_t)ncond * sizeof(Cond *)
-                                                 + (size_t)nrules * sizeof(Rule), 4);
+        Rules *f = (Rules *)lua_newuserdatauv(L, sizeof *f + (size_t)nrules * sizeof(RuleRef), 4);
         int fs = lua_gettop(L);
         memset(f, 0, sizeof *f);
-        f->owner = r->owner;
-        f->embedded = 1;
-        f->pre = (Pre *)(void *)(f + 1);
-        f->conds = (Cond **)(void *)(f->pre + ncond);
-        f->rules = (Rule *)(void *)(f->conds + ncond);
-        if (nrules > 0)
-            memcpy(f->rules, r->rules, (size_t)nrules * sizeof(Rule));
+        f->owner = lua_touserdata(L, 1);
+        f->rules = (RuleRef *)(void *)(f + 1);
         f->nrules = nrules;
         luaL_setmetatable(L, RULES_MT);
-        for (k = 0; k < ncond; k++) {
-            lua_rawgeti(L, condt, k + 1);
-            f->conds[k] = (Cond *)lua_touserdata(L, -1);
-            f->pre[k].kind = f->conds[k]->kind;
-            f->pre[k].mode = f->conds[k]->mode;
-            f->pre[k].keyhash = f->conds[k]->keyhash;
-            f->pre[k].pathash = f->conds[k]->pathash;
-            lua_pop(L, 1);
+        for (k = 0; k < nrules; k++) {
+            RuleRef *ref = &f->rules[k];
+            lua_rawgeti(L, nodet, k + 1);
+            ref->nd = (Node *)lua_touserdata(L, -1);
+            ref->filter = F_NONE;
+            lua_rawgeti(L, newt, k + 1);
+            if (lua_toboolean(L, -1))
+                node_filter(ref->nd, ref);
+            lua_pop(L, 2);
         }
         lua_pushvalue(L, 1);
         lua_setiuservalue(L, fs, 1);
-        lua_pushvalue(L, condt);
+        lua_pushvalue(L, nodet);
         lua_setiuservalue(L, fs, 2);
         lua_pushvalue(L, actt);
         lua_setiuservalue(L, fs, 3);
@@ -992,39 +1084,43 @@ typedef struct {
     const void *rules;
     const void *user;
     int hit;
-    int nword;         /* name is one word (as a glob: G_WORD) of hash nhash */
+    int nfilter;       /* the name's first word is known: nhash */
     const void *name;  /* the display name's string, kept in room._rows[5][i] */
     uint64_t nhash;
 } Slot;
 
 /* A member's display name, read from the names table only when a rule
- * needs it. */
+ * needs it, and its bytes only when its first word is in the body. */
 typedef struct {
     const char *name;
     size_t len;
-    int fetched;
-    int names; /* stack index of the names table, 0: none */
+    int fetched; /* the names table was read: has */
+    int has;     /* the member has a name (a string) */
+    int bytes;   /* name and len are set */
+    int names;   /* stack index of the names table, 0: none */
     lua_Integer i;
     Slot *slot; /* ev:evaluate: the member's slot, and the table keeping */
     int keep;   /* names alive (stack index) */
-    int word;   /* the name is one word of hash nm->hash */
+    int filter; /* the name's first word has hash nm->hash */
     uint64_t hash;
 } Name;
 
-static void name_word(const char *name, size_t n, int *word, uint64_t *hash)
+/* A name found as words of the body (test_display) starts, when its first
+ * byte is a word byte, with a whole word of the body: the name's leading
+ * run of word bytes (bounded by the name's next, non-word, byte or its
+ * end). Its folded hash lets most members be answered without the name's
+ * bytes. */
+static void name_filter(const char *name, size_t n, int *filter, uint64_t *hash)
 {
     char buf[MAX_GLOB];
     size_t i;
-    *word = 0;
-    if (name == NULL || n == 0 || n > MAX_GLOB)
+    *filter = 0;
+    if (name == NULL || n == 0 || n > MAX_GLOB || !is_word((unsigned char)name[0]))
         return;
-    for (i = 0; i < n; i++) {
-        if (!is_word((unsigned char)name[i]))
-            return; /* NUL is not a word byte */
+    for (i = 0; i < n && is_word((unsigned char)name[i]); i++)
         buf[i] = (char)fold_c((unsigned char)name[i]);
-    }
-    *word = 1;
-    *hash = fnv(buf, n);
+    *filter = 1;
+    *hash = fnv(buf, i);
 }
 
 static void fetch_name(lua_State *L, Name *nm)
@@ -1033,19 +1129,32 @@ static void fetch_name(lua_State *L, Name *nm)
     if (nm->names == 0)
         return;
     if (lua_rawgeti(L, nm->names, nm->i) == LUA_TSTRING) {
-        nm->name = lua_tolstring(L, -1, &nm->len); /* the names table keeps it alive */
+        nm->has = 1;
         if (nm->slot != NULL) {
             const void *ptr = lua_topointer(L, -1);
             if (ptr != nm->slot->name) {
-                name_word(nm->name, nm->len, &nm->slot->nword, &nm->slot->nhash);
+                size_t len;
+                const char *name = lua_tolstring(L, -1, &len);
+                name_filter(name, len, &nm->slot->nfilter, &nm->slot->nhash);
                 nm->slot->name = ptr;
                 lua_pushvalue(L, -1);
                 lua_rawseti(L, nm->keep, nm->i);
             }
-            nm->word = nm->slot->nword;
+            nm->filter = nm->slot->nfilter;
             nm->hash = nm->slot->nhash;
+        } else {
+            nm->name = lua_tolstring(L, -1, &nm->len); /* the names table keeps it alive */
+            nm->bytes = 1;
         }
     }
+    lua_pop(L, 1);
+}
+
+static void fetch_bytes(lua_State *L, Name *nm)
+{
+    nm->bytes = 1;
+    lua_rawgeti(L, nm->names, nm->i);
+    nm->name = lua_tolstring(L, -1, &nm->len); /* the names table keeps it alive */
     lua_pop(L, 1);
 }
 
@@ -1074,6 +1183,34 @@ static int word_hash_seen(lua_State *L, Eval *e, uint64_t hash)
     return 0;
 }
 
+/* As key_hash_seen and word_hash_seen, on the low 32 bits of the hash. */
+static int key_hash32_seen(const Eval *e, uint32_t hash)
+{
+    size_t h, mask = e->tabcap - 1;
+    if (mask > UINT32_MAX)
+        return 1; /* the probe would start elsewhere */
+    for (h = (size_t)hash & mask; e->tab[h]; h = (h + 1) & mask)
+        if ((uint32_t)e->ent[e->tab[h] - 1].hash == hash)
+            return 1;
+    return 0;
+}
+
+static int word_hash32_seen(lua_State *L, Eval *e, uint32_t hash)
+{
+    size_t h, mask;
+    if (!e->has_body)
+        return 0;
+    if (!e->words_built)
+        build_words(L, e);
+    mask = e->wordcap - 1;
+    if (mask > UINT32_MAX)
+        return 1;
+    for (h = (size_t)hash & mask; e->words[h].len; h = (h + 1) & mask)
+        if ((uint32_t)e->words[h].hash == hash)
+            return 1;
+    return 0;
+}
+
 /* False when the condition cannot hold, from its Pre alone (K_MATCH,
  * K_IS, K_CONTAINS: no such key; a G_WORD glob: no such word). */
 static int may_hold(lua_State *L, Eval *e, const Pre *p)
@@ -1091,32 +1228,62 @@ static int may_hold(lua_State *L, Eval *e, const Pre *p)
     }
 }
 
+/* The member's display name is found in the body. */
+static int display_holds(lua_State *L, Eval *e, Name *nm)
+{
+    if (!e->has_body)
+        return 0;
+    if (!nm->fetched)
+        fetch_name(L, nm);
+    if (!nm->has || (nm->filter && !word_hash_seen(L, e, nm->hash)))
+        return 0;
+    if (!nm->bytes)
+        fetch_bytes(L, nm);
+    return test_display(L, e, nm->name, nm->len);
+}
+
+/* All the node's conditions hold: the member's display name last. */
+static int test_node(lua_State *L, Eval *e, const Node *nd, Name *nm, const Ctx *x)
+{
+    int j;
+    for (j = 0; j < nd->ncond; j++) {
+        const Pre *p = &nd->pre[j];
+        Cond *c;
+        if (p->kind == K_DISPLAY)
+            continue;
+        if (!may_hold(L, e, p))
+            return 0;
+        c = nd->conds[j];
+        if (c->gen != e->gen) {
+            c->gen = e->gen;
+            c->result = test_cond(L, e, c, x);
+        }
+        if (!c->result)
+            return 0;
+    }
+    return !nd->display || display_holds(L, e, nm);
+}
+
 /* The index (from 1) of the first rule that matches, 0 when none does. */
 static int run_rules(lua_State *L, Eval *e, Rules *r, Name *nm, const Ctx *x)
 {
-    int i, j;
+    int i;
+    uint64_t gen = e->gen;
     for (i = 0; i < r->nrules; i++) {
-        Rule *ru = &r->rules[i];
-        int ok = 1;
-        for (j = 0; j < ru->ncond && ok; j++) {
-            const Pre *p = &r->pre[ru->first + j];
-            Cond *c;
-            if (!may_hold(L, e, p)) {
-                ok = 0;
-                break;
-            }
-            c = r->conds[ru->first + j];
-            if (p->kind == K_DISPLAY) {
-                if (!nm->fetched)
-                    fetch_name(L, nm);
-                /* a one-word name whose hash is no word of the body: no */
-                ok = nm->word && !word_hash_seen(L, e, nm->hash) ? 0 : test_display(L, e, nm->name, nm->len);
-            } else {
-                if (c->gen != e->gen) {
-                    c->gen = e->gen;
-                    c->result = test_cond(L, e, c, x);
-                }
-                ok = c->result;
+        const RuleRef *ref = &r->rules[i];
+        Node *nd;
+        int ok;
+        if (ref->filter == F_KEY ? !key_hash32_seen(e, ref->hash)
+            : ref->filter == F_WORD && !word_hash32_seen(L, e, ref->hash))
+            continue;
+        nd = ref->nd;
+        if (nd->gen == gen) {
+            ok = nd->result;
+        } else {
+            ok = test_node(L, e, nd, nm, x);
+            if (!nd->display) {
+                nd->gen = gen;
+                nd->result = ok;
             }
         }
         if (ok)
@@ -1150,14 +1317,18 @@ static int l_run(lua_State *L)
     Eval *e = check_eval(L, 1);
     Rules *r = check_rules(L, 2, e);
     Ctx x;
-    Name nm = {NULL, 0, 1, 0, 0, NULL, 0, 0, 0};
+    Name nm;
     int hit;
     luaL_checktype(L, 4, LUA_TTABLE);
     lua_settop(L, 4);
     read_ctx(L, 4, &x);
+    memset(&nm, 0, sizeof nm);
+    nm.fetched = nm.bytes = 1;
     lua_getfield(L, 4, "display_name");
-    if (lua_type(L, -1) == LUA_TSTRING)
+    if (lua_type(L, -1) == LUA_TSTRING) {
         nm.name = lua_tolstring(L, -1, &nm.len);
+        nm.has = 1;
+    }
     e->gen++;
     index_event(L, e, 3);
     hit = run_rules(L, e, r, &nm, &x);
@@ -1275,14 +1446,25 @@ static int l_evaluate(lua_State *L)
     for (i = 1; i <= n; i++) {
         Rules *r;
         Slot *s = &cache->slot[i - 1];
-        Name nm = {NULL, 0, 0, 0, 0, s, keep, 0, 0};
-        int hit;
+        Name nm;
+        int hit, same_set = 0;
+        const Node *nd;
         if (i == skip)
             continue;
-        r = lua_rawgeti(L, rt, i) == LUA_TUSERDATA ? (Rules *)lua_touserdata(L, -1) : NULL;
-        if (r == NULL || r != s->rules) {
-            /* checked once per member and rule set; room._rows[2][i] keeps
-             * it alive while the slot names it */
+        lua_rawgeti(L, rt, i);
+        if (s->rules != NULL) {
+            /* the slot's rule set is room._rows[2][i] (kept alive there):
+             * compared as values, without reading the userdata */
+            lua_rawgeti(L, csets, i);
+            same_set = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        }
+        if (same_set) {
+            r = (Rules *)s->rules;
+            lua_pop(L, 1);
+        } else {
+            /* checked once per member and rule set */
+            r = lua_type(L, -1) == LUA_TUSERDATA ? (Rules *)lua_touserdata(L, -1) : NULL;
             if (r == NULL || !lua_getmetatable(L, -1) || !lua_rawequal(L, -1, mt) || r->owner != (void *)e)
                 luaL_error(L, "room.rules[%I]: a loom.PushRules of this evaluator expected", i);
             lua_pop(L, 1);
@@ -1290,13 +1472,15 @@ static int l_evaluate(lua_State *L)
             s->rules = r;
             s->hit = 0;
             s->user = NULL;
-        } else {
-            lua_pop(L, 1);
         }
+        memset(&nm, 0, sizeof nm);
         nm.names = names_ok ? nt : 0;
         nm.i = i;
+        nm.slot = s;
+        nm.keep = keep;
         hit = run_rules(L, e, r, &nm, &x);
-        if (hit && r->rules[hit - 1].notify) {
+        nd = hit ? r->rules[hit - 1].nd : NULL;
+        if (nd && nd->notify) {
             /* the row of (member i, rule set, rule, user) is made once and
              * kept in room._rows for later events: read-only (its metatable
              * refuses new fields) */
@@ -1317,7 +1501,7 @@ static int l_evaluate(lua_State *L)
                 lua_createtable(L, 3, 0);
                 lua_pushvalue(L, -2);
                 lua_rawseti(L, -2, 1);
-                lua_pushboolean(L, r->rules[hit - 1].highlight);
+                lua_pushboolean(L, nd->highlight);
                 lua_rawseti(L, -2, 2);
                 lua_rawgeti(L, rt, i);
                 lua_getiuservalue(L, -1, 3);
@@ -1359,15 +1543,20 @@ static int eval_gc(lua_State *L)
 
 static int l_new(lua_State *L)
 {
-    Eval *e = (Eval *)lua_newuserdatauv(L, sizeof *e, 1);
+    Eval *e = (Eval *)lua_newuserdatauv(L, sizeof *e, 2);
+    int k;
     memset(e, 0, sizeof *e);
     luaL_setmetatable(L, EVAL_MT);
-    lua_newtable(L); /* conditions by canonical text, weak values */
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_setiuservalue(L, -2, 1);
+    /* 1: conditions by canonical text, 2: rule nodes by conditions and
+     * outcome; weak values */
+    for (k = 1; k <= 2; k++) {
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "v");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_setiuservalue(L, -2, k);
+    }
     return 1;
 }
 
@@ -1413,7 +1602,6 @@ static const luaL_Reg eval_meta[] = {
 };
 
 static const luaL_Reg rules_meta[] = {
-    {"__gc", rules_gc},
     {"__len", rules_len},
     {"__tostring", rules_tostring},
     {NULL, NULL}
@@ -1444,6 +1632,7 @@ void loom_open_push(lua_State *L)
     loom_new_type(L, EVAL_MT, eval_methods, eval_meta);
     loom_new_type(L, RULES_MT, NULL, rules_meta);
     loom_new_type(L, COND_MT, NULL, cond_meta);
+    loom_new_type(L, NODE_MT, NULL, NULL);
     loom_new_type(L, ROW_MT, NULL, row_meta);
     loom_new_type(L, CACHE_MT, NULL, NULL);
     luaL_newlib(L, funcs);
