@@ -57,7 +57,7 @@ end
 local BY_NID = { "forward_extremities", "backward_extremities", "room_memberships", "lazy_members_sent",
   "event_relations", "threads", "user_directory_public_rooms" }
 local BY_ID = { "room_aliases", "room_directory", "forgotten_rooms", "account_data", "receipts", "room_keys",
-  "event_push_actions", "federation_outbox", "appservice_room_list", "server_notice_rooms", "reports" }
+  "push_counts", "push_events", "federation_outbox", "appservice_room_list", "server_notice_rooms", "reports" }
 local OF_EVENTS = "(SELECT event_nid FROM events WHERE room_nid = ?)"
 local IDS_OF_EVENTS = "(SELECT event_id FROM events WHERE room_nid = ?)"
 
@@ -88,6 +88,8 @@ local function purge(self, room_id, nid)
   conn:run("DELETE FROM current_state WHERE room_nid = ?", nid)
   for _, t in ipairs(BY_NID) do conn:run("DELETE FROM " .. t .. " WHERE room_nid = ?", nid) end
   conn:run("DELETE FROM events WHERE room_nid = ?", nid)
+  conn:run("DELETE FROM push_notifs WHERE stream_ordering IN"
+    .. " (SELECT stream_ordering FROM push_events WHERE room_id = ?)", room_id)
   for _, t in ipairs(BY_ID) do conn:run("DELETE FROM " .. t .. " WHERE room_id = ?", room_id) end
   conn:run("DELETE FROM rooms WHERE room_nid = ?", nid)
   -- users of other servers seen only here leave the user directory

@@ -52,6 +52,10 @@ function methods:set_receipt(r)
       DO UPDATE SET event_id = excluded.event_id, event_stream = excluded.event_stream, ts = excluded.ts,
         stream_id = excluded.stream_id]],
       r.room_id, r.receipt_type, r.user_id, thread, r.event_id, r.event_stream, r.ts, pos)
+    -- a read receipt reads the user's notifications up to it (loom.store.push_actions)
+    if r.receipt_type == "m.read" or r.receipt_type == "m.read.private" then
+      self:recount_unread(r.room_id, r.user_id)
+    end
     conn:after_commit(function()
       if pos > self:receipts_position() then self.receipts_pos = pos end
       if self.receipt_changes then self.receipt_changes:entity_changed(r.room_id, pos) end

@@ -105,7 +105,8 @@ local function notifications(hs, req)
   end
   local limit = math_min(req:arg_integer("limit", 50, 0), MAX_LIMIT)
   local only = req:arg("only")
-  local list = hs.store:notifications(user_id, { from = from_so, limit = limit, highlight = only == "highlight" })
+  local list, next_from = hs.store:notifications(user_id, { from = from_so, limit = limit,
+    highlight = only == "highlight" })
   local out = json.array {}
   for _, n in ipairs(list) do
     local ev = hs.store:event(n.event_id)
@@ -117,7 +118,11 @@ local function notifications(hs, req)
     end
   end
   local res = { notifications = out }
-  if limit > 0 and #list == limit then res.next_token = tostring(list[#list].stream_ordering) end
+  if limit > 0 and #list == limit then
+    res.next_token = tostring(list[#list].stream_ordering)
+  elseif next_from then -- the rooms read so far had more
+    res.next_token = tostring(next_from)
+  end
   return res
 end
 
