@@ -133,6 +133,28 @@ describe("threads", function()
     assert.same({ c, b, a }, ids(threads(bob, "include=participated&limit=10").json.chunk))
   end)
 
+  it("refuses a thread off an event with a relation (so threads never nest), and nothing is sent", function()
+    local root = msg(alice, "root")
+    local in_thread = reply(bob, root, "in the thread")
+    local edit = send(alice, { msgtype = "m.text", body = "* root", ["m.new_content"] = { msgtype = "m.text",
+      body = "root" }, ["m.relates_to"] = { rel_type = "m.replace", event_id = root } })
+    local reaction = send(carol, { ["m.relates_to"] = { rel_type = "m.annotation", event_id = root, key = "x" } },
+      "m.reaction")
+    for _, target in ipairs { in_thread, edit, reaction } do
+      local r = t:send(carol.access_token, room, { msgtype = "m.text", body = "nested",
+        ["m.relates_to"] = { rel_type = "m.thread", event_id = target } })
+      assert.equal(400, r.status, r.body)
+      assert.equal("M_UNKNOWN", r.json.errcode)
+      assert.is_nil(summary(alice, target))
+    end
+    assert.equal(1, summary(alice, root).count)
+    -- a rich reply (m.in_reply_to, no rel_type) may be a thread root
+    local rich = send(bob, { msgtype = "m.text", body = "> root\n\nreply",
+      ["m.relates_to"] = { ["m.in_reply_to"] = { event_id = root } } })
+    reply(carol, rich, "a thread off a reply")
+    assert.equal(1, summary(alice, rich).count)
+  end)
+
   it("refuses bad parameters and outsiders", function()
     for _, q in ipairs { "include=some", "limit=x", "from=nonsense" } do
       local r = threads(alice, q)

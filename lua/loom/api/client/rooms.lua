@@ -799,6 +799,21 @@ local function duplicate_annotation(hs, req, room_id, t, body)
   end
 end
 
+-- A thread cannot start from an event that is itself the child of a
+-- relationship (its m.relates_to has a rel_type): so threads never nest
+-- (Client-Server API, "Threading", "Validation of m.thread relationships":
+-- 400 M_UNKNOWN). A root this server does not have is let through.
+local function nested_thread(hs, body)
+  local rel = body["m.relates_to"]
+  if not is_object(rel) or rel.rel_type ~= "m.thread" or type(rel.event_id) ~= "string" then return nil end
+  local root = hs.store:event(rel.event_id)
+  local content = root and is_object(root.content) and root.content
+  local root_rel = content and content["m.relates_to"]
+  if is_object(root_rel) and root_rel.rel_type ~= nil then
+    return errors.new("BAD_REQUEST", "Cannot start a thread from an event with a relation")
+  end
+end
+
 local function send_message(hs, req)
   local room_id, t = req.params.roomId, req.params.eventType
   local bad_ts = massage_ts(req)
@@ -806,7 +821,7 @@ local function send_message(hs, req)
   local body = req:json()
   return send_once(hs, req, "send:" .. room_id .. ":" .. t, room_id,
     { type = t, sender = req.user_id, content = body },
-    function() return duplicate_annotation(hs, req, room_id, t, body) end)
+    function() return nested_thread(hs, body) or duplicate_annotation(hs, req, room_id, t, body) end)
 end
 
 local function joined_rooms(hs, req)
