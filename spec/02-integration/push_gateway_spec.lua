@@ -41,8 +41,8 @@ describe("push gateway", function()
     t:join(carol, room)
     return alice, bob, carol, room
   end
-  local function send(u, room, content)
-    local r = t:send(u.access_token, room, content)
+  local function send(u, room, content, etype)
+    local r = t:send(u.access_token, room, content, etype)
     assert.equal(200, r.status, r.body)
     return r.json.event_id
   end
@@ -304,5 +304,49 @@ describe("push gateway", function()
     assert.same(counts(0, 0), sec.unread_notifications)
     assert.same({}, sec.unread_thread_notifications)
     assert.truthy(t4)
+  end)
+
+  it("puts an event related to a threaded event in its thread; a threaded receipt must name the event's thread",
+    function()
+    local alice, bob, _, room = trio()
+    local root = send(alice, room, { msgtype = "m.text", body = "root" })
+    local reply = send(alice, room, { msgtype = "m.text", body = "in the thread",
+      ["m.relates_to"] = { rel_type = "m.thread", event_id = root } })
+    -- a message referencing the threaded reply, and one referencing that one (two hops)
+    local ref1 = send(alice, room, { msgtype = "m.text", body = "about the reply",
+      ["m.relates_to"] = { rel_type = "m.reference", event_id = reply } })
+    local ref2 = send(alice, room, { msgtype = "m.text", body = "about that",
+      ["m.relates_to"] = { rel_type = "m.reference", event_id = ref1 } })
+    -- a message referencing the root stays in the main timeline
+    local on_root = send(alice, room, { msgtype = "m.text", body = "about the root",
+      ["m.relates_to"] = { rel_type = "m.reference", event_id = root } })
+    local reaction = send(alice, room, { ["m.relates_to"] = { rel_type = "m.annotation", event_id = reply,
+      key = "+1" } }, "m.reaction")
+    local filter = json.encode { room = { timeline = { unread_thread_notifications = true } } }
+    local function counts(n, h) return { notification_count = n, highlight_count = h } end
+    local sec = t:sync(bob, nil, filter).rooms.join[room]
+    assert.same(counts(2, 0), sec.unread_notifications)                  -- root, on_root
+    assert.same({ [root] = counts(3, 0) }, sec.unread_thread_notifications) -- reply, ref1, ref2
+    local function receipt(event_id, thread_id)
+      return t:request("POST", V3 .. "/rooms/" .. enc(room) .. "/receipt/m.read/" .. enc(event_id),
+        { thread_id = thread_id }, bob.access_token)
+    end
+    -- the wrong thread: 400 M_INVALID_PARAM, and nothing moves
+    for _, case in ipairs { { reply, "main" }, { ref2, "main" }, { root, root }, { on_root, root },
+        { reaction, "main" } } do
+      local r = receipt(case[1], case[2])
+      assert.equal(400, r.status, r.body)
+      assert.equal("M_INVALID_PARAM", r.json.errcode)
+    end
+    sec = t:sync(bob, nil, filter).rooms.join[room]
+    assert.same(counts(2, 0), sec.unread_notifications)
+    assert.same({ [root] = counts(3, 0) }, sec.unread_thread_notifications)
+    -- the right ones
+    assert.equal(200, receipt(reaction, root).status)
+    assert.equal(200, receipt(on_root, "main").status)
+    sec = t:sync(bob, nil, filter).rooms.join[room]
+    assert.same(counts(0, 0), sec.unread_notifications)
+    assert.same({}, sec.unread_thread_notifications)
+    assert.truthy(ref2)
   end)
 end)

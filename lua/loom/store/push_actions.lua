@@ -9,8 +9,8 @@
 --   local list, next_from = store:notifications(user_id, { from = so, limit = 20, highlight = true })
 --   store:recount_unread(room_id, user_id)        -- after a read receipt (loom.store.receipts does)
 --
--- Each row belongs to a thread: the root's event ID when the event's
--- m.relates_to has rel_type m.thread, else "main". A row is read when its
+-- Each row belongs to the event's thread (store:event_thread): the root's
+-- event ID, or "main". A row is read when its
 -- stream ordering is at or before the user's latest unthreaded m.read or
 -- m.read.private receipt in the room, or their latest receipt for the row's
 -- thread (Client-Server API, "Threaded read receipts"). The unread counts
@@ -27,16 +27,6 @@ local json = core.json
 local push_actions = {}
 local methods = {}
 local _ENV = nil -- luacheck: ignore 211
-
--- The thread an event belongs to (for its notifications).
-local function thread_of(ev)
-  local rel = type(ev) == "table" and type(ev.content) == "table" and ev.content["m.relates_to"]
-  if type(rel) == "table" and rel.rel_type == "m.thread" and type(rel.event_id) == "string" then
-    return rel.event_id
-  end
-  return "main"
-end
-push_actions.thread_of = thread_of
 
 local DEFAULT_ACTIONS = '["notify"]'
 local HIGHLIGHT_ACTIONS = '["notify",{"set_tweak":"highlight"}]'
@@ -100,7 +90,7 @@ local COUNT_SQL = [[
 function methods:add_push_actions(room_id, stream_ordering, event_id, rows)
   local conn, total = self.conn, #rows
   if total == 0 then return end
-  local thread = thread_of(self:event(event_id))
+  local thread = self:event_thread(self:event(event_id))
   local ts = core.now_ms()
   local cache = {}
   conn:transaction(function()

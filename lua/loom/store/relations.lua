@@ -15,6 +15,7 @@
 --     -- { ids = { root_id, ... }, next = token | nil }
 --   local ids = store:events_near_ts(room_id, ts, dir, limit, skip)
 --   if store:annotation_sent(room_id, parent_id, sender, type, key) then ... end
+--   local thread = store:event_thread(ev)   -- "main" or the thread root's event ID
 --   local id = store:add_report { reporter, room_id?, event_id?, user_id?, reason?, score? }
 --   local list = store:reports_list(from, limit)
 --
@@ -330,6 +331,29 @@ function methods:threads_page(room_id, opts)
     out.next = tostring((token.for_event(last[2], last[3])))
   end
   return out
+end
+
+-- How many relationships event_thread follows from an event (the spec's
+-- "Threaded read receipts" recommends 3).
+local THREAD_HOPS = 3
+
+--- The thread an event is in (Client-Server API, "Threaded read receipts"):
+-- the root's event ID when it has an m.thread relation, or when a parent it
+-- reaches through at most 3 relationships (an edit, a reaction, a reference
+-- of a threaded event) has one; else "main" (thread roots, events related to
+-- a root by other relations, events with none).
+function methods:event_thread(ev)
+  local room_id = type(ev) == "table" and ev.room_id
+  for hop = 0, THREAD_HOPS do
+    local content = type(ev) == "table" and ev.content
+    local rel = type(content) == "table" and content["m.relates_to"]
+    if type(rel) ~= "table" or type(rel.rel_type) ~= "string" or type(rel.event_id) ~= "string" then break end
+    if rel.rel_type == "m.thread" then return rel.event_id end
+    if hop == THREAD_HOPS then break end
+    ev = self:event(rel.event_id)
+    if not ev or ev.room_id ~= room_id then break end
+  end
+  return "main"
 end
 
 --- Whether sender has an annotation of this event type and key on

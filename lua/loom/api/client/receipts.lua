@@ -37,8 +37,8 @@ local function check_room(hs, req, room_id)
   end
 end
 
--- The stream ordering of an event of the room the user may see, or nil
--- and a 404 (an unknown event and a hidden one look the same).
+-- The stream ordering of an event of the room the user may see and the
+-- event, or nil and a 404 (an unknown event and a hidden one look the same).
 local function event_stream(hs, req, room_id, event_id)
   if type(event_id) ~= "string" or #event_id > 255 then
     return nil, errors.new("M_INVALID_PARAM", "event ID expected")
@@ -48,13 +48,17 @@ local function event_stream(hs, req, room_id, event_id)
       or not visibility.can_see(hs, req.user_id, room_id, ev) then
     return nil, errors.new("M_NOT_FOUND", "Event not found")
   end
-  return meta.stream_ordering
+  return meta.stream_ordering, ev
 end
 
 -- Record one marker of type rtype at event_id: nil or the error.
 local function mark(hs, req, room_id, rtype, event_id, thread_id)
-  local pos, err = event_stream(hs, req, room_id, event_id)
-  if not pos then return err end
+  local pos, found = event_stream(hs, req, room_id, event_id)
+  if not pos then return found end
+  -- a threaded receipt names the event's own thread (the root's ID, or main)
+  if thread_id ~= nil and hs.store:event_thread(found) ~= thread_id then
+    return errors.new("M_INVALID_PARAM", ("event_id %s is not related to thread %s"):format(event_id, thread_id))
+  end
   if rtype == "m.fully_read" then
     hs.store:set_account_data(req.user_id, room_id, "m.fully_read", json.encode { event_id = event_id })
   else
@@ -108,8 +112,8 @@ local function read_markers(hs, req)
   for _, k in ipairs { "m.fully_read", "m.read", "m.read.private" } do
     local v = body[k]
     if type(v) == "string" then
-      local _, err = event_stream(hs, req, room_id, v)
-      if err then return err end
+      local pos, err = event_stream(hs, req, room_id, v)
+      if not pos then return err end
     end
   end
   for _, k in ipairs { "m.fully_read", "m.read", "m.read.private" } do
