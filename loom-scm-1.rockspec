@@ -213,6 +213,7 @@ build = {
          ["loom.migrations.sqlite.042_user_directory"] = "migrations/sqlite/042_user_directory.sql",
          ["loom.migrations.sqlite.050_appservices"] = "migrations/sqlite/050_appservices.sql",
          ["loom.migrations.sqlite.051_push_notifications"] = "migrations/sqlite/051_push_notifications.sql",
+         ["loom.migrations.sqlite.052_pusher_positions"] = "migrations/sqlite/052_pusher_positions.sql",
          ["loom.migrations.sqlite.035_pushers"] = "migrations/sqlite/035_pushers.sql",
          ["loom.migrations.sqlite.038_push_actions_detail"] = "migrations/sqlite/038_push_actions_detail.sql",
          ["loom.migrations.sqlite.013_presence"] = "migrations/sqlite/013_presence.sql",

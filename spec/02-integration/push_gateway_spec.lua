@@ -179,6 +179,46 @@ describe("push gateway", function()
     assert.is_false(wait_for(function() return #gw.received > 2 end, 200))
   end)
 
+  it("sends after a restart what a gateway that was down did not get, and nothing twice", function()
+    local saved, config = t, { log_level = "info",
+      push = { allow_ips = { "127.0.0.1/32" }, retry_base_ms = 40, retry_max_ms = 400 } }
+    t = tesths.start(config)
+    local first, gw2 = t, nil
+    finally(function()
+      if gw2 then gw2:stop() end
+      t:stop(); t = saved
+    end)
+    local gw = gateway.start()
+    local port = gw.port
+    local alice, bob, _, room = trio()
+    set_pusher(bob, gw.url, "durable")
+    local e0 = send(alice, room, mention(bob, "delivered"))
+    assert.is_true(wait_for(function() return #gw.received >= 1 end))
+    assert.equal(e0, gw.received[1].notification.event_id)
+    gw:stop()
+    wait_for(function() return false end, 100)       -- the listener closes
+    local e1 = send(alice, room, mention(bob, "first"))
+    local e2 = send(alice, room, mention(bob, "second"))
+    wait_for(function() return false end, 300)       -- failed tries meanwhile
+    assert.is_not_nil(t:logged("push to " .. bob.user_id:gsub("%p", "%%%0") .. " .* failed"))
+    -- loom stops with both undelivered, and starts again on the same database
+    local stopped = false
+    first.server:stop(function() stopped = true end)
+    assert.is_true(wait_for(function() return stopped end))
+    first.hs.store:close()
+    config.database = { path = first.db_path }
+    t = tesths.start(config)
+    t.db_path = first.db_path
+    gw2 = gateway.start(port)
+    assert.is_true(wait_for(function() return #gw2.received >= 2 end, 5000))
+    assert.equal(e1, gw2.received[1].notification.event_id)
+    assert.equal(e2, gw2.received[2].notification.event_id)
+    assert.equal("first", gw2.received[1].notification.content.body)
+    assert.same({ highlight = true, sound = "default" }, gw2.received[1].notification.devices[1].tweaks)
+    assert.is_false(wait_for(function() return #gw2.received > 2 end, 300))
+    assert.is_not_nil(t:logged("2 notifications not sent before the restart"))
+  end)
+
   it("never reaches a loopback gateway unless push.allow_ips lets it", function()
     local other = tesths.start()
     finally(function() other:stop() end)

@@ -107,6 +107,7 @@ function homeserver.new(server, opts)
   server:hook("room/event/persisted", function(ev, c) return self.push:event_persisted(ev, c) end)
   -- pushers: each notification to the users' push gateways (config.push)
   self.pushers = pusher_mod.new(self, config.push)
+  server:hook("server/started", function() self.pushers:resume() end)
   server:hook("server/stopping", function() self.pushers:close() end)
   local suffix = ":" .. name
   self:install_appservices()

@@ -129,7 +129,7 @@ function methods:event_persisted(event, context)
   if #rows > 0 then
     hs.store:add_push_actions(room_id, so, event.event_id, rows)
     -- to the users' push gateways (queued; loom.push.pusher)
-    if hs.pushers then hs.pushers:notified(event, rows) end
+    if hs.pushers then hs.pushers:notified(event, rows, so) end
   end
 end
 

@@ -3,7 +3,8 @@
 --
 --   local pusher = require "loom.push.pusher"
 --   hs.pushers = pusher.new(hs, config.push)
---   hs.pushers:notified(event, rows)   -- rows as given to store:add_push_actions
+--   hs.pushers:notified(event, rows, stream_ordering)  -- rows as given to store:add_push_actions
+--   hs.pushers:resume()                -- at start: what each pusher was not sent yet
 --   hs.pushers:receipt_moved(user_id)  -- after a read receipt: the new badge count
 --   hs.pushers:forget(user_id, app_id, pushkey)
 --   hs.pushers:close()
@@ -17,6 +18,12 @@
 -- `rejected` loses its pusher. Requests go through their own loom.http.client
 -- with the address guard on: loopback and private addresses are refused
 -- unless listed in allow_ips. Nothing here waits: notified() only queues.
+--
+-- A notification delivered (or given up) moves the pusher's position
+-- (store:pusher_delivered, schema 52); at start resume() queues, for each
+-- http pusher, the notifications after its position (schema 51) made within
+-- give_up_ms, at most max_queue: a restart loses none (one delivered just
+-- before a crash, and not yet recorded, may go twice).
 local core = require "loom.core"
 local uv = require "luv"
 local http_client = require "loom.http.client"
@@ -157,7 +164,7 @@ end
 --- Queue the notifications of a persisted event for the users' http
 -- pushers: rows = { { user_id, highlight, actions }, ... } (the rows of
 -- store:add_push_actions; those whose actions lack "notify" are skipped).
-function methods:notified(event, rows)
+function methods:notified(event, rows, stream_ordering)
   if self.closed then return end
   local ok, err = xpcall(function()
     local hs = self.hs
@@ -182,7 +189,7 @@ function methods:notified(event, rows)
         for _, p in ipairs(list) do
           if p.kind == "http" then
             local body = notification_body(p, event, ctx, tweaks, unread, user_id)
-            if body then self:enqueue(p, body, unread) end
+            if body then self:enqueue(p, body, unread, stream_ordering) end
           end
         end
       end
@@ -217,8 +224,9 @@ end
 
 local pump
 
---- Queue one request body for pusher row p (unread: the badge it carries).
-function methods:enqueue(p, body, unread)
+--- Queue one request body for pusher row p (unread: the badge it carries;
+-- stream_ordering: the notification's, nil for a badge alone).
+function methods:enqueue(p, body, unread, stream_ordering)
   local key = key_of(p.user_id, p.app_id, p.pushkey)
   self.badges[key] = unread
   local q = self.queues[key]
@@ -228,7 +236,7 @@ function methods:enqueue(p, body, unread)
   end
   -- full: the oldest waiting one goes (never the one in flight)
   if #q.items >= self.max_queue then table_remove(q.items, q.busy and 2 or 1) end
-  q.items[#q.items + 1] = { body = body }
+  q.items[#q.items + 1] = { body = body, so = stream_ordering }
   pump(self, q)
 end
 
@@ -263,12 +271,17 @@ local function outcome(err, res)
   return true, rejected
 end
 
+-- An item of q was delivered or given up: the pusher's position moves.
+local function went(self, q, item)
+  if item and item.so then self.hs.store:pusher_delivered(q.user_id, q.app_id, q.pushkey, item.so) end
+end
+
 local function retry_later(self, q, why)
   local now = uv.now()
   q.failing_since = q.failing_since or now
   if now - q.failing_since >= self.give_up_ms then
     self.log("warn", "push: giving up a notification to %s (pushkey %s): %s", q.user_id, q.pushkey, why)
-    table_remove(q.items, 1)
+    went(self, q, table_remove(q.items, 1))
     q.failing_since, q.delay = nil, nil
     return pump(self, q)
   end
@@ -296,7 +309,7 @@ function pump(self, q)
       if q.dropped or self.closed then return end
       local delivered, rejected, why = outcome(err, res)
       if not delivered then return retry_later(self, q, why) end
-      table_remove(q.items, 1)
+      went(self, q, table_remove(q.items, 1))
       q.failing_since, q.delay = nil, nil
       for _, pk in ipairs(rejected or {}) do
         if pk == q.pushkey then
@@ -308,6 +321,38 @@ function pump(self, q)
       end
       pump(self, q)
     end))
+end
+
+--- Queue, for each http pusher, the notifications after its position made
+-- within give_up_ms (at most max_queue, the newest), with today's badge.
+function methods:resume()
+  if self.closed then return end
+  local ok, err = xpcall(function()
+    local hs = self.hs
+    local store = hs.store
+    local since = core.now_ms() - self.give_up_ms
+    local n = 0
+    for _, p in ipairs(store:pushers_to_resume()) do
+      local rows = store:notifications_after(p.user_id, p.last_stream_ordering, since, 1000000000)
+      local first = #rows - self.max_queue + 1
+      if first < 1 then first = 1 end
+      local unread = #rows > 0 and badge(store, p.user_id)
+      for i = first, #rows do
+        local row = rows[i]
+        local event = store:event(row.event_id)
+        if event and has_notify(row.actions) then
+          local body = notification_body(p, event, event_context(hs, event), tweaks_of(row.actions), unread,
+            p.user_id)
+          if body then
+            self:enqueue(p, body, unread, row.stream_ordering)
+            n = n + 1
+          end
+        end
+      end
+    end
+    if n > 0 then self.log("info", "push: %d notifications not sent before the restart queued again", n) end
+  end, traceback)
+  if not ok then self.log("error", "push: cannot resume the pushers: %s", err) end
 end
 
 --- The number of notifications waiting (all pushers).

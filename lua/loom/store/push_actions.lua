@@ -8,6 +8,7 @@
 --     -- { [room_id] = { main = { n, h } | nil, threads = { [root_id] = { n, h } } } }
 --   local list, next_from = store:notifications(user_id, { from = so, limit = 20, highlight = true })
 --   store:recount_unread(room_id, user_id)        -- after a read receipt (loom.store.receipts does)
+--   local rows = store:notifications_after(user_id, stream_ordering, since_ts, limit)
 --
 -- Each row belongs to the event's thread (store:event_thread): the root's
 -- event ID, or "main". A row is read when its
@@ -216,6 +217,25 @@ function methods:notifications(user_id, opts)
       actions = actions, ts = row[6], read = row[7] == 1 }
   end
   return out, #out < limit and boundary or nil
+end
+
+--- A user's notifications after stream ordering `after`, oldest first, made
+-- at or after since_ts (ms), at most limit: { { room_id, stream_ordering,
+-- event_id, highlight, actions }, ... } (a pusher's resumed queue).
+function methods:notifications_after(user_id, after, since_ts, limit)
+  local out = {}
+  for _, row in ipairs(self.conn:all([[
+      SELECT e.room_id, e.stream_ordering, e.event_id, n.highlight, t.actions
+      FROM push_events e JOIN push_notifs n ON n.stream_ordering = e.stream_ordering AND n.user_id = ?1
+      LEFT JOIN push_action_texts t ON t.id = n.actions_id
+      WHERE e.stream_ordering > ?2 AND e.ts >= ?3
+      ORDER BY e.stream_ordering LIMIT ?4]], user_id, after, since_ts, limit)) do
+    local actions = row[5] and json.decode(row[5])
+    if type(actions) ~= "table" then actions = json.decode(row[4] == 1 and HIGHLIGHT_ACTIONS or DEFAULT_ACTIONS) end
+    out[#out + 1] = { room_id = row[1], stream_ordering = row[2], event_id = row[3], highlight = row[4] == 1,
+      actions = actions }
+  end
+  return out
 end
 
 push_actions.methods = methods

@@ -7,7 +7,11 @@
 --   local list = store:user_pushers(user_id)            -- rows as given to set_pusher
 --   local by_user = store:pushers_of_users { user_id, ... }  -- { [user_id] = { row, ... } }
 --   local row = store:pusher(user_id, app_id, pushkey)
+--   store:pusher_delivered(user_id, app_id, pushkey, stream_ordering)
+--   local list = store:pushers_to_resume()      -- http pushers with a position
 --
+-- Each row also has last_stream_ordering (schema 52): the notifications up
+-- to it went out (a pusher set anew starts at the stream's current end).
 -- A pusher is keyed by user, app_id and pushkey; setting it again replaces
 -- it. Deleting its device deletes it (a trigger of schema 35). Mixed into
 -- the store. A database failure raises.
@@ -20,11 +24,12 @@ local methods = {}
 local _ENV = nil -- luacheck: ignore 211
 
 local COLS = [[user_id, device_id, kind, app_id, pushkey, app_display_name, device_display_name, profile_tag,
-  lang, data, pushkey_ts]]
+  lang, data, pushkey_ts, last_stream_ordering]]
 
 local function decode(r)
   return { user_id = r[1], device_id = r[2], kind = r[3], app_id = r[4], pushkey = r[5], app_display_name = r[6],
-    device_display_name = r[7], profile_tag = r[8], lang = r[9], data = r[10], pushkey_ts = r[11] }
+    device_display_name = r[7], profile_tag = r[8], lang = r[9], data = r[10], pushkey_ts = r[11],
+    last_stream_ordering = r[12] }
 end
 
 --- Add or replace the pusher p (keyed by user_id, app_id, pushkey); with
@@ -36,9 +41,9 @@ function methods:set_pusher(p, exclusive)
     if exclusive then
       conn:run("DELETE FROM pushers WHERE app_id = ? AND pushkey = ? AND user_id <> ?", p.app_id, p.pushkey, p.user_id)
     end
-    conn:run("INSERT OR REPLACE INTO pushers (" .. COLS .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn:run("INSERT OR REPLACE INTO pushers (" .. COLS .. ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       p.user_id, p.device_id, p.kind, p.app_id, p.pushkey, p.app_display_name, p.device_display_name,
-      p.profile_tag, p.lang, p.data, p.pushkey_ts)
+      p.profile_tag, p.lang, p.data, p.pushkey_ts, self.current_stream or 0)
   end)
 end
 
@@ -76,6 +81,23 @@ function methods:pushers_of_users(user_ids)
       if not list then list = {}; out[r[1]] = list end
       list[#list + 1] = decode(r)
     end
+  end
+  return out
+end
+
+--- The pusher's notifications up to stream_ordering went out (delivered or
+-- given up): its position moves there (never back).
+function methods:pusher_delivered(user_id, app_id, pushkey, stream_ordering)
+  self.conn:run([[UPDATE pushers SET last_stream_ordering = ?4 WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3
+    AND coalesce(last_stream_ordering, 0) < ?4]], user_id, app_id, pushkey, stream_ordering)
+end
+
+--- The http pushers with a position (to send what came after it).
+function methods:pushers_to_resume()
+  local out = {}
+  for _, r in ipairs(self.conn:all("SELECT " .. COLS .. [[ FROM pushers
+      WHERE kind = 'http' AND last_stream_ordering IS NOT NULL ORDER BY user_id, app_id, pushkey]])) do
+    out[#out + 1] = decode(r)
   end
   return out
 end
