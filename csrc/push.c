@@ -1158,44 +1158,22 @@ static void fetch_bytes(lua_State *L, Name *nm)
     lua_pop(L, 1);
 }
 
-/* Some key of the event has this hash (find's probe, hashes only). */
-static int key_hash_seen(const Eval *e, uint64_t hash)
+/* Some key of the event has this hash (find's probe, hashes only), compared
+ * on the bits of `bits` (all 64, or the low 32 that a rule reference keeps). */
+static int key_hash_seen(const Eval *e, uint64_t hash, uint64_t bits)
 {
     size_t h, mask = e->tabcap - 1;
-    for (h = (size_t)hash & mask; e->tab[h]; h = (h + 1) & mask)
-        if (e->ent[e->tab[h] - 1].hash == hash)
-            return 1;
-    return 0;
-}
-
-/* Some word of the body has this hash (has_word's probe, hashes only). */
-static int word_hash_seen(lua_State *L, Eval *e, uint64_t hash)
-{
-    size_t h, mask;
-    if (!e->has_body)
-        return 0;
-    if (!e->words_built)
-        build_words(L, e);
-    mask = e->wordcap - 1;
-    for (h = (size_t)hash & mask; e->words[h].len; h = (h + 1) & mask)
-        if (e->words[h].hash == hash)
-            return 1;
-    return 0;
-}
-
-/* As key_hash_seen and word_hash_seen, on the low 32 bits of the hash. */
-static int key_hash32_seen(const Eval *e, uint32_t hash)
-{
-    size_t h, mask = e->tabcap - 1;
-    if (mask > UINT32_MAX)
+    if (bits != UINT64_MAX && mask > bits)
         return 1; /* the probe would start elsewhere */
     for (h = (size_t)hash & mask; e->tab[h]; h = (h + 1) & mask)
-        if ((uint32_t)e->ent[e->tab[h] - 1].hash == hash)
+        if ((e->ent[e->tab[h] - 1].hash & bits) == hash)
             return 1;
     return 0;
 }
 
-static int word_hash32_seen(lua_State *L, Eval *e, uint32_t hash)
+/* Some word of the body has this hash (has_word's probe, hashes only),
+ * compared as in key_hash_seen. */
+static int word_hash_seen(lua_State *L, Eval *e, uint64_t hash, uint64_t bits)
 {
     size_t h, mask;
     if (!e->has_body)
@@ -1203,10 +1181,10 @@ static int word_hash32_seen(lua_State *L, Eval *e, uint32_t hash)
     if (!e->words_built)
         build_words(L, e);
     mask = e->wordcap - 1;
-    if (mask > UINT32_MAX)
+    if (bits != UINT64_MAX && mask > bits)
         return 1;
     for (h = (size_t)hash & mask; e->words[h].len; h = (h + 1) & mask)
-        if ((uint32_t)e->words[h].hash == hash)
+        if ((e->words[h].hash & bits) == hash)
             return 1;
     return 0;
 }
@@ -1217,12 +1195,12 @@ static int may_hold(lua_State *L, Eval *e, const Pre *p)
 {
     switch (p->kind) {
     case K_MATCH:
-        if (!key_hash_seen(e, p->keyhash))
+        if (!key_hash_seen(e, p->keyhash, UINT64_MAX))
             return 0;
-        return p->mode != G_WORD || word_hash_seen(L, e, p->pathash);
+        return p->mode != G_WORD || word_hash_seen(L, e, p->pathash, UINT64_MAX);
     case K_IS:
     case K_CONTAINS:
-        return key_hash_seen(e, p->keyhash);
+        return key_hash_seen(e, p->keyhash, UINT64_MAX);
     default:
         return 1;
     }
@@ -1235,7 +1213,7 @@ static int display_holds(lua_State *L, Eval *e, Name *nm)
         return 0;
     if (!nm->fetched)
         fetch_name(L, nm);
-    if (!nm->has || (nm->filter && !word_hash_seen(L, e, nm->hash)))
+    if (!nm->has || (nm->filter && !word_hash_seen(L, e, nm->hash, UINT64_MAX)))
         return 0;
     if (!nm->bytes)
         fetch_bytes(L, nm);
@@ -1273,8 +1251,8 @@ static int run_rules(lua_State *L, Eval *e, Rules *r, Name *nm, const Ctx *x)
         const RuleRef *ref = &r->rules[i];
         Node *nd;
         int ok;
-        if (ref->filter == F_KEY ? !key_hash32_seen(e, ref->hash)
-            : ref->filter == F_WORD && !word_hash32_seen(L, e, ref->hash))
+        if (ref->filter == F_KEY ? !key_hash_seen(e, ref->hash, UINT32_MAX)
+            : ref->filter == F_WORD && !word_hash_seen(L, e, ref->hash, UINT32_MAX))
             continue;
         nd = ref->nd;
         if (nd->gen == gen) {
